@@ -1,0 +1,13 @@
+DROP VIEW IF EXISTS queue_overview;
+DROP TABLE IF EXISTS app_settings;
+DROP TABLE IF EXISTS catalog_items;
+DROP TABLE IF EXISTS brand_voice_cache;
+DROP TABLE IF EXISTS agent_model_configs;
+DROP TABLE IF EXISTS integrations;
+DROP TABLE IF EXISTS runs;
+DROP TABLE IF EXISTS approvals;
+ALTER TABLE IF EXISTS artifacts DROP CONSTRAINT IF EXISTS artifacts_job_fk;
+DROP TABLE IF EXISTS jobs;
+DROP FUNCTION IF EXISTS jobs_notify_insert();
+DROP TABLE IF EXISTS artifacts;
+DROP TABLE IF EXISTS projects;

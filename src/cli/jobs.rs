@@ -1,0 +1,218 @@
+//! `copydesk jobs list|show|retry|cancel` and `copydesk queue stats`.
+
+use std::io::Write;
+
+use clap::{Args, Subcommand};
+use uuid::Uuid;
+
+use super::{Env, JsonFlag, table};
+use crate::queue::{Job, ops, sql};
+
+const STATUSES: [&str; 6] = [
+    "queued",
+    "running",
+    "done",
+    "failed",
+    "needs_approval",
+    "cancelled",
+];
+
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// Newest jobs first.
+    List(ListArgs),
+    /// One job: the row, its runs, artifacts and approvals, its last error.
+    Show {
+        #[arg(value_parser = super::parse_id)]
+        id: Uuid,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// A failed or cancelled job back to queued, attempts reset.
+    Retry {
+        #[arg(value_parser = super::parse_id)]
+        id: Uuid,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Cancel a queued job, or a running one (its result is discarded when it reports).
+    Cancel {
+        #[arg(value_parser = super::parse_id)]
+        id: Uuid,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only jobs in this status.
+    #[arg(long, value_parser = STATUSES)]
+    pub status: Option<String>,
+    /// Only jobs of this kind.
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// At most this many rows.
+    #[arg(long, default_value_t = 50)]
+    pub limit: i64,
+    #[command(flatten)]
+    pub json: JsonFlag,
+}
+
+pub async fn run(cmd: JobsCommand, env: &Env, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
+    let pool = &env.db.pool;
+    match cmd {
+        JobsCommand::List(a) => {
+            let jobs = sql::job_list(pool, a.status.as_deref(), a.kind.as_deref(), a.limit).await?;
+            if a.json.json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&jobs)?)?;
+            } else if jobs.is_empty() {
+                writeln!(out, "no jobs")?;
+            } else {
+                writeln!(out, "{}", list_table(&jobs))?;
+            }
+        }
+        JobsCommand::Show { id, json } => {
+            let d = ops::show(pool, id).await?;
+            if json.json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&d)?)?;
+            } else {
+                let j = &d.job;
+                let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+                let fields = [
+                    ("id", j.id.to_string()),
+                    ("kind", j.kind.clone()),
+                    ("status", j.status.clone()),
+                    ("project", opt(j.project_id.map(|p| p.to_string()))),
+                    ("attempts", format!("{} of {}", j.attempts, j.max_attempts)),
+                    ("priority", j.priority.to_string()),
+                    ("run at", j.run_at.to_rfc3339()),
+                    ("created", j.created_at.to_rfc3339()),
+                    ("started", opt(j.started_at.map(|t| t.to_rfc3339()))),
+                    ("finished", opt(j.finished_at.map(|t| t.to_rfc3339()))),
+                    ("locked by", opt(j.locked_by.clone())),
+                    ("lease until", opt(j.locked_until.map(|t| t.to_rfc3339()))),
+                    ("idempotency key", opt(j.idempotency_key.clone())),
+                    ("parent", opt(j.parent_id.map(|p| p.to_string()))),
+                    ("input", j.input.to_string()),
+                    ("output", opt(j.output.as_ref().map(|o| o.to_string()))),
+                    ("last error", opt(j.last_error.clone())),
+                ];
+                for (k, v) in fields {
+                    writeln!(out, "{k:>16}: {v}")?;
+                }
+                for (label, items) in [
+                    ("runs", &d.runs),
+                    ("artifacts", &d.artifacts),
+                    ("approvals", &d.approvals),
+                ] {
+                    writeln!(out, "{label:>16}: {}", items.len())?;
+                    for i in items {
+                        writeln!(out, "{:>16}  {i}", "")?;
+                    }
+                }
+            }
+        }
+        JobsCommand::Retry { id, json } => {
+            let job = ops::retry(pool, id).await?;
+            print_job(out, &job, json, "queued again (attempts reset)")?;
+        }
+        JobsCommand::Cancel { id, json } => {
+            let job = ops::cancel(pool, id).await?;
+            print_job(out, &job, json, "cancelled")?;
+        }
+    }
+    Ok(())
+}
+
+fn print_job(
+    out: &mut (dyn Write + Send),
+    job: &Job,
+    json: JsonFlag,
+    what: &str,
+) -> anyhow::Result<()> {
+    if json.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(job)?)?;
+    } else {
+        writeln!(out, "{} {what}", job.id)?;
+    }
+    Ok(())
+}
+
+fn list_table(jobs: &[Job]) -> String {
+    table(
+        &[
+            "ID",
+            "KIND",
+            "STATUS",
+            "ATTEMPTS",
+            "RUN AT",
+            "CREATED",
+            "LAST ERROR",
+        ],
+        jobs.iter()
+            .map(|j| {
+                let mut err = j.last_error.clone().unwrap_or_default();
+                if err.chars().count() > 60 {
+                    err = err.chars().take(57).collect::<String>() + "...";
+                }
+                vec![
+                    j.id.to_string(),
+                    j.kind.clone(),
+                    j.status.clone(),
+                    format!("{}/{}", j.attempts, j.max_attempts),
+                    j.run_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                    j.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                    err,
+                ]
+            })
+            .collect(),
+    )
+}
+
+/// `copydesk queue stats`.
+pub async fn stats(json: JsonFlag, env: &Env, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
+    let s = ops::stats(&env.db.pool).await?;
+    if json.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&s)?)?;
+        return Ok(());
+    }
+    write_stats(out, &s)
+}
+
+/// The text form of [`ops::QueueStats`], shared with the demo.
+pub fn write_stats(out: &mut (dyn Write + Send), s: &ops::QueueStats) -> anyhow::Result<()> {
+    if s.rows.is_empty() {
+        writeln!(out, "the queue is empty")?;
+    } else {
+        let rows = s
+            .rows
+            .iter()
+            .map(|r| {
+                vec![
+                    r.kind.clone(),
+                    r.status.clone(),
+                    r.jobs.to_string(),
+                    r.oldest_ready_secs
+                        .map(|v| format!("{v:.1}s"))
+                        .unwrap_or_default(),
+                ]
+            })
+            .collect();
+        writeln!(
+            out,
+            "{}",
+            table(&["KIND", "STATUS", "JOBS", "OLDEST READY"], rows)
+        )?;
+    }
+    writeln!(
+        out,
+        "oldest ready job waiting: {}; last 5 minutes: {} done, {} failed",
+        s.oldest_ready_secs
+            .map(|v| format!("{v:.1}s"))
+            .unwrap_or_else(|| "none".into()),
+        s.done_last_5m,
+        s.failed_last_5m
+    )?;
+    Ok(())
+}

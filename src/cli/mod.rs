@@ -1,0 +1,159 @@
+//! The `copydesk` command line: argument types (clap) and one module per command
+//! group. Each command writes its output to the writer it is given (stdout in the
+//! binary, a buffer in tests) and calls the same library functions the worker uses.
+
+mod cleanup;
+mod demo;
+mod enqueue;
+mod jobs;
+mod worker;
+
+use std::{io::Write, net::SocketAddr, sync::Arc};
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use uuid::Uuid;
+
+use crate::{config::Settings, db::Database, jobs::Registry, queue::runner::Runner};
+
+/// copydesk: a job-queue worker service for AI content pipelines, driven by Postgres rows.
+///
+/// DATABASE_URL selects the database; without it copydesk runs its own Postgres under
+/// COPYDESK_HOME (default ./.copydesk). COPYDESK_CONFIG names a settings file (see
+/// config/default.toml); COPYDESK__SECTION__KEY variables override single settings.
+#[derive(Debug, Parser)]
+#[command(name = "copydesk", version, about, long_about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply pending migrations (or, with --revert, undo the newest one).
+    Migrate {
+        /// Undo the newest applied migration.
+        #[arg(long)]
+        revert: bool,
+    },
+    /// Run workers until SIGTERM or Ctrl-C.
+    Worker(worker::WorkerArgs),
+    /// Enqueue one job and print its id.
+    Enqueue(enqueue::EnqueueArgs),
+    /// Inspect and steer jobs.
+    #[command(subcommand)]
+    Jobs(jobs::JobsCommand),
+    /// Queue-wide views.
+    #[command(subcommand)]
+    Queue(QueueCommand),
+    /// Delete finished jobs past retention, expired cache rows; rescue expired leases;
+    /// archive idle projects (for an external cron; workers also schedule it).
+    Cleanup(cleanup::CleanupArgs),
+    /// Run a small workload end to end on the embedded Postgres and show the result.
+    Demo(demo::DemoArgs),
+    /// Database helpers.
+    #[command(subcommand)]
+    Db(DbCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// Counts per kind and status, the oldest ready job's age, recent throughput.
+    Stats(JsonFlag),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Print the connection URL (for psql), starting the embedded cluster if needed.
+    Url,
+}
+
+/// `--json`, shared by every listing.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct JsonFlag {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// An opened database with the settings and job registry: what commands work with.
+pub struct Env {
+    pub settings: Arc<Settings>,
+    pub db: Database,
+}
+
+impl Env {
+    pub async fn open() -> anyhow::Result<Self> {
+        let settings = Arc::new(Settings::load()?);
+        let db = Database::open(&settings)
+            .await
+            .context("opening the database")?;
+        Ok(Self { settings, db })
+    }
+
+    pub fn runner(&self) -> Runner {
+        Runner {
+            pool: self.db.pool.clone(),
+            settings: self.settings.clone(),
+            registry: Registry::builtin(),
+        }
+    }
+}
+
+/// Runs one parsed command, writing its output to `out`.
+pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
+    if let Command::Demo(args) = cli.command {
+        return demo::run(args, out).await;
+    }
+    let env = Env::open().await?;
+    let result = dispatch(cli.command, &env, out).await;
+    env.db.pool.close().await;
+    result
+}
+
+async fn dispatch(command: Command, env: &Env, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
+    let pool = &env.db.pool;
+    match command {
+        Command::Migrate { revert: false } => {
+            let n = crate::db::migrate(pool).await?;
+            writeln!(out, "applied {n} migration(s); the schema is current")?;
+        }
+        Command::Migrate { revert: true } => match crate::db::revert_newest(pool).await? {
+            Some(m) => writeln!(out, "reverted {m}")?,
+            None => writeln!(out, "no migration is applied; nothing to revert")?,
+        },
+        Command::Worker(args) => worker::run(args, env, out).await?,
+        Command::Enqueue(args) => enqueue::run(args, env, out).await?,
+        Command::Jobs(cmd) => jobs::run(cmd, env, out).await?,
+        Command::Queue(QueueCommand::Stats(f)) => jobs::stats(f, env, out).await?,
+        Command::Cleanup(args) => cleanup::run(args, env, out).await?,
+        Command::Db(DbCommand::Url) => match &env.db.cluster {
+            Some(c) => writeln!(out, "{}", c.url("copydesk"))?,
+            None => writeln!(out, "{}", std::env::var("DATABASE_URL").unwrap_or_default())?,
+        },
+        Command::Demo(_) => unreachable!("handled before opening the database"),
+    }
+    Ok(())
+}
+
+/// Parses a job id, naming the argument when it is not a UUID.
+pub fn parse_id(s: &str) -> Result<Uuid, String> {
+    Uuid::parse_str(s).map_err(|e| format!("{s:?} is not a job id (a UUID): {e}"))
+}
+
+/// Parses `--http` addresses.
+pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse()
+        .map_err(|e| format!("{s:?} is not an address like 127.0.0.1:9464: {e}"))
+}
+
+/// Renders rows as an aligned text table.
+pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut t = comfy_table::Table::new();
+    t.load_style(comfy_table::presets::NOTHING)
+        .set_header(header.to_vec());
+    for r in rows {
+        t.add_row(r);
+    }
+    t.to_string()
+}

@@ -1,0 +1,63 @@
+//! `copydesk worker`.
+
+use std::{io::Write, net::SocketAddr};
+
+use clap::Args;
+
+use super::Env;
+use crate::queue::worker::{WorkerOptions, run as run_worker};
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Only these kinds (comma-separated); all kinds by default.
+    #[arg(long, value_delimiter = ',')]
+    pub kinds: Option<Vec<String>>,
+    /// Jobs of each kind run at once (overrides [worker] concurrency and [worker.kinds]).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: Option<u16>,
+    /// Serve /healthz, /readyz and /metrics on this address.
+    #[arg(long, value_parser = super::parse_addr)]
+    pub http: Option<SocketAddr>,
+    /// Do not apply pending migrations at start.
+    #[arg(long)]
+    pub no_migrate: bool,
+    /// Do not run the cleanup scheduler in this process.
+    #[arg(long)]
+    pub no_scheduler: bool,
+}
+
+pub async fn run(args: WorkerArgs, env: &Env, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
+    if env.settings.worker.migrate_on_start && !args.no_migrate {
+        let n = crate::db::migrate(&env.db.pool).await?;
+        if n > 0 {
+            tracing::info!(applied = n, "migrations applied");
+        }
+    }
+    let http = args.http.or_else(|| {
+        let l = &env.settings.http.listen;
+        (!l.is_empty()).then(|| l.parse().ok()).flatten()
+    });
+    let opts = WorkerOptions {
+        kinds: args.kinds,
+        concurrency: args.concurrency.map(usize::from),
+        http,
+        scheduler: !args.no_scheduler,
+    };
+    let summary = run_worker(env.runner(), opts, shutdown_signal()).await?;
+    writeln!(
+        out,
+        "worker stopped; {} unfinished job(s) returned to the queue",
+        summary.released_on_shutdown
+    )?;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}

@@ -1,0 +1,180 @@
+//! Settings: `config/default.toml` (compiled in, so it is the single list of defaults),
+//! then the file named by `COPYDESK_CONFIG`, then `COPYDESK__<SECTION>__<KEY>` variables.
+//!
+//! Secrets are never read from files: they come from the environment only, at the place
+//! that needs them.
+
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Toml},
+};
+use serde::{Deserialize, Serialize};
+
+/// The defaults, exactly as documented in `config/default.toml`.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// Every setting of copydesk.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub worker: WorkerSettings,
+    pub retry: RetrySettings,
+    pub cleanup: CleanupSettings,
+    pub http: HttpSettings,
+    pub log: LogSettings,
+}
+
+/// `[database]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    pub max_connections: u32,
+    pub acquire_timeout_secs: u64,
+    pub home: PathBuf,
+}
+
+/// `[worker]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSettings {
+    pub concurrency: usize,
+    pub batch_size: usize,
+    pub lease_secs: u64,
+    pub heartbeat_secs: u64,
+    pub poll_interval_ms: u64,
+    pub shutdown_grace_secs: u64,
+    pub migrate_on_start: bool,
+    #[serde(default)]
+    pub kinds: BTreeMap<String, usize>,
+}
+
+impl WorkerSettings {
+    /// How many jobs of `kind` one process runs at once.
+    pub fn concurrency_for(&self, kind: &str) -> usize {
+        self.kinds
+            .get(kind)
+            .copied()
+            .unwrap_or(self.concurrency)
+            .max(1)
+    }
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.lease_secs.max(1))
+    }
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_secs(self.heartbeat_secs.max(1))
+    }
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_ms.max(10))
+    }
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+}
+
+/// `[retry]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySettings {
+    pub base_delay_ms: u64,
+    pub max_delay_secs: u64,
+}
+
+/// `[cleanup]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CleanupSettings {
+    pub schedule: String,
+    pub enabled: bool,
+    pub done_retention_days: i32,
+    pub failed_retention_days: i32,
+    pub cancelled_retention_days: i32,
+    pub archive_idle_projects_days: i32,
+    pub batch_size: i64,
+}
+
+/// `[http]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    pub listen: String,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub filter: String,
+    pub format: String,
+}
+
+/// A configuration that could not be read; says which file or variable and why.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(#[from] Box<figment::Error>);
+
+impl Settings {
+    /// Reads the settings from the defaults, `COPYDESK_CONFIG` and the environment.
+    pub fn load() -> Result<Self, ConfigError> {
+        let file = std::env::var_os("COPYDESK_CONFIG").map(PathBuf::from);
+        Self::figment(file.as_deref())
+            .extract()
+            .map_err(|e| Box::new(e).into())
+    }
+
+    /// The layered sources, exposed so tests can add their own on top.
+    pub fn figment(file: Option<&std::path::Path>) -> Figment {
+        let mut fig = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(file) = file {
+            fig = fig.merge(Toml::file_exact(file));
+        }
+        fig.merge(Env::prefixed("COPYDESK__").split("__"))
+    }
+
+    /// The defaults alone, without reading any file or variable.
+    pub fn defaults() -> Self {
+        Figment::from(Toml::string(DEFAULT_TOML))
+            .extract()
+            .expect("config/default.toml is valid")
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closures return figment::Error
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_toml_lists_exactly_the_settings() {
+        // deny_unknown_fields makes a stray key fail; a missing key fails extraction.
+        let s = Settings::defaults();
+        assert_eq!(s.worker.concurrency_for("noop"), 64);
+        assert_eq!(s.worker.concurrency_for("unlisted"), s.worker.concurrency);
+    }
+
+    #[test]
+    fn environment_overrides_a_nested_key() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("COPYDESK__WORKER__CONCURRENCY", "32");
+            jail.set_env("COPYDESK__WORKER__KINDS__CLEANUP", "3");
+            let s: Settings = Settings::figment(None).extract()?;
+            assert_eq!(s.worker.concurrency, 32);
+            assert_eq!(s.worker.concurrency_for("cleanup"), 3);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_key_in_a_file_is_refused_by_name() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("c.toml", "[worker]\nconcurency = 3\n")?;
+            let err = Settings::figment(Some(std::path::Path::new("c.toml")))
+                .extract::<Settings>()
+                .unwrap_err();
+            assert!(err.to_string().contains("concurency"), "{err}");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,189 @@
+//! The queue on the `jobs` table: enqueue, claim, heartbeat, rescue and finish, and the
+//! apalis backend that drives them.
+//!
+//! Job states (moved only by the functions of this module and `pipeline`):
+//!
+//! ```mermaid
+//! stateDiagram-v2
+//!     [*] --> queued: INSERT / enqueue
+//!     queued --> running: claim (attempts + 1, lease)
+//!     running --> done: finish ok
+//!     running --> needs_approval: finish, waiting for a person
+//!     running --> queued: retryable error, attempts left (run_at later)
+//!     running --> failed: permanent error, or attempts used up
+//!     running --> queued: lease expired (rescue) / shutdown release
+//!     queued --> cancelled: cancel
+//!     running --> cancelled: cancel (result discarded)
+//!     failed --> queued: retry (attempts reset)
+//!     cancelled --> queued: retry (attempts reset)
+//! ```
+//!
+//! Invariants: **only the lease holder writes a running job** (every finish is fenced on
+//! `status = 'running' AND locked_by AND attempts`), and **no transaction spans an
+//! external call** (the claim commits at once; a handler's writes commit with its finish).
+
+pub mod backend;
+pub mod ops;
+pub mod outcome;
+pub mod runner;
+pub mod sql;
+pub mod worker;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+pub use outcome::{Effects, JobError, Outcome, ResultExt};
+
+/// Errors of the queue layer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("database: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("unknown job kind {0:?}: known kinds are {1}")]
+    UnknownKind(String, String),
+    #[error("input for {kind} is invalid: {detail}")]
+    InvalidInput { kind: String, detail: String },
+    #[error("job {0} not found")]
+    NotFound(Uuid),
+    #[error("job {id} is {status}: {action} needs {needs}")]
+    WrongState {
+        id: Uuid,
+        status: String,
+        action: &'static str,
+        needs: &'static str,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A job to enqueue. Only `kind` and `input` are required; every other column has a
+/// default in the database, exactly as for a plain SQL `INSERT`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NewJob {
+    pub kind: String,
+    pub input: Value,
+    pub project_id: Option<Uuid>,
+    pub input_artifact_id: Option<Uuid>,
+    pub parent_id: Option<Uuid>,
+    pub priority: Option<i32>,
+    pub run_at: Option<DateTime<Utc>>,
+    pub max_attempts: Option<i32>,
+    pub idempotency_key: Option<String>,
+}
+
+impl NewJob {
+    pub fn new(kind: impl Into<String>, input: Value) -> Self {
+        Self {
+            kind: kind.into(),
+            input,
+            ..Self::default()
+        }
+    }
+    pub fn project(mut self, id: Uuid) -> Self {
+        self.project_id = Some(id);
+        self
+    }
+    pub fn parent(mut self, id: Uuid) -> Self {
+        self.parent_id = Some(id);
+        self
+    }
+    pub fn input_artifact(mut self, id: Uuid) -> Self {
+        self.input_artifact_id = Some(id);
+        self
+    }
+    pub fn priority(mut self, p: i32) -> Self {
+        self.priority = Some(p);
+        self
+    }
+    pub fn run_at(mut self, at: DateTime<Utc>) -> Self {
+        self.run_at = Some(at);
+        self
+    }
+    pub fn max_attempts(mut self, n: i32) -> Self {
+        self.max_attempts = Some(n);
+        self
+    }
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+}
+
+/// What an enqueue did: a new row, or the existing row with the same idempotency key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Enqueued {
+    pub id: Uuid,
+    pub created: bool,
+}
+
+/// A whole `jobs` row, as operators see it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Job {
+    pub id: Uuid,
+    pub kind: String,
+    pub status: String,
+    pub project_id: Option<Uuid>,
+    pub input: Value,
+    pub output: Option<Value>,
+    pub input_artifact_id: Option<Uuid>,
+    pub output_artifact_id: Option<Uuid>,
+    pub parent_id: Option<Uuid>,
+    pub priority: i32,
+    pub run_at: DateTime<Utc>,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub locked_by: Option<String>,
+    pub locked_until: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A job as its worker holds it after the claim: what the handler needs, plus the lease
+/// (`locked_by`, `attempts`) every later write is fenced on.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct ClaimedJob {
+    pub id: Uuid,
+    pub kind: String,
+    pub project_id: Option<Uuid>,
+    pub input: Value,
+    pub input_artifact_id: Option<Uuid>,
+    pub parent_id: Option<Uuid>,
+    pub priority: i32,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub run_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub locked_by: String,
+}
+
+/// Enqueues one job inside the caller's transaction (or on a plain connection).
+///
+/// The input is validated against `jobs/<kind>/schema.json` first. With an idempotency
+/// key that is already taken, the existing job is returned and nothing is inserted.
+pub async fn enqueue(conn: &mut PgConnection, job: &NewJob) -> Result<Enqueued> {
+    Ok(enqueue_many(conn, std::slice::from_ref(job)).await?[0])
+}
+
+/// Enqueues many jobs in one round trip, inside the caller's transaction.
+///
+/// Returns one [`Enqueued`] per input job, in order. Every input is validated before
+/// anything is written: one bad job refuses the whole call, naming its index.
+pub async fn enqueue_many(conn: &mut PgConnection, jobs: &[NewJob]) -> Result<Vec<Enqueued>> {
+    for (i, job) in jobs.iter().enumerate() {
+        crate::jobs::validate_input(&job.kind, &job.input).map_err(|e| match e {
+            Error::InvalidInput { kind, detail } if jobs.len() > 1 => Error::InvalidInput {
+                kind,
+                detail: format!("job #{i}: {detail}"),
+            },
+            other => other,
+        })?;
+    }
+    sql::job_insert_many(conn, jobs).await
+}

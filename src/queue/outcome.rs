@@ -1,0 +1,179 @@
+//! What a handler tells the runner: done, needs approval, retry later, or fail for good.
+//! Errors are classified where they happen, with [`ResultExt::retryable`] and
+//! [`ResultExt::permanent`], not in one big match at the end.
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use futures::future::BoxFuture;
+use serde_json::Value;
+use sqlx::PgConnection;
+
+/// The writes a step makes in its finish transaction (artifacts, approvals, follow-up
+/// jobs). They run after the job's fenced status update succeeded, in the same
+/// transaction: either both commit or neither does. `Fn`, not `FnOnce`, because a finish
+/// whose commit failed on a lost connection is retried whole.
+pub type Effects = Arc<
+    dyn for<'c> Fn(&'c mut PgConnection) -> BoxFuture<'c, Result<(), sqlx::Error>> + Send + Sync,
+>;
+
+/// How one attempt of a job ended.
+#[derive(Clone)]
+pub enum Outcome {
+    /// The step is complete. `output` is a small JSON summary stored on the row.
+    Done {
+        output: Option<Value>,
+        effects: Option<Effects>,
+    },
+    /// The step is complete and waits for a person (an `approvals` row in `effects`).
+    NeedsApproval {
+        output: Option<Value>,
+        effects: Option<Effects>,
+    },
+    /// Try again later (after `after` if given, else the backoff), while attempts remain.
+    Retry {
+        error: String,
+        after: Option<Duration>,
+    },
+    /// Give up now: retrying cannot help.
+    Fail { error: String },
+}
+
+impl Outcome {
+    /// Done, with nothing to report.
+    pub fn done() -> Self {
+        Self::Done {
+            output: None,
+            effects: None,
+        }
+    }
+    /// Done, with a JSON summary for the row's `output`.
+    pub fn done_with(output: Value) -> Self {
+        Self::Done {
+            output: Some(output),
+            effects: None,
+        }
+    }
+    /// Adds writes to commit with the finish.
+    pub fn with_effects(self, e: Effects) -> Self {
+        match self {
+            Self::Done { output, .. } => Self::Done {
+                output,
+                effects: Some(e),
+            },
+            Self::NeedsApproval { output, .. } => Self::NeedsApproval {
+                output,
+                effects: Some(e),
+            },
+            other => other,
+        }
+    }
+    /// The status word written to the row (`retry` becomes `queued` or `failed`).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Done { .. } => "done",
+            Self::NeedsApproval { .. } => "needs_approval",
+            Self::Retry { .. } => "retry",
+            Self::Fail { .. } => "failed",
+        }
+    }
+}
+
+impl fmt::Debug for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Done { output, effects } | Self::NeedsApproval { output, effects } => f
+                .debug_struct(self.label())
+                .field("output", output)
+                .field("effects", &effects.is_some())
+                .finish(),
+            Self::Retry { error, after } => f
+                .debug_struct("retry")
+                .field("error", error)
+                .field("after", after)
+                .finish(),
+            Self::Fail { error } => f.debug_struct("fail").field("error", error).finish(),
+        }
+    }
+}
+
+/// A handler's error, already classified.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct JobError {
+    pub message: String,
+    /// `None`: permanent. `Some(after)`: retryable, after that delay if given.
+    pub retry: Option<Option<Duration>>,
+}
+
+impl JobError {
+    /// An error worth retrying (timeouts, 5xx, 429, connection loss, malformed answers).
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retry: Some(None),
+        }
+    }
+    /// An error retrying cannot fix (bad input, 4xx, unapproved artifact, budget).
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retry: None,
+        }
+    }
+    /// Retry no sooner than `after` (e.g. from `Retry-After`).
+    pub fn retry_after(mut self, after: Duration) -> Self {
+        self.retry = Some(Some(after));
+        self
+    }
+    pub fn is_permanent(&self) -> bool {
+        self.retry.is_none()
+    }
+}
+
+impl From<JobError> for Outcome {
+    fn from(e: JobError) -> Self {
+        match e.retry {
+            Some(after) => Outcome::Retry {
+                error: e.message,
+                after,
+            },
+            None => Outcome::Fail { error: e.message },
+        }
+    }
+}
+
+/// Classifies any error where it happens.
+pub trait ResultExt<T> {
+    /// Worth retrying.
+    fn retryable(self) -> Result<T, JobError>;
+    /// Not worth retrying.
+    fn permanent(self) -> Result<T, JobError>;
+}
+
+impl<T, E: fmt::Display> ResultExt<T> for Result<T, E> {
+    fn retryable(self) -> Result<T, JobError> {
+        self.map_err(|e| JobError::transient(e.to_string()))
+    }
+    fn permanent(self) -> Result<T, JobError> {
+        self.map_err(|e| JobError::permanent(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification_survives_conversion() {
+        let r: Result<(), &str> = Err("503 from provider");
+        let o: Outcome = r.retryable().unwrap_err().into();
+        assert!(matches!(o, Outcome::Retry { after: None, .. }));
+        let o: Outcome = JobError::transient("429")
+            .retry_after(Duration::from_secs(7))
+            .into();
+        assert!(matches!(o, Outcome::Retry { after: Some(d), .. } if d == Duration::from_secs(7)));
+        let r: Result<(), &str> = Err("field x");
+        let o: Outcome = r.permanent().unwrap_err().into();
+        assert!(matches!(o, Outcome::Fail { ref error } if error == "field x"));
+    }
+}

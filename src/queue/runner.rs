@@ -1,0 +1,309 @@
+//! Running one attempt of a job and committing its finish. Both the apalis backend and
+//! [`run_once`] (one deterministic step, for tests and tools) go through here.
+
+use std::{
+    panic::AssertUnwindSafe,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use backon::BackoffBuilder;
+use futures::FutureExt;
+use sqlx::PgPool;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use super::{ClaimedJob, Outcome, Result, sql};
+use crate::{
+    config::{RetrySettings, Settings},
+    jobs::{JobContext, Registry},
+};
+
+/// What a worker needs to run jobs: the pool, the settings and the kinds it knows.
+#[derive(Clone)]
+pub struct Runner {
+    pub pool: PgPool,
+    pub settings: Arc<Settings>,
+    pub registry: Registry,
+}
+
+/// One attempt that has ended, on its way to the finish transaction.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub id: Uuid,
+    pub kind: String,
+    pub attempts: i32,
+    pub outcome: Outcome,
+    pub elapsed: Duration,
+}
+
+/// How a finish ended for one job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Written {
+    /// The row now has this status.
+    Status(String),
+    /// The lease was lost (rescued, cancelled, or released): nothing was written.
+    LostLease,
+}
+
+impl Runner {
+    /// Runs one attempt: checks the input, calls the handler inside the job's span,
+    /// turns a panic into a failed attempt. Never panics and never errors.
+    pub async fn execute(&self, job: ClaimedJob) -> Finished {
+        let span =
+            tracing::info_span!("job", job_id = %job.id, kind = %job.kind, attempt = job.attempts);
+        let started = Instant::now();
+        let (id, kind, attempts) = (job.id, job.kind.clone(), job.attempts);
+        let outcome = async {
+            tracing::debug!("started");
+            let outcome = self.call(job).await;
+            match &outcome {
+                Outcome::Retry { error, .. } => {
+                    tracing::warn!(%error, "attempt failed, will retry if attempts remain")
+                }
+                Outcome::Fail { error } => tracing::error!(%error, "failed permanently"),
+                other => tracing::debug!(outcome = other.label(), "finished"),
+            }
+            outcome
+        }
+        .instrument(span)
+        .await;
+        Finished {
+            id,
+            kind,
+            attempts,
+            outcome,
+            elapsed: started.elapsed(),
+        }
+    }
+
+    async fn call(&self, job: ClaimedJob) -> Outcome {
+        let Some(kind) = self.registry.get(&job.kind) else {
+            return Outcome::Fail {
+                error: format!("no handler for kind {:?} in this worker", job.kind),
+            };
+        };
+        if let Err(e) = self.registry.validate(&job.kind, &job.input) {
+            return Outcome::Fail {
+                error: e.to_string(),
+            };
+        }
+        let ctx = JobContext {
+            job,
+            pool: self.pool.clone(),
+            settings: self.settings.clone(),
+        };
+        match AssertUnwindSafe((kind.handler)(ctx)).catch_unwind().await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(e)) => e.into(),
+            Err(panic) => {
+                let msg = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic payload".into());
+                Outcome::Retry {
+                    error: format!("handler panicked: {msg}"),
+                    after: None,
+                }
+            }
+        }
+    }
+}
+
+/// The delay before the next attempt after `attempt` failed: exponential from
+/// `base_delay_ms`, capped at `max_delay_secs`, with jitter (backon).
+pub fn retry_delay(cfg: &RetrySettings, attempt: i32) -> Duration {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(cfg.base_delay_ms))
+        .with_max_delay(Duration::from_secs(cfg.max_delay_secs))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
+        .nth(attempt.max(1) as usize - 1)
+        .unwrap_or(Duration::from_secs(cfg.max_delay_secs))
+}
+
+fn finish_row(f: &Finished, retry: &RetrySettings) -> sql::FinishRow {
+    let (error, output, delay) = match &f.outcome {
+        Outcome::Done { output, .. } | Outcome::NeedsApproval { output, .. } => {
+            (None, output.clone(), Duration::ZERO)
+        }
+        Outcome::Retry { error, after } => {
+            let backoff = retry_delay(retry, f.attempts);
+            (
+                Some(error.clone()),
+                None,
+                after.map_or(backoff, |a| a.max(backoff)),
+            )
+        }
+        Outcome::Fail { error } => (Some(error.clone()), None, Duration::ZERO),
+    };
+    sql::FinishRow {
+        id: f.id,
+        attempts: f.attempts,
+        outcome: f.outcome.label(),
+        retry_delay: delay,
+        error,
+        output,
+    }
+}
+
+/// Commits many attempts' finishes in one transaction, each fenced on its own lease.
+/// A job whose effects fail is rolled back alone (to a savepoint) and retried later.
+/// On a lost connection the whole batch is tried again: the fences make that safe.
+pub async fn finish(
+    pool: &PgPool,
+    worker: &str,
+    batch: &[Finished],
+    retry: &RetrySettings,
+) -> Result<Vec<(Uuid, Written)>> {
+    use backon::Retryable;
+    if batch.is_empty() {
+        return Ok(Vec::new());
+    }
+    let written = (|| finish_once(pool, worker, batch, retry))
+        .retry(
+            backon::ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(100))
+                .with_max_delay(Duration::from_secs(5))
+                .with_max_times(12),
+        )
+        .when(|e| matches!(e, super::Error::Sql(s) if is_connection_error(s)))
+        .notify(|e, d| tracing::warn!(error = %e, retry_in = ?d, "finishing jobs failed; retrying"))
+        .await?;
+    for f in batch {
+        let status = written
+            .iter()
+            .find(|(id, _)| *id == f.id)
+            .map(|(_, w)| w.clone())
+            .unwrap_or(Written::LostLease);
+        let label = match &status {
+            Written::Status(s) => s.as_str(),
+            Written::LostLease => "lost_lease",
+        };
+        metrics::counter!("copydesk_jobs_finished_total", "kind" => f.kind.clone(), "status" => label.to_owned())
+            .increment(1);
+        metrics::histogram!("copydesk_job_duration_seconds", "kind" => f.kind.clone())
+            .record(f.elapsed.as_secs_f64());
+        if status == Written::LostLease {
+            tracing::warn!(job_id = %f.id, kind = %f.kind, attempt = f.attempts,
+                "lost lease: the job was rescued, cancelled or released meanwhile; result discarded");
+        }
+    }
+    Ok(batch
+        .iter()
+        .map(|f| {
+            let w = written
+                .iter()
+                .find(|(id, _)| *id == f.id)
+                .map(|(_, w)| w.clone())
+                .unwrap_or(Written::LostLease);
+            (f.id, w)
+        })
+        .collect())
+}
+
+/// Whether a database error means the connection (not the statement) failed.
+pub fn is_connection_error(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| {
+            // admin_shutdown, crash_shutdown, cannot_connect_now, connection_failure
+            c.starts_with("08") || c == "57P01" || c == "57P02" || c == "57P03"
+        }),
+        _ => false,
+    }
+}
+
+async fn finish_once(
+    pool: &PgPool,
+    worker: &str,
+    batch: &[Finished],
+    retry: &RetrySettings,
+) -> Result<Vec<(Uuid, Written)>> {
+    let mut written = Vec::with_capacity(batch.len());
+    let mut requeued: Vec<String> = Vec::new();
+    let mut tx = pool.begin().await?;
+    let (plain, effectful): (Vec<&Finished>, Vec<&Finished>) =
+        batch.iter().partition(|f| effects_of(&f.outcome).is_none());
+    if !plain.is_empty() {
+        let rows: Vec<sql::FinishRow> = plain.iter().map(|f| finish_row(f, retry)).collect();
+        for (id, kind, status) in sql::job_finish_many(&mut *tx, worker, &rows).await? {
+            if status == "queued" {
+                requeued.push(kind);
+            }
+            written.push((id, Written::Status(status)));
+        }
+    }
+    for f in effectful {
+        let effects = effects_of(&f.outcome).expect("partitioned on effects");
+        let mut sp = sqlx::Acquire::begin(&mut *tx).await?;
+        let rows = sql::job_finish_many(&mut *sp, worker, &[finish_row(f, retry)]).await?;
+        let Some((id, _, status)) = rows.into_iter().next() else {
+            sp.rollback().await?;
+            continue;
+        };
+        match effects(&mut sp).await {
+            Ok(()) => {
+                sp.commit().await?;
+                written.push((id, Written::Status(status)));
+            }
+            Err(e) if is_connection_error(&e) => return Err(e.into()),
+            Err(e) => {
+                sp.rollback().await?;
+                let failed = Finished {
+                    outcome: Outcome::Retry {
+                        error: format!("writing the step's results failed: {e}"),
+                        after: None,
+                    },
+                    ..f.clone()
+                };
+                for (id, kind, status) in
+                    sql::job_finish_many(&mut *tx, worker, &[finish_row(&failed, retry)]).await?
+                {
+                    if status == "queued" {
+                        requeued.push(kind);
+                    }
+                    written.push((id, Written::Status(status)));
+                }
+            }
+        }
+    }
+    let kinds: Vec<&str> = requeued.iter().map(String::as_str).collect();
+    sql::job_notify(&mut *tx, &kinds).await?;
+    tx.commit().await?;
+    Ok(written)
+}
+
+fn effects_of(o: &Outcome) -> Option<&super::Effects> {
+    match o {
+        Outcome::Done { effects, .. } | Outcome::NeedsApproval { effects, .. } => effects.as_ref(),
+        _ => None,
+    }
+}
+
+/// Claims one ready job of `kinds` (in order) and runs it to the end, finish included.
+/// Returns the job and its new status, or `None` when nothing was ready.
+pub async fn run_once(runner: &Runner, kinds: &[&str]) -> Result<Option<(Uuid, Written)>> {
+    let worker = format!("run-once:{}", Uuid::new_v4());
+    for kind in kinds {
+        let lease = runner.settings.worker.lease();
+        let Some(job) = sql::job_claim(&runner.pool, &worker, kind, 1, lease)
+            .await?
+            .into_iter()
+            .next()
+        else {
+            continue;
+        };
+        let done = runner.execute(job).await;
+        let written = finish(&runner.pool, &worker, &[done], &runner.settings.retry).await?;
+        return Ok(written.into_iter().next());
+    }
+    Ok(None)
+}

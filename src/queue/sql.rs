@@ -1,0 +1,410 @@
+//! Every statement the queue runs, one function each, named noun + verb.
+//!
+//! Runtime-checked queries (`sqlx::query`), each covered by the tests in `tests/`.
+//! Time always comes from the database's `now()`, never from this process's clock.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+use super::{ClaimedJob, Enqueued, Job, NewJob, Result};
+
+/// The NOTIFY channel workers LISTEN on; the payload is the job's kind.
+pub const JOBS_CHANNEL: &str = "copydesk_jobs";
+
+/// Inserts `jobs` in one statement; an idempotency key already taken yields the
+/// existing row's id with `created: false`.
+pub async fn job_insert_many(conn: &mut PgConnection, jobs: &[NewJob]) -> Result<Vec<Enqueued>> {
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let n = jobs.len();
+    let mut ids = Vec::with_capacity(n);
+    let (mut kinds, mut inputs) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut projects, mut artifacts, mut parents) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut priorities, mut run_ats, mut max_attempts, mut keys) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for j in jobs {
+        // Time-ordered ids keep the primary key's inserts at the right edge of the index.
+        ids.push(Uuid::now_v7());
+        kinds.push(j.kind.as_str());
+        inputs.push(&j.input);
+        projects.push(j.project_id);
+        artifacts.push(j.input_artifact_id);
+        parents.push(j.parent_id);
+        priorities.push(j.priority);
+        run_ats.push(j.run_at);
+        max_attempts.push(j.max_attempts);
+        keys.push(j.idempotency_key.as_deref());
+    }
+    // The coalesce defaults are the column defaults of the migration; a test checks
+    // that a library enqueue and a plain INSERT produce the same row.
+    let inserted: Vec<Uuid> = sqlx::query_scalar(
+        "INSERT INTO jobs (id, kind, input, project_id, input_artifact_id, parent_id,
+                           priority, run_at, max_attempts, idempotency_key)
+         SELECT t.id, t.kind, t.input, t.project_id, t.input_artifact_id, t.parent_id,
+                coalesce(t.priority, 0), coalesce(t.run_at, now()), coalesce(t.max_attempts, 5),
+                t.idempotency_key
+         FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::uuid[], $5::uuid[], $6::uuid[],
+                     $7::int[], $8::timestamptz[], $9::int[], $10::text[])
+              AS t(id, kind, input, project_id, input_artifact_id, parent_id,
+                   priority, run_at, max_attempts, idempotency_key)
+         ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+         RETURNING id",
+    )
+    .bind(&ids)
+    .bind(&kinds)
+    .bind(&inputs)
+    .bind(&projects)
+    .bind(&artifacts)
+    .bind(&parents)
+    .bind(&priorities)
+    .bind(&run_ats)
+    .bind(&max_attempts)
+    .bind(&keys)
+    .fetch_all(&mut *conn)
+    .await?;
+
+    if inserted.len() == n {
+        return Ok(ids
+            .into_iter()
+            .map(|id| Enqueued { id, created: true })
+            .collect());
+    }
+    // Some keys were taken (by earlier rows or by a twin in this batch).
+    let inserted: std::collections::HashSet<Uuid> = inserted.into_iter().collect();
+    let taken: Vec<&str> = jobs
+        .iter()
+        .zip(&ids)
+        .filter(|(_, id)| !inserted.contains(id))
+        .filter_map(|(j, _)| j.idempotency_key.as_deref())
+        .collect();
+    let existing: std::collections::HashMap<String, Uuid> = sqlx::query_as::<_, (String, Uuid)>(
+        "SELECT idempotency_key, id FROM jobs WHERE idempotency_key = ANY($1)",
+    )
+    .bind(&taken)
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .collect();
+    Ok(jobs
+        .iter()
+        .zip(ids)
+        .map(|(j, id)| {
+            if inserted.contains(&id) {
+                Enqueued { id, created: true }
+            } else {
+                let key = j.idempotency_key.as_deref().unwrap_or_default();
+                Enqueued {
+                    id: existing.get(key).copied().unwrap_or(id),
+                    created: false,
+                }
+            }
+        })
+        .collect())
+}
+
+/// Claims up to `limit` ready jobs of `kind` for `worker`, best first, skipping rows
+/// other workers hold. Commits on its own (the caller passes the pool).
+pub async fn job_claim(
+    db: impl PgExecutor<'_>,
+    worker: &str,
+    kind: &str,
+    limit: i64,
+    lease: Duration,
+) -> Result<Vec<ClaimedJob>> {
+    Ok(sqlx::query_as::<_, ClaimedJob>(
+        "WITH c AS (
+             SELECT id FROM jobs
+             WHERE status = 'queued' AND kind = $1 AND run_at <= now()
+             ORDER BY priority DESC, run_at, id
+             LIMIT $2
+             FOR UPDATE SKIP LOCKED
+         )
+         UPDATE jobs j
+         SET status = 'running', locked_by = $3,
+             locked_until = now() + $4 * interval '1 millisecond',
+             attempts = j.attempts + 1, started_at = now(), updated_at = now()
+         FROM c WHERE j.id = c.id
+         RETURNING j.id, j.kind, j.project_id, j.input, j.input_artifact_id, j.parent_id,
+                   j.priority, j.attempts, j.max_attempts, j.run_at, j.created_at, j.locked_by",
+    )
+    .bind(kind)
+    .bind(limit)
+    .bind(worker)
+    .bind(lease.as_millis() as i64)
+    .fetch_all(db)
+    .await?)
+}
+
+/// One job's finish, as [`job_finish_many`] writes it.
+#[derive(Debug, Clone)]
+pub struct FinishRow {
+    pub id: Uuid,
+    pub attempts: i32,
+    /// `done`, `failed`, `needs_approval`, or `retry` (queued again, or failed when the
+    /// attempts are used up).
+    pub outcome: &'static str,
+    pub retry_delay: Duration,
+    pub error: Option<String>,
+    pub output: Option<Value>,
+}
+
+/// Finishes many jobs in one statement, each fenced on its own lease. Returns
+/// `(id, kind, new status)` for the rows written; a job missing from the answer had lost
+/// its lease (rescued, cancelled, or finished by someone else) and was not touched.
+pub async fn job_finish_many(
+    db: impl PgExecutor<'_>,
+    worker: &str,
+    rows: &[FinishRow],
+) -> Result<Vec<(Uuid, String, String)>> {
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+    let attempts: Vec<i32> = rows.iter().map(|r| r.attempts).collect();
+    let outcomes: Vec<&str> = rows.iter().map(|r| r.outcome).collect();
+    let delays: Vec<i64> = rows
+        .iter()
+        .map(|r| r.retry_delay.as_millis().min(i64::MAX as u128) as i64)
+        .collect();
+    let errors: Vec<Option<&str>> = rows.iter().map(|r| r.error.as_deref()).collect();
+    let outputs: Vec<Option<&Value>> = rows.iter().map(|r| r.output.as_ref()).collect();
+    Ok(sqlx::query_as(
+        "UPDATE jobs j SET
+             status = CASE WHEN u.outcome <> 'retry' THEN u.outcome
+                           WHEN j.attempts < j.max_attempts THEN 'queued'
+                           ELSE 'failed' END,
+             run_at = CASE WHEN u.outcome = 'retry' AND j.attempts < j.max_attempts
+                           THEN now() + u.delay_ms * interval '1 millisecond'
+                           ELSE j.run_at END,
+             finished_at = CASE WHEN u.outcome = 'retry' AND j.attempts < j.max_attempts
+                                THEN NULL ELSE now() END,
+             last_error = coalesce(u.error, j.last_error),
+             output = coalesce(u.output, j.output),
+             locked_by = NULL, locked_until = NULL, updated_at = now()
+         FROM unnest($1::uuid[], $2::int[], $3::text[], $4::bigint[], $5::text[], $6::jsonb[])
+              AS u(id, attempts, outcome, delay_ms, error, output)
+         WHERE j.id = u.id AND j.status = 'running' AND j.locked_by = $7
+           AND j.attempts = u.attempts
+         RETURNING j.id, j.kind, j.status",
+    )
+    .bind(&ids)
+    .bind(&attempts)
+    .bind(&outcomes)
+    .bind(&delays)
+    .bind(&errors)
+    .bind(&outputs)
+    .bind(worker)
+    .fetch_all(db)
+    .await?)
+}
+
+/// Extends the lease of every job `worker` holds. Returns how many it holds.
+pub async fn job_heartbeat(db: impl PgExecutor<'_>, worker: &str, lease: Duration) -> Result<u64> {
+    Ok(sqlx::query(
+        "UPDATE jobs SET locked_until = now() + $2 * interval '1 millisecond'
+         WHERE status = 'running' AND locked_by = $1",
+    )
+    .bind(worker)
+    .bind(lease.as_millis() as i64)
+    .execute(db)
+    .await?
+    .rows_affected())
+}
+
+/// Returns jobs whose lease ran out to `queued` (or `failed` when their attempts are
+/// used up), at most `limit` of them. Returns `(id, kind, new status)`.
+pub async fn job_rescue_expired(
+    db: impl PgExecutor<'_>,
+    limit: i64,
+) -> Result<Vec<(Uuid, String, String)>> {
+    Ok(sqlx::query_as(
+        "WITH expired AS (
+             SELECT id FROM jobs
+             WHERE status = 'running' AND locked_until < now()
+             ORDER BY locked_until
+             LIMIT $1
+             FOR UPDATE SKIP LOCKED
+         )
+         UPDATE jobs j SET
+             status = CASE WHEN j.attempts < j.max_attempts THEN 'queued' ELSE 'failed' END,
+             finished_at = CASE WHEN j.attempts < j.max_attempts THEN NULL ELSE now() END,
+             last_error = 'lease expired: worker ' || coalesce(j.locked_by, '?')
+                          || ' stopped heartbeating during attempt ' || j.attempts,
+             run_at = now(), locked_by = NULL, locked_until = NULL, updated_at = now()
+         FROM expired WHERE j.id = expired.id
+         RETURNING j.id, j.kind, j.status",
+    )
+    .bind(limit)
+    .fetch_all(db)
+    .await?)
+}
+
+/// Puts running jobs held by `workers` back to `queued` without using up an attempt
+/// (shutdown, or claimed but never started). With `ids`, only those jobs.
+pub async fn job_release(
+    db: impl PgExecutor<'_>,
+    workers: &[String],
+    ids: Option<&[Uuid]>,
+) -> Result<Vec<(Uuid, String)>> {
+    Ok(sqlx::query_as(
+        "UPDATE jobs SET status = 'queued', attempts = greatest(attempts - 1, 0),
+                locked_by = NULL, locked_until = NULL, run_at = now(), updated_at = now()
+         WHERE status = 'running' AND locked_by = ANY($1)
+           AND ($2::uuid[] IS NULL OR id = ANY($2))
+         RETURNING id, kind",
+    )
+    .bind(workers)
+    .bind(ids)
+    .fetch_all(db)
+    .await?)
+}
+
+/// Wakes the workers of `kinds` (they LISTEN on [`JOBS_CHANNEL`]).
+pub async fn job_notify(db: impl PgExecutor<'_>, kinds: &[&str]) -> Result<()> {
+    if kinds.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("SELECT pg_notify($1, k) FROM (SELECT DISTINCT unnest($2::text[]) AS k) s")
+        .bind(JOBS_CHANNEL)
+        .bind(kinds)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+const JOB_COLUMNS: &str = "id, kind, status, project_id, input, output, input_artifact_id,
+    output_artifact_id, parent_id, priority, run_at, attempts, max_attempts, locked_by,
+    locked_until, last_error, idempotency_key, created_at, started_at, finished_at, updated_at";
+
+/// One job by id.
+pub async fn job_get(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Job>> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(db)
+    .await?)
+}
+
+/// Newest jobs first, optionally of one status and/or kind.
+pub async fn job_list(
+    db: impl PgExecutor<'_>,
+    status: Option<&str>,
+    kind: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Job>> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {JOB_COLUMNS} FROM jobs
+         WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR kind = $2)
+         ORDER BY created_at DESC, id DESC LIMIT $3"
+    )))
+    .bind(status)
+    .bind(kind)
+    .bind(limit)
+    .fetch_all(db)
+    .await?)
+}
+
+/// A failed or cancelled job back to `queued` now, with its attempts reset.
+pub async fn job_retry(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Job>> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE jobs SET status = 'queued', attempts = 0, run_at = now(), finished_at = NULL,
+                locked_by = NULL, locked_until = NULL, updated_at = now()
+         WHERE id = $1 AND status IN ('failed', 'cancelled')
+         RETURNING {JOB_COLUMNS}"
+    )))
+    .bind(id)
+    .fetch_optional(db)
+    .await?)
+}
+
+/// A queued or running job to `cancelled`. A running job's worker finds its fence
+/// broken when it reports, and its result is discarded.
+pub async fn job_cancel(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Job>> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE jobs SET status = 'cancelled', finished_at = now(), locked_by = NULL,
+                locked_until = NULL, last_error = coalesce(last_error, 'cancelled by an operator'),
+                updated_at = now()
+         WHERE id = $1 AND status IN ('queued', 'running')
+         RETURNING {JOB_COLUMNS}"
+    )))
+    .bind(id)
+    .fetch_optional(db)
+    .await?)
+}
+
+/// One line of `queue stats`: a kind and status with its count.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct StatsRow {
+    pub kind: String,
+    pub status: String,
+    pub jobs: i64,
+    /// Seconds the oldest ready queued job has waited (queued rows only).
+    pub oldest_ready_secs: Option<f64>,
+    pub finished_last_5m: i64,
+}
+
+/// Counts per kind and status, from the `queue_overview` view.
+pub async fn queue_stats(db: impl PgExecutor<'_>) -> Result<Vec<StatsRow>> {
+    Ok(sqlx::query_as(
+        "SELECT kind, status, jobs,
+                extract(epoch FROM oldest_ready_age)::float8 AS oldest_ready_secs,
+                finished_last_5m
+         FROM queue_overview ORDER BY kind, status",
+    )
+    .fetch_all(db)
+    .await?)
+}
+
+/// Deletes up to `limit` jobs of `status` that finished more than `days` ago.
+pub async fn job_delete_finished(
+    db: impl PgExecutor<'_>,
+    status: &str,
+    days: i32,
+    limit: i64,
+) -> Result<u64> {
+    Ok(sqlx::query(
+        "DELETE FROM jobs WHERE id IN (
+             SELECT id FROM jobs
+             WHERE status = $1 AND finished_at < now() - $2 * interval '1 day'
+             ORDER BY finished_at LIMIT $3
+             FOR UPDATE SKIP LOCKED)",
+    )
+    .bind(status)
+    .bind(days)
+    .bind(limit)
+    .execute(db)
+    .await?
+    .rows_affected())
+}
+
+/// Counts what [`job_delete_finished`] would delete, for `--dry-run`.
+pub async fn job_count_finished(db: impl PgExecutor<'_>, status: &str, days: i32) -> Result<u64> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM jobs WHERE status = $1 AND finished_at < now() - $2 * interval '1 day'",
+    )
+    .bind(status)
+    .bind(days)
+    .fetch_one(db)
+    .await?;
+    Ok(n as u64)
+}
+
+/// Counts running jobs whose lease has run out, for `--dry-run`.
+pub async fn job_count_expired(db: impl PgExecutor<'_>) -> Result<u64> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM jobs WHERE status = 'running' AND locked_until < now()",
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(n as u64)
+}
