@@ -220,6 +220,16 @@ impl Cluster {
         let _ = cmd.status();
     }
 
+    /// Restarts the server at once, dropping every connection (tests of reconnection).
+    pub fn restart_immediately(&self) -> Result<()> {
+        let mut cmd = self.command("pg_ctl");
+        cmd.arg("stop")
+            .args(["-m", "immediate", "-w", "-D"])
+            .arg(&self.data);
+        self.run(cmd, "pg_ctl stop")?;
+        self.start()
+    }
+
     /// Connection options for one database of the cluster.
     pub fn connect_options(&self, database: &str) -> PgConnectOptions {
         PgConnectOptions::new()

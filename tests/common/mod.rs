@@ -1,0 +1,201 @@
+//! Test support: one embedded Postgres cluster per test binary (started on first use,
+//! stopped at exit), and a fresh database per test cloned from a migrated template.
+#![allow(dead_code)]
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::{Arc, OnceLock},
+    time::{Duration, Instant},
+};
+
+use copydesk::{
+    config::Settings,
+    db::embedded::{Cluster, Options},
+    jobs::Registry,
+    queue::runner::Runner,
+};
+use sqlx::{PgPool, postgres::PgPoolOptions};
+use uuid::Uuid;
+
+const TEMPLATE: &str = "copydesk_template";
+
+struct Shared {
+    cluster: Cluster,
+    dir: PathBuf,
+}
+
+static SHARED: OnceLock<Shared> = OnceLock::new();
+
+extern "C" fn stop_cluster() {
+    if let Some(s) = SHARED.get() {
+        s.cluster.stop();
+        let _ = std::fs::remove_dir_all(&s.dir);
+    }
+}
+
+fn shared() -> &'static Shared {
+    SHARED.get_or_init(|| {
+        // Started on a plain thread: this may be called from inside a tokio runtime.
+        std::thread::spawn(|| {
+            let dir = tempfile::Builder::new()
+                .prefix("cdt")
+                .tempdir_in("/tmp")
+                .expect("temp dir")
+                .keep();
+            let cluster = Cluster::ensure(
+                &dir,
+                Options {
+                    unsafe_no_sync: true,
+                },
+            )
+            .expect("test cluster starts");
+            // SAFETY: registering a plain extern "C" function with no captured state.
+            unsafe { libc::atexit(stop_cluster) };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                cluster.create_database(TEMPLATE).await.unwrap();
+                let pool = PgPoolOptions::new()
+                    .max_connections(1)
+                    .connect_with(cluster.connect_options(TEMPLATE))
+                    .await
+                    .unwrap();
+                copydesk::db::migrate(&pool).await.unwrap();
+                pool.close().await;
+            });
+            Shared { cluster, dir }
+        })
+        .join()
+        .expect("cluster set-up thread")
+    })
+}
+
+/// The test binary's cluster.
+pub fn cluster() -> &'static Cluster {
+    &shared().cluster
+}
+
+/// A fresh, migrated database of its own.
+pub struct TestDb {
+    pub pool: PgPool,
+    pub name: String,
+    pub url: String,
+}
+
+pub async fn test_db() -> TestDb {
+    let c = cluster();
+    let name = format!("t_{}", Uuid::new_v4().simple());
+    c.create_database_from(&name, Some(TEMPLATE)).await.unwrap();
+    let pool = PgPoolOptions::new()
+        .max_connections(20)
+        .connect_with(c.connect_options(&name))
+        .await
+        .unwrap();
+    TestDb {
+        pool,
+        url: c.url(&name),
+        name,
+    }
+}
+
+/// Settings for fast tests: short leases and polls, tiny retry delays.
+pub fn fast_settings() -> Settings {
+    let mut s = Settings::defaults();
+    s.worker.lease_secs = 5;
+    s.worker.heartbeat_secs = 1;
+    s.worker.poll_interval_ms = 200;
+    s.worker.shutdown_grace_secs = 5;
+    s.retry.base_delay_ms = 10;
+    s.retry.max_delay_secs = 1;
+    s
+}
+
+pub fn runner(db: &TestDb, settings: Settings, registry: Registry) -> Runner {
+    Runner {
+        pool: db.pool.clone(),
+        settings: Arc::new(settings),
+        registry,
+    }
+}
+
+/// Lets a test register kinds the migration does not know.
+pub async fn allow_any_kind(pool: &PgPool) {
+    sqlx::query("ALTER TABLE jobs DROP CONSTRAINT jobs_kind_known")
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+/// Polls `check` until it returns true or `timeout` passes (then panics with `what`).
+pub async fn wait_for<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+pub async fn status_of(pool: &PgPool, id: Uuid) -> String {
+    sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+pub async fn count(pool: &PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// Starts `copydesk worker` against `db` with extra environment.
+pub fn spawn_worker(db: &TestDb, args: &[&str], env: &[(&str, &str)]) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_copydesk"));
+    cmd.arg("worker")
+        .args(args)
+        .env("DATABASE_URL", &db.url)
+        .env("RUST_LOG", "warn,copydesk=info")
+        .env("COPYDESK__WORKER__LEASE_SECS", "5")
+        .env("COPYDESK__WORKER__HEARTBEAT_SECS", "1")
+        .env("COPYDESK__WORKER__POLL_INTERVAL_MS", "200")
+        .env("COPYDESK__RETRY__BASE_DELAY_MS", "10")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("copydesk binary starts")
+}
+
+/// Sends `signal` to a child process.
+pub fn signal(child: &Child, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
+}
+
+/// Waits for a child to exit, at most `timeout`.
+pub fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("process did not exit within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

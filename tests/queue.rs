@@ -1,0 +1,743 @@
+//! The queue against a real Postgres, in process: enqueue, claim, finish, retry,
+//! cancel, cleanup, the scheduler, and races between claimers.
+
+mod common;
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+use common::*;
+use copydesk::{
+    jobs::Registry,
+    queue::{
+        self, Error, JobError, NewJob, Outcome,
+        runner::{self, Finished, Written, run_once},
+        sql,
+        worker::{WorkerOptions, run as run_worker},
+    },
+};
+use serde_json::json;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+/// Starts an in-process worker; dropping or sending on the returned sender stops it.
+fn start_worker(
+    runner: copydesk::queue::runner::Runner,
+    opts: WorkerOptions,
+) -> (
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<anyhow::Result<queue::worker::WorkerSummary>>,
+) {
+    let (tx, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(run_worker(runner, opts, async move {
+        let _ = rx.await;
+    }));
+    (tx, handle)
+}
+
+fn kinds(k: &[&str]) -> WorkerOptions {
+    WorkerOptions {
+        kinds: Some(k.iter().map(|s| s.to_string()).collect()),
+        ..WorkerOptions::default()
+    }
+}
+
+#[tokio::test]
+async fn a_plain_sql_insert_is_picked_up_without_waiting_for_the_poll() {
+    let db = test_db().await;
+    let mut settings = fast_settings();
+    settings.worker.poll_interval_ms = 60_000; // only NOTIFY can wake the worker in time
+    let (stop, worker) = start_worker(runner(&db, settings, Registry::builtin()), kinds(&["noop"]));
+
+    // The first job proves the worker is up (its start-up fetch may find it).
+    let first: Uuid =
+        sqlx::query_scalar("INSERT INTO jobs (kind, input) VALUES ('noop', '{}') RETURNING id")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    wait_for(Duration::from_secs(10), "the first job", || async {
+        status_of(&db.pool, first).await == "done"
+    })
+    .await;
+
+    // Now the worker is idle until a wake-up; the poll is a minute away.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut tx = db.pool.begin().await.unwrap();
+    let second: Uuid =
+        sqlx::query_scalar("INSERT INTO jobs (kind, input) VALUES ('noop', '{}') RETURNING id")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+    tx.commit().await.unwrap();
+    let committed = std::time::Instant::now();
+    wait_for(Duration::from_secs(5), "the NOTIFY-woken job", || async {
+        status_of(&db.pool, second).await == "done"
+    })
+    .await;
+    assert!(committed.elapsed() < Duration::from_secs(5));
+    stop.send(()).unwrap();
+    worker.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn library_enqueue_and_plain_insert_give_the_same_defaults() {
+    let db = test_db().await;
+    let mut conn = db.pool.acquire().await.unwrap();
+    let lib = queue::enqueue(&mut conn, &NewJob::new("noop", json!({})))
+        .await
+        .unwrap();
+    assert!(lib.created);
+    let sql_id: Uuid =
+        sqlx::query_scalar("INSERT INTO jobs (kind, input) VALUES ('noop', '{}') RETURNING id")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    let row = |id: Uuid| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_as::<_, (String, i32, i32, i32, Option<String>, bool)>(
+                "SELECT status, priority, max_attempts, attempts, idempotency_key,
+                        run_at <= now() FROM jobs WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(row(lib.id).await, row(sql_id).await);
+    assert_eq!(row(lib.id).await, ("queued".into(), 0, 5, 0, None, true));
+}
+
+#[tokio::test]
+async fn an_idempotency_key_gives_back_the_existing_job() {
+    let db = test_db().await;
+    let mut conn = db.pool.acquire().await.unwrap();
+    let job = NewJob::new("noop", json!({})).idempotency_key("order-42");
+    let a = queue::enqueue(&mut conn, &job).await.unwrap();
+    let b = queue::enqueue(&mut conn, &job).await.unwrap();
+    assert!(a.created && !b.created);
+    assert_eq!(a.id, b.id);
+
+    // Within one batch too, and mixed with new keys.
+    let batch = vec![
+        NewJob::new("noop", json!({})).idempotency_key("order-42"),
+        NewJob::new("noop", json!({})).idempotency_key("order-43"),
+        NewJob::new("noop", json!({})).idempotency_key("order-43"),
+        NewJob::new("noop", json!({})),
+    ];
+    let got = queue::enqueue_many(&mut conn, &batch).await.unwrap();
+    assert_eq!(
+        got[0],
+        queue::Enqueued {
+            id: a.id,
+            created: false
+        }
+    );
+    assert!(got[1].created && !got[2].created);
+    assert_eq!(got[1].id, got[2].id);
+    assert!(got[3].created);
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM jobs").await, 3);
+}
+
+#[tokio::test]
+async fn the_database_refuses_an_unknown_kind_or_status() {
+    let db = test_db().await;
+    let err = sqlx::query("INSERT INTO jobs (kind, input) VALUES ('nope', '{}')")
+        .execute(&db.pool)
+        .await
+        .unwrap_err();
+    let dbe = err.as_database_error().unwrap();
+    assert_eq!(dbe.code().as_deref(), Some("23514"));
+    assert_eq!(dbe.constraint(), Some("jobs_kind_known"));
+
+    let err = sqlx::query("INSERT INTO jobs (kind, status) VALUES ('noop', 'paused')")
+        .execute(&db.pool)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.as_database_error().unwrap().constraint(),
+        Some("jobs_status_known")
+    );
+
+    // The library says so before reaching the database, naming the known kinds.
+    let mut conn = db.pool.acquire().await.unwrap();
+    let err = queue::enqueue(&mut conn, &NewJob::new("nope", json!({})))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::UnknownKind(k, known) if k == "nope" && known.contains("noop")),
+        "{err}"
+    );
+    let err = queue::enqueue(&mut conn, &NewJob::new("noop", json!({"sleep_ms": -1})))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("/sleep_ms"), "{err}");
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM jobs").await, 0);
+}
+
+#[tokio::test]
+async fn invalid_input_fails_at_claim_alone_and_without_retry() {
+    let db = test_db().await;
+    let bad: Uuid = sqlx::query_scalar(
+        "INSERT INTO jobs (kind, input, priority) VALUES ('noop', '{\"sleep_ms\": \"soon\"}', 5) RETURNING id",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let good: Uuid =
+        sqlx::query_scalar("INSERT INTO jobs (kind, input) VALUES ('noop', '{}') RETURNING id")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    let r = runner(&db, fast_settings(), Registry::builtin());
+    let (first, w1) = run_once(&r, &["noop"]).await.unwrap().unwrap();
+    assert_eq!((first, w1), (bad, Written::Status("failed".into())));
+    let (second, w2) = run_once(&r, &["noop"]).await.unwrap().unwrap();
+    assert_eq!((second, w2), (good, Written::Status("done".into())));
+
+    let (attempts, err): (i32, String) =
+        sqlx::query_as("SELECT attempts, last_error FROM jobs WHERE id = $1")
+            .bind(bad)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(attempts, 1, "a bad input is not retried");
+    assert!(err.contains("/sleep_ms") && err.contains("noop"), "{err}");
+    assert!(run_once(&r, &["noop"]).await.unwrap().is_none());
+}
+
+fn test_registry() -> Registry {
+    Registry::builtin()
+        .with("explode", None, |_ctx| Box::pin(async { panic!("boom") }))
+        .with("flaky", None, |_ctx| {
+            Box::pin(async { Err::<Outcome, _>(JobError::transient("upstream said 503")) })
+        })
+}
+
+#[tokio::test]
+async fn a_panicking_handler_fails_only_its_attempt_and_the_worker_lives_on() {
+    let db = test_db().await;
+    allow_any_kind(&db.pool).await;
+    let (stop, worker) = start_worker(
+        runner(&db, fast_settings(), test_registry()),
+        kinds(&["explode", "noop"]),
+    );
+    let boom: Uuid = sqlx::query_scalar(
+        "INSERT INTO jobs (kind, input, max_attempts) VALUES ('explode', '{}', 2) RETURNING id",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    wait_for(
+        Duration::from_secs(15),
+        "the exploding job to fail",
+        || async { status_of(&db.pool, boom).await == "failed" },
+    )
+    .await;
+    // The same worker still runs other jobs afterwards.
+    let mut conn = db.pool.acquire().await.unwrap();
+    let ids: Vec<Uuid> = queue::enqueue_many(&mut conn, &vec![NewJob::new("noop", json!({})); 20])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    wait_for(
+        Duration::from_secs(15),
+        "noop jobs after the panic",
+        || async {
+            count(
+                &db.pool,
+                "SELECT count(*) FROM jobs WHERE kind = 'noop' AND status = 'done'",
+            )
+            .await
+                == 20
+        },
+    )
+    .await;
+    let (attempts, err): (i32, String) =
+        sqlx::query_as("SELECT attempts, last_error FROM jobs WHERE id = $1")
+            .bind(boom)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(attempts, 2);
+    assert_eq!(err, "handler panicked: boom");
+    assert_eq!(ids.len(), 20);
+    stop.send(()).unwrap();
+    worker.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn an_always_failing_job_backs_off_with_growing_gaps_then_fails() {
+    let db = test_db().await;
+    allow_any_kind(&db.pool).await;
+    let mut settings = fast_settings();
+    settings.retry.base_delay_ms = 100;
+    settings.retry.max_delay_secs = 60;
+    let r = runner(&db, settings, test_registry());
+    let id: Uuid = sqlx::query_scalar(
+        "INSERT INTO jobs (kind, input, max_attempts) VALUES ('flaky', '{}', 4) RETURNING id",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let mut gaps = Vec::new();
+    for attempt in 1..=4 {
+        // Wait until the job is due, then run exactly one attempt.
+        let worked = loop {
+            if let Some(w) = run_once(&r, &["flaky"]).await.unwrap() {
+                break w;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let (status, run_at, updated, attempts): (String, DateTime<Utc>, DateTime<Utc>, i32) =
+            sqlx::query_as("SELECT status, run_at, updated_at, attempts FROM jobs WHERE id = $1")
+                .bind(id)
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+        assert_eq!(attempts, attempt);
+        if attempt < 4 {
+            assert_eq!(worked.1, Written::Status("queued".into()));
+            assert_eq!(status, "queued");
+            gaps.push((run_at - updated).num_milliseconds());
+        } else {
+            assert_eq!(status, "failed");
+        }
+    }
+    // Exponential with jitter: attempt n waits in [100·2^(n-1), 2·100·2^(n-1)) ms.
+    assert!(
+        gaps.windows(2).all(|w| w[1] > w[0]),
+        "gaps should grow: {gaps:?}"
+    );
+    assert!(
+        (100..200).contains(&gaps[0]) && (400..800).contains(&gaps[2]),
+        "{gaps:?}"
+    );
+    let err: String = sqlx::query_scalar("SELECT last_error FROM jobs WHERE id = $1")
+        .bind(id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(err, "upstream said 503");
+}
+
+#[tokio::test]
+async fn many_claimers_race_and_each_job_is_claimed_once() {
+    let db = test_db().await;
+    let mut conn = db.pool.acquire().await.unwrap();
+    queue::enqueue_many(&mut conn, &vec![NewJob::new("noop", json!({})); 3000])
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let pool = db.pool.clone();
+        tasks.push(tokio::spawn(async move {
+            let name = format!("racer-{w}");
+            let mut mine = Vec::new();
+            loop {
+                let got = sql::job_claim(&pool, &name, "noop", 37, Duration::from_secs(60))
+                    .await
+                    .unwrap();
+                if got.is_empty() {
+                    break mine;
+                }
+                mine.extend(got.into_iter().map(|j| j.id));
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let unique: HashSet<Uuid> = all.iter().copied().collect();
+    assert_eq!(all.len(), 3000, "every job claimed");
+    assert_eq!(unique.len(), 3000, "no job claimed twice");
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM jobs WHERE status = 'running' AND attempts = 1"
+        )
+        .await,
+        3000
+    );
+}
+
+#[tokio::test]
+async fn cancel_stops_a_queued_job_and_discards_a_running_jobs_result() {
+    let db = test_db().await;
+    let mut conn = db.pool.acquire().await.unwrap();
+    let queued = queue::enqueue(&mut conn, &NewJob::new("noop", json!({})))
+        .await
+        .unwrap()
+        .id;
+    let running = queue::enqueue(&mut conn, &NewJob::new("noop", json!({})).priority(9))
+        .await
+        .unwrap()
+        .id;
+    let claimed = sql::job_claim(&db.pool, "w1", "noop", 1, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(claimed[0].id, running);
+
+    assert_eq!(
+        queue::ops::cancel(&db.pool, queued).await.unwrap().status,
+        "cancelled"
+    );
+    assert_eq!(
+        queue::ops::cancel(&db.pool, running).await.unwrap().status,
+        "cancelled"
+    );
+    // Cancelling again names the state.
+    let err = queue::ops::cancel(&db.pool, queued)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cancelled") && err.contains("queued or running"),
+        "{err}"
+    );
+
+    // The running job's worker reports later: its fence no longer matches.
+    let done = Finished {
+        id: running,
+        kind: "noop".into(),
+        attempts: 1,
+        outcome: Outcome::done(),
+        elapsed: Duration::ZERO,
+    };
+    let written = runner::finish(&db.pool, "w1", &[done], &fast_settings().retry)
+        .await
+        .unwrap();
+    assert_eq!(written, vec![(running, Written::LostLease)]);
+    assert_eq!(status_of(&db.pool, running).await, "cancelled");
+    // And nothing claims a cancelled job.
+    assert!(
+        sql::job_claim(&db.pool, "w2", "noop", 10, Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn retry_puts_a_failed_job_back_with_attempts_reset() {
+    let db = test_db().await;
+    let id: Uuid = sqlx::query_scalar(
+        "INSERT INTO jobs (kind, status, attempts, finished_at, last_error)
+         VALUES ('noop', 'failed', 5, now(), 'gave up') RETURNING id",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let job = queue::ops::retry(&db.pool, id).await.unwrap();
+    assert_eq!((job.status.as_str(), job.attempts), ("queued", 0));
+    assert!(job.finished_at.is_none());
+    let err = queue::ops::retry(&db.pool, id)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("is queued") && err.contains("failed or cancelled"),
+        "{err}"
+    );
+    let err = queue::ops::retry(&db.pool, Uuid::nil()).await.unwrap_err();
+    assert!(matches!(err, Error::NotFound(_)));
+}
+
+#[tokio::test]
+async fn a_lost_lease_drops_only_that_jobs_writes_in_a_batched_finish() {
+    let db = test_db().await;
+    let mut conn = db.pool.acquire().await.unwrap();
+    queue::enqueue_many(&mut conn, &vec![NewJob::new("noop", json!({})); 2])
+        .await
+        .unwrap();
+    let claimed = sql::job_claim(&db.pool, "w1", "noop", 2, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let (kept, lost) = (claimed[0].id, claimed[1].id);
+    // The second job's lease runs out and another process rescues it.
+    sqlx::query("UPDATE jobs SET locked_until = now() - interval '1 second' WHERE id = $1")
+        .bind(lost)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        sql::job_rescue_expired(&db.pool, 10).await.unwrap().len(),
+        1
+    );
+
+    let marker = |key: &'static str| -> queue::Effects {
+        Arc::new(move |conn| {
+            Box::pin(async move {
+                sqlx::query("INSERT INTO app_settings (key, value) VALUES ($1, 'written')")
+                    .bind(key)
+                    .execute(conn)
+                    .await
+                    .map(|_| ())
+            })
+        })
+    };
+    let finished = |id, key| Finished {
+        id,
+        kind: "noop".into(),
+        attempts: 1,
+        outcome: Outcome::done().with_effects(marker(key)),
+        elapsed: Duration::ZERO,
+    };
+    let written = runner::finish(
+        &db.pool,
+        "w1",
+        &[finished(kept, "kept"), finished(lost, "lost")],
+        &fast_settings().retry,
+    )
+    .await
+    .unwrap();
+    assert_eq!(written[0], (kept, Written::Status("done".into())));
+    assert_eq!(written[1], (lost, Written::LostLease));
+    let keys: Vec<String> = sqlx::query_scalar("SELECT key FROM app_settings ORDER BY key")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(keys, vec!["kept".to_string()]);
+    assert_eq!(status_of(&db.pool, lost).await, "queued");
+}
+
+#[tokio::test]
+async fn failing_effects_roll_back_alone_and_the_job_retries() {
+    let db = test_db().await;
+    let mut conn = db.pool.acquire().await.unwrap();
+    queue::enqueue_many(&mut conn, &vec![NewJob::new("noop", json!({})); 2])
+        .await
+        .unwrap();
+    let claimed = sql::job_claim(&db.pool, "w1", "noop", 2, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let bad: queue::Effects = Arc::new(|conn| {
+        Box::pin(async move {
+            sqlx::query("INSERT INTO app_settings (key, value) VALUES ('half', 'written')")
+                .execute(&mut *conn)
+                .await?;
+            // Violates the CHECK: neither value nor secret.
+            sqlx::query("INSERT INTO app_settings (key) VALUES ('broken')")
+                .execute(&mut *conn)
+                .await
+                .map(|_| ())
+        })
+    });
+    let batch = [
+        Finished {
+            id: claimed[0].id,
+            kind: "noop".into(),
+            attempts: 1,
+            outcome: Outcome::done().with_effects(bad),
+            elapsed: Duration::ZERO,
+        },
+        Finished {
+            id: claimed[1].id,
+            kind: "noop".into(),
+            attempts: 1,
+            outcome: Outcome::done(),
+            elapsed: Duration::ZERO,
+        },
+    ];
+    let written = runner::finish(&db.pool, "w1", &batch, &fast_settings().retry)
+        .await
+        .unwrap();
+    assert_eq!(written[0].1, Written::Status("queued".into()));
+    assert_eq!(written[1].1, Written::Status("done".into()));
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM app_settings").await,
+        0,
+        "no half step"
+    );
+    let err: String = sqlx::query_scalar("SELECT last_error FROM jobs WHERE id = $1")
+        .bind(claimed[0].id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert!(err.contains("writing the step's results failed"), "{err}");
+}
+
+#[tokio::test]
+async fn cleanup_dry_run_counts_and_the_real_run_deletes_in_batches() {
+    let db = test_db().await;
+    sqlx::raw_sql(
+        "INSERT INTO projects (id, name, updated_at) VALUES
+             ('00000000-0000-0000-0000-000000000001', 'idle', now() - interval '120 days'),
+             ('00000000-0000-0000-0000-000000000002', 'busy', now() - interval '120 days');
+         INSERT INTO jobs (kind, status, finished_at, project_id)
+             SELECT 'noop', 'done', now() - interval '10 days', NULL FROM generate_series(1, 25);
+         INSERT INTO jobs (kind, status, finished_at) VALUES
+             ('noop', 'done', now() - interval '1 day'),
+             ('noop', 'failed', now() - interval '40 days'),
+             ('noop', 'failed', now() - interval '2 days'),
+             ('noop', 'cancelled', now() - interval '8 days');
+         INSERT INTO jobs (kind, status, attempts, locked_by, locked_until, project_id) VALUES
+             ('noop', 'running', 1, 'ghost', now() - interval '1 minute',
+              '00000000-0000-0000-0000-000000000002');
+         INSERT INTO runs (job_id, provider, status)
+             SELECT id, 'offline', 'ok' FROM jobs WHERE status = 'done' LIMIT 1;
+         INSERT INTO brand_voice_cache (url, analysis, expires_at) VALUES
+             ('https://old.example', '{}', now() - interval '1 hour'),
+             ('https://new.example', '{}', now() + interval '1 day');
+         INSERT INTO catalog_items (external_id, name, expires_at) VALUES
+             ('a', 'old', now() - interval '1 hour'), ('b', 'fresh', now() + interval '1 hour');",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let mut cfg = fast_settings().cleanup;
+    cfg.batch_size = 10;
+
+    let dry = copydesk::jobs::cleanup::cleanup(&db.pool, &cfg, true)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            dry.deleted_done,
+            dry.deleted_failed,
+            dry.deleted_cancelled,
+            dry.rescued_leases
+        ),
+        (25, 1, 1, 1)
+    );
+    assert_eq!(
+        (
+            dry.deleted_brand_voice_cache,
+            dry.deleted_catalog_items,
+            dry.archived_projects
+        ),
+        (1, 1, 1)
+    );
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM jobs").await,
+        30,
+        "a dry run changes nothing"
+    );
+
+    let real = copydesk::jobs::cleanup::cleanup(&db.pool, &cfg, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        real,
+        copydesk::jobs::cleanup::CleanupReport {
+            dry_run: false,
+            ..dry
+        }
+    );
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM jobs").await, 3);
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM runs").await,
+        1,
+        "runs are kept: cost history"
+    );
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM jobs WHERE status = 'queued'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM projects WHERE archived_at IS NOT NULL AND name = 'idle'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM brand_voice_cache").await,
+        1
+    );
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM catalog_items").await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn two_workers_schedulers_enqueue_one_cleanup_per_tick() {
+    let db = test_db().await;
+    let mut settings = fast_settings();
+    settings.cleanup.schedule = "* * * * * *".into(); // every second
+    let opts = WorkerOptions {
+        kinds: Some(vec!["noop".into()]), // leave the cleanup jobs queued, to count them
+        scheduler: true,
+        ..WorkerOptions::default()
+    };
+    let (s1, w1) = start_worker(
+        runner(&db, settings.clone(), Registry::builtin()),
+        opts.clone(),
+    );
+    let (s2, w2) = start_worker(runner(&db, settings, Registry::builtin()), opts);
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    s1.send(()).unwrap();
+    s2.send(()).unwrap();
+    w1.await.unwrap().unwrap();
+    w2.await.unwrap().unwrap();
+
+    let ticks: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT input->>'tick', count(*) FROM jobs WHERE kind = 'cleanup' GROUP BY 1 ORDER BY 1",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert!(
+        (2..=5).contains(&ticks.len()),
+        "about one job per second: {ticks:?}"
+    );
+    assert!(
+        ticks.iter().all(|(_, n)| *n == 1),
+        "one cleanup per tick: {ticks:?}"
+    );
+}
+
+#[tokio::test]
+async fn health_ready_and_metrics_endpoints_answer() {
+    use tower::ServiceExt;
+    let db = test_db().await;
+    let mut conn = db.pool.acquire().await.unwrap();
+    queue::enqueue(&mut conn, &NewJob::new("noop", json!({})))
+        .await
+        .unwrap();
+    let app = copydesk::http::router(db.pool.clone());
+    let get = |path: &'static str| {
+        let app = app.clone();
+        async move {
+            let res = app
+                .oneshot(
+                    axum::http::Request::get(path)
+                        .body(axum::body::Body::empty())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            let status = res.status();
+            let body = axum::body::to_bytes(res.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            (status.as_u16(), String::from_utf8(body.to_vec()).unwrap())
+        }
+    };
+    assert_eq!(get("/healthz").await.0, 200);
+    assert_eq!(get("/readyz").await, (200, "ready\n".into()));
+    let (code, text) = get("/metrics").await;
+    assert_eq!(code, 200);
+    assert!(
+        text.contains("copydesk_queue_jobs{kind=\"noop\",status=\"queued\"} 1"),
+        "{text}"
+    );
+    // A database with a migration missing is not ready.
+    sqlx::query("DELETE FROM _sqlx_migrations")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let (code, text) = get("/readyz").await;
+    assert_eq!(code, 503);
+    assert!(text.contains("migrations pending"), "{text}");
+}
