@@ -242,7 +242,7 @@ impl Cluster {
     /// A `postgresql://` URL for psql and other tools.
     pub fn url(&self, database: &str) -> String {
         format!(
-            "postgresql://{SUPERUSER}@/{database}?host={}&port={PORT}",
+            "postgresql://{SUPERUSER}@localhost/{database}?host={}&port={PORT}",
             self.socket_dir.display()
         )
     }

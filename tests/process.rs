@@ -1,0 +1,237 @@
+//! What only a process shows: several worker processes racing over one queue,
+//! SIGKILL mid-job, SIGTERM with jobs in flight.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use copydesk::queue::{self, NewJob};
+use nix::sys::signal::Signal;
+use serde_json::json;
+use uuid::Uuid;
+
+async fn enqueue(db: &TestDb, jobs: Vec<NewJob>) -> Vec<Uuid> {
+    let mut conn = db.pool.acquire().await.unwrap();
+    queue::enqueue_many(&mut conn, &jobs)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_worker_processes_do_ten_thousand_jobs_each_claimed_once() {
+    let db = test_db().await;
+    // Record every claim: a trigger appends (job, attempt, worker) each time a row
+    // goes to running, so a second claim of any job would show.
+    sqlx::raw_sql(
+        "CREATE TABLE claims (job_id uuid, attempt int, worker text);
+         CREATE FUNCTION log_claim() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN INSERT INTO claims VALUES (NEW.id, NEW.attempts, NEW.locked_by); RETURN NEW; END $$;
+         CREATE TRIGGER log_claim AFTER UPDATE OF status ON jobs FOR EACH ROW
+             WHEN (NEW.status = 'running') EXECUTE FUNCTION log_claim();",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    enqueue(&db, vec![NewJob::new("noop", json!({})); 10_000]).await;
+    let mut workers: Vec<_> = (0..4)
+        .map(|_| spawn_worker(&db, &["--kinds", "noop", "--no-scheduler"], &[]))
+        .collect();
+    wait_for(Duration::from_secs(240), "10,000 jobs done", || async {
+        count(&db.pool, "SELECT count(*) FROM jobs WHERE status = 'done'").await == 10_000
+    })
+    .await;
+    for w in &workers {
+        signal(w, Signal::SIGTERM);
+    }
+    for w in &mut workers {
+        assert!(wait_exit(w, Duration::from_secs(30)).success());
+    }
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM claims").await,
+        10_000,
+        "one claim per job"
+    );
+    assert_eq!(
+        count(&db.pool, "SELECT count(DISTINCT job_id) FROM claims").await,
+        10_000
+    );
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM jobs WHERE attempts <> 1").await,
+        0
+    );
+    let processes = count(
+        &db.pool,
+        "SELECT count(DISTINCT split_part(worker, ':', 2)) FROM claims",
+    )
+    .await;
+    assert!(
+        processes >= 2,
+        "the work was shared between processes (got {processes})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_worker_is_killed_is_rescued_after_its_lease_and_completes() {
+    let db = test_db().await;
+    let lease = [("COPYDESK__WORKER__LEASE_SECS", "2")];
+    let id = enqueue(&db, vec![NewJob::new("noop", json!({"sleep_ms": 4000}))]).await[0];
+    let mut first = spawn_worker(&db, &["--kinds", "noop", "--no-scheduler"], &lease);
+    wait_for(Duration::from_secs(20), "the job to start", || async {
+        status_of(&db.pool, id).await == "running"
+    })
+    .await;
+    signal(&first, Signal::SIGKILL);
+    wait_exit(&mut first, Duration::from_secs(10));
+    assert_eq!(
+        status_of(&db.pool, id).await,
+        "running",
+        "nobody released it"
+    );
+
+    let mut second = spawn_worker(&db, &["--kinds", "noop", "--no-scheduler"], &lease);
+    wait_for(
+        Duration::from_secs(30),
+        "the rescued job to complete",
+        || async { status_of(&db.pool, id).await == "done" },
+    )
+    .await;
+    let (attempts, err): (i32, String) =
+        sqlx::query_as("SELECT attempts, last_error FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(attempts, 2);
+    assert!(err.starts_with("lease expired"), "{err}");
+    signal(&second, Signal::SIGTERM);
+    assert!(wait_exit(&mut second, Duration::from_secs(20)).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_jobs_in_flight_finish_and_exits_zero() {
+    let db = test_db().await;
+    let ids = enqueue(&db, vec![NewJob::new("noop", json!({"sleep_ms": 1500})); 3]).await;
+    let mut w = spawn_worker(&db, &["--kinds", "noop", "--no-scheduler"], &[]);
+    wait_for(Duration::from_secs(20), "three jobs running", || async {
+        count(
+            &db.pool,
+            "SELECT count(*) FROM jobs WHERE status = 'running'",
+        )
+        .await
+            == 3
+    })
+    .await;
+    signal(&w, Signal::SIGTERM);
+    let status = wait_exit(&mut w, Duration::from_secs(20));
+    assert!(status.success(), "{status:?}");
+    for id in ids {
+        assert_eq!(status_of(&db.pool, id).await, "done");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_past_the_grace_period_returns_unfinished_jobs_to_the_queue() {
+    let db = test_db().await;
+    let ids = enqueue(
+        &db,
+        vec![NewJob::new("noop", json!({"sleep_ms": 60000})); 2],
+    )
+    .await;
+    let mut w = spawn_worker(
+        &db,
+        &["--kinds", "noop", "--no-scheduler"],
+        &[("COPYDESK__WORKER__SHUTDOWN_GRACE_SECS", "1")],
+    );
+    wait_for(Duration::from_secs(20), "two jobs running", || async {
+        count(
+            &db.pool,
+            "SELECT count(*) FROM jobs WHERE status = 'running'",
+        )
+        .await
+            == 2
+    })
+    .await;
+    signal(&w, Signal::SIGTERM);
+    let status = wait_exit(&mut w, Duration::from_secs(20));
+    assert!(status.success(), "{status:?}");
+    for id in ids {
+        let (status, attempts, locked): (String, i32, Option<String>) =
+            sqlx::query_as("SELECT status, attempts, locked_by FROM jobs WHERE id = $1")
+                .bind(id)
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+        assert_eq!((status.as_str(), attempts, locked), ("queued", 0, None));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_enqueues_lists_shows_and_refuses_bad_input_clearly() {
+    let db = test_db().await;
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_copydesk"))
+            .args(args)
+            .env("DATABASE_URL", &db.url)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let (ok, id, _) = cli(&[
+        "enqueue",
+        "noop",
+        "--input",
+        r#"{"sleep_ms": 5}"#,
+        "--idempotency-key",
+        "k1",
+    ]);
+    assert!(ok);
+    let id = id.trim().to_owned();
+    let (ok, again, err) = cli(&["enqueue", "noop", "--idempotency-key", "k1"]);
+    assert!(
+        ok && again.trim() == id && err.contains("exists already"),
+        "{again} {err}"
+    );
+
+    let (ok, _, err) = cli(&["enqueue", "noop", "--input", r#"{"sleep_ms": "x"}"#]);
+    assert!(!ok && err.contains("/sleep_ms"), "{err}");
+    let (ok, _, err) = cli(&["enqueue", "nope"]);
+    assert!(!ok && err.contains("unknown job kind \"nope\""), "{err}");
+    let (ok, _, err) = cli(&["enqueue", "noop", "--input", "{oops"]);
+    assert!(!ok && err.contains("--input is not valid JSON"), "{err}");
+
+    let (ok, list, _) = cli(&["jobs", "list", "--json"]);
+    assert!(ok);
+    let rows: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 1);
+    assert_eq!(rows[0]["id"], id.as_str());
+    let (ok, show, _) = cli(&["jobs", "show", &id]);
+    assert!(
+        ok && show.contains("status: queued") && show.contains("idempotency key: k1"),
+        "{show}"
+    );
+    let (ok, _, err) = cli(&["jobs", "show", "not-a-uuid"]);
+    assert!(!ok && err.contains("is not a job id"), "{err}");
+    let (ok, stats, _) = cli(&["queue", "stats", "--json"]);
+    assert!(ok);
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(stats["rows"][0]["jobs"], 1);
+    let (ok, out, _) = cli(&["jobs", "cancel", &id]);
+    assert!(ok && out.contains("cancelled"), "{out}");
+    let (ok, out, _) = cli(&["jobs", "retry", &id]);
+    assert!(ok && out.contains("queued again"), "{out}");
+    let (ok, out, _) = cli(&["cleanup", "--dry-run", "--json"]);
+    assert!(ok);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["dry_run"],
+        true
+    );
+}
