@@ -1,0 +1,26 @@
+# syntax=docker/dockerfile:1
+# Multi-stage build: compile in the Rust image, run as an unprivileged user in a slim one.
+
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+COPY migrations ./migrations
+COPY config ./config
+COPY jobs ./jobs
+RUN cargo build --release --locked --bin copydesk
+
+FROM debian:bookworm-slim
+# ca-certificates for HTTPS to LLM and publishing APIs; postgresql only so that
+# `copydesk demo` can run its embedded cluster without a DATABASE_URL.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates postgresql \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --user-group --create-home --home-dir /var/lib/copydesk copydesk
+COPY --from=build /src/target/release/copydesk /usr/local/bin/copydesk
+USER copydesk:copydesk
+WORKDIR /var/lib/copydesk
+ENV COPYDESK_HOME=/var/lib/copydesk/.copydesk
+EXPOSE 9464
+ENTRYPOINT ["copydesk"]
+CMD ["worker", "--http", "0.0.0.0:9464"]
