@@ -82,7 +82,7 @@ CREATE TABLE jobs (
 );
 -- The claim reads this index only: one kind at a time, best first.
 CREATE INDEX jobs_queued_idx ON jobs (kind, priority DESC, run_at, id) WHERE status = 'queued';
--- Heartbeat (by lease holder) and rescue (by expired lease) read only running rows.
+-- Shutdown release (by lease holder) and rescue (by expired lease) read only running rows.
 CREATE INDEX jobs_running_idx ON jobs (locked_by, locked_until) WHERE status = 'running';
 CREATE INDEX jobs_running_lease_idx ON jobs (locked_until) WHERE status = 'running';
 -- Retention deletes finished rows oldest first, in batches.

@@ -99,12 +99,8 @@ async fn a_job_whose_worker_is_killed_is_rescued_after_its_lease_and_completes()
         || async { status_of(&db.pool, id).await == "done" },
     )
     .await;
-    let (attempts, err): (i32, String) =
-        sqlx::query_as("SELECT attempts, last_error FROM jobs WHERE id = $1")
-            .bind(id)
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+    let (attempts, err) = attempts_and_error(&db.pool, id).await;
+    let err = err.unwrap_or_default();
     assert_eq!(attempts, 2);
     assert!(err.starts_with("lease expired"), "{err}");
     signal(&second, Signal::SIGTERM);
@@ -233,5 +229,80 @@ async fn the_cli_enqueues_lists_shows_and_refuses_bad_input_clearly() {
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&out).unwrap()["dry_run"],
         true
+    );
+}
+
+#[test]
+fn the_embedded_cluster_is_reused_and_stopped_by_its_last_user() {
+    let home = tempfile::Builder::new()
+        .prefix("cdh")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let pid_file = home.path().join("pgdata/postmaster.pid");
+    let copydesk = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_copydesk"));
+        cmd.args(args)
+            .env_remove("DATABASE_URL")
+            .env("COPYDESK_HOME", home.path())
+            .env("RUST_LOG", "warn");
+        cmd
+    };
+    let out = copydesk(&["migrate"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        home.path().join("pgdata/PG_VERSION").exists(),
+        "initialised"
+    );
+    assert!(!pid_file.exists(), "stopped when the command ended");
+
+    // A worker keeps it running; a second command reuses it and leaves it running.
+    let mut worker = Proc(
+        copydesk(&["worker", "--no-scheduler"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !pid_file.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "worker did not start the cluster"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = copydesk(&["queue", "stats", "--json"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(pid_file.exists(), "still running for the worker");
+    signal(&worker, Signal::SIGTERM);
+    assert!(wait_exit(&mut worker, Duration::from_secs(30)).success());
+    assert!(!pid_file.exists(), "the last user stopped it");
+}
+
+#[test]
+fn missing_postgres_binaries_say_what_to_install() {
+    let home = tempfile::Builder::new()
+        .prefix("cdh")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_copydesk"))
+        .args(["queue", "stats"])
+        .env_remove("DATABASE_URL")
+        .env("COPYDESK_HOME", home.path())
+        .env("COPYDESK_PG_BIN", home.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("apt-get install postgresql") && err.contains("DATABASE_URL"),
+        "{err}"
     );
 }

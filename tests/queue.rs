@@ -35,6 +35,17 @@ fn start_worker(
     (tx, handle)
 }
 
+/// A finished first attempt of a `noop` job.
+fn finished(id: Uuid, outcome: Outcome) -> Finished {
+    Finished {
+        id,
+        kind: "noop".into(),
+        attempts: 1,
+        outcome,
+        elapsed: Duration::ZERO,
+    }
+}
+
 fn kinds(k: &[&str]) -> WorkerOptions {
     WorkerOptions {
         kinds: Some(k.iter().map(|s| s.to_string()).collect()),
@@ -196,12 +207,8 @@ async fn invalid_input_fails_at_claim_alone_and_without_retry() {
     let (second, w2) = run_once(&r, &["noop"]).await.unwrap().unwrap();
     assert_eq!((second, w2), (good, Written::Status("done".into())));
 
-    let (attempts, err): (i32, String) =
-        sqlx::query_as("SELECT attempts, last_error FROM jobs WHERE id = $1")
-            .bind(bad)
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+    let (attempts, err) = attempts_and_error(&db.pool, bad).await;
+    let err = err.unwrap_or_default();
     assert_eq!(attempts, 1, "a bad input is not retried");
     assert!(err.contains("/sleep_ms") && err.contains("noop"), "{err}");
     assert!(run_once(&r, &["noop"]).await.unwrap().is_none());
@@ -256,12 +263,8 @@ async fn a_panicking_handler_fails_only_its_attempt_and_the_worker_lives_on() {
         },
     )
     .await;
-    let (attempts, err): (i32, String) =
-        sqlx::query_as("SELECT attempts, last_error FROM jobs WHERE id = $1")
-            .bind(boom)
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+    let (attempts, err) = attempts_and_error(&db.pool, boom).await;
+    let err = err.unwrap_or_default();
     assert_eq!(attempts, 2);
     assert_eq!(err, "handler panicked: boom");
     assert_eq!(ids.len(), 20);
@@ -480,17 +483,13 @@ async fn a_lost_lease_drops_only_that_jobs_writes_in_a_batched_finish() {
             })
         })
     };
-    let finished = |id, key| Finished {
-        id,
-        kind: "noop".into(),
-        attempts: 1,
-        outcome: Outcome::done().with_effects(marker(key)),
-        elapsed: Duration::ZERO,
-    };
     let written = runner::finish(
         &db.pool,
         "w1",
-        &[finished(kept, "kept"), finished(lost, "lost")],
+        &[
+            finished(kept, Outcome::done().with_effects(marker("kept"))),
+            finished(lost, Outcome::done().with_effects(marker("lost"))),
+        ],
         &fast_settings().retry,
     )
     .await
@@ -528,20 +527,8 @@ async fn failing_effects_roll_back_alone_and_the_job_retries() {
         })
     });
     let batch = [
-        Finished {
-            id: claimed[0].id,
-            kind: "noop".into(),
-            attempts: 1,
-            outcome: Outcome::done().with_effects(bad),
-            elapsed: Duration::ZERO,
-        },
-        Finished {
-            id: claimed[1].id,
-            kind: "noop".into(),
-            attempts: 1,
-            outcome: Outcome::done(),
-            elapsed: Duration::ZERO,
-        },
+        finished(claimed[0].id, Outcome::done().with_effects(bad)),
+        finished(claimed[1].id, Outcome::done()),
     ];
     let written = runner::finish(&db.pool, "w1", &batch, &fast_settings().retry)
         .await
@@ -740,4 +727,32 @@ async fn health_ready_and_metrics_endpoints_answer() {
     let (code, text) = get("/readyz").await;
     assert_eq!(code, 503);
     assert!(text.contains("migrations pending"), "{text}");
+}
+
+#[tokio::test]
+async fn heartbeats_keep_a_long_job_leased_past_its_lease() {
+    let db = test_db().await;
+    let mut settings = fast_settings();
+    settings.worker.lease_secs = 2;
+    settings.worker.heartbeat_secs = 1;
+    let (stop, worker) = start_worker(runner(&db, settings, Registry::builtin()), kinds(&["noop"]));
+    let mut conn = db.pool.acquire().await.unwrap();
+    let id = queue::enqueue(&mut conn, &NewJob::new("noop", json!({"sleep_ms": 5000})))
+        .await
+        .unwrap()
+        .id;
+    wait_for(
+        Duration::from_secs(20),
+        "the long job to finish",
+        || async { status_of(&db.pool, id).await == "done" },
+    )
+    .await;
+    let (attempts, err) = attempts_and_error(&db.pool, id).await;
+    assert_eq!(
+        (attempts, err),
+        (1, None),
+        "never rescued while its worker beat"
+    );
+    stop.send(()).unwrap();
+    worker.await.unwrap().unwrap();
 }

@@ -105,13 +105,20 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
     if let Command::Demo(args) = cli.command {
         return demo::run(args, out).await;
     }
+    // A worker listens for SIGTERM from the start, before the database is up.
+    let shutdown = matches!(cli.command, Command::Worker(_)).then(worker::shutdown_signal);
     let env = Env::open().await?;
-    let result = dispatch(cli.command, &env, out).await;
+    let result = dispatch(cli.command, &env, shutdown, out).await;
     env.db.pool.close().await;
     result
 }
 
-async fn dispatch(command: Command, env: &Env, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
+async fn dispatch(
+    command: Command,
+    env: &Env,
+    shutdown: Option<impl std::future::Future<Output = ()> + Send + 'static>,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<()> {
     let pool = &env.db.pool;
     match command {
         Command::Migrate { revert: false } => {
@@ -122,7 +129,10 @@ async fn dispatch(command: Command, env: &Env, out: &mut (dyn Write + Send)) -> 
             Some(m) => writeln!(out, "reverted {m}")?,
             None => writeln!(out, "no migration is applied; nothing to revert")?,
         },
-        Command::Worker(args) => worker::run(args, env, out).await?,
+        Command::Worker(args) => {
+            let shutdown = shutdown.expect("installed for the worker command");
+            worker::run(args, env, shutdown, out).await?
+        }
         Command::Enqueue(args) => enqueue::run(args, env, out).await?,
         Command::Jobs(cmd) => jobs::run(cmd, env, out).await?,
         Command::Queue(QueueCommand::Stats(f)) => jobs::stats(f, env, out).await?,

@@ -26,7 +26,13 @@ pub struct WorkerArgs {
     pub no_scheduler: bool,
 }
 
-pub async fn run(args: WorkerArgs, env: &Env, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
+/// Runs workers until `shutdown` resolves (see [`shutdown_signal`]).
+pub async fn run(
+    args: WorkerArgs,
+    env: &Env,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<()> {
     if env.settings.worker.migrate_on_start && !args.no_migrate {
         let n = crate::db::migrate(&env.db.pool).await?;
         if n > 0 {
@@ -43,7 +49,7 @@ pub async fn run(args: WorkerArgs, env: &Env, out: &mut (dyn Write + Send)) -> a
         http,
         scheduler: !args.no_scheduler,
     };
-    let summary = run_worker(env.runner(), opts, shutdown_signal()).await?;
+    let summary = run_worker(env.runner(), opts, shutdown).await?;
     writeln!(
         out,
         "worker stopped; {} unfinished job(s) returned to the queue",
@@ -52,12 +58,17 @@ pub async fn run(args: WorkerArgs, env: &Env, out: &mut (dyn Write + Send)) -> a
     Ok(())
 }
 
-/// Resolves on SIGTERM or SIGINT (Ctrl-C).
-pub async fn shutdown_signal() {
+/// Resolves on SIGTERM or SIGINT (Ctrl-C). The handlers are installed when this is
+/// called, not when the future is first polled, so a signal that arrives while the
+/// worker is still starting is kept and stops it cleanly once it runs.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
+    async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
     }
 }

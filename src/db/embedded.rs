@@ -6,7 +6,8 @@
 //! * Postgres refuses to run as root: when copydesk runs as root, the server runs as the
 //!   `postgres` user (Debian's package creates it) and owns the cluster folders.
 //! * Every copydesk process using the cluster holds a shared `flock` on
-//!   `cluster.lock`; the last one to let go stops the server. A second command run while
+//!   `users.lock`; the last one to let go stops the server (under `init.lock`, which
+//!   also serialises initialising and starting). A second command run while
 //!   a worker is up therefore reuses the running cluster and leaves it running.
 
 use std::{
@@ -79,7 +80,8 @@ pub struct Cluster {
     socket_dir: PathBuf,
     bin: PathBuf,
     run_as: Option<(u32, u32)>,
-    lock: Option<File>,
+    users: Option<File>,
+    init: Option<File>,
 }
 
 impl Cluster {
@@ -101,27 +103,27 @@ impl Cluster {
         }
         let run_as = server_user()?;
 
-        let lock_path = home.join("cluster.lock");
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io(&lock_path))?;
-        // Exclusive while we initialise or start, shared while we use it.
-        flock(&lock, libc::LOCK_EX).map_err(io(&lock_path))?;
-
+        // `init.lock` (exclusive) serialises starting and stopping; `users.lock` is held
+        // shared by every process using the cluster, for as long as it uses it.
+        let init = open_lock(&home.join("init.lock"))?;
+        let users = open_lock(&home.join("users.lock"))?;
+        flock(&init, libc::LOCK_EX).map_err(io(&home))?;
         let mut cluster = Self {
             home: home.clone(),
             data,
             socket_dir,
             bin,
             run_as,
-            lock: None,
+            users: None,
+            init: None,
         };
         let prepared = cluster.prepare(&opts);
-        flock(&lock, libc::LOCK_SH).map_err(io(&lock_path))?;
-        cluster.lock = Some(lock);
+        if prepared.is_ok() {
+            flock(&users, libc::LOCK_SH).map_err(io(&home))?;
+            cluster.users = Some(users);
+        }
+        let _ = flock(&init, libc::LOCK_UN);
+        cluster.init = Some(init);
         prepared?;
         Ok(cluster)
     }
@@ -327,16 +329,28 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let Some(lock) = self.lock.take() else {
+        let (Some(users), Some(init)) = (self.users.take(), self.init.take()) else {
             return;
         };
-        let _ = flock(&lock, libc::LOCK_UN);
-        // Last user out stops the server; if anyone else holds it, leave it running.
-        if flock(&lock, libc::LOCK_EX | libc::LOCK_NB).is_ok() {
+        // Hold off starters while we decide, then: last user out stops the server;
+        // if anyone else still uses it, leave it running.
+        let _ = flock(&init, libc::LOCK_EX);
+        let _ = flock(&users, libc::LOCK_UN);
+        if flock(&users, libc::LOCK_EX | libc::LOCK_NB).is_ok() {
             self.stop();
-            let _ = flock(&lock, libc::LOCK_UN);
+            let _ = flock(&users, libc::LOCK_UN);
         }
+        let _ = flock(&init, libc::LOCK_UN);
     }
+}
+
+fn open_lock(path: &Path) -> Result<File> {
+    File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(io(path))
 }
 
 fn flock(file: &File, op: libc::c_int) -> std::io::Result<()> {

@@ -1,6 +1,6 @@
 //! `/healthz`, `/readyz` and `/metrics` for `copydesk worker --http ADDR`.
 
-use std::{net::SocketAddr, sync::OnceLock};
+use std::{collections::BTreeSet, net::SocketAddr, sync::OnceLock};
 
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -54,12 +54,25 @@ async fn readyz(State(pool): State<PgPool>) -> impl IntoResponse {
 }
 
 async fn metrics_text(State(pool): State<PgPool>) -> impl IntoResponse {
-    // Queue depth is read at scrape time, so every process reports the same truth.
+    // Queue depth is read at scrape time, so every process reports the same truth. A
+    // kind and status that emptied since the last scrape is reported as 0, not dropped.
+    static SEEN: std::sync::Mutex<BTreeSet<(String, String)>> =
+        std::sync::Mutex::new(BTreeSet::new());
     if let Ok(rows) = crate::queue::sql::queue_stats(&pool).await {
+        let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+        let now: BTreeSet<(String, String)> = rows
+            .iter()
+            .map(|r| (r.kind.clone(), r.status.clone()))
+            .collect();
+        for (kind, status) in seen.difference(&now) {
+            metrics::gauge!("copydesk_queue_jobs", "kind" => kind.clone(), "status" => status.clone())
+                .set(0.0);
+        }
         for r in rows {
             metrics::gauge!("copydesk_queue_jobs", "kind" => r.kind, "status" => r.status)
                 .set(r.jobs as f64);
         }
+        seen.extend(now);
     }
     prometheus().render()
 }

@@ -9,10 +9,11 @@
 //! all of that fails, the lease runs out and the job is rescued.
 
 use std::{
+    collections::HashSet,
     convert::Infallible,
     future::Future,
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, Mutex},
     task::{Context, Poll},
     time::Duration,
 };
@@ -29,6 +30,7 @@ use apalis_core::{
 };
 use futures::future::BoxFuture;
 use tokio::sync::{Notify, futures::OwnedNotified};
+use uuid::Uuid;
 
 use super::{
     ClaimedJob, Error, NewJob,
@@ -57,6 +59,10 @@ pub struct JobsPersistence {
     runner: Runner,
     kind: String,
     batch: i64,
+    /// The jobs this worker holds and is still going to finish: the only leases its
+    /// heartbeat extends. A claim whose answer was lost (the connection broke after
+    /// the commit) is not in here, so its lease runs out and it is rescued.
+    in_flight: Arc<Mutex<HashSet<Uuid>>>,
 }
 
 impl Persistence for JobsPersistence {
@@ -72,7 +78,8 @@ impl Persistence for JobsPersistence {
 
     async fn heartbeat(&mut self, worker: &WorkerContext) -> Result<(), Error> {
         let lease = self.runner.settings.worker.lease();
-        match sql::job_heartbeat(&self.runner.pool, worker.name(), lease).await {
+        let ids: Vec<Uuid> = self.in_flight().iter().copied().collect();
+        match sql::job_heartbeat(&self.runner.pool, worker.name(), &ids, lease).await {
             Ok(n) if n > 0 => tracing::trace!(worker = worker.name(), jobs = n, "leases extended"),
             Ok(_) => {}
             Err(e) => {
@@ -95,6 +102,7 @@ impl Persistence for JobsPersistence {
         .await
         {
             Ok(jobs) => {
+                self.in_flight().extend(jobs.iter().map(|j| j.id));
                 if !jobs.is_empty() {
                     metrics::counter!("copydesk_jobs_claimed_total", "kind" => self.kind.clone())
                         .increment(jobs.len() as u64);
@@ -121,7 +129,8 @@ impl Persistence for JobsPersistence {
         tasks: Vec<Task<ClaimedJob>>,
         worker: &WorkerContext,
     ) -> Result<u64, Error> {
-        let ids: Vec<uuid::Uuid> = tasks.iter().map(|t| t.args.id).collect();
+        let ids: Vec<Uuid> = tasks.iter().map(|t| t.args.id).collect();
+        self.forget(&ids);
         let released =
             sql::job_release(&self.runner.pool, &[worker.name().to_owned()], Some(&ids)).await;
         match released {
@@ -156,14 +165,16 @@ impl Persistence for JobsPersistence {
                 _ => None,
             })
             .collect();
-        if let Err(e) = finish(
+        let result = finish(
             &self.runner.pool,
             worker.name(),
             &batch,
             &self.runner.settings.retry,
         )
-        .await
-        {
+        .await;
+        // Finished or given up on: either way no longer ours to keep leased.
+        self.forget(&batch.iter().map(|f| f.id).collect::<Vec<_>>());
+        if let Err(e) = result {
             tracing::error!(error = %e, jobs = batch.len(),
                 "could not record finished jobs; their leases will expire and they will run again");
         }
@@ -182,6 +193,17 @@ impl Persistence for JobsPersistence {
 }
 
 impl JobsPersistence {
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, HashSet<Uuid>> {
+        self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn forget(&self, ids: &[Uuid]) {
+        let mut set = self.in_flight();
+        for id in ids {
+            set.remove(id);
+        }
+    }
+
     async fn rescue(&self) {
         match sql::job_rescue_expired(&self.runner.pool, 1000).await {
             Ok(rows) if !rows.is_empty() => {
@@ -229,6 +251,7 @@ impl JobsBackend {
                 runner,
                 kind: kind.to_owned(),
                 batch: batch as i64,
+                in_flight: Arc::default(),
             }),
             wake,
             notified,

@@ -163,16 +163,20 @@ pub async fn finish(
     if batch.is_empty() {
         return Ok(Vec::new());
     }
-    let written = (|| finish_once(pool, worker, batch, retry))
-        .retry(
-            backon::ExponentialBuilder::default()
-                .with_min_delay(Duration::from_millis(100))
-                .with_max_delay(Duration::from_secs(5))
-                .with_max_times(12),
-        )
-        .when(|e| matches!(e, super::Error::Sql(s) if is_connection_error(s)))
-        .notify(|e, d| tracing::warn!(error = %e, retry_in = ?d, "finishing jobs failed; retrying"))
-        .await?;
+    let tries = std::sync::atomic::AtomicU32::new(0);
+    let written = (|| {
+        tries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        finish_once(pool, worker, batch, retry)
+    })
+    .retry(
+        backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(5))
+            .with_max_times(12),
+    )
+    .when(|e| matches!(e, super::Error::Sql(s) if is_connection_error(s)))
+    .notify(|e, d| tracing::warn!(error = %e, retry_in = ?d, "finishing jobs failed; retrying"))
+    .await?;
     for f in batch {
         let status = written
             .iter()
@@ -188,8 +192,15 @@ pub async fn finish(
         metrics::histogram!("copydesk_job_duration_seconds", "kind" => f.kind.clone())
             .record(f.elapsed.as_secs_f64());
         if status == Written::LostLease {
-            tracing::warn!(job_id = %f.id, kind = %f.kind, attempt = f.attempts,
-                "lost lease: the job was rescued, cancelled or released meanwhile; result discarded");
+            if tries.load(std::sync::atomic::Ordering::Relaxed) > 1 {
+                // The connection broke during an earlier try: that try may well have
+                // committed, in which case this "lost lease" is our own finish.
+                tracing::info!(job_id = %f.id, kind = %f.kind, attempt = f.attempts,
+                    "finish not written on retry: an earlier try whose answer was lost probably committed it");
+            } else {
+                tracing::warn!(job_id = %f.id, kind = %f.kind, attempt = f.attempts,
+                    "lost lease: the job was rescued, cancelled or released meanwhile; result discarded");
+            }
         }
     }
     Ok(batch

@@ -207,13 +207,22 @@ pub async fn job_finish_many(
     .await?)
 }
 
-/// Extends the lease of every job `worker` holds. Returns how many it holds.
-pub async fn job_heartbeat(db: impl PgExecutor<'_>, worker: &str, lease: Duration) -> Result<u64> {
+/// Extends the leases of `ids`, as far as `worker` still holds them. Returns how many.
+pub async fn job_heartbeat(
+    db: impl PgExecutor<'_>,
+    worker: &str,
+    ids: &[Uuid],
+    lease: Duration,
+) -> Result<u64> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
     Ok(sqlx::query(
-        "UPDATE jobs SET locked_until = now() + $2 * interval '1 millisecond'
-         WHERE status = 'running' AND locked_by = $1",
+        "UPDATE jobs SET locked_until = now() + $3 * interval '1 millisecond'
+         WHERE id = ANY($2) AND status = 'running' AND locked_by = $1",
     )
     .bind(worker)
+    .bind(ids)
     .bind(lease.as_millis() as i64)
     .execute(db)
     .await?

@@ -160,8 +160,33 @@ pub async fn count(pool: &PgPool, sql: &str) -> i64 {
         .unwrap()
 }
 
+/// A child process that is killed when dropped, so a failing test leaves no orphan.
+pub struct Proc(pub Child);
+
+impl std::ops::Deref for Proc {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Proc {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Starts `copydesk worker` against `db` with extra environment.
-pub fn spawn_worker(db: &TestDb, args: &[&str], env: &[(&str, &str)]) -> Child {
+pub fn spawn_worker(db: &TestDb, args: &[&str], env: &[(&str, &str)]) -> Proc {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_copydesk"));
     cmd.arg("worker")
         .args(args)
@@ -177,7 +202,7 @@ pub fn spawn_worker(db: &TestDb, args: &[&str], env: &[(&str, &str)]) -> Child {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.spawn().expect("copydesk binary starts")
+    Proc(cmd.spawn().expect("copydesk binary starts"))
 }
 
 /// Sends `signal` to a child process.
@@ -198,4 +223,13 @@ pub fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStat
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// A job's `(attempts, last_error)`.
+pub async fn attempts_and_error(pool: &PgPool, id: Uuid) -> (i32, Option<String>) {
+    sqlx::query_as("SELECT attempts, last_error FROM jobs WHERE id = $1")
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .unwrap()
 }
