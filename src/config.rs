@@ -25,6 +25,8 @@ pub struct Settings {
     pub cleanup: CleanupSettings,
     pub http: HttpSettings,
     pub log: LogSettings,
+    pub llm: LlmSettings,
+    pub fetch: FetchSettings,
 }
 
 /// `[database]`
@@ -108,6 +110,43 @@ pub struct HttpSettings {
 pub struct LogSettings {
     pub filter: String,
     pub format: String,
+}
+
+/// `[llm]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmSettings {
+    pub provider: String,
+    pub base_url: String,
+    pub timeout_secs: u64,
+    pub connect_timeout_secs: u64,
+    pub max_call_attempts: u32,
+    pub max_retry_wait_secs: u64,
+    pub app_url: String,
+    pub app_title: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub prices: BTreeMap<String, Price>,
+}
+
+/// USD per million tokens.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    pub prompt: f64,
+    pub completion: f64,
+}
+
+/// `[fetch]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FetchSettings {
+    pub allow_loopback: bool,
+    pub connect_timeout_secs: u64,
+    pub timeout_secs: u64,
+    pub max_bytes: usize,
+    pub max_redirects: usize,
 }
 
 /// A configuration that could not be read; says which file or variable and why.

@@ -4,7 +4,9 @@
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod fetch;
 pub mod http;
 pub mod jobs;
+pub mod llm;
 pub mod queue;
 pub mod telemetry;

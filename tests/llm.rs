@@ -1,0 +1,389 @@
+//! The model client against an in-process OpenAI-compatible server, and the SSRF guard
+//! against in-process web servers, with a real Postgres for runs, configs and budgets.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use copydesk::{
+    config::Settings,
+    fetch::{FetchError, Fetcher},
+    llm::{Call, Llm, Provider, Scope},
+};
+use serde_json::{Value, json};
+use uuid::Uuid;
+use wiremock::{
+    Mock, MockServer, ResponseTemplate,
+    matchers::{body_partial_json, header, method, path},
+};
+
+fn llm(server: &MockServer) -> Llm {
+    let mut cfg = Settings::defaults().llm;
+    cfg.max_retry_wait_secs = 5;
+    Llm::new(
+        Provider::Remote {
+            base_url: format!("{}/api/v1", server.uri()),
+            api_key: Some(copydesk::llm::Secret::new("sk-test-123")),
+        },
+        &cfg,
+    )
+}
+
+fn completion(content: &str, prompt: i64, completion: i64, cost: Option<f64>) -> Value {
+    let mut usage = json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion});
+    if let Some(c) = cost {
+        usage["cost"] = json!(c);
+    }
+    json!({
+        "id": "gen-1", "model": "test/model-a", "provider": "TestCloud",
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
+        "usage": usage,
+    })
+}
+
+fn scope(db: &TestDb, project: Option<Uuid>) -> Scope {
+    Scope {
+        pool: db.pool.clone(),
+        job_id: Uuid::new_v4(),
+        attempt: 1,
+        project_id: project,
+    }
+}
+
+fn call(agent: &str, schema: Option<Value>) -> Call {
+    Call {
+        agent: agent.into(),
+        system: "You are a careful editor.".into(),
+        user: "Review this draft.".into(),
+        schema: schema.map(|s| ("evaluation".to_string(), s)),
+        hints: json!({}),
+    }
+}
+
+#[tokio::test]
+async fn requests_carry_the_agents_model_and_temperature_and_runs_record_usage() {
+    let db = test_db().await;
+    let server = MockServer::start().await;
+    sqlx::query("UPDATE agent_model_configs SET model_id = 'test/model-a', temperature = 0.25, max_tokens = 777 WHERE agent = 'blog-editor'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    Mock::given(method("POST"))
+        .and(path("/api/v1/chat/completions"))
+        .and(header("authorization", "Bearer sk-test-123"))
+        .and(header("x-title", "copydesk"))
+        .and(body_partial_json(json!({
+            "model": "test/model-a", "temperature": 0.25, "max_tokens": 777,
+            "messages": [{"role": "system", "content": "You are a careful editor."},
+                         {"role": "user", "content": "Review this draft."}]
+        })))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion(
+            "Edited.",
+            120,
+            30,
+            Some(0.0042),
+        )))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let s = scope(&db, None);
+    let reply = llm(&server)
+        .call(&s, &call("blog-editor", None))
+        .await
+        .unwrap();
+    assert_eq!(reply.text, "Edited.");
+    let run: (String, String, String, i32, i32, f64, String) = sqlx::query_as(
+        "SELECT agent, provider, model, prompt_tokens, completion_tokens, cost_usd::float8, status FROM runs WHERE job_id = $1",
+    )
+    .bind(s.job_id)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        run,
+        (
+            "blog-editor".into(),
+            "TestCloud".into(),
+            "test/model-a".into(),
+            120,
+            30,
+            0.0042,
+            "ok".into()
+        )
+    );
+}
+
+#[tokio::test]
+async fn cost_comes_from_the_price_table_when_the_answer_has_none() {
+    let db = test_db().await;
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"model": "anthropic/claude-sonnet-4", "choices": [{"finish_reason": "stop", "message": {"content": "ok"}}],
+                   "usage": {"prompt_tokens": 1_000_000, "completion_tokens": 100_000}}),
+        ))
+        .mount(&server)
+        .await;
+    let s = scope(&db, None);
+    llm(&server)
+        .call(&s, &call("blog-writer", None))
+        .await
+        .unwrap();
+    let cost: f64 = sqlx::query_scalar("SELECT cost_usd::float8 FROM runs WHERE job_id = $1")
+        .bind(s.job_id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert!(
+        (cost - 4.5).abs() < 1e-9,
+        "3.0 + 0.1 × 15.0 = 4.5, got {cost}"
+    );
+}
+
+#[tokio::test]
+async fn a_429_is_retried_after_retry_after_and_both_calls_are_in_runs() {
+    let db = test_db().await;
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("retry-after", "1")
+                .set_body_json(json!({"error": {"code": 429, "message": "Rate limit exceeded"}})),
+        )
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion(
+            "Second time lucky.",
+            10,
+            5,
+            Some(0.001),
+        )))
+        .mount(&server)
+        .await;
+    let s = scope(&db, None);
+    let started = std::time::Instant::now();
+    let reply = llm(&server)
+        .call(&s, &call("blog-writer", None))
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "waited for Retry-After"
+    );
+    assert_eq!(reply.text, "Second time lucky.");
+    let runs: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT status, error FROM runs WHERE job_id = $1 ORDER BY created_at")
+            .bind(s.job_id)
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0].0, "error");
+    assert!(
+        runs[0]
+            .1
+            .as_deref()
+            .unwrap()
+            .contains("HTTP 429: Rate limit exceeded")
+    );
+    assert_eq!(runs[1], ("ok".into(), None));
+    assert_eq!(server.received_requests().await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_malformed_json_answer_is_retried_then_fails_clearly() {
+    let db = test_db().await;
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion(
+            "Sure! Here is my review: great.",
+            50,
+            8,
+            None,
+        )))
+        .mount(&server)
+        .await;
+    let schema = json!({"type": "object", "required": ["overall"], "properties": {"overall": {"type": "integer"}}});
+    let s = scope(&db, None);
+    let err = llm(&server)
+        .call(&s, &call("blog-reviewer", Some(schema)))
+        .await
+        .unwrap_err();
+    assert!(
+        !err.is_permanent(),
+        "a malformed answer is worth retrying later"
+    );
+    assert!(
+        err.message.contains(
+            "blog-reviewer call failed: malformed evaluation answer: the answer is not JSON"
+        ),
+        "{}",
+        err.message
+    );
+    let n = Settings::defaults().llm.max_call_attempts as usize;
+    assert_eq!(server.received_requests().await.unwrap().len(), n);
+    assert_eq!(
+        count(&db.pool, &format!("SELECT count(*) FROM runs WHERE job_id = '{}' AND status = 'error' AND prompt_tokens = 50", s.job_id)).await,
+        n as i64,
+        "the tokens of malformed answers are still accounted"
+    );
+}
+
+#[tokio::test]
+async fn a_project_over_budget_makes_no_request() {
+    let db = test_db().await;
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion("x", 1, 1, Some(0.01))))
+        .expect(0)
+        .mount(&server)
+        .await;
+    let project: Uuid = sqlx::query_scalar(
+        "INSERT INTO projects (name, budget_usd) VALUES ('thrifty', 1.00) RETURNING id",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO runs (project_id, provider, status, cost_usd) VALUES ($1, 'x', 'ok', 0.6), ($1, 'x', 'ok', 0.4)")
+        .bind(project)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let err = llm(&server)
+        .call(&scope(&db, Some(project)), &call("blog-writer", None))
+        .await
+        .unwrap_err();
+    assert!(err.is_permanent());
+    assert!(err.message.contains("budget"), "{}", err.message);
+}
+
+#[tokio::test]
+async fn a_permanent_4xx_is_not_retried() {
+    let db = test_db().await;
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(402)
+                .set_body_json(json!({"error": {"code": 402, "message": "Insufficient credits"}})),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let err = llm(&server)
+        .call(&scope(&db, None), &call("blog-writer", None))
+        .await
+        .unwrap_err();
+    assert!(err.is_permanent());
+    assert!(
+        err.message.contains("HTTP 402: Insufficient credits"),
+        "{}",
+        err.message
+    );
+}
+
+fn fetcher(allow_loopback: bool) -> Fetcher {
+    let mut cfg = Settings::defaults().fetch;
+    cfg.allow_loopback = allow_loopback;
+    Fetcher::new(&cfg)
+}
+
+#[tokio::test]
+async fn the_ssrf_guard_refuses_loopback_unless_allowed_and_private_redirects_always() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw("<h1>Hi</h1>", "text/html"))
+        .mount(&server)
+        .await;
+    for (p, target) in [
+        ("/to-metadata", "http://169.254.169.254/latest/meta-data/"),
+        ("/to-private", "http://10.0.0.1/admin"),
+        ("/to-loopback-name", "http://localhost:1/"),
+    ] {
+        Mock::given(method("GET"))
+            .and(path(p))
+            .respond_with(ResponseTemplate::new(302).insert_header("location", target))
+            .mount(&server)
+            .await;
+    }
+    // Loopback is refused by default: the test server itself is out of reach.
+    let err = fetcher(false).get_html(&server.uri()).await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            FetchError::Refused {
+                kind: "loopback",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = fetcher(false)
+        .get_html("http://localhost:9/")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            FetchError::Refused {
+                kind: "loopback",
+                ..
+            }
+        ),
+        "a name resolving to loopback: {err}"
+    );
+
+    // Allowed for tests, loopback works, but redirects into private space never do.
+    let page = fetcher(true).get_html(&server.uri()).await.unwrap();
+    assert!(page.body.contains("Hi"));
+    let err = fetcher(true)
+        .get_html(&format!("{}/to-metadata", server.uri()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, FetchError::Refused { kind, .. } if kind.contains("metadata")),
+        "{err}"
+    );
+    let err = fetcher(true)
+        .get_html(&format!("{}/to-private", server.uri()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            FetchError::Refused {
+                kind: "private",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn the_fetcher_caps_size_and_insists_on_html() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/big"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw("x".repeat(4_000_000), "text/html"))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/pdf"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw("%PDF", "application/pdf"))
+        .mount(&server)
+        .await;
+    let err = fetcher(true)
+        .get_html(&format!("{}/big", server.uri()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, FetchError::TooLarge { .. }), "{err}");
+    let err = fetcher(true)
+        .get_html(&format!("{}/pdf", server.uri()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, FetchError::NotHtml { .. }), "{err}");
+}
