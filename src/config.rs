@@ -27,6 +27,17 @@ pub struct Settings {
     pub log: LogSettings,
     pub llm: LlmSettings,
     pub fetch: FetchSettings,
+    pub pipeline: PipelineSettings,
+}
+
+/// `[pipeline]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSettings {
+    pub approve_brand_voice: bool,
+    pub approve_drafts: bool,
+    pub pass_score: i64,
+    pub max_iterations: i64,
 }
 
 /// `[database]`

@@ -8,5 +8,6 @@ pub mod fetch;
 pub mod http;
 pub mod jobs;
 pub mod llm;
+pub mod pipeline;
 pub mod queue;
 pub mod telemetry;

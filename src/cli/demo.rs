@@ -77,7 +77,7 @@ pub async fn run(args: DemoArgs, out: &mut (dyn Write + Send)) -> anyhow::Result
         http: None,
         scheduler: false,
     };
-    let worker = tokio::spawn(run_worker(env.runner(), opts, async move {
+    let worker = tokio::spawn(run_worker(env.runner()?, opts, async move {
         let _ = stop_rx.await;
     }));
 

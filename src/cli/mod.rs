@@ -14,7 +14,12 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use uuid::Uuid;
 
-use crate::{config::Settings, db::Database, jobs::Registry, queue::runner::Runner};
+use crate::{
+    config::Settings,
+    db::Database,
+    jobs::Registry,
+    queue::runner::{Runner, Services},
+};
 
 /// copydesk: a job-queue worker service for AI content pipelines, driven by Postgres rows.
 ///
@@ -91,12 +96,14 @@ impl Env {
         Ok(Self { settings, db })
     }
 
-    pub fn runner(&self) -> Runner {
-        Runner {
+    pub fn runner(&self) -> anyhow::Result<Runner> {
+        let services = Services::from_settings(&self.settings).map_err(anyhow::Error::msg)?;
+        Ok(Runner {
             pool: self.db.pool.clone(),
             settings: self.settings.clone(),
             registry: Registry::builtin(),
-        }
+            services: Arc::new(services),
+        })
     }
 }
 

@@ -49,7 +49,7 @@ pub async fn run(
         http,
         scheduler: !args.no_scheduler,
     };
-    let summary = run_worker(env.runner(), opts, shutdown).await?;
+    let summary = run_worker(env.runner()?, opts, shutdown).await?;
     writeln!(
         out,
         "worker stopped; {} unfinished job(s) returned to the queue",

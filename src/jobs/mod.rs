@@ -2,8 +2,12 @@
 //! [`Registry::builtin`], that registers every kind. A kind's input contract is
 //! `jobs/<kind>/schema.json`, compiled in and checked at enqueue and again at claim.
 
+pub mod brand_voice_analysis;
 pub mod cleanup;
+pub mod draft_generation;
+pub mod evaluation;
 pub mod noop;
+pub mod publishing;
 
 use std::{
     collections::BTreeMap,
@@ -25,6 +29,19 @@ pub struct JobContext {
     pub job: ClaimedJob,
     pub pool: PgPool,
     pub settings: Arc<Settings>,
+    pub services: Arc<crate::queue::runner::Services>,
+}
+
+impl JobContext {
+    /// The scope model calls of this job are recorded and budgeted under.
+    pub fn llm_scope(&self) -> crate::llm::Scope {
+        crate::llm::Scope {
+            pool: self.pool.clone(),
+            job_id: self.job.id,
+            attempt: self.job.attempts,
+            project_id: self.job.project_id,
+        }
+    }
 }
 
 /// A kind's handler.
@@ -52,6 +69,22 @@ static BUILTIN: LazyLock<Registry> = LazyLock::new(|| {
         })
         .with(cleanup::KIND, Some(cleanup::SCHEMA), |ctx| {
             Box::pin(cleanup::run(ctx))
+        })
+        .with(
+            brand_voice_analysis::KIND,
+            Some(brand_voice_analysis::SCHEMA),
+            |ctx| Box::pin(brand_voice_analysis::run(ctx)),
+        )
+        .with(
+            draft_generation::KIND,
+            Some(draft_generation::SCHEMA),
+            |ctx| Box::pin(draft_generation::run(ctx)),
+        )
+        .with(evaluation::KIND, Some(evaluation::SCHEMA), |ctx| {
+            Box::pin(evaluation::run(ctx))
+        })
+        .with(publishing::KIND, Some(publishing::SCHEMA), |ctx| {
+            Box::pin(publishing::run(ctx))
         })
 });
 

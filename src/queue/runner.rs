@@ -19,12 +19,32 @@ use crate::{
     jobs::{JobContext, Registry},
 };
 
-/// What a worker needs to run jobs: the pool, the settings and the kinds it knows.
+/// What a worker needs to run jobs: the pool, the settings, the kinds it knows, and the
+/// clients handlers share (model calls, guarded fetches).
 #[derive(Clone)]
 pub struct Runner {
     pub pool: PgPool,
     pub settings: Arc<Settings>,
     pub registry: Registry,
+    pub services: Arc<Services>,
+}
+
+/// Clients shared by every job of a process.
+#[derive(Debug)]
+pub struct Services {
+    pub llm: crate::llm::Llm,
+    pub fetcher: crate::fetch::Fetcher,
+}
+
+impl Services {
+    /// Builds the clients from the settings and the environment (provider, keys).
+    pub fn from_settings(settings: &Settings) -> Result<Self, String> {
+        let provider = crate::llm::Provider::from_env(&settings.llm)?;
+        Ok(Self {
+            llm: crate::llm::Llm::new(provider, &settings.llm),
+            fetcher: crate::fetch::Fetcher::new(&settings.fetch),
+        })
+    }
 }
 
 /// One attempt that has ended, on its way to the finish transaction.
@@ -92,6 +112,7 @@ impl Runner {
             job,
             pool: self.pool.clone(),
             settings: self.settings.clone(),
+            services: self.services.clone(),
         };
         match AssertUnwindSafe((kind.handler)(ctx)).catch_unwind().await {
             Ok(Ok(outcome)) => outcome,

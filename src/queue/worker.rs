@@ -83,7 +83,17 @@ pub async fn run(
         .iter()
         .map(|k| (k.clone(), Arc::new(Notify::new())))
         .collect();
-    let listener = tokio::spawn(listen(runner.pool.clone(), wakes.clone()));
+    let approvals_wake: Wake = Arc::new(Notify::new());
+    let listener = tokio::spawn(listen(
+        runner.pool.clone(),
+        wakes.clone(),
+        approvals_wake.clone(),
+    ));
+    // Decisions are applied by every process that runs a step which asks for them.
+    let applier = kinds
+        .iter()
+        .any(|k| k == "brand_voice_analysis" || k == "evaluation")
+        .then(|| tokio::spawn(apply_approvals(runner.clone(), approvals_wake.clone())));
     let http = match opts.http {
         Some(addr) => Some(tokio::spawn(crate::http::serve(runner.pool.clone(), addr))),
         None => None,
@@ -141,6 +151,9 @@ pub async fn run(
         tracing::error!(error = %e, "a worker stopped with an error");
     }
     listener.abort();
+    if let Some(a) = applier {
+        a.abort();
+    }
     if let Some(h) = http {
         h.abort();
     }
@@ -191,10 +204,39 @@ async fn release(pool: &PgPool, names: &[String]) -> usize {
     0
 }
 
-/// Holds one LISTEN connection and wakes the worker of the kind each NOTIFY names.
-/// After a reconnect every worker is woken, since notifications may have been missed.
-async fn listen(pool: PgPool, wakes: HashMap<String, Wake>) {
-    let wake_all = || wakes.values().for_each(|w| w.notify_one());
+/// Applies decided approvals whenever a decision is announced, and on the poll
+/// interval (a decision made while no worker listened is still applied).
+async fn apply_approvals(runner: Runner, wake: Wake) {
+    let poll = runner.settings.worker.poll_interval();
+    loop {
+        match crate::pipeline::approvals::apply_decided(&runner.pool, &runner.settings.pipeline, 50)
+            .await
+        {
+            Ok(done) => {
+                for a in &done {
+                    tracing::info!(approval_id = %a.approval_id, status = %a.status,
+                        enqueued = a.enqueued.len(), job_status = %a.job_status, "applied an approval decision");
+                }
+                if done.len() == 50 {
+                    continue;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "applying approval decisions failed; will try again")
+            }
+        }
+        let _ = tokio::time::timeout(poll, wake.notified()).await;
+    }
+}
+
+/// Holds one LISTEN connection and wakes the worker of the kind each NOTIFY names (and
+/// the approvals applier on decisions). After a reconnect every worker is woken, since
+/// notifications may have been missed.
+async fn listen(pool: PgPool, wakes: HashMap<String, Wake>, approvals: Wake) {
+    let wake_all = || {
+        wakes.values().for_each(|w| w.notify_one());
+        approvals.notify_one();
+    };
     loop {
         let mut listener = match PgListener::connect_with(&pool).await {
             Ok(l) => l,
@@ -204,7 +246,10 @@ async fn listen(pool: PgPool, wakes: HashMap<String, Wake>) {
                 continue;
             }
         };
-        if let Err(e) = listener.listen(sql::JOBS_CHANNEL).await {
+        if let Err(e) = listener
+            .listen_all([sql::JOBS_CHANNEL, crate::pipeline::approvals::CHANNEL])
+            .await
+        {
             tracing::warn!(error = %e, "LISTEN failed; retrying");
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
@@ -212,6 +257,9 @@ async fn listen(pool: PgPool, wakes: HashMap<String, Wake>) {
         wake_all();
         loop {
             match listener.try_recv().await {
+                Ok(Some(n)) if n.channel() == crate::pipeline::approvals::CHANNEL => {
+                    approvals.notify_one();
+                }
                 Ok(Some(n)) => {
                     if let Some(w) = wakes.get(n.payload()) {
                         w.notify_one();

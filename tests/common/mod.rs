@@ -110,14 +110,18 @@ pub fn fast_settings() -> Settings {
     s.worker.shutdown_grace_secs = 5;
     s.retry.base_delay_ms = 10;
     s.retry.max_delay_secs = 1;
+    s.llm.provider = "offline".into();
+    s.fetch.allow_loopback = true;
     s
 }
 
 pub fn runner(db: &TestDb, settings: Settings, registry: Registry) -> Runner {
+    let services = copydesk::queue::runner::Services::from_settings(&settings).unwrap();
     Runner {
         pool: db.pool.clone(),
         settings: Arc::new(settings),
         registry,
+        services: Arc::new(services),
     }
 }
 

@@ -1,0 +1,235 @@
+//! The content pipeline end to end with the offline provider and a store page served
+//! on loopback: brand voice, drafts, evaluation loop, approvals by plain SQL.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use copydesk::{
+    jobs::Registry,
+    queue::{
+        self, NewJob,
+        worker::{WorkerOptions, run as run_worker},
+    },
+};
+use serde_json::json;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+use wiremock::{Mock, MockServer, ResponseTemplate, matchers::method};
+
+const STORE: &str = "<html><head><title>Linen &amp; Loom</title></head><body>
+<h1>Linen woven slowly</h1>
+<p>Our linen is woven in small Lithuanian mills by families who have done it for generations.</p>
+<p>Every shirt is cut to last a decade, and we repair what we sell, for free.</p>
+<li>Natural dyes</li><li>Free repairs</li></body></html>";
+
+async fn store() -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(STORE, "text/html"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    server
+}
+
+fn worker(
+    db: &TestDb,
+) -> (
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<anyhow::Result<queue::worker::WorkerSummary>>,
+) {
+    let (tx, rx) = oneshot::channel::<()>();
+    let r = runner(db, fast_settings(), Registry::builtin());
+    let h = tokio::spawn(run_worker(r, WorkerOptions::default(), async move {
+        let _ = rx.await;
+    }));
+    (tx, h)
+}
+
+async fn project(db: &TestDb, name: &str) -> Uuid {
+    sqlx::query_scalar("INSERT INTO projects (name) VALUES ($1) RETURNING id")
+        .bind(name)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_channels_reach_approval_and_sql_approvals_enqueue_one_publication_each() {
+    let db = test_db().await;
+    let site = store().await;
+    let p = project(&db, "linen").await;
+    let mut conn = db.pool.acquire().await.unwrap();
+    let start = NewJob::new(
+        "brand_voice_analysis",
+        json!({"store_url": site.uri(), "pipeline": {"channels": ["blog", "linkedin", "x"], "topic": "Why linen lasts"}}),
+    )
+    .project(p);
+    queue::enqueue(&mut conn, &start).await.unwrap();
+    // Two worker processes' worth of workers, racing for the same rows.
+    let (s1, w1) = worker(&db);
+    let (s2, w2) = worker(&db);
+
+    wait_for(
+        Duration::from_secs(30),
+        "the brand voice approval",
+        || async {
+            count(
+                &db.pool,
+                "SELECT count(*) FROM approvals WHERE status = 'pending'",
+            )
+            .await
+                == 1
+        },
+    )
+    .await;
+    // Another service approves with a plain UPDATE.
+    sqlx::query("UPDATE approvals SET status = 'approved', decided_by = 'brand-team' WHERE status = 'pending'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    wait_for(
+        Duration::from_secs(60),
+        "three drafts waiting for approval",
+        || async {
+            count(
+                &db.pool,
+                "SELECT count(*) FROM jobs WHERE kind = 'evaluation' AND status = 'needs_approval'",
+            )
+            .await
+                == 3
+        },
+    )
+    .await;
+    // The offline reviewer asked for an example once, so each channel took two drafts.
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM artifacts WHERE kind = 'draft'"
+        )
+        .await,
+        6
+    );
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM artifacts WHERE kind = 'draft' AND version = 2 AND based_on_id IS NOT NULL").await,
+        3
+    );
+    let x_len = count(&db.pool, "SELECT max(char_length(content))::bigint FROM artifacts WHERE kind = 'draft' AND channel = 'x'").await;
+    assert!(x_len <= 280, "{x_len}");
+    assert!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM runs WHERE provider = 'offline' AND status = 'ok'"
+        )
+        .await
+            >= 13
+    );
+
+    sqlx::query(
+        "UPDATE approvals SET status = 'approved', decided_by = 'editor' WHERE status = 'pending'",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    wait_for(
+        Duration::from_secs(30),
+        "three publishing jobs to run",
+        || async {
+            count(
+                &db.pool,
+                "SELECT count(*) FROM jobs WHERE kind = 'publishing' AND status = 'failed'",
+            )
+            .await
+                == 3
+        },
+    )
+    .await;
+    let per_channel: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT input->>'channel', count(*) FROM jobs WHERE kind = 'publishing' GROUP BY 1 ORDER BY 1",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        per_channel,
+        vec![("blog".into(), 1), ("linkedin".into(), 1), ("x".into(), 1)]
+    );
+    let err: String =
+        sqlx::query_scalar("SELECT last_error FROM jobs WHERE kind = 'publishing' LIMIT 1")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert!(err.contains("no integration"), "{err}");
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM approvals WHERE applied_at IS NULL"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM jobs WHERE status = 'needs_approval'"
+        )
+        .await,
+        0
+    );
+    s1.send(()).unwrap();
+    s2.send(()).unwrap();
+    w1.await.unwrap().unwrap();
+    w2.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_project_with_the_same_site_reuses_the_cached_voice() {
+    let db = test_db().await;
+    let site = store().await; // expects exactly one page fetch
+    let r = runner(&db, fast_settings(), Registry::builtin());
+    for name in ["first", "second"] {
+        let p = project(&db, name).await;
+        let mut conn = db.pool.acquire().await.unwrap();
+        queue::enqueue(
+            &mut conn,
+            &NewJob::new(
+                "brand_voice_analysis",
+                json!({"store_url": format!("{}/", site.uri())}),
+            )
+            .project(p),
+        )
+        .await
+        .unwrap();
+        let (_, written) = queue::runner::run_once(&r, &["brand_voice_analysis"])
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            written,
+            queue::runner::Written::Status("needs_approval".into())
+        );
+    }
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM runs WHERE agent = 'brand-voice-analyzer'"
+        )
+        .await,
+        1,
+        "one model call"
+    );
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM artifacts WHERE kind = 'brand_voice'"
+        )
+        .await,
+        2
+    );
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM artifacts WHERE kind = 'brand_voice' AND (data->>'from_cache')::bool").await,
+        1
+    );
+}
