@@ -2,6 +2,7 @@
 //! group. Each command writes its output to the writer it is given (stdout in the
 //! binary, a buffer in tests) and calls the same library functions the worker uses.
 
+mod approvals;
 mod cleanup;
 mod demo;
 mod enqueue;
@@ -51,6 +52,12 @@ pub enum Command {
     /// Queue-wide views.
     #[command(subcommand)]
     Queue(QueueCommand),
+    /// Human approvals between pipeline steps.
+    #[command(subcommand)]
+    Approvals(approvals::ApprovalsCommand),
+    /// Start the content pipeline for a project.
+    #[command(subcommand)]
+    Pipeline(approvals::PipelineCommand),
     /// Delete finished jobs past retention, expired cache rows; rescue expired leases;
     /// archive idle projects (for an external cron; workers also schedule it).
     Cleanup(cleanup::CleanupArgs),
@@ -144,6 +151,8 @@ async fn dispatch(
         Command::Jobs(cmd) => jobs::run(cmd, env, out).await?,
         Command::Queue(QueueCommand::Stats(f)) => jobs::stats(f, env, out).await?,
         Command::Cleanup(args) => cleanup::run(args, env, out).await?,
+        Command::Approvals(cmd) => approvals::run(cmd, env, out).await?,
+        Command::Pipeline(cmd) => approvals::pipeline(cmd, env, out).await?,
         Command::Db(DbCommand::Url) => match &env.db.cluster {
             Some(c) => writeln!(out, "{}", c.url("copydesk"))?,
             None => writeln!(out, "{}", std::env::var("DATABASE_URL").unwrap_or_default())?,

@@ -1,0 +1,209 @@
+//! `copydesk approvals list|show|approve|reject` and `copydesk pipeline start`.
+
+use std::io::Write;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use clap::{ArgGroup, Args, Subcommand};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::{Env, JsonFlag, table};
+use crate::{
+    pipeline::{Channel, Plan, approvals},
+    queue::{self, NewJob},
+};
+
+#[derive(Debug, Subcommand)]
+pub enum ApprovalsCommand {
+    /// Approvals, newest first.
+    List {
+        #[arg(long, value_parser = ["pending", "approved", "rejected"])]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// One approval with the artifact it is about.
+    Show {
+        #[arg(value_parser = super::parse_id)]
+        id: Uuid,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Approve: the next step follows (drafts, or publishing).
+    Approve {
+        #[arg(value_parser = super::parse_id)]
+        id: Uuid,
+        #[arg(long, default_value = "cli")]
+        by: String,
+        #[arg(long)]
+        notes: Option<String>,
+    },
+    /// Reject with notes: the draft is rewritten with them while iterations remain.
+    Reject {
+        #[arg(value_parser = super::parse_id)]
+        id: Uuid,
+        #[arg(long)]
+        notes: String,
+        #[arg(long, default_value = "cli")]
+        by: String,
+    },
+}
+
+pub async fn run(
+    cmd: ApprovalsCommand,
+    env: &Env,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<()> {
+    let pool = &env.db.pool;
+    match cmd {
+        ApprovalsCommand::List {
+            status,
+            limit,
+            json,
+        } => {
+            let rows = approvals::list(pool, status.as_deref(), limit).await?;
+            if json.json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
+            } else if rows.is_empty() {
+                writeln!(out, "no approvals")?;
+            } else {
+                let t = rows
+                    .iter()
+                    .map(|a| {
+                        vec![
+                            a.id.to_string(),
+                            a.status.clone(),
+                            a.artifact_id.to_string(),
+                            a.decided_by.clone().unwrap_or_default(),
+                            a.applied_at
+                                .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                                .unwrap_or_default(),
+                        ]
+                    })
+                    .collect();
+                writeln!(
+                    out,
+                    "{}",
+                    table(&["ID", "STATUS", "ARTIFACT", "DECIDED BY", "APPLIED"], t)
+                )?;
+            }
+        }
+        ApprovalsCommand::Show { id, json } => {
+            let a: Value = sqlx::query_scalar(
+                "SELECT to_jsonb(p) || jsonb_build_object('artifact',
+                        (SELECT jsonb_build_object('kind', kind, 'channel', channel, 'version', version,
+                                'title', title, 'content', content) FROM artifacts WHERE id = p.artifact_id))
+                 FROM approvals p WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(pool)
+            .await?
+            .ok_or(queue::Error::NotFound(id))?;
+            if json.json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&a)?)?;
+            } else {
+                writeln!(
+                    out,
+                    "approval {id}: {}",
+                    a["status"].as_str().unwrap_or_default()
+                )?;
+                let art = &a["artifact"];
+                writeln!(
+                    out,
+                    "{} v{} ({}): {}\n\n{}",
+                    art["kind"].as_str().unwrap_or_default(),
+                    art["version"],
+                    art["channel"].as_str().unwrap_or("-"),
+                    art["title"].as_str().unwrap_or_default(),
+                    art["content"].as_str().unwrap_or_default()
+                )?;
+            }
+        }
+        ApprovalsCommand::Approve { id, by, notes } => {
+            let a = approvals::decide(pool, id, true, &by, notes.as_deref()).await?;
+            writeln!(out, "{} approved by {by}; workers apply it next", a.id)?;
+        }
+        ApprovalsCommand::Reject { id, notes, by } => {
+            let a = approvals::decide(pool, id, false, &by, Some(&notes)).await?;
+            writeln!(out, "{} rejected by {by}; workers apply it next", a.id)?;
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PipelineCommand {
+    /// Start the pipeline for a project: brand voice first, then drafts per channel.
+    Start(StartArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("which").required(true).args(["project", "new"])))]
+pub struct StartArgs {
+    /// An existing project.
+    #[arg(long, value_parser = super::parse_id)]
+    pub project: Option<Uuid>,
+    /// Create a project with this name.
+    #[arg(long)]
+    pub new: Option<String>,
+    /// The store's website, analysed for its brand voice.
+    #[arg(long)]
+    pub store_url: String,
+    /// Channels to write for (comma-separated): blog, linkedin, x, facebook.
+    #[arg(long, value_delimiter = ',', required = true, value_parser = |s: &str| Channel::parse(s))]
+    pub channels: Vec<Channel>,
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// Publish approved drafts at this time (RFC 3339).
+    #[arg(long)]
+    pub schedule: Option<DateTime<Utc>>,
+    #[command(flatten)]
+    pub json: JsonFlag,
+}
+
+pub async fn pipeline(
+    cmd: PipelineCommand,
+    env: &Env,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<()> {
+    let PipelineCommand::Start(a) = cmd;
+    let mut tx = env.db.pool.begin().await?;
+    let project: Uuid = match (a.project, &a.new) {
+        (Some(p), _) => p,
+        (None, Some(name)) => sqlx::query_scalar(
+            "INSERT INTO projects (name, store_url) VALUES ($1, $2) RETURNING id",
+        )
+        .bind(name)
+        .bind(&a.store_url)
+        .fetch_one(&mut *tx)
+        .await
+        .context("creating the project")?,
+        (None, None) => unreachable!("clap requires one of --project and --new"),
+    };
+    let plan = Plan {
+        channels: a.channels,
+        topic: a.topic,
+        instructions: None,
+        schedule: a.schedule,
+    };
+    let job = NewJob::new(
+        crate::jobs::brand_voice_analysis::KIND,
+        json!({"store_url": a.store_url, "pipeline": plan}),
+    )
+    .project(project);
+    let e = queue::enqueue(&mut tx, &job).await?;
+    tx.commit().await?;
+    if a.json.json {
+        writeln!(out, "{}", json!({"project_id": project, "job_id": e.id}))?;
+    } else {
+        writeln!(
+            out,
+            "project {project}: brand voice analysis enqueued as job {}",
+            e.id
+        )?;
+    }
+    Ok(())
+}
