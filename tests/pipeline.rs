@@ -233,3 +233,179 @@ async fn a_second_project_with_the_same_site_reuses_the_cached_voice() {
         1
     );
 }
+
+/// An OpenAI-compatible server that answers each agent in the shape it asks for.
+struct Agents;
+
+impl wiremock::Respond for Agents {
+    fn respond(&self, req: &wiremock::Request) -> ResponseTemplate {
+        let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
+        let content = match body["response_format"]["json_schema"]["name"].as_str() {
+            Some("brand_voice") => json!({"tone": ["warm"], "audience": "makers", "vocabulary": ["linen"],
+                                          "do": ["be plain"], "dont": ["hype"], "sample_phrases": ["Made slowly."]})
+            .to_string(),
+            Some("evaluation") => json!({"platform_appropriateness": 90, "style_consistency": 90, "clarity": 90,
+                                         "engagement": 90, "grammar": 90, "overall": 90, "feedback": "Good."})
+            .to_string(),
+            Some("seo") => json!({"title": "Linen", "meta_description": "Linen.", "keywords": ["linen"]}).to_string(),
+            _ => "Our linen lasts. What do you keep for years?".to_owned(),
+        };
+        ResponseTemplate::new(200).set_body_json(json!({
+            "model": body["model"], "choices": [{"finish_reason": "stop", "message": {"content": content}}],
+            "usage": {"prompt_tokens": 100, "completion_tokens": 20, "cost": 0.001}
+        }))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejecting_with_notes_rewrites_the_draft_with_the_notes_in_the_request() {
+    let db = test_db().await;
+    let site = store().await;
+    let llm = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(Agents)
+        .mount(&llm)
+        .await;
+    let mut settings = fast_settings();
+    settings.pipeline.approve_brand_voice = false;
+    let mut r = runner(&db, settings.clone(), Registry::builtin());
+    r.services = std::sync::Arc::new(copydesk::queue::runner::Services {
+        llm: copydesk::llm::Llm::new(
+            copydesk::llm::Provider::Remote {
+                base_url: llm.uri(),
+                api_key: None,
+            },
+            &settings.llm,
+        ),
+        fetcher: copydesk::fetch::Fetcher::new(&settings.fetch),
+    });
+    let p = project(&db, "linen").await;
+    let mut conn = db.pool.acquire().await.unwrap();
+    queue::enqueue(
+        &mut conn,
+        &NewJob::new(
+            "brand_voice_analysis",
+            json!({"store_url": site.uri(), "pipeline": {"channels": ["linkedin"]}}),
+        )
+        .project(p),
+    )
+    .await
+    .unwrap();
+    let kinds = ["brand_voice_analysis", "draft_generation", "evaluation"];
+    while queue::runner::run_once(&r, &kinds).await.unwrap().is_some() {}
+    let approval: Uuid = sqlx::query_scalar("SELECT id FROM approvals WHERE status = 'pending'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    copydesk::pipeline::approvals::decide(
+        &db.pool,
+        approval,
+        false,
+        "editor",
+        Some("Mention the free repairs."),
+    )
+    .await
+    .unwrap();
+    let applied = copydesk::pipeline::approvals::apply_decided(&db.pool, &settings.pipeline, 10)
+        .await
+        .unwrap();
+    assert_eq!(applied.len(), 1);
+    assert_eq!(applied[0].enqueued.len(), 1, "one rewrite");
+    let before = llm.received_requests().await.unwrap().len();
+    let (_, w) = queue::runner::run_once(&r, &["draft_generation"])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(w, queue::runner::Written::Status("done".into()));
+    let requests = llm.received_requests().await.unwrap();
+    let writer: serde_json::Value = requests[before..]
+        .iter()
+        .map(|r| serde_json::from_slice::<serde_json::Value>(&r.body).unwrap())
+        .find(|b| {
+            b["messages"][0]["content"]
+                .as_str()
+                .unwrap()
+                .contains("copywriter")
+        })
+        .expect("a blog-writer request");
+    let user = writer["messages"][1]["content"].as_str().unwrap();
+    assert!(user.contains("Mention the free repairs."), "{user}");
+    assert!(
+        user.contains("Our linen lasts."),
+        "the previous draft is in the request: {user}"
+    );
+    let (version, source): (i32, String) = sqlx::query_as(
+        "SELECT version, source FROM artifacts WHERE kind = 'draft' ORDER BY created_at DESC LIMIT 1",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!((version, source.as_str()), (2, "ai"));
+    let cost = count(
+        &db.pool,
+        "SELECT (sum(cost_usd) * 1000)::bigint FROM runs WHERE provider = 'openai-compatible'",
+    )
+    .await;
+    assert!(cost >= 5, "runs hold the provider's cost: {cost}");
+}
+
+#[tokio::test]
+async fn a_human_edit_becomes_the_version_the_pending_approval_refers_to() {
+    let db = test_db().await;
+    let site = store().await;
+    let mut settings = fast_settings();
+    settings.pipeline.approve_brand_voice = false;
+    let r = runner(&db, settings, Registry::builtin());
+    let p = project(&db, "linen").await;
+    let mut conn = db.pool.acquire().await.unwrap();
+    queue::enqueue(
+        &mut conn,
+        &NewJob::new(
+            "brand_voice_analysis",
+            json!({"store_url": site.uri(), "pipeline": {"channels": ["x"]}}),
+        )
+        .project(p),
+    )
+    .await
+    .unwrap();
+    while queue::runner::run_once(
+        &r,
+        &["brand_voice_analysis", "draft_generation", "evaluation"],
+    )
+    .await
+    .unwrap()
+    .is_some()
+    {}
+    let (approval, draft): (Uuid, Uuid) =
+        sqlx::query_as("SELECT id, artifact_id FROM approvals WHERE status = 'pending'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    let edited = copydesk::pipeline::status::edit_draft(
+        &db.pool,
+        draft,
+        "Linen that lasts. Free repairs, forever.",
+        "ana",
+    )
+    .await
+    .unwrap();
+    let (artifact, source, based_on): (Uuid, String, Uuid) = sqlx::query_as(
+        "SELECT p.artifact_id, a.source, a.based_on_id FROM approvals p JOIN artifacts a ON a.id = p.artifact_id WHERE p.id = $1",
+    )
+    .bind(approval)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (artifact, source.as_str(), based_on),
+        (edited, "human", draft)
+    );
+    let hits = copydesk::pipeline::status::search(&db.pool, "\"free repairs\"", Some(p), 10)
+        .await
+        .unwrap();
+    assert!(hits.iter().any(|h| h.id == edited), "{hits:?}");
+    let status = copydesk::pipeline::status::show(&db.pool, p).await.unwrap();
+    assert_eq!(status.channels.len(), 1);
+    assert_eq!(status.channels[0].state, "waiting for approval");
+    assert_eq!(status.channels[0].draft_source.as_deref(), Some("human"));
+}

@@ -1,4 +1,5 @@
-//! `copydesk approvals list|show|approve|reject` and `copydesk pipeline start`.
+//! `copydesk approvals list|show|approve|reject`, `pipeline start|show`, `drafts edit`
+//! and `artifacts search`.
 
 use std::io::Write;
 
@@ -10,7 +11,7 @@ use uuid::Uuid;
 
 use super::{Env, JsonFlag, table};
 use crate::{
-    pipeline::{Channel, Plan, approvals},
+    pipeline::{Channel, Plan, approvals, status},
     queue::{self, NewJob},
 };
 
@@ -138,6 +139,158 @@ pub async fn run(
 pub enum PipelineCommand {
     /// Start the pipeline for a project: brand voice first, then drafts per channel.
     Start(StartArgs),
+    /// Each channel's state, current draft, score and approval, and the cost so far.
+    Show {
+        #[arg(value_parser = super::parse_id)]
+        project: Uuid,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DraftsCommand {
+    /// Store your edit of a draft as a new human version; its pending approval then
+    /// refers to your version.
+    Edit {
+        #[arg(value_parser = super::parse_id)]
+        artifact: Uuid,
+        /// The edited text ("-" for standard input).
+        #[arg(long)]
+        file: std::path::PathBuf,
+        #[arg(long, default_value = "cli")]
+        by: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ArtifactsCommand {
+    /// Full-text search over titles and contents ("phrases", -excluded words).
+    Search {
+        words: String,
+        #[arg(long, value_parser = super::parse_id)]
+        project: Option<Uuid>,
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+}
+
+pub async fn drafts(
+    cmd: DraftsCommand,
+    env: &Env,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<()> {
+    let DraftsCommand::Edit { artifact, file, by } = cmd;
+    let text = if file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(&file)
+            .with_context(|| format!("reading --file {}", file.display()))?
+    };
+    let id = status::edit_draft(&env.db.pool, artifact, &text, &by).await?;
+    writeln!(out, "{id}")?;
+    Ok(())
+}
+
+pub async fn artifacts(
+    cmd: ArtifactsCommand,
+    env: &Env,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<()> {
+    let ArtifactsCommand::Search {
+        words,
+        project,
+        limit,
+        json,
+    } = cmd;
+    let hits = status::search(&env.db.pool, &words, project, limit).await?;
+    if json.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&hits)?)?;
+    } else if hits.is_empty() {
+        writeln!(out, "no artifact matches {words:?}")?;
+    } else {
+        let rows = hits
+            .iter()
+            .map(|h| {
+                vec![
+                    h.id.to_string(),
+                    format!("{} v{}", h.kind, h.version),
+                    h.channel.clone().unwrap_or_default(),
+                    h.snippet.replace('\n', " "),
+                ]
+            })
+            .collect();
+        writeln!(out, "{}", table(&["ID", "KIND", "CHANNEL", "MATCH"], rows))?;
+    }
+    Ok(())
+}
+
+/// Writes a project's status as text (shared with the demo).
+pub fn write_status(out: &mut (dyn Write + Send), s: &status::ProjectStatus) -> anyhow::Result<()> {
+    writeln!(
+        out,
+        "project {} ({}): brand voice {}",
+        s.name,
+        s.project_id,
+        s.brand_voice.as_deref().unwrap_or("not started")
+    )?;
+    let rows = s
+        .channels
+        .iter()
+        .map(|c| {
+            vec![
+                c.channel.clone(),
+                c.state.clone(),
+                c.draft_version
+                    .map(|v| format!("v{v} {}", c.draft_source.clone().unwrap_or_default()))
+                    .unwrap_or_default(),
+                c.score.map(|v| format!("{v}/100")).unwrap_or_default(),
+                c.title.clone().unwrap_or_default(),
+                c.last_error.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    writeln!(
+        out,
+        "{}",
+        table(
+            &["CHANNEL", "STATE", "DRAFT", "SCORE", "TITLE", "LAST ERROR"],
+            rows
+        )
+    )?;
+    let rows = s
+        .cost
+        .iter()
+        .map(|c| {
+            vec![
+                c.provider.clone(),
+                c.model.clone(),
+                c.calls.to_string(),
+                c.prompt_tokens.to_string(),
+                c.completion_tokens.to_string(),
+                format!("${:.4}", c.cost_usd),
+            ]
+        })
+        .collect();
+    writeln!(
+        out,
+        "{}",
+        table(
+            &[
+                "PROVIDER",
+                "MODEL",
+                "CALLS",
+                "PROMPT TOKENS",
+                "COMPLETION TOKENS",
+                "COST"
+            ],
+            rows
+        )
+    )?;
+    writeln!(out, "total cost: ${:.4}", s.total_cost_usd)?;
+    Ok(())
 }
 
 #[derive(Debug, Args)]
@@ -169,7 +322,18 @@ pub async fn pipeline(
     env: &Env,
     out: &mut (dyn Write + Send),
 ) -> anyhow::Result<()> {
-    let PipelineCommand::Start(a) = cmd;
+    let a = match cmd {
+        PipelineCommand::Start(a) => a,
+        PipelineCommand::Show { project, json } => {
+            let s = status::show(&env.db.pool, project).await?;
+            if json.json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&s)?)?;
+            } else {
+                write_status(out, &s)?;
+            }
+            return Ok(());
+        }
+    };
     let mut tx = env.db.pool.begin().await?;
     let project: Uuid = match (a.project, &a.new) {
         (Some(p), _) => p,

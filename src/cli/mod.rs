@@ -55,9 +55,15 @@ pub enum Command {
     /// Human approvals between pipeline steps.
     #[command(subcommand)]
     Approvals(approvals::ApprovalsCommand),
-    /// Start the content pipeline for a project.
+    /// Start the content pipeline for a project, or see where it stands.
     #[command(subcommand)]
     Pipeline(approvals::PipelineCommand),
+    /// Human edits of drafts.
+    #[command(subcommand)]
+    Drafts(approvals::DraftsCommand),
+    /// What the steps produced.
+    #[command(subcommand)]
+    Artifacts(approvals::ArtifactsCommand),
     /// Delete finished jobs past retention, expired cache rows; rescue expired leases;
     /// archive idle projects (for an external cron; workers also schedule it).
     Cleanup(cleanup::CleanupArgs),
@@ -153,6 +159,8 @@ async fn dispatch(
         Command::Cleanup(args) => cleanup::run(args, env, out).await?,
         Command::Approvals(cmd) => approvals::run(cmd, env, out).await?,
         Command::Pipeline(cmd) => approvals::pipeline(cmd, env, out).await?,
+        Command::Drafts(cmd) => approvals::drafts(cmd, env, out).await?,
+        Command::Artifacts(cmd) => approvals::artifacts(cmd, env, out).await?,
         Command::Db(DbCommand::Url) => match &env.db.cluster {
             Some(c) => writeln!(out, "{}", c.url("copydesk"))?,
             None => writeln!(out, "{}", std::env::var("DATABASE_URL").unwrap_or_default())?,

@@ -11,6 +11,7 @@
 //! ```
 
 pub mod approvals;
+pub mod status;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

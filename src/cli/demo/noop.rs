@@ -1,41 +1,26 @@
-//! `copydesk demo`: a small mixed workload run end to end on the embedded Postgres (or
-//! DATABASE_URL), with progress, then the queue stats. Needs no configuration and no key.
+//! `copydesk demo --noop N`: a mixed workload of noop jobs run end to end, with
+//! progress, then the queue stats.
 
 use std::{
     io::{IsTerminal, Write},
     time::{Duration, Instant},
 };
 
-use clap::Args;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::Env;
+use crate::cli::Env;
 use crate::queue::{
     self, NewJob, ops,
     worker::{WorkerOptions, run as run_worker},
 };
 
-#[derive(Debug, Args)]
-pub struct DemoArgs {
-    /// How many noop jobs to run.
-    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    pub jobs: u32,
-}
-
-pub async fn run(args: DemoArgs, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
-    let env = Env::open().await?;
+pub async fn run(jobs: u32, env: &Env, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
     let pool = env.db.pool.clone();
-    match &env.db.cluster {
-        Some(c) => writeln!(out, "postgres: embedded cluster, {}", c.url("copydesk"))?,
-        None => writeln!(out, "postgres: DATABASE_URL")?,
-    }
-    let applied = crate::db::migrate(&pool).await?;
-    writeln!(out, "migrations: {applied} applied, schema current")?;
 
     // A mixed workload: most jobs instant, every fifth sleeps 50-450 ms, every tenth
     // has high priority, and the last few are scheduled two seconds from now.
-    let n = args.jobs as usize;
+    let n = jobs as usize;
     let later = chrono::Utc::now() + chrono::Duration::seconds(2);
     let jobs: Vec<NewJob> = (0..n)
         .map(|i| {
@@ -153,11 +138,10 @@ pub async fn run(args: DemoArgs, out: &mut (dyn Write + Send)) -> anyhow::Result
         p99.unwrap_or_default()
     )?;
     writeln!(out, "queue stats (whole queue):")?;
-    super::jobs::write_stats(out, &ops::stats(&pool).await?)?;
+    crate::cli::jobs::write_stats(out, &ops::stats(&pool).await?)?;
     writeln!(
         out,
         "\nnext: `copydesk jobs list`, `copydesk jobs show ID`, `psql \"$(copydesk db url)\"`"
     )?;
-    pool.close().await;
     Ok(())
 }
