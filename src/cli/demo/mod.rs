@@ -30,6 +30,17 @@ use crate::{
 
 const STORE_PAGE: &str = include_str!("store.html");
 
+/// A job of the demo's project, as the progress display reads it.
+#[derive(sqlx::FromRow)]
+struct StepRow {
+    id: Uuid,
+    kind: String,
+    status: String,
+    channel: Option<String>,
+    last_error: Option<String>,
+    output: Option<serde_json::Value>,
+}
+
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Run N plain noop jobs instead of the content pipeline (a queue workout).
@@ -116,21 +127,22 @@ async fn pipeline(env: &Env, out: &mut (dyn Write + Send)) -> anyhow::Result<()>
     let mut approved: Vec<Uuid> = Vec::new();
     loop {
         // Show every job's new state as it happens.
-        let jobs: Vec<(
-            Uuid,
-            String,
-            String,
-            Option<String>,
-            Option<String>,
-            Option<serde_json::Value>,
-        )> = sqlx::query_as(
-            "SELECT id, kind, status, input->>'channel', last_error, output FROM jobs
-                 WHERE project_id = $1 ORDER BY created_at, id",
+        let jobs: Vec<StepRow> = sqlx::query_as(
+            "SELECT id, kind, status, input->>'channel' AS channel, last_error, output FROM jobs
+             WHERE project_id = $1 ORDER BY created_at, id",
         )
         .bind(project)
         .fetch_all(&pool)
         .await?;
-        for (id, kind, status, channel, error, output) in &jobs {
+        for StepRow {
+            id,
+            kind,
+            status,
+            channel,
+            last_error: error,
+            output,
+        } in &jobs
+        {
             if seen.get(id) == Some(status) || status == "queued" {
                 continue;
             }
@@ -182,10 +194,12 @@ async fn pipeline(env: &Env, out: &mut (dyn Write + Send)) -> anyhow::Result<()>
         }
         let open = jobs
             .iter()
-            .any(|j| matches!(j.2.as_str(), "queued" | "running" | "needs_approval"));
+            .any(|j| matches!(j.status.as_str(), "queued" | "running" | "needs_approval"));
         let published = jobs
             .iter()
-            .filter(|j| j.1 == "publishing" && !matches!(j.2.as_str(), "queued" | "running"))
+            .filter(|j| {
+                j.kind == "publishing" && !matches!(j.status.as_str(), "queued" | "running")
+            })
             .count();
         if !open && published == 3 {
             break;
