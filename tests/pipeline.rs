@@ -408,4 +408,18 @@ async fn a_human_edit_becomes_the_version_the_pending_approval_refers_to() {
     assert_eq!(status.channels.len(), 1);
     assert_eq!(status.channels[0].state, "waiting for approval");
     assert_eq!(status.channels[0].draft_source.as_deref(), Some("human"));
+
+    // A decision, once made, cannot be changed by anyone.
+    copydesk::pipeline::approvals::decide(&db.pool, approval, true, "ana", None)
+        .await
+        .unwrap();
+    let err = sqlx::query("UPDATE approvals SET status = 'rejected' WHERE id = $1")
+        .bind(approval)
+        .execute(&db.pool)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("cannot be changed"), "{err}");
+    let again =
+        copydesk::pipeline::approvals::decide(&db.pool, approval, false, "bob", Some("no")).await;
+    assert!(again.unwrap_err().to_string().contains("needs pending"));
 }

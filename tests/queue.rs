@@ -478,8 +478,8 @@ async fn a_lost_lease_drops_only_that_jobs_writes_in_a_batched_finish() {
                 sqlx::query("INSERT INTO app_settings (key, value) VALUES ($1, 'written')")
                     .bind(key)
                     .execute(conn)
-                    .await
-                    .map(|_| ())
+                    .await?;
+                Ok(())
             })
         })
     };
@@ -522,8 +522,8 @@ async fn failing_effects_roll_back_alone_and_the_job_retries() {
             // Violates the CHECK: neither value nor secret.
             sqlx::query("INSERT INTO app_settings (key) VALUES ('broken')")
                 .execute(&mut *conn)
-                .await
-                .map(|_| ())
+                .await?;
+            Ok(())
         })
     });
     let batch = [

@@ -151,9 +151,7 @@ pub async fn run(ctx: JobContext) -> Result<Outcome, JobError> {
             if approve {
                 pipeline::approval_create(conn, job_id, a.id).await?;
             }
-            queue::enqueue_many(conn, &follow_ups)
-                .await
-                .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+            queue::enqueue_many(conn, &follow_ups).await?;
             Ok(())
         })
     });

@@ -240,9 +240,7 @@ pub async fn run(ctx: JobContext) -> Result<Outcome, JobError> {
         Box::pin(async move {
             pipeline::artifact_insert(conn, &a).await?;
             pipeline::job_set_output(conn, job_id, a.id).await?;
-            queue::enqueue(conn, &eval)
-                .await
-                .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+            queue::enqueue(conn, &eval).await?;
             Ok(())
         })
     });

@@ -176,9 +176,7 @@ pub async fn run(ctx: JobContext) -> Result<Outcome, JobError> {
                 pipeline::approval_create(conn, job_id, draft_id).await?;
             }
             if let Some(job) = follow_up {
-                queue::enqueue(conn, &job)
-                    .await
-                    .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+                queue::enqueue(conn, &job).await?;
             }
             Ok(())
         })

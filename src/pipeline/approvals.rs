@@ -5,7 +5,7 @@
 //! exactly as `copydesk approvals approve` does, and two workers never apply it twice.
 
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -219,9 +219,4 @@ pub async fn notify(pool: &PgPool) -> queue::Result<()> {
         .execute(pool)
         .await?;
     Ok(())
-}
-
-/// The summary line of an applied decision.
-pub fn describe(a: &Applied) -> Value {
-    json!({"approval": a.approval_id, "status": a.status, "enqueued": a.enqueued, "job_status": a.job_status})
 }

@@ -13,7 +13,7 @@ use sqlx::PgConnection;
 /// transaction: either both commit or neither does. `Fn`, not `FnOnce`, because a finish
 /// whose commit failed on a lost connection is retried whole.
 pub type Effects = Arc<
-    dyn for<'c> Fn(&'c mut PgConnection) -> BoxFuture<'c, Result<(), sqlx::Error>> + Send + Sync,
+    dyn for<'c> Fn(&'c mut PgConnection) -> BoxFuture<'c, Result<(), super::Error>> + Send + Sync,
 >;
 
 /// How one attempt of a job ended.

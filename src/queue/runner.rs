@@ -286,7 +286,7 @@ async fn finish_once(
                 sp.commit().await?;
                 written.push((id, Written::Status(status)));
             }
-            Err(e) if is_connection_error(&e) => return Err(e.into()),
+            Err(super::Error::Sql(e)) if is_connection_error(&e) => return Err(e.into()),
             Err(e) => {
                 sp.rollback().await?;
                 let failed = Finished {
