@@ -234,6 +234,28 @@ async fn a_second_project_with_the_same_site_reuses_the_cached_voice() {
     );
 }
 
+/// Starts the pipeline for one channel of a new project and runs every step up to the
+/// draft's approval, one job at a time. Returns the project.
+async fn run_to_draft_approval(
+    db: &TestDb,
+    r: &copydesk::queue::runner::Runner,
+    site: &MockServer,
+    channel: &str,
+) -> Uuid {
+    let p = project(db, "linen").await;
+    let mut conn = db.pool.acquire().await.unwrap();
+    let input = json!({"store_url": site.uri(), "pipeline": {"channels": [channel]}});
+    queue::enqueue(
+        &mut conn,
+        &NewJob::new("brand_voice_analysis", input).project(p),
+    )
+    .await
+    .unwrap();
+    let kinds = ["brand_voice_analysis", "draft_generation", "evaluation"];
+    while queue::runner::run_once(r, &kinds).await.unwrap().is_some() {}
+    p
+}
+
 /// An OpenAI-compatible server that answers each agent in the shape it asks for.
 struct Agents;
 
@@ -279,20 +301,7 @@ async fn rejecting_with_notes_rewrites_the_draft_with_the_notes_in_the_request()
         ),
         fetcher: copydesk::fetch::Fetcher::new(&settings.fetch),
     });
-    let p = project(&db, "linen").await;
-    let mut conn = db.pool.acquire().await.unwrap();
-    queue::enqueue(
-        &mut conn,
-        &NewJob::new(
-            "brand_voice_analysis",
-            json!({"store_url": site.uri(), "pipeline": {"channels": ["linkedin"]}}),
-        )
-        .project(p),
-    )
-    .await
-    .unwrap();
-    let kinds = ["brand_voice_analysis", "draft_generation", "evaluation"];
-    while queue::runner::run_once(&r, &kinds).await.unwrap().is_some() {}
+    run_to_draft_approval(&db, &r, &site, "linkedin").await;
     let approval: Uuid = sqlx::query_scalar("SELECT id FROM approvals WHERE status = 'pending'")
         .fetch_one(&db.pool)
         .await
@@ -356,26 +365,7 @@ async fn a_human_edit_becomes_the_version_the_pending_approval_refers_to() {
     let mut settings = fast_settings();
     settings.pipeline.approve_brand_voice = false;
     let r = runner(&db, settings, Registry::builtin());
-    let p = project(&db, "linen").await;
-    let mut conn = db.pool.acquire().await.unwrap();
-    queue::enqueue(
-        &mut conn,
-        &NewJob::new(
-            "brand_voice_analysis",
-            json!({"store_url": site.uri(), "pipeline": {"channels": ["x"]}}),
-        )
-        .project(p),
-    )
-    .await
-    .unwrap();
-    while queue::runner::run_once(
-        &r,
-        &["brand_voice_analysis", "draft_generation", "evaluation"],
-    )
-    .await
-    .unwrap()
-    .is_some()
-    {}
+    let p = run_to_draft_approval(&db, &r, &site, "x").await;
     let (approval, draft): (Uuid, Uuid) =
         sqlx::query_as("SELECT id, artifact_id FROM approvals WHERE status = 'pending'")
             .fetch_one(&db.pool)

@@ -46,6 +46,17 @@ fn finished(id: Uuid, outcome: Outcome) -> Finished {
     }
 }
 
+/// Enqueues `n` noop jobs and claims them all as `worker`.
+async fn claim_noops(db: &TestDb, worker: &str, n: usize) -> Vec<queue::ClaimedJob> {
+    let mut conn = db.pool.acquire().await.unwrap();
+    queue::enqueue_many(&mut conn, &vec![NewJob::new("noop", json!({})); n])
+        .await
+        .unwrap();
+    sql::job_claim(&db.pool, worker, "noop", n as i64, Duration::from_secs(60))
+        .await
+        .unwrap()
+}
+
 fn kinds(k: &[&str]) -> WorkerOptions {
     WorkerOptions {
         kinds: Some(k.iter().map(|s| s.to_string()).collect()),
@@ -453,13 +464,7 @@ async fn retry_puts_a_failed_job_back_with_attempts_reset() {
 #[tokio::test]
 async fn a_lost_lease_drops_only_that_jobs_writes_in_a_batched_finish() {
     let db = test_db().await;
-    let mut conn = db.pool.acquire().await.unwrap();
-    queue::enqueue_many(&mut conn, &vec![NewJob::new("noop", json!({})); 2])
-        .await
-        .unwrap();
-    let claimed = sql::job_claim(&db.pool, "w1", "noop", 2, Duration::from_secs(60))
-        .await
-        .unwrap();
+    let claimed = claim_noops(&db, "w1", 2).await;
     let (kept, lost) = (claimed[0].id, claimed[1].id);
     // The second job's lease runs out and another process rescues it.
     sqlx::query("UPDATE jobs SET locked_until = now() - interval '1 second' WHERE id = $1")
@@ -507,13 +512,7 @@ async fn a_lost_lease_drops_only_that_jobs_writes_in_a_batched_finish() {
 #[tokio::test]
 async fn failing_effects_roll_back_alone_and_the_job_retries() {
     let db = test_db().await;
-    let mut conn = db.pool.acquire().await.unwrap();
-    queue::enqueue_many(&mut conn, &vec![NewJob::new("noop", json!({})); 2])
-        .await
-        .unwrap();
-    let claimed = sql::job_claim(&db.pool, "w1", "noop", 2, Duration::from_secs(60))
-        .await
-        .unwrap();
+    let claimed = claim_noops(&db, "w1", 2).await;
     let bad: queue::Effects = Arc::new(|conn| {
         Box::pin(async move {
             sqlx::query("INSERT INTO app_settings (key, value) VALUES ('half', 'written')")
