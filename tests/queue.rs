@@ -755,3 +755,38 @@ async fn heartbeats_keep_a_long_job_leased_past_its_lease() {
     stop.send(()).unwrap();
     worker.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn every_migration_reverts_and_applies_again() {
+    let db = test_db().await;
+    let exists = |table: &'static str| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, bool>("SELECT to_regclass($1) IS NOT NULL")
+                .bind(table)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let total = copydesk::db::MIGRATOR
+        .iter()
+        .filter(|m| m.migration_type.is_up_migration())
+        .count();
+    for _ in 0..total {
+        let reverted = copydesk::db::revert_newest(&db.pool).await.unwrap();
+        assert!(reverted.is_some());
+    }
+    assert!(
+        copydesk::db::revert_newest(&db.pool)
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing left to revert"
+    );
+    assert!(!exists("jobs").await && !exists("approvals").await && !exists("runs").await);
+    assert_eq!(copydesk::db::pending(&db.pool).await.unwrap().len(), total);
+    assert_eq!(copydesk::db::migrate(&db.pool).await.unwrap(), total);
+    assert!(exists("jobs").await && exists("queue_overview").await);
+    assert!(copydesk::db::pending(&db.pool).await.unwrap().is_empty());
+}
