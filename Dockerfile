@@ -8,6 +8,8 @@ COPY src ./src
 COPY migrations ./migrations
 COPY config ./config
 COPY jobs ./jobs
+# The manifest declares the benchmark target, so its file must be present to build.
+COPY benches ./benches
 RUN cargo build --release --locked --bin copydesk
 
 FROM debian:bookworm-slim
