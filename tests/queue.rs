@@ -790,3 +790,44 @@ async fn every_migration_reverts_and_applies_again() {
     assert!(exists("jobs").await && exists("queue_overview").await);
     assert!(copydesk::db::pending(&db.pool).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn leases_are_extended_while_claimed_jobs_wait_behind_a_busy_worker() {
+    let db = test_db().await;
+    let mut settings = fast_settings();
+    settings.worker.lease_secs = 2;
+    settings.worker.heartbeat_secs = 1;
+    // One slot, two claimed at a time: one job runs while the next waits in the buffer.
+    let opts = WorkerOptions {
+        kinds: Some(vec!["noop".into()]),
+        concurrency: Some(1),
+        ..WorkerOptions::default()
+    };
+    let (stop, worker) = start_worker(runner(&db, settings, Registry::builtin()), opts);
+    let mut conn = db.pool.acquire().await.unwrap();
+    queue::enqueue_many(
+        &mut conn,
+        &vec![NewJob::new("noop", json!({"sleep_ms": 3000})); 3],
+    )
+    .await
+    .unwrap();
+    wait_for(Duration::from_secs(10), "two jobs claimed", || async {
+        count(
+            &db.pool,
+            "SELECT count(*) FROM jobs WHERE status = 'running'",
+        )
+        .await
+            == 2
+    })
+    .await;
+    // Past the 2-s lease of the running job and of the one waiting: another process's
+    // rescue must find nothing, because the worker kept both leases alive.
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    let rescued = sql::job_rescue_expired(&db.pool, 100).await.unwrap();
+    assert!(
+        rescued.is_empty(),
+        "leases ran out under a live worker: {rescued:?}"
+    );
+    stop.send(()).unwrap();
+    worker.await.unwrap().unwrap();
+}

@@ -62,7 +62,37 @@ pub struct JobsPersistence {
     /// The jobs this worker holds and is still going to finish: the only leases its
     /// heartbeat extends. A claim whose answer was lost (the connection broke after
     /// the commit) is not in here, so its lease runs out and it is rescued.
-    in_flight: Arc<Mutex<HashSet<Uuid>>>,
+    in_flight: InFlight,
+}
+
+/// The jobs a worker holds (claimed, running or finishing), shared between its backend
+/// and its [`keep_leases`] task.
+pub type InFlight = Arc<Mutex<HashSet<Uuid>>>;
+
+/// Every heartbeat interval: extends the leases of the jobs `worker` holds, and returns
+/// jobs whose lease ran out (any worker's) to the queue. Runs until aborted.
+pub async fn keep_leases(runner: Runner, worker: String, in_flight: InFlight) {
+    let p = JobsPersistence {
+        runner,
+        kind: String::new(),
+        batch: 0,
+        in_flight,
+    };
+    let mut beat = tokio::time::interval(p.runner.settings.worker.heartbeat());
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        beat.tick().await;
+        let lease = p.runner.settings.worker.lease();
+        let ids: Vec<Uuid> = p.in_flight().iter().copied().collect();
+        match sql::job_heartbeat(&p.runner.pool, &worker, &ids, lease).await {
+            Ok(n) if n > 0 => tracing::trace!(worker = %worker, jobs = n, "leases extended"),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(worker = %worker, error = %e, "heartbeat failed; will try again")
+            }
+        }
+        p.rescue().await;
+    }
 }
 
 impl Persistence for JobsPersistence {
@@ -76,17 +106,10 @@ impl Persistence for JobsPersistence {
         Ok(())
     }
 
-    async fn heartbeat(&mut self, worker: &WorkerContext) -> Result<(), Error> {
-        let lease = self.runner.settings.worker.lease();
-        let ids: Vec<Uuid> = self.in_flight().iter().copied().collect();
-        match sql::job_heartbeat(&self.runner.pool, worker.name(), &ids, lease).await {
-            Ok(n) if n > 0 => tracing::trace!(worker = worker.name(), jobs = n, "leases extended"),
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(worker = worker.name(), error = %e, "heartbeat failed; will try again")
-            }
-        }
-        self.rescue().await;
+    /// Leases are kept by [`keep_leases`], a task of its own: apalis's `Persisted` stops
+    /// beating while claimed jobs wait in its buffer for a free slot, which is exactly
+    /// when long jobs need their leases extended.
+    async fn heartbeat(&mut self, _worker: &WorkerContext) -> Result<(), Error> {
         Ok(())
     }
 
@@ -238,8 +261,9 @@ pub struct JobsBackend {
 }
 
 impl JobsBackend {
-    /// A backend claiming `kind` jobs, woken by `wake` and every poll interval.
-    pub fn new(runner: Runner, kind: &str, wake: Wake) -> Self {
+    /// A backend claiming `kind` jobs, woken by `wake` and every poll interval; the
+    /// jobs it claims are recorded in `in_flight` for [`keep_leases`].
+    pub fn new(runner: Runner, kind: &str, wake: Wake, in_flight: InFlight) -> Self {
         let w = &runner.settings.worker;
         let batch = w.batch_size.max(1).min(w.concurrency_for(kind).max(1) * 2);
         let mut poll = tokio::time::interval(w.poll_interval());
@@ -251,7 +275,7 @@ impl JobsBackend {
                 runner,
                 kind: kind.to_owned(),
                 batch: batch as i64,
-                in_flight: Arc::default(),
+                in_flight,
             }),
             wake,
             notified,

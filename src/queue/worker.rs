@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 
 use super::{
     NewJob, Result,
-    backend::{JobService, JobsBackend, Wake},
+    backend::{InFlight, JobService, JobsBackend, Wake, keep_leases},
     runner::Runner,
     sql,
 };
@@ -101,15 +101,27 @@ pub async fn run(
 
     let mut monitor = Monitor::new();
     let mut names = Vec::new();
+    let mut heartbeats = Vec::new();
     for kind in &kinds {
         let name = format!("{prefix}/{kind}");
         names.push(name.clone());
         let concurrency = runner.settings.worker.concurrency_for(kind);
+        let in_flight: InFlight = Arc::default();
+        heartbeats.push(tokio::spawn(keep_leases(
+            runner.clone(),
+            name.clone(),
+            in_flight.clone(),
+        )));
         let (runner, wake, kind) = (runner.clone(), wakes[kind].clone(), kind.clone());
         tracing::info!(worker = %name, kind = %kind, concurrency, "starting worker");
         monitor = monitor.register(move |_| {
             WorkerBuilder::new(name.as_str())
-                .backend(JobsBackend::new(runner.clone(), &kind, wake.clone()))
+                .backend(JobsBackend::new(
+                    runner.clone(),
+                    &kind,
+                    wake.clone(),
+                    in_flight.clone(),
+                ))
                 .layer(tower::limit::ConcurrencyLimitLayer::new(concurrency))
                 .build(JobService {
                     runner: runner.clone(),
@@ -158,6 +170,7 @@ pub async fn run(
         h.abort();
     }
     let released = release(&runner.pool, &names).await;
+    heartbeats.iter().for_each(|h| h.abort());
     if released > 0 {
         tracing::warn!(jobs = released, "released unfinished jobs back to queued");
     }
