@@ -112,15 +112,7 @@ async fn sigterm_lets_jobs_in_flight_finish_and_exits_zero() {
     let db = test_db().await;
     let ids = enqueue(&db, vec![NewJob::new("noop", json!({"sleep_ms": 1500})); 3]).await;
     let mut w = spawn_worker(&db, &["--kinds", "noop", "--no-scheduler"], &[]);
-    wait_for(Duration::from_secs(20), "three jobs running", || async {
-        count(
-            &db.pool,
-            "SELECT count(*) FROM jobs WHERE status = 'running'",
-        )
-        .await
-            == 3
-    })
-    .await;
+    wait_running(&db.pool, 3, Duration::from_secs(20)).await;
     signal(&w, Signal::SIGTERM);
     let status = wait_exit(&mut w, Duration::from_secs(20));
     assert!(status.success(), "{status:?}");
@@ -142,15 +134,7 @@ async fn sigterm_past_the_grace_period_returns_unfinished_jobs_to_the_queue() {
         &["--kinds", "noop", "--no-scheduler"],
         &[("COPYDESK__WORKER__SHUTDOWN_GRACE_SECS", "1")],
     );
-    wait_for(Duration::from_secs(20), "two jobs running", || async {
-        count(
-            &db.pool,
-            "SELECT count(*) FROM jobs WHERE status = 'running'",
-        )
-        .await
-            == 2
-    })
-    .await;
+    wait_running(&db.pool, 2, Duration::from_secs(20)).await;
     signal(&w, Signal::SIGTERM);
     let status = wait_exit(&mut w, Duration::from_secs(20));
     assert!(status.success(), "{status:?}");

@@ -811,15 +811,7 @@ async fn leases_are_extended_while_claimed_jobs_wait_behind_a_busy_worker() {
     )
     .await
     .unwrap();
-    wait_for(Duration::from_secs(10), "two jobs claimed", || async {
-        count(
-            &db.pool,
-            "SELECT count(*) FROM jobs WHERE status = 'running'",
-        )
-        .await
-            == 2
-    })
-    .await;
+    wait_running(&db.pool, 2, Duration::from_secs(10)).await;
     // Past the 2-s lease of the running job and of the one waiting: another process's
     // rescue must find nothing, because the worker kept both leases alive.
     tokio::time::sleep(Duration::from_millis(2600)).await;

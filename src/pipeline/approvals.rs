@@ -211,12 +211,3 @@ pub async fn list(pool: &PgPool, status: Option<&str>, limit: i64) -> queue::Res
     .fetch_all(pool)
     .await?)
 }
-
-/// Wakes approval workers (used after a decision made through the library).
-pub async fn notify(pool: &PgPool) -> queue::Result<()> {
-    sqlx::query("SELECT pg_notify($1, '')")
-        .bind(CHANNEL)
-        .execute(pool)
-        .await?;
-    Ok(())
-}

@@ -29,8 +29,11 @@ use apalis_core::{
     worker::context::WorkerContext,
 };
 use futures::future::BoxFuture;
+use sqlx::PgPool;
 use tokio::sync::{Notify, futures::OwnedNotified};
 use uuid::Uuid;
+
+use crate::config::WorkerSettings;
 
 use super::{
     ClaimedJob, Error, NewJob,
@@ -69,29 +72,51 @@ pub struct JobsPersistence {
 /// and its [`keep_leases`] task.
 pub type InFlight = Arc<Mutex<HashSet<Uuid>>>;
 
-/// Every heartbeat interval: extends the leases of the jobs `worker` holds, and returns
-/// jobs whose lease ran out (any worker's) to the queue. Runs until aborted.
-pub async fn keep_leases(runner: Runner, worker: String, in_flight: InFlight) {
-    let p = JobsPersistence {
-        runner,
-        kind: String::new(),
-        batch: 0,
-        in_flight,
-    };
-    let mut beat = tokio::time::interval(p.runner.settings.worker.heartbeat());
+/// The lease keeper of a worker process: every heartbeat interval it extends the leases
+/// of the jobs each of `workers` holds, then returns jobs whose lease ran out (any
+/// process's) to the queue. One task per process, running until aborted; apalis's own
+/// heartbeat is not used because `Persisted` pauses it while claimed jobs wait in its
+/// buffer for a free slot.
+pub async fn keep_leases(pool: PgPool, settings: WorkerSettings, workers: Vec<(String, InFlight)>) {
+    let mut beat = tokio::time::interval(settings.heartbeat());
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         beat.tick().await;
-        let lease = p.runner.settings.worker.lease();
-        let ids: Vec<Uuid> = p.in_flight().iter().copied().collect();
-        match sql::job_heartbeat(&p.runner.pool, &worker, &ids, lease).await {
-            Ok(n) if n > 0 => tracing::trace!(worker = %worker, jobs = n, "leases extended"),
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(worker = %worker, error = %e, "heartbeat failed; will try again")
+        for (worker, in_flight) in &workers {
+            let ids: Vec<Uuid> = lock(in_flight).iter().copied().collect();
+            match sql::job_heartbeat(&pool, worker, &ids, settings.lease()).await {
+                Ok(n) if n > 0 => tracing::trace!(worker = %worker, jobs = n, "leases extended"),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(worker = %worker, error = %e, "heartbeat failed; will try again")
+                }
             }
         }
-        p.rescue().await;
+        rescue_expired(&pool).await;
+    }
+}
+
+fn lock(in_flight: &InFlight) -> std::sync::MutexGuard<'_, HashSet<Uuid>> {
+    in_flight.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Returns jobs whose lease ran out to `queued` (or `failed`) and wakes their workers.
+/// Errors are logged: the next beat tries again.
+pub async fn rescue_expired(pool: &PgPool) {
+    match sql::job_rescue_expired(pool, 1000).await {
+        Ok(rows) if !rows.is_empty() => {
+            for (id, kind, status) in &rows {
+                tracing::warn!(job_id = %id, kind = %kind, status = %status, "rescued a job whose lease expired");
+            }
+            let kinds: Vec<&str> = rows
+                .iter()
+                .filter(|r| r.2 == "queued")
+                .map(|r| r.1.as_str())
+                .collect();
+            let _ = sql::job_notify(pool, &kinds).await;
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "rescue of expired leases failed; will try again"),
     }
 }
 
@@ -102,7 +127,7 @@ impl Persistence for JobsPersistence {
 
     async fn register(&mut self, worker: &WorkerContext) -> Result<(), Error> {
         tracing::debug!(worker = worker.name(), "worker registered");
-        self.rescue().await;
+        rescue_expired(&self.runner.pool).await;
         Ok(())
     }
 
@@ -125,7 +150,7 @@ impl Persistence for JobsPersistence {
         .await
         {
             Ok(jobs) => {
-                self.in_flight().extend(jobs.iter().map(|j| j.id));
+                lock(&self.in_flight).extend(jobs.iter().map(|j| j.id));
                 if !jobs.is_empty() {
                     metrics::counter!("copydesk_jobs_claimed_total", "kind" => self.kind.clone())
                         .increment(jobs.len() as u64);
@@ -216,32 +241,10 @@ impl Persistence for JobsPersistence {
 }
 
 impl JobsPersistence {
-    fn in_flight(&self) -> std::sync::MutexGuard<'_, HashSet<Uuid>> {
-        self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     fn forget(&self, ids: &[Uuid]) {
-        let mut set = self.in_flight();
+        let mut set = lock(&self.in_flight);
         for id in ids {
             set.remove(id);
-        }
-    }
-
-    async fn rescue(&self) {
-        match sql::job_rescue_expired(&self.runner.pool, 1000).await {
-            Ok(rows) if !rows.is_empty() => {
-                for (id, kind, status) in &rows {
-                    tracing::warn!(job_id = %id, kind = %kind, status = %status, "rescued a job whose lease expired");
-                }
-                let kinds: Vec<&str> = rows
-                    .iter()
-                    .filter(|r| r.2 == "queued")
-                    .map(|r| r.1.as_str())
-                    .collect();
-                let _ = sql::job_notify(&self.runner.pool, &kinds).await;
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "rescue of expired leases failed; will try again"),
         }
     }
 }

@@ -1,6 +1,6 @@
-//! A worker process: one apalis worker per kind over [`JobsBackend`], one LISTEN
-//! connection waking them, the cleanup scheduler (apalis-cron), the optional HTTP
-//! endpoints, and graceful shutdown.
+//! A worker process: one apalis worker per kind over [`JobsBackend`], one lease keeper,
+//! one LISTEN connection waking them, the cleanup scheduler (apalis-cron), the optional
+//! HTTP endpoints, and graceful shutdown.
 //!
 //! Shutdown: when `shutdown` resolves, the workers stop claiming; in-flight jobs get
 //! `[worker] shutdown_grace_secs` to finish and report; whatever is still running after
@@ -101,17 +101,13 @@ pub async fn run(
 
     let mut monitor = Monitor::new();
     let mut names = Vec::new();
-    let mut heartbeats = Vec::new();
+    let mut leased = Vec::new();
     for kind in &kinds {
         let name = format!("{prefix}/{kind}");
         names.push(name.clone());
         let concurrency = runner.settings.worker.concurrency_for(kind);
         let in_flight: InFlight = Arc::default();
-        heartbeats.push(tokio::spawn(keep_leases(
-            runner.clone(),
-            name.clone(),
-            in_flight.clone(),
-        )));
+        leased.push((name.clone(), in_flight.clone()));
         let (runner, wake, kind) = (runner.clone(), wakes[kind].clone(), kind.clone());
         tracing::info!(worker = %name, kind = %kind, concurrency, "starting worker");
         monitor = monitor.register(move |_| {
@@ -128,6 +124,11 @@ pub async fn run(
                 })
         });
     }
+    let lease_keeper = tokio::spawn(keep_leases(
+        runner.pool.clone(),
+        runner.settings.worker.clone(),
+        leased,
+    ));
     let cleanup = &runner.settings.cleanup;
     if opts.scheduler && cleanup.enabled {
         let schedule = cron::Schedule::from_str(&cleanup.schedule).map_err(|e| {
@@ -170,7 +171,7 @@ pub async fn run(
         h.abort();
     }
     let released = release(&runner.pool, &names).await;
-    heartbeats.iter().for_each(|h| h.abort());
+    lease_keeper.abort();
     if released > 0 {
         tracing::warn!(jobs = released, "released unfinished jobs back to queued");
     }

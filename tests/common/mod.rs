@@ -237,3 +237,11 @@ pub async fn attempts_and_error(pool: &PgPool, id: Uuid) -> (i32, Option<String>
         .await
         .unwrap()
 }
+
+/// Waits until exactly `n` jobs are running.
+pub async fn wait_running(pool: &PgPool, n: i64, timeout: Duration) {
+    wait_for(timeout, &format!("{n} jobs running"), || async {
+        count(pool, "SELECT count(*) FROM jobs WHERE status = 'running'").await == n
+    })
+    .await;
+}
