@@ -28,6 +28,38 @@ pub struct Settings {
     pub llm: LlmSettings,
     pub fetch: FetchSettings,
     pub pipeline: PipelineSettings,
+    pub publish: PublishSettings,
+    pub catalog: CatalogSettings,
+}
+
+/// `[publish]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishSettings {
+    pub connect_timeout_secs: u64,
+    pub timeout_secs: u64,
+    pub shopify_api_version: String,
+    pub linkedin_version: String,
+    pub facebook_graph_version: String,
+    pub reconcile_recent_posts: u32,
+    pub facebook_min_schedule_minutes: i64,
+}
+
+/// `[catalog]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogSettings {
+    pub url: String,
+    pub auth_header: String,
+    pub auth_prefix: String,
+    pub page_param: String,
+    pub per_page_param: String,
+    pub per_page: u32,
+    pub max_pages: u32,
+    pub items_field: String,
+    pub ttl_hours: i64,
+    pub schedule: String,
+    pub enabled: bool,
 }
 
 /// `[pipeline]`

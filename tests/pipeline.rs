@@ -299,7 +299,7 @@ async fn rejecting_with_notes_rewrites_the_draft_with_the_notes_in_the_request()
             },
             &settings.llm,
         ),
-        fetcher: copydesk::fetch::Fetcher::new(&settings.fetch),
+        ..copydesk::queue::runner::Services::from_settings(&settings).unwrap()
     });
     run_to_draft_approval(&db, &r, &site, "linkedin").await;
     let approval: Uuid = sqlx::query_scalar("SELECT id FROM approvals WHERE status = 'pending'")
@@ -315,7 +315,7 @@ async fn rejecting_with_notes_rewrites_the_draft_with_the_notes_in_the_request()
     )
     .await
     .unwrap();
-    let applied = copydesk::pipeline::approvals::apply_decided(&db.pool, &settings.pipeline, 10)
+    let applied = copydesk::pipeline::approvals::apply_decided(&db.pool, &settings, 10)
         .await
         .unwrap();
     assert_eq!(applied.len(), 1);

@@ -7,6 +7,7 @@ mod cleanup;
 mod demo;
 mod enqueue;
 mod jobs;
+mod publish;
 mod worker;
 
 use std::{io::Write, net::SocketAddr, sync::Arc};
@@ -64,6 +65,17 @@ pub enum Command {
     /// What the steps produced.
     #[command(subcommand)]
     Artifacts(approvals::ArtifactsCommand),
+    /// Publish an approved draft to an integration (now, or --at a time).
+    Publish(publish::PublishArgs),
+    /// Destinations of a project: encrypted credentials, status, a test call.
+    #[command(subcommand)]
+    Integrations(publish::IntegrationsCommand),
+    /// Fernet keys for credentials: generate one, or re-encrypt under the first.
+    #[command(subcommand)]
+    Keys(publish::KeysCommand),
+    /// App settings (key/value; secrets encrypted).
+    #[command(subcommand)]
+    Settings(publish::SettingsCommand),
     /// Delete finished jobs past retention, expired cache rows; rescue expired leases;
     /// archive idle projects (for an external cron; workers also schedule it).
     Cleanup(cleanup::CleanupArgs),
@@ -125,6 +137,9 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
     if let Command::Demo(args) = cli.command {
         return demo::run(args, out).await;
     }
+    if let Command::Keys(publish::KeysCommand::Generate) = cli.command {
+        return publish::keys_generate(out);
+    }
     // A worker listens for SIGTERM from the start, before the database is up.
     let shutdown = matches!(cli.command, Command::Worker(_)).then(worker::shutdown_signal);
     let env = Env::open().await?;
@@ -161,6 +176,10 @@ async fn dispatch(
         Command::Pipeline(cmd) => approvals::pipeline(cmd, env, out).await?,
         Command::Drafts(cmd) => approvals::drafts(cmd, env, out).await?,
         Command::Artifacts(cmd) => approvals::artifacts(cmd, env, out).await?,
+        Command::Publish(args) => publish::publish(args, env, out).await?,
+        Command::Integrations(cmd) => publish::integrations(cmd, env, out).await?,
+        Command::Keys(cmd) => publish::keys(cmd, env, out).await?,
+        Command::Settings(cmd) => publish::settings(cmd, env, out).await?,
         Command::Db(DbCommand::Url) => match &env.db.cluster {
             Some(c) => writeln!(out, "{}", c.url("copydesk"))?,
             None => writeln!(out, "{}", std::env::var("DATABASE_URL").unwrap_or_default())?,

@@ -155,9 +155,17 @@ pub async fn run(ctx: JobContext) -> Result<Outcome, JobError> {
             Some(job_id),
         ))
     } else if !approve {
+        let integration = match project {
+            Some(p) => crate::publish::integrations::for_channel(&ctx.pool, p, channel)
+                .await
+                .retryable()?,
+            None => None,
+        };
         Some(pipeline::publishing_job(
             &input,
             draft_id,
+            integration,
+            ctx.settings.publish.facebook_min_schedule_minutes,
             project,
             Some(job_id),
         ))
@@ -174,6 +182,17 @@ pub async fn run(ctx: JobContext) -> Result<Outcome, JobError> {
             pipeline::job_set_output(conn, job_id, e.id).await?;
             if approve {
                 pipeline::approval_create(conn, job_id, draft_id).await?;
+            } else if !rewrite {
+                // `approve_drafts = false`: the configuration is the approval, recorded
+                // as one so publishing's "approved artifacts only" rule still holds.
+                sqlx::query(
+                    "INSERT INTO approvals (job_id, artifact_id, status, decided_by, notes, decided_at, applied_at)
+                     VALUES ($1, $2, 'approved', 'copydesk', '[pipeline] approve_drafts = false', now(), now())",
+                )
+                .bind(job_id)
+                .bind(draft_id)
+                .execute(&mut *conn)
+                .await?;
             }
             if let Some(job) = follow_up {
                 queue::enqueue(conn, &job).await?;

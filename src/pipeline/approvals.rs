@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::Plan;
 use crate::{
-    config::PipelineSettings,
+    config::Settings,
     queue::{self, NewJob},
 };
 
@@ -56,9 +56,11 @@ struct Decided {
 /// Applies up to `limit` decided approvals; returns what each did.
 pub async fn apply_decided(
     pool: &PgPool,
-    cfg: &PipelineSettings,
+    settings: &Settings,
     limit: i64,
 ) -> queue::Result<Vec<Applied>> {
+    let cfg = &settings.pipeline;
+    let facebook_min_minutes = settings.publish.facebook_min_schedule_minutes;
     let mut tx = pool.begin().await?;
     let rows: Vec<Decided> = sqlx::query_as(
         "SELECT a.id, a.status, a.notes, a.artifact_id, a.job_id, j.kind AS job_kind,
@@ -97,9 +99,20 @@ pub async fn apply_decided(
                 ));
             }
             (Some("evaluation"), "approved") => {
+                let integration = match (
+                    d.project_id,
+                    input["channel"].as_str().map(super::Channel::parse),
+                ) {
+                    (Some(p), Some(Ok(channel))) => {
+                        crate::publish::integrations::for_channel(&mut *tx, p, channel).await?
+                    }
+                    _ => None,
+                };
                 jobs.push(super::publishing_job(
                     &input,
                     d.artifact_id,
+                    integration,
+                    facebook_min_minutes,
                     d.project_id,
                     d.job_id,
                 ));

@@ -244,22 +244,34 @@ pub fn rewrite_job(
     )
 }
 
-/// The publishing job of an approved draft, at the planned time.
+/// The publishing job of an approved draft to `integration`, scheduled as the
+/// platform allows (see [`crate::publish::integrations::schedule`]). Without an
+/// integration the job still goes in and fails naming the missing integration, so an
+/// approved draft never disappears silently.
 pub fn publishing_job(
     eval_input: &Value,
     draft: Uuid,
+    integration: Option<(Uuid, crate::publish::Platform)>,
+    facebook_min_minutes: i64,
     project: Option<Uuid>,
     parent: Option<Uuid>,
 ) -> crate::queue::NewJob {
-    let mut job = crate::queue::NewJob::new(
-        "publishing",
-        serde_json::json!({"artifact_id": draft, "channel": eval_input["channel"]}),
-    )
-    .idempotency_key(format!("publish:{draft}"));
-    if let Some(at) = eval_input["schedule"]
+    let at = eval_input["schedule"]
         .as_str()
-        .and_then(|s| s.parse::<DateTime<Utc>>().ok())
-    {
+        .and_then(|s| s.parse::<DateTime<Utc>>().ok());
+    let mut input = serde_json::json!({"artifact_id": draft, "channel": eval_input["channel"]});
+    let (mut run_at, mut publish_at) = (at, None);
+    if let Some((id, platform)) = integration {
+        input["integration_id"] = serde_json::json!(id);
+        (run_at, publish_at) =
+            crate::publish::integrations::schedule(platform, at, Utc::now(), facebook_min_minutes);
+    }
+    if let Some(p) = publish_at {
+        input["publish_at"] = Value::String(p.to_rfc3339());
+    }
+    let mut job =
+        crate::queue::NewJob::new("publishing", input).idempotency_key(format!("publish:{draft}"));
+    if let Some(at) = run_at {
         job = job.run_at(at);
     }
     job_with(job, project, parent)

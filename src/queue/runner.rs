@@ -34,6 +34,12 @@ pub struct Runner {
 pub struct Services {
     pub llm: crate::llm::Llm,
     pub fetcher: crate::fetch::Fetcher,
+    /// Fernet keys from `COPYDESK_FERNET_KEYS`; the error is kept, not raised, so a
+    /// worker without keys still runs every job that needs none (publishing fails
+    /// with the error instead).
+    pub keys: Result<Arc<crate::keys::Keys>, crate::keys::KeyError>,
+    /// The HTTP client for publishing platforms.
+    pub publish_http: reqwest::Client,
 }
 
 impl Services {
@@ -43,6 +49,8 @@ impl Services {
         Ok(Self {
             llm: crate::llm::Llm::new(provider, &settings.llm),
             fetcher: crate::fetch::Fetcher::new(&settings.fetch),
+            keys: crate::keys::Keys::from_env().map(Arc::new),
+            publish_http: crate::publish::client(&settings.publish),
         })
     }
 }

@@ -223,9 +223,7 @@ async fn release(pool: &PgPool, names: &[String]) -> usize {
 async fn apply_approvals(runner: Runner, wake: Wake) {
     let poll = runner.settings.worker.poll_interval();
     loop {
-        match crate::pipeline::approvals::apply_decided(&runner.pool, &runner.settings.pipeline, 50)
-            .await
-        {
+        match crate::pipeline::approvals::apply_decided(&runner.pool, &runner.settings, 50).await {
             Ok(done) => {
                 for a in &done {
                     tracing::info!(approval_id = %a.approval_id, status = %a.status,

@@ -1,0 +1,126 @@
+//! Facebook Pages, Graph API: `POST /{page-id}/feed` with the page access token in the
+//! form body (never in a URL). A publish time 10 minutes to 30 days away is handed to
+//! Facebook (`published=false` + `scheduled_publish_time`); closer than that the job
+//! runs at the time and posts at once. Error code 506 (duplicate) is reconciled.
+
+use serde_json::Value;
+
+use super::{CallError, Ctx, Post, Published};
+
+pub const MAX_CHARS: usize = 63_206;
+
+pub fn validate(post: &Post) -> Result<(), String> {
+    let n = post.body.chars().count();
+    if post.body.trim().is_empty() {
+        return Err("the draft is empty".into());
+    }
+    if n > MAX_CHARS {
+        return Err(format!(
+            "the Facebook post has {n} characters; Facebook takes at most {MAX_CHARS}"
+        ));
+    }
+    Ok(())
+}
+
+fn graph(ctx: &Ctx) -> Result<(String, String), CallError> {
+    let version = ctx
+        .meta("graph_version")
+        .unwrap_or(&ctx.settings.facebook_graph_version)
+        .to_owned();
+    let page = ctx.meta("page_id").map(str::to_owned).ok_or_else(|| {
+        CallError::Rejected("the facebook integration has no page_id in its metadata".into())
+    })?;
+    Ok((
+        format!("{}/{version}", ctx.base("https://graph.facebook.com")),
+        page,
+    ))
+}
+
+/// Whether `at` can be handed to Facebook (10 minutes to 30 days from now, with margin).
+pub fn natively_schedulable(at: chrono::DateTime<chrono::Utc>, min_minutes: i64) -> bool {
+    let ahead = at - chrono::Utc::now();
+    ahead >= chrono::Duration::minutes(min_minutes.max(10))
+        && ahead <= chrono::Duration::days(30) - chrono::Duration::minutes(5)
+}
+
+fn published(
+    id: &str,
+    response: Value,
+    scheduled_for: Option<chrono::DateTime<chrono::Utc>>,
+) -> Published {
+    Published {
+        external_id: id.to_owned(),
+        url: format!("https://www.facebook.com/{id}"),
+        response,
+        scheduled_for,
+    }
+}
+
+pub async fn create(ctx: &Ctx, post: &Post) -> Result<Published, CallError> {
+    let (base, page) = graph(ctx)?;
+    let mut form: Vec<(&str, String)> = vec![
+        ("message", post.body.clone()),
+        ("access_token", ctx.cred("page_access_token")?.to_owned()),
+    ];
+    let scheduled = post
+        .publish_at
+        .filter(|at| natively_schedulable(*at, ctx.settings.facebook_min_schedule_minutes));
+    if let Some(at) = scheduled {
+        form.push(("published", "false".into()));
+        form.push(("scheduled_publish_time", at.timestamp().to_string()));
+    }
+    let req = ctx.http.post(format!("{base}/{page}/feed")).form(&form);
+    let reply = ctx.send("POST /{page-id}/feed", req).await?;
+    let id = reply.body["id"].as_str().ok_or_else(|| {
+        CallError::Unknown(format!(
+            "POST /{{page-id}}/feed answered {} without an id; the post may exist",
+            reply.status
+        ))
+    })?;
+    Ok(published(id, reply.body.clone(), scheduled))
+}
+
+/// Looks among the page's recent and scheduled posts for the same message.
+pub async fn find(ctx: &Ctx, post: &Post) -> Result<Option<Published>, CallError> {
+    let (base, page) = graph(ctx)?;
+    let limit = ctx.settings.reconcile_recent_posts.to_string();
+    for edge in ["feed", "scheduled_posts"] {
+        let req = ctx
+            .http
+            .get(format!("{base}/{page}/{edge}"))
+            .bearer_auth(ctx.cred("page_access_token")?)
+            .query(&[
+                ("fields", "id,message,created_time"),
+                ("limit", limit.as_str()),
+            ]);
+        let reply = ctx.send(&format!("GET /{{page-id}}/{edge}"), req).await?;
+        if let Some(found) = reply.body["data"].as_array().and_then(|d| {
+            d.iter().find(|p| {
+                p["message"]
+                    .as_str()
+                    .is_some_and(|m| super::same_text(m, &post.body))
+            })
+        }) && let Some(id) = found["id"].as_str()
+        {
+            let scheduled = (edge == "scheduled_posts")
+                .then_some(post.publish_at)
+                .flatten();
+            return Ok(Some(published(id, found.clone(), scheduled)));
+        }
+    }
+    Ok(None)
+}
+
+pub async fn check(ctx: &Ctx) -> Result<String, CallError> {
+    let (base, page) = graph(ctx)?;
+    let req = ctx
+        .http
+        .get(format!("{base}/{page}"))
+        .bearer_auth(ctx.cred("page_access_token")?)
+        .query(&[("fields", "id,name")]);
+    let reply = ctx.send("GET /{page-id}", req).await?;
+    Ok(format!(
+        "page {}",
+        reply.body["name"].as_str().unwrap_or(&page)
+    ))
+}

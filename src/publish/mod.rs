@@ -1,0 +1,324 @@
+//! Publishing: one module per destination, each a thin client of the platform's real
+//! API over reqwest, plus what they share: integrations (encrypted credentials), the
+//! HTTP call that records a `runs` row and classifies the answer, and the post itself.
+//!
+//! A destination offers four things: `validate` (limits, before any call), `create`
+//! (the one POST), `find` (reconciliation: is an earlier attempt's post there?) and
+//! `check` (the cheapest authenticated read, for `copydesk integrations test`).
+//! The publishing job (`jobs/publishing.rs`) decides when each is called.
+
+pub mod errors;
+pub mod facebook;
+pub mod fake;
+pub mod integrations;
+pub mod linkedin;
+pub mod shopify;
+pub mod wordpress;
+pub mod x;
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+pub use errors::CallError;
+pub use integrations::{Integration, Platform};
+
+use crate::{config::PublishSettings, keys::Credentials, pipeline::Channel};
+
+/// What is published: an approved draft, shaped for one destination.
+#[derive(Debug, Clone)]
+pub struct Post {
+    pub channel: Channel,
+    pub title: String,
+    /// The draft's text (Markdown for blog posts, plain text for social posts).
+    pub body: String,
+    /// Deterministic per publishing job: WordPress slug, Shopify handle.
+    pub slug: String,
+    /// Handed to platforms that schedule natively (WordPress, Shopify, Facebook).
+    pub publish_at: Option<DateTime<Utc>>,
+}
+
+/// A post the platform has (or had already).
+#[derive(Debug, Clone, Serialize)]
+pub struct Published {
+    pub external_id: String,
+    pub url: String,
+    /// The platform's answer (or, when reconciled, what the lookup found).
+    pub response: Value,
+    /// When the platform will publish it, when it was handed a time.
+    pub scheduled_for: Option<DateTime<Utc>>,
+}
+
+/// One HTTP answer from a platform.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+/// Where a destination's calls go and what they are recorded under.
+pub struct Ctx {
+    pub http: reqwest::Client,
+    pub pool: PgPool,
+    pub settings: PublishSettings,
+    pub integration: Integration,
+    pub creds: Credentials,
+    /// The job and attempt runs rows hang off (`None`: `copydesk integrations test`).
+    pub job: Option<(Uuid, i32)>,
+    /// Present when credentials may be rewritten (X's OAuth 2.0 refresh).
+    pub keys: Option<std::sync::Arc<crate::keys::Keys>>,
+    /// Credentials renewed during this attempt (X's refreshed token pair).
+    pub refreshed: std::sync::Mutex<Option<Credentials>>,
+}
+
+/// The HTTP client for platform calls (TLS, timeouts, no redirects followed blindly).
+pub fn client(cfg: &PublishSettings) -> reqwest::Client {
+    crate::fetch::install_tls_provider();
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(cfg.connect_timeout_secs))
+        .timeout(Duration::from_secs(cfg.timeout_secs))
+        .redirect(reqwest::redirect::Policy::limited(3))
+        .user_agent(concat!("copydesk/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("HTTP client builds")
+}
+
+impl Ctx {
+    pub fn platform(&self) -> Platform {
+        self.integration.platform
+    }
+
+    /// A metadata string field.
+    pub fn meta(&self, field: &str) -> Option<&str> {
+        self.integration.meta(field)
+    }
+
+    /// The API base: metadata `api_base` when set, else `default`; no trailing slash.
+    pub fn base(&self, default: &str) -> String {
+        self.meta("api_base")
+            .unwrap_or(default)
+            .trim_end_matches('/')
+            .to_owned()
+    }
+
+    /// A credential field the platform needs; its absence is the integration's fault.
+    pub fn cred(&self, field: &str) -> Result<&str, CallError> {
+        self.creds.get(field).ok_or_else(|| {
+            CallError::Auth(format!(
+                "the {} credentials have no {field:?}: store them again with `copydesk integrations set`",
+                self.platform()
+            ))
+        })
+    }
+
+    /// Sends one request, classifies the answer and writes a `runs` row for it.
+    /// `op` names the call in runs rows and errors (e.g. `POST /wp/v2/posts`).
+    pub async fn send(&self, op: &str, req: reqwest::RequestBuilder) -> Result<Reply, CallError> {
+        let started = Instant::now();
+        let result = match req.send().await {
+            Err(e) => Err(errors::transport(&e)),
+            Ok(res) => {
+                let status = res.status().as_u16();
+                let headers = res.headers().clone();
+                match res.bytes().await {
+                    Err(e) => Err(CallError::Unknown(format!(
+                        "the answer ({status}) was cut off: {e}"
+                    ))),
+                    Ok(bytes) => {
+                        let body = if bytes.is_empty() {
+                            Value::Null
+                        } else {
+                            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+                                Value::String(
+                                    String::from_utf8_lossy(&bytes).chars().take(500).collect(),
+                                )
+                            })
+                        };
+                        let reply = Reply {
+                            status,
+                            headers,
+                            body,
+                        };
+                        errors::classify(self.platform(), &reply).map(|()| reply)
+                    }
+                }
+            }
+        };
+        let result = result.map_err(|e| e.redacted(&self.creds));
+        let ms = started.elapsed().as_millis().min(i32::MAX as u128) as i32;
+        self.record(op, ms, result.as_ref().err()).await;
+        match &result {
+            Ok(r) => {
+                tracing::info!(platform = %self.platform(), op, status = r.status, ms, "platform call")
+            }
+            Err(e) => {
+                tracing::warn!(platform = %self.platform(), op, ms, error = %e, "platform call failed")
+            }
+        }
+        result.map_err(|e| e.context(op))
+    }
+
+    /// A `runs` row for one platform call. Recording must not turn a post that went
+    /// out into a failure, so a database error here is logged, not returned.
+    async fn record(&self, op: &str, ms: i32, error: Option<&CallError>) {
+        let (job, attempt) = match self.job {
+            Some((j, a)) => (Some(j), a),
+            None => (None, 0),
+        };
+        let r = sqlx::query(
+            "INSERT INTO runs (job_id, project_id, attempt, agent, provider, model, duration_ms, status, error)
+             VALUES ($1, $2, $3, 'publisher', $4, $5, $6, $7, $8)",
+        )
+        .bind(job)
+        .bind(self.integration.project_id)
+        .bind(attempt)
+        .bind(self.platform().as_str())
+        .bind(op)
+        .bind(ms)
+        .bind(if error.is_some() { "error" } else { "ok" })
+        .bind(error.map(|e| e.to_string()))
+        .execute(&self.pool)
+        .await;
+        if let Err(e) = r {
+            tracing::error!(error = %e, op, "could not record a runs row for a platform call");
+        }
+    }
+}
+
+/// Checks the post against the destination's limits; no call is made.
+pub fn validate(platform: Platform, post: &Post) -> Result<(), String> {
+    match platform {
+        Platform::Wordpress | Platform::Shopify => {
+            if post.title.trim().is_empty() {
+                return Err(format!(
+                    "a {platform} post needs a title; the draft has none"
+                ));
+            }
+            if post.body.trim().is_empty() {
+                return Err("the draft is empty".into());
+            }
+            Ok(())
+        }
+        Platform::Linkedin => linkedin::validate(post),
+        Platform::X => x::validate(post),
+        Platform::Facebook => facebook::validate(post),
+    }
+}
+
+/// Creates the post.
+pub async fn create(ctx: &Ctx, post: &Post) -> Result<Published, CallError> {
+    match ctx.platform() {
+        Platform::Wordpress => wordpress::create(ctx, post).await,
+        Platform::Shopify => shopify::create(ctx, post).await,
+        Platform::Linkedin => linkedin::create(ctx, post).await,
+        Platform::X => x::create(ctx, post).await,
+        Platform::Facebook => facebook::create(ctx, post).await,
+    }
+}
+
+/// Looks for a post an earlier attempt may have made.
+pub async fn find(ctx: &Ctx, post: &Post) -> Result<Option<Published>, CallError> {
+    match ctx.platform() {
+        Platform::Wordpress => wordpress::find(ctx, post).await,
+        Platform::Shopify => shopify::find(ctx, post).await,
+        Platform::Linkedin => linkedin::find(ctx, post).await,
+        Platform::X => x::find(ctx, post).await,
+        Platform::Facebook => facebook::find(ctx, post).await,
+    }
+}
+
+/// The cheapest authenticated read; returns what it saw (an account or page name).
+pub async fn check(ctx: &Ctx) -> Result<String, CallError> {
+    match ctx.platform() {
+        Platform::Wordpress => wordpress::check(ctx).await,
+        Platform::Shopify => shopify::check(ctx).await,
+        Platform::Linkedin => linkedin::check(ctx).await,
+        Platform::X => x::check(ctx).await,
+        Platform::Facebook => facebook::check(ctx).await,
+    }
+}
+
+/// Blog Markdown as HTML (WordPress content, Shopify body_html).
+pub fn markdown_to_html(markdown: &str) -> String {
+    let parser = pulldown_cmark::Parser::new_ext(markdown, pulldown_cmark::Options::ENABLE_TABLES);
+    let mut html = String::with_capacity(markdown.len() * 3 / 2);
+    pulldown_cmark::html::push_html(&mut html, parser);
+    html
+}
+
+/// A deterministic slug for a publishing job: the title's words (ASCII letters and
+/// digits, at most 60 characters) and the first 8 hex digits of the job id, so every
+/// attempt of one job sends the same slug and a lookup by it finds an earlier post.
+pub fn slug_for(title: &str, job: Uuid) -> String {
+    let mut words = String::new();
+    for part in title
+        .to_lowercase()
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
+        if words.len() + part.len() + 1 > 60 {
+            break;
+        }
+        if !words.is_empty() {
+            words.push('-');
+        }
+        words.push_str(part);
+    }
+    let id = job.simple().to_string();
+    if words.is_empty() {
+        format!("post-{}", &id[..8])
+    } else {
+        format!("{words}-{}", &id[..8])
+    }
+}
+
+/// Text compared the way platforms give it back: URLs (X shortens them to t.co) and
+/// runs of whitespace do not count.
+pub fn same_text(a: &str, b: &str) -> bool {
+    fn norm(s: &str) -> String {
+        s.split_whitespace()
+            .filter(|w| !(w.starts_with("http://") || w.starts_with("https://")))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+    norm(a) == norm(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs_are_deterministic_ascii_and_carry_the_job() {
+        let job = Uuid::parse_str("0192f1c4-7b1e-7000-8000-000000000000").unwrap();
+        assert_eq!(
+            slug_for("Linen, Washed & Worn: 5 Ways!", job),
+            "linen-washed-worn-5-ways-0192f1c4"
+        );
+        assert_eq!(slug_for("Été", job), "t-0192f1c4");
+        assert_eq!(slug_for("", job), "post-0192f1c4");
+        assert!(slug_for(&"word ".repeat(40), job).len() <= 69);
+    }
+
+    #[test]
+    fn markdown_becomes_html() {
+        let html = markdown_to_html("# Linen\n\nSoft **and** cool.\n\n- one\n- two\n");
+        assert!(html.contains("<h1>Linen</h1>"), "{html}");
+        assert!(html.contains("<strong>and</strong>"));
+        assert!(html.contains("<li>one</li>"));
+    }
+
+    #[test]
+    fn text_matching_ignores_urls_and_spacing() {
+        assert!(same_text(
+            "New linen\n https://shop.example/linen",
+            "New linen https://t.co/abc"
+        ));
+        assert!(!same_text("New linen", "Old linen"));
+    }
+}
