@@ -184,7 +184,11 @@ pub fn check_fields(platform: Platform, creds: &Value, metadata: &Value) -> Resu
     let missing = |v: &Value, fields: Vec<&str>| -> Vec<String> {
         fields
             .into_iter()
-            .filter(|f| v.get(*f).and_then(Value::as_str).is_none_or(str::is_empty))
+            .filter(|f| match v.get(*f) {
+                Some(Value::String(s)) => s.is_empty(),
+                Some(Value::Number(_)) => false,
+                _ => true,
+            })
             .map(str::to_owned)
             .collect()
     };

@@ -1,0 +1,763 @@
+//! Publishing against local platforms that speak the real protocols (copydesk's
+//! `publish::fake`): approve to publication on each destination, throttling, revoked
+//! credentials, a worker killed after the platform accepted the post, duplicate
+//! refusals, key rotation, and secrets kept out of logs and rows.
+
+mod common;
+
+use std::{
+    io::Write,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use chrono::{DateTime, Utc};
+use common::*;
+use copydesk::{
+    config::Settings,
+    jobs::Registry,
+    keys::{self, Keys},
+    pipeline::approvals,
+    publish::{Platform, fake::FakePlatforms, integrations},
+    queue::runner::{Runner, Services, run_once},
+};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+fn publish_runner(db: &TestDb, settings: Settings, keys: &str) -> Runner {
+    let mut r = runner(db, settings.clone(), Registry::builtin());
+    r.services = Arc::new(Services {
+        keys: Keys::parse(keys).map(Arc::new),
+        ..Services::from_settings(&settings).unwrap()
+    });
+    r
+}
+
+async fn project(db: &TestDb) -> Uuid {
+    sqlx::query_scalar("INSERT INTO projects (name) VALUES ('Linen & Loom') RETURNING id")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
+
+async fn connect(
+    db: &TestDb,
+    fake: &FakePlatforms,
+    keys: &str,
+    project: Uuid,
+    platform: Platform,
+) -> Uuid {
+    let (creds, meta) = fake.integration(platform);
+    integrations::set(
+        &db.pool,
+        &Keys::parse(keys).unwrap(),
+        project,
+        platform,
+        &creds,
+        &meta,
+    )
+    .await
+    .unwrap()
+}
+
+/// A draft waiting for a person after its evaluation, as the pipeline leaves it;
+/// returns the pending approval's id.
+async fn draft_awaiting_approval(
+    db: &TestDb,
+    project: Uuid,
+    channel: &str,
+    title: &str,
+    content: &str,
+    schedule: Option<DateTime<Utc>>,
+) -> (Uuid, Uuid) {
+    let draft: Uuid = sqlx::query_scalar(
+        "INSERT INTO artifacts (project_id, kind, channel, source, title, content)
+         VALUES ($1, 'draft', $2, 'ai', $3, $4) RETURNING id",
+    )
+    .bind(project)
+    .bind(channel)
+    .bind(title)
+    .bind(content)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let mut input = json!({"draft_artifact_id": draft, "channel": channel,
+                           "brand_voice_artifact_id": draft, "iteration": 1});
+    if let Some(s) = schedule {
+        input["schedule"] = json!(s.to_rfc3339());
+    }
+    let job: Uuid = sqlx::query_scalar(
+        "INSERT INTO jobs (kind, status, project_id, input, attempts) VALUES ('evaluation', 'needs_approval', $1, $2, 1)
+         RETURNING id",
+    )
+    .bind(project)
+    .bind(input)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let approval: Uuid = sqlx::query_scalar(
+        "INSERT INTO approvals (job_id, artifact_id) VALUES ($1, $2) RETURNING id",
+    )
+    .bind(job)
+    .bind(draft)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    (draft, approval)
+}
+
+/// Approves and applies: returns the publishing job the decision enqueued.
+async fn approve(db: &TestDb, settings: &Settings, approval: Uuid) -> Uuid {
+    approvals::decide(&db.pool, approval, true, "editor", None)
+        .await
+        .unwrap();
+    let applied = approvals::apply_decided(&db.pool, settings, 10)
+        .await
+        .unwrap();
+    assert_eq!(applied.len(), 1, "{applied:?}");
+    assert_eq!(applied[0].enqueued.len(), 1, "{applied:?}");
+    applied[0].enqueued[0]
+}
+
+async fn job_input(db: &TestDb, job: Uuid) -> Value {
+    sqlx::query_scalar("SELECT input FROM jobs WHERE id = $1")
+        .bind(job)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
+
+async fn publication(db: &TestDb, draft: Uuid) -> Value {
+    sqlx::query_scalar("SELECT data FROM artifacts WHERE kind = 'publication' AND based_on_id = $1")
+        .bind(draft)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
+
+async fn publications(db: &TestDb) -> i64 {
+    count(
+        &db.pool,
+        "SELECT count(*) FROM artifacts WHERE kind = 'publication'",
+    )
+    .await
+}
+
+/// Runs publishing jobs in this process until none is ready.
+async fn drain(r: &Runner) {
+    while run_once(r, &["publishing"]).await.unwrap().is_some() {}
+}
+
+const BLOG: &str = "## Why linen lasts\n\nOur linen is woven **slowly** in small mills.\n\n- Natural dyes\n- Free repairs\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_destination_publishes_an_approved_draft_once() {
+    let db = test_db().await;
+    let fake = FakePlatforms::start().await.unwrap();
+    let k = Keys::generate();
+    let settings = fast_settings();
+    let r = publish_runner(&db, settings.clone(), &k);
+    let p = project(&db).await;
+    let p2 = project(&db).await;
+    for platform in [
+        Platform::Wordpress,
+        Platform::Linkedin,
+        Platform::X,
+        Platform::Facebook,
+    ] {
+        connect(&db, &fake, &k, p, platform).await;
+    }
+    let shopify = connect(&db, &fake, &k, p2, Platform::Shopify).await;
+    let cases = [
+        (
+            p,
+            "blog",
+            Platform::Wordpress,
+            "Why linen lasts",
+            BLOG.to_owned(),
+        ),
+        (
+            p2,
+            "blog",
+            Platform::Shopify,
+            "Why linen lasts",
+            BLOG.to_owned(),
+        ),
+        (
+            p,
+            "linkedin",
+            Platform::Linkedin,
+            "",
+            "Linen (50% off this week) for *makers* #linen @ Loom".to_owned(),
+        ),
+        (
+            p,
+            "x",
+            Platform::X,
+            "",
+            "Linen that lasts a decade 🧵 https://linenandloom.example/journal".to_owned(),
+        ),
+        (
+            p,
+            "facebook",
+            Platform::Facebook,
+            "",
+            "New in the journal: why our linen lasts.".to_owned(),
+        ),
+    ];
+    for (project, channel, platform, title, content) in cases {
+        let (draft, approval) =
+            draft_awaiting_approval(&db, project, channel, title, &content, None).await;
+        let job = approve(&db, &settings, approval).await;
+        let input = job_input(&db, job).await;
+        assert!(
+            input["integration_id"].is_string(),
+            "{platform}: the pipeline fills integration_id: {input}"
+        );
+        drain(&r).await;
+        let (attempts, error) = attempts_and_error(&db.pool, job).await;
+        assert_eq!(
+            status_of(&db.pool, job).await,
+            "done",
+            "{platform}: {error:?}"
+        );
+        assert_eq!(attempts, 1);
+        let posts = fake.posts_on(platform);
+        assert_eq!(posts.len(), 1, "{platform}: {posts:?}");
+        let data = publication(&db, draft).await;
+        assert_eq!(data["platform"], platform.as_str());
+        assert_eq!(data["external_id"], posts[0].id.as_str(), "{platform}");
+        assert_eq!(data["how"], "posted");
+        assert!(data["url"].as_str().unwrap().starts_with("http"), "{data}");
+        let calls = count(&db.pool, &format!(
+            "SELECT count(*) FROM runs WHERE job_id = '{job}' AND provider = '{platform}' AND status = 'ok'"
+        )).await;
+        assert!(calls >= 1, "{platform}: a runs row per call");
+        match platform {
+            Platform::Wordpress => {
+                assert!(
+                    posts[0].body.contains("<h2>Why linen lasts</h2>"),
+                    "{}",
+                    posts[0].body
+                );
+                assert!(posts[0].body.contains("<strong>slowly</strong>"));
+                assert_eq!(posts[0].status, "publish");
+                assert!(
+                    posts[0]
+                        .slug
+                        .as_deref()
+                        .unwrap()
+                        .starts_with("why-linen-lasts-")
+                );
+            }
+            Platform::Shopify => {
+                assert!(posts[0].body.contains("<li>Natural dyes</li>"));
+                let slug = posts[0].slug.clone().unwrap();
+                assert_eq!(
+                    data["url"],
+                    format!("https://linen-and-loom.myshopify.com/blogs/journal/{slug}")
+                );
+            }
+            // LinkedIn keeps the text up to the first unescaped reserved character:
+            // the whole text arriving means the escaping was right.
+            Platform::Linkedin => {
+                assert_eq!(posts[0].text, content);
+                assert!(
+                    data["external_id"]
+                        .as_str()
+                        .unwrap()
+                        .starts_with("urn:li:share:")
+                );
+            }
+            Platform::X => assert_eq!(
+                data["url"],
+                format!("https://x.com/linenandloom/status/{}", posts[0].id)
+            ),
+            Platform::Facebook => assert_eq!(posts[0].status, "published"),
+        }
+    }
+    let synced = count(
+        &db.pool,
+        "SELECT count(*) FROM integrations WHERE last_sync_at IS NOT NULL",
+    )
+    .await;
+    assert_eq!(synced, 5);
+    assert!(shopify != Uuid::nil());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_posts_go_to_native_schedulers_or_wait_for_their_time() {
+    let db = test_db().await;
+    let fake = FakePlatforms::start().await.unwrap();
+    let k = Keys::generate();
+    let settings = fast_settings();
+    let r = publish_runner(&db, settings.clone(), &k);
+    let p = project(&db).await;
+    for platform in [Platform::Wordpress, Platform::X, Platform::Facebook] {
+        connect(&db, &fake, &k, p, platform).await;
+    }
+    let at = Utc::now() + chrono::Duration::hours(3);
+    let (wp_draft, a) =
+        draft_awaiting_approval(&db, p, "blog", "Linen later", BLOG, Some(at)).await;
+    let wp_job = approve(&db, &settings, a).await;
+    let (_, a) =
+        draft_awaiting_approval(&db, p, "facebook", "", "Scheduled linen news.", Some(at)).await;
+    let fb_job = approve(&db, &settings, a).await;
+    let (_, a) = draft_awaiting_approval(&db, p, "x", "", "Linen at three.", Some(at)).await;
+    let x_job = approve(&db, &settings, a).await;
+    drain(&r).await;
+    // WordPress and Facebook take the time themselves; X has no scheduler: the job waits.
+    assert_eq!(status_of(&db.pool, wp_job).await, "done");
+    assert_eq!(status_of(&db.pool, fb_job).await, "done");
+    assert_eq!(status_of(&db.pool, x_job).await, "queued");
+    let run_at: DateTime<Utc> = sqlx::query_scalar("SELECT run_at FROM jobs WHERE id = $1")
+        .bind(x_job)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert!((run_at - at).num_seconds().abs() < 2, "{run_at} vs {at}");
+    let wp = &fake.posts_on(Platform::Wordpress)[0];
+    assert_eq!(wp.status, "future");
+    assert_eq!(wp.scheduled_for, Some(at.timestamp()));
+    let fb = &fake.posts_on(Platform::Facebook)[0];
+    assert_eq!(fb.status, "scheduled");
+    assert_eq!(fb.scheduled_for, Some(at.timestamp()));
+    assert!(fake.posts_on(Platform::X).is_empty());
+    let data = publication(&db, wp_draft).await;
+    assert_eq!(
+        data["scheduled_for"]
+            .as_str()
+            .map(|s| s.parse::<DateTime<Utc>>().unwrap().timestamp()),
+        Some(at.timestamp())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_is_retried_after_retry_after_and_posts_once() {
+    let db = test_db().await;
+    let fake = FakePlatforms::start().await.unwrap();
+    let k = Keys::generate();
+    let settings = fast_settings();
+    let r = publish_runner(&db, settings.clone(), &k);
+    let p = project(&db).await;
+    connect(&db, &fake, &k, p, Platform::X).await;
+    connect(&db, &fake, &k, p, Platform::Facebook).await;
+    fake.throttle(Platform::X, 1); // 429 + Retry-After: 1
+    fake.throttle(Platform::Facebook, 1); // HTTP 400 with error code 32 in the body
+    let (_, a) = draft_awaiting_approval(&db, p, "x", "", "Slow linen.", None).await;
+    let x_job = approve(&db, &settings, a).await;
+    let (_, a) =
+        draft_awaiting_approval(&db, p, "facebook", "", "Slow linen, on Facebook.", None).await;
+    let fb_job = approve(&db, &settings, a).await;
+    drain(&r).await;
+    for job in [x_job, fb_job] {
+        assert_eq!(status_of(&db.pool, job).await, "queued");
+        let (attempts, error) = attempts_and_error(&db.pool, job).await;
+        assert_eq!(attempts, 1);
+        assert!(error.unwrap().contains("rate limited"));
+    }
+    let wait: f64 = sqlx::query_scalar(
+        "SELECT extract(epoch FROM run_at - updated_at)::float8 FROM jobs WHERE id = $1",
+    )
+    .bind(x_job)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(wait >= 0.9, "Retry-After: 1 honoured, waited {wait}s");
+    wait_for(Duration::from_secs(10), "the retries", || async {
+        drain(&r).await;
+        status_of(&db.pool, x_job).await == "done" && status_of(&db.pool, fb_job).await == "done"
+    })
+    .await;
+    assert_eq!(fake.posts_on(Platform::X).len(), 1);
+    assert_eq!(fake.posts_on(Platform::Facebook).len(), 1);
+    let states: Vec<String> = sqlx::query_scalar(
+        "SELECT state FROM publish_attempts WHERE job_id = $1 ORDER BY created_at",
+    )
+    .bind(x_job)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(states, ["not_sent", "sent"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_credentials_mark_the_integration_error_and_fail_with_the_platforms_words() {
+    let db = test_db().await;
+    let fake = FakePlatforms::start().await.unwrap();
+    let k = Keys::generate();
+    let settings = fast_settings();
+    let r = publish_runner(&db, settings.clone(), &k);
+    let p = project(&db).await;
+    let li = connect(&db, &fake, &k, p, Platform::Linkedin).await;
+    fake.revoke(Platform::Linkedin);
+    let (_, a) = draft_awaiting_approval(&db, p, "linkedin", "", "Linen news.", None).await;
+    let job = approve(&db, &settings, a).await;
+    drain(&r).await;
+    assert_eq!(status_of(&db.pool, job).await, "failed");
+    let (attempts, error) = attempts_and_error(&db.pool, job).await;
+    assert_eq!(attempts, 1, "a 401 is not retried");
+    let error = error.unwrap();
+    assert!(
+        error.contains("The token used in the request has been revoked by the user"),
+        "{error}"
+    );
+    let i = integrations::get(&db.pool, li).await.unwrap();
+    assert_eq!(i.status, "error");
+    assert!(i.last_error.unwrap().contains("revoked"));
+    assert!(fake.posts_on(Platform::Linkedin).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_over_the_limit_fails_before_any_call() {
+    let db = test_db().await;
+    let fake = FakePlatforms::start().await.unwrap();
+    let k = Keys::generate();
+    let settings = fast_settings();
+    let r = publish_runner(&db, settings.clone(), &k);
+    let p = project(&db).await;
+    connect(&db, &fake, &k, p, Platform::X).await;
+    // 150 CJK characters weigh 300 as X counts them.
+    let (_, a) = draft_awaiting_approval(&db, p, "x", "", &"麻".repeat(150), None).await;
+    let job = approve(&db, &settings, a).await;
+    drain(&r).await;
+    assert_eq!(status_of(&db.pool, job).await, "failed");
+    let error = attempts_and_error(&db.pool, job).await.1.unwrap();
+    assert!(
+        error.contains("weighs 300") && error.contains("280"),
+        "{error}"
+    );
+    assert!(fake.requests().is_empty(), "{:?}", fake.requests());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_refusal_is_reconciled_into_a_publication() {
+    let db = test_db().await;
+    let fake = FakePlatforms::start().await.unwrap();
+    let k = Keys::generate();
+    let settings = fast_settings();
+    let r = publish_runner(&db, settings.clone(), &k);
+    let p = project(&db).await;
+    connect(&db, &fake, &k, p, Platform::X).await;
+    connect(&db, &fake, &k, p, Platform::Facebook).await;
+    // The same texts are already up (an earlier attempt whose record was lost).
+    let http = reqwest::Client::new();
+    let (x_creds, _) = fake.integration(Platform::X);
+    let res = http
+        .post(format!("{}/2/tweets", fake.url(Platform::X)))
+        .bearer_auth(x_creds["access_token"].as_str().unwrap())
+        .json(&json!({"text": "Linen, again."}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let (fb_creds, fb_meta) = fake.integration(Platform::Facebook);
+    let res = http
+        .post(format!(
+            "{}/v25.0/{}/feed",
+            fake.url(Platform::Facebook),
+            fb_meta["page_id"].as_str().unwrap()
+        ))
+        .form(&[
+            ("message", "Linen, again, on Facebook."),
+            (
+                "access_token",
+                fb_creds["page_access_token"].as_str().unwrap(),
+            ),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let (x_draft, a) = draft_awaiting_approval(&db, p, "x", "", "Linen, again.", None).await;
+    let x_job = approve(&db, &settings, a).await;
+    let (fb_draft, a) =
+        draft_awaiting_approval(&db, p, "facebook", "", "Linen, again, on Facebook.", None).await;
+    let fb_job = approve(&db, &settings, a).await;
+    drain(&r).await;
+    for (job, draft, platform) in [
+        (x_job, x_draft, Platform::X),
+        (fb_job, fb_draft, Platform::Facebook),
+    ] {
+        let (_, error) = attempts_and_error(&db.pool, job).await;
+        assert_eq!(
+            status_of(&db.pool, job).await,
+            "done",
+            "{platform}: {error:?}"
+        );
+        let data = publication(&db, draft).await;
+        assert_eq!(data["how"], "reconciled after a duplicate refusal");
+        assert_eq!(data["external_id"], fake.posts_on(platform)[0].id.as_str());
+        assert_eq!(fake.posts_on(platform).len(), 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_after_the_platform_accepted_does_not_post_twice() {
+    let db = test_db().await;
+    let fake = FakePlatforms::start().await.unwrap();
+    let k = Keys::generate();
+    let settings = fast_settings();
+    let p = project(&db).await;
+    connect(&db, &fake, &k, p, Platform::Wordpress).await;
+    connect(&db, &fake, &k, p, Platform::X).await;
+    let (wp_draft, a) =
+        draft_awaiting_approval(&db, p, "blog", "Linen that lasts", BLOG, None).await;
+    let (x_draft, b) =
+        draft_awaiting_approval(&db, p, "x", "", "Linen that lasts, on X.", None).await;
+    // The platforms keep each post, then hold the answer back: the worker dies waiting.
+    fake.hold_answers(Some(Duration::from_secs(60)));
+    let env = [
+        ("COPYDESK_FERNET_KEYS", k.as_str()),
+        ("COPYDESK__WORKER__LEASE_SECS", "2"),
+        ("COPYDESK__LLM__PROVIDER", "offline"),
+    ];
+    let mut first = spawn_worker(&db, &["--kinds", "publishing", "--concurrency", "2"], &env);
+    let wp_job = approve(&db, &settings, a).await;
+    let x_job = approve(&db, &settings, b).await;
+    wait_for(
+        Duration::from_secs(20),
+        "both posts to reach the platforms",
+        || async { fake.posts().len() == 2 },
+    )
+    .await;
+    signal(&first, nix::sys::signal::Signal::SIGKILL);
+    first.wait().unwrap();
+    fake.hold_answers(None);
+    let sending = count(
+        &db.pool,
+        "SELECT count(*) FROM publish_attempts WHERE state = 'sending'",
+    )
+    .await;
+    assert_eq!(
+        sending, 2,
+        "the attempts were recorded before the requests left"
+    );
+    let _second = spawn_worker(&db, &["--kinds", "publishing"], &env);
+    wait_for(
+        Duration::from_secs(30),
+        "rescue and reconciliation",
+        || async {
+            status_of(&db.pool, wp_job).await == "done"
+                && status_of(&db.pool, x_job).await == "done"
+        },
+    )
+    .await;
+    assert_eq!(fake.posts_on(Platform::Wordpress).len(), 1);
+    assert_eq!(fake.posts_on(Platform::X).len(), 1);
+    assert_eq!(publications(&db).await, 2);
+    for (job, draft, platform) in [
+        (wp_job, wp_draft, Platform::Wordpress),
+        (x_job, x_draft, Platform::X),
+    ] {
+        assert_eq!(attempts_and_error(&db.pool, job).await.0, 2);
+        let data = publication(&db, draft).await;
+        assert_eq!(data["how"], "reconciled", "{platform}");
+        assert_eq!(data["external_id"], fake.posts_on(platform)[0].id.as_str());
+    }
+    let creates = fake
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("POST") && !r.ends_with("oauth2/token"))
+        .count();
+    assert_eq!(creates, 2, "{:?}", fake.requests());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_rotate_and_a_wrong_or_missing_key_fails_clearly() {
+    let db = test_db().await;
+    let fake = FakePlatforms::start().await.unwrap();
+    let (old, new) = (Keys::generate(), Keys::generate());
+    let settings = fast_settings();
+    let p = project(&db).await;
+    let id = connect(&db, &fake, &old, p, Platform::Facebook).await;
+    keys::put_setting(
+        &db.pool,
+        Some(&Keys::parse(&old).unwrap()),
+        "catalog_token",
+        "cat-secret-123",
+    )
+    .await
+    .unwrap();
+    keys::put_setting(&db.pool, None, "note", "plain")
+        .await
+        .unwrap();
+    // Rotation needs the old key to read and the new one first to write.
+    let both = Keys::parse(&format!("{new},{old}")).unwrap();
+    let done = keys::rotate(&db.pool, &both).await.unwrap();
+    assert_eq!(
+        done,
+        keys::Rotated {
+            integrations: 1,
+            app_settings: 1
+        }
+    );
+    let only_new = Keys::parse(&new).unwrap();
+    let (_, creds) = integrations::load(&db.pool, &only_new, id).await.unwrap();
+    assert!(creds.get("page_access_token").is_some());
+    assert_eq!(
+        keys::secret_setting(&db.pool, &only_new, "catalog_token")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("cat-secret-123")
+    );
+    let err = integrations::load(&db.pool, &Keys::parse(&old).unwrap(), id)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("cannot be decrypted with any key in COPYDESK_FERNET_KEYS"),
+        "{err}"
+    );
+    // Rotating with a list that cannot read everything changes nothing.
+    let stranger = Keys::parse(&Keys::generate()).unwrap();
+    assert!(keys::rotate(&db.pool, &stranger).await.is_err());
+    assert!(integrations::load(&db.pool, &only_new, id).await.is_ok());
+
+    // A worker with the old key alone, and one with none: the job fails and says why.
+    for (keys, expect) in [
+        (old.as_str(), "cannot be decrypted"),
+        ("", "COPYDESK_FERNET_KEYS is not set"),
+    ] {
+        let r = publish_runner(&db, settings.clone(), keys);
+        let (_, a) =
+            draft_awaiting_approval(&db, p, "facebook", "", &format!("Key test {expect}"), None)
+                .await;
+        let job = approve(&db, &settings, a).await;
+        drain(&r).await;
+        assert_eq!(status_of(&db.pool, job).await, "failed");
+        let error = attempts_and_error(&db.pool, job).await.1.unwrap();
+        assert!(error.contains(expect), "{error}");
+    }
+    assert!(fake.requests().is_empty());
+}
+
+/// A `tracing` writer into a shared buffer.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn no_secret_reaches_logs_rows_errors_or_json() {
+    let capture = Capture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let db = test_db().await;
+    let fake = FakePlatforms::start().await.unwrap();
+    let k = Keys::generate();
+    let settings = fast_settings();
+    let r = publish_runner(&db, settings.clone(), &k);
+    let p = project(&db).await;
+    let mut secrets: Vec<String> = Vec::new();
+    for platform in Platform::ALL {
+        connect(&db, &fake, &k, p, platform).await;
+        let (creds, _) = fake.integration(platform);
+        secrets.extend(
+            creds
+                .as_object()
+                .unwrap()
+                .values()
+                .filter_map(|v| v.as_str())
+                .map(str::to_owned),
+        );
+    }
+    // X's token has expired: the run refreshes it and stores the new pair.
+    fake.expire_x_token();
+    for (channel, text) in [
+        ("blog", BLOG),
+        ("linkedin", "Linen news."),
+        ("x", "Linen on X."),
+        ("facebook", "Linen on FB."),
+    ] {
+        let (_, a) = draft_awaiting_approval(&db, p, channel, "Linen", text, None).await;
+        approve(&db, &settings, a).await;
+    }
+    // And one that fails on a revoked token, so error paths are captured too.
+    drain(&r).await;
+    fake.revoke(Platform::Facebook);
+    let (_, a) = draft_awaiting_approval(&db, p, "facebook", "", "Linen again on FB.", None).await;
+    approve(&db, &settings, a).await;
+    drain(&r).await;
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM jobs WHERE kind = 'publishing' AND status = 'done'"
+        )
+        .await,
+        4
+    );
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM jobs WHERE kind = 'publishing' AND status = 'failed'"
+        )
+        .await,
+        1
+    );
+    let (x_creds, _) = fake.integration(Platform::X);
+    let fresh = x_creds["access_token"].as_str().unwrap().to_owned();
+    assert!(!secrets.contains(&fresh), "the token was refreshed");
+    secrets.push(fresh.clone());
+    secrets.push(x_creds["refresh_token"].as_str().unwrap().to_owned());
+    secrets.push(k.clone());
+    // The refreshed pair is stored encrypted and is what the next call uses.
+    let x_id: Uuid = sqlx::query_scalar("SELECT id FROM integrations WHERE platform = 'x'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    let (_, stored) = integrations::load(&db.pool, &Keys::parse(&k).unwrap(), x_id)
+        .await
+        .unwrap();
+    assert_eq!(stored.get("access_token"), Some(fresh.as_str()));
+
+    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("platform call"), "the capture saw the run");
+    let rows: String = sqlx::query_scalar(
+        "SELECT concat_ws(' ',
+            (SELECT string_agg(row_to_json(r)::text, ' ') FROM runs r),
+            (SELECT string_agg(row_to_json(j)::text, ' ') FROM jobs j),
+            (SELECT string_agg(row_to_json(a)::text, ' ') FROM artifacts a),
+            (SELECT string_agg(row_to_json(p)::text, ' ') FROM publish_attempts p),
+            (SELECT string_agg(row_to_json(i)::text, ' ') FROM (SELECT id, metadata, status, last_error FROM integrations) i),
+            (SELECT string_agg(encode(credentials, 'escape'), ' ') FROM integrations))",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let listing =
+        serde_json::to_string(&integrations::list(&db.pool, Some(p)).await.unwrap()).unwrap();
+    let (_, creds) = integrations::load(&db.pool, &Keys::parse(&k).unwrap(), x_id)
+        .await
+        .unwrap();
+    let debug = format!("{creds:?} {:?}", Keys::parse(&k).unwrap());
+    for s in &secrets {
+        for (what, text) in [
+            ("logs", &logs),
+            ("rows", &rows),
+            ("integrations list --json", &listing),
+            ("Debug", &debug),
+        ] {
+            assert!(
+                !text.contains(s.as_str()),
+                "a secret ({}…) appears in {what}",
+                &s[..4]
+            );
+        }
+    }
+}
