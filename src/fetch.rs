@@ -41,7 +41,7 @@ pub enum FetchError {
     TooLarge { url: String, max: usize },
     #[error("{url}: answered {status}")]
     Status { url: String, status: u16 },
-    #[error("{url}: {content_type} is not an HTML page")]
+    #[error("{url}: {content_type} is not a content type we read here")]
     NotHtml { url: String, content_type: String },
     #[error("{url}: {source}")]
     Http {
@@ -238,14 +238,53 @@ impl Fetcher {
 
     /// GETs an HTML page, following redirects by hand, each hop checked again.
     pub async fn get_html(&self, url: &str) -> Result<Page, FetchError> {
+        self.get(
+            url,
+            &["text/html", "application/xhtml+xml"],
+            &reqwest::header::HeaderMap::new(),
+        )
+        .await
+    }
+
+    /// GETs a JSON document (a catalogue API page) with `headers` (auth); the headers
+    /// are dropped if a redirect leaves the URL's origin.
+    pub async fn get_json(
+        &self,
+        url: &str,
+        headers: &reqwest::header::HeaderMap,
+    ) -> Result<serde_json::Value, FetchError> {
+        let page = self
+            .get(
+                url,
+                &["application/json", "application/", "text/json"],
+                headers,
+            )
+            .await?;
+        serde_json::from_str(&page.body).map_err(|e| FetchError::BadUrl {
+            url: url.to_owned(),
+            why: format!("the answer is not JSON: {e}"),
+        })
+    }
+
+    async fn get(
+        &self,
+        url: &str,
+        accept: &[&str],
+        headers: &reqwest::header::HeaderMap,
+    ) -> Result<Page, FetchError> {
         let mut current = self.check_url(url)?;
+        let origin = current.origin();
         for _ in 0..=self.cfg.max_redirects {
             let u = current.to_string();
             let http = |source| FetchError::Http {
                 url: u.clone(),
                 source,
             };
-            let res = match self.client.get(current.clone()).send().await {
+            let mut req = self.client.get(current.clone());
+            if current.origin() == origin {
+                req = req.headers(headers.clone());
+            }
+            let res = match req.send().await {
                 Ok(r) => r,
                 Err(e) => return Err(refusal(&u, &e).unwrap_or_else(|| http(e))),
             };
@@ -276,11 +315,9 @@ impl Fetcher {
                 .headers()
                 .get(reqwest::header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
-                .unwrap_or("text/html")
+                .unwrap_or(accept[0])
                 .to_owned();
-            if !(content_type.starts_with("text/html")
-                || content_type.starts_with("application/xhtml+xml"))
-            {
+            if !accept.iter().any(|a| content_type.starts_with(a)) {
                 return Err(FetchError::NotHtml {
                     url: u,
                     content_type,

@@ -169,7 +169,7 @@ pub async fn run(ctx: JobContext) -> Result<Outcome, JobError> {
     })
 }
 
-async fn analyse(
+pub(crate) async fn analyse(
     ctx: &JobContext,
     store_url: Option<&str>,
     input: &Value,

@@ -110,6 +110,11 @@ pub async fn run(ctx: JobContext) -> Result<Outcome, JobError> {
         ),
         None => None,
     };
+    let wanted: Vec<&str> = input["catalog_item_ids"]
+        .as_array()
+        .map(|ids| ids.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    refresh_stale_items(&ctx, &wanted).await?;
     let products: Vec<Value> = match input["catalog_item_ids"].as_array() {
         Some(ids) if !ids.is_empty() => sqlx::query_scalar(
             "SELECT jsonb_build_object('name', name, 'designer', designer, 'description', description, 'price', price)
@@ -245,6 +250,41 @@ pub async fn run(ctx: JobContext) -> Result<Outcome, JobError> {
         })
     });
     Ok(Outcome::done_with(output).with_effects(effects))
+}
+
+/// Refreshes the catalogue first when an item the draft draws on is missing or past its
+/// `expires_at` and a catalogue is configured. A refresh that fails is logged and the
+/// draft is written from what the table holds: a catalogue outage does not stop drafts.
+async fn refresh_stale_items(ctx: &JobContext, ids: &[&str]) -> Result<(), JobError> {
+    if ids.is_empty() || ctx.settings.catalog.url.trim().is_empty() {
+        return Ok(());
+    }
+    let fresh: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM catalog_items WHERE external_id = ANY($1) AND expires_at > now()",
+    )
+    .bind(ids)
+    .fetch_one(&ctx.pool)
+    .await
+    .retryable()?;
+    if fresh as usize >= ids.len() {
+        return Ok(());
+    }
+    tracing::info!(
+        stale = ids.len() - fresh as usize,
+        "catalogue items are stale: refreshing first"
+    );
+    let token = super::cache_refresh::catalog_token(ctx).await?;
+    if let Err(e) = super::cache_refresh::refresh_catalog(
+        &ctx.pool,
+        &ctx.services.fetcher,
+        &ctx.settings.catalog,
+        token.as_deref(),
+    )
+    .await
+    {
+        tracing::warn!(error = %e, "catalogue refresh failed: writing from the items on hand");
+    }
+    Ok(())
 }
 
 #[cfg(test)]

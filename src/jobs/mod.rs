@@ -3,6 +3,7 @@
 //! `jobs/<kind>/schema.json`, compiled in and checked at enqueue and again at claim.
 
 pub mod brand_voice_analysis;
+pub mod cache_refresh;
 pub mod cleanup;
 pub mod draft_generation;
 pub mod evaluation;
@@ -85,6 +86,9 @@ static BUILTIN: LazyLock<Registry> = LazyLock::new(|| {
         })
         .with(publishing::KIND, Some(publishing::SCHEMA), |ctx| {
             Box::pin(publishing::run(ctx))
+        })
+        .with(cache_refresh::KIND, Some(cache_refresh::SCHEMA), |ctx| {
+            Box::pin(cache_refresh::run(ctx))
         })
 });
 

@@ -147,6 +147,26 @@ pub async fn run(
                 .build(enqueue_cleanup)
         });
     }
+    let catalog = &runner.settings.catalog;
+    if opts.scheduler && catalog.enabled {
+        let schedule = cron::Schedule::from_str(&catalog.schedule).map_err(|e| {
+            anyhow::anyhow!(
+                "[catalog] schedule {:?} is not a cron expression: {e}",
+                catalog.schedule
+            )
+        })?;
+        let pool = runner.pool.clone();
+        let with_catalog = !catalog.url.trim().is_empty();
+        let name = format!("{prefix}/cache-scheduler");
+        tracing::info!(worker = %name, schedule = %catalog.schedule, "starting cache refresh scheduler");
+        monitor = monitor.register(move |_| {
+            WorkerBuilder::new(name.as_str())
+                .backend(CronScheduler::new(schedule.clone()))
+                .data(pool.clone())
+                .data(CatalogConfigured(with_catalog))
+                .build(enqueue_cache_refresh)
+        });
+    }
 
     let grace = runner.settings.worker.shutdown_grace();
     let result = monitor
@@ -195,6 +215,40 @@ async fn enqueue_cleanup(tick: Tick, pool: Data<PgPool>) -> Result<(), BoxDynErr
     let mut conn = pool.acquire().await?;
     let e = super::enqueue(&mut conn, &job).await?;
     tracing::info!(job_id = %e.id, created = e.created, tick = %at, "scheduled cleanup");
+    Ok(())
+}
+
+#[derive(Clone, Copy)]
+struct CatalogConfigured(bool);
+
+/// The cache scheduler's handler: per tick, one `cache_refresh` of brand voices and,
+/// when a catalogue is configured, one of the catalogue (idempotent per tick).
+async fn enqueue_cache_refresh(
+    tick: Tick,
+    pool: Data<PgPool>,
+    catalog: Data<CatalogConfigured>,
+) -> Result<(), BoxDynError> {
+    let at = chrono::DateTime::from_timestamp(tick.get_timestamp() as i64, 0)
+        .unwrap_or_default()
+        .to_rfc3339();
+    let sources: &[&str] = if catalog.0.0 {
+        &["catalog", "brand_voice"]
+    } else {
+        &["brand_voice"]
+    };
+    let jobs: Vec<NewJob> = sources
+        .iter()
+        .map(|s| {
+            NewJob::new(
+                crate::jobs::cache_refresh::KIND,
+                serde_json::json!({ "source": s }),
+            )
+            .idempotency_key(format!("cache_refresh:{s}:{at}"))
+        })
+        .collect();
+    let mut conn = pool.acquire().await?;
+    let e = super::enqueue_many(&mut conn, &jobs).await?;
+    tracing::info!(jobs = e.len(), tick = %at, "scheduled cache refresh");
     Ok(())
 }
 
