@@ -7,6 +7,7 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
+use copydesk::queue::worker::{WorkerOptions, run as run_worker};
 use copydesk::{
     config::Settings,
     jobs::Registry,
@@ -313,4 +314,58 @@ async fn brand_voices_in_use_are_reanalysed_before_they_expire() {
     .await;
     assert_eq!(untouched, 2);
     assert_eq!(site.received_requests().await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_schedule_one_cache_refresh_per_source_per_tick() {
+    let db = test_db().await;
+    let mut settings = fast_settings();
+    settings.catalog.enabled = true;
+    settings.catalog.schedule = "* * * * * *".into(); // every second
+    settings.catalog.url = "https://catalogue.example/v1/products".into();
+    settings.cleanup.enabled = false;
+    let opts = WorkerOptions {
+        kinds: Some(vec!["noop".into()]), // leave the refresh jobs queued, to count them
+        scheduler: true,
+        ..WorkerOptions::default()
+    };
+    let mut stops = Vec::new();
+    let mut workers = Vec::new();
+    for _ in 0..2 {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        stops.push(tx);
+        workers.push(tokio::spawn(run_worker(
+            runner(&db, settings.clone(), Registry::builtin()),
+            opts.clone(),
+            async move {
+                let _ = rx.await;
+            },
+        )));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+    for s in stops {
+        s.send(()).unwrap();
+    }
+    for w in workers {
+        w.await.unwrap().unwrap();
+    }
+    let per_source: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT input->>'source', count(*), count(DISTINCT idempotency_key) FROM jobs
+         WHERE kind = 'cache_refresh' GROUP BY 1 ORDER BY 1",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(per_source.len(), 2, "{per_source:?}");
+    for (source, jobs, keys) in &per_source {
+        assert!(
+            (2..=5).contains(jobs),
+            "{source}: about one per second: {per_source:?}"
+        );
+        assert_eq!(
+            jobs, keys,
+            "{source}: one job per tick, however many workers tick"
+        );
+    }
+    assert_eq!(per_source[0].1, per_source[1].1);
 }

@@ -761,3 +761,61 @@ async fn no_secret_reaches_logs_rows_errors_or_json() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn integration_tests_read_each_platform_and_set_the_status() {
+    let db = test_db().await;
+    let fake = FakePlatforms::start().await.unwrap();
+    let k = Keys::generate();
+    let keys = Arc::new(Keys::parse(&k).unwrap());
+    let settings = fast_settings();
+    let p = project(&db).await;
+    let p2 = project(&db).await;
+    let mut ids = Vec::new();
+    for platform in [
+        Platform::Wordpress,
+        Platform::Linkedin,
+        Platform::X,
+        Platform::Facebook,
+    ] {
+        ids.push((platform, connect(&db, &fake, &k, p, platform).await));
+    }
+    ids.push((
+        Platform::Shopify,
+        connect(&db, &fake, &k, p2, Platform::Shopify).await,
+    ));
+    let check = |id: Uuid| {
+        let (db, keys, settings) = (db.pool.clone(), keys.clone(), settings.publish.clone());
+        async move {
+            let (integration, creds) = integrations::load(&db, &keys, id).await.unwrap();
+            let ctx = copydesk::publish::Ctx {
+                http: copydesk::publish::client(&settings),
+                pool: db,
+                settings,
+                integration,
+                creds,
+                job: None,
+                keys: Some(keys),
+                refreshed: Mutex::new(None),
+            };
+            copydesk::publish::check(&ctx).await
+        }
+    };
+    for (platform, id) in &ids {
+        let seen = check(*id).await;
+        assert!(seen.is_ok(), "{platform}: {seen:?}");
+    }
+    fake.revoke(Platform::Shopify);
+    let err = check(ids[4].1).await.unwrap_err();
+    assert!(
+        matches!(&err, copydesk::publish::CallError::Auth(m) if m.contains("Invalid API key or access token")),
+        "{err:?}"
+    );
+    // Each check wrote a runs row without a job.
+    let reads = count(
+        &db.pool,
+        "SELECT count(*) FROM runs WHERE job_id IS NULL AND agent = 'publisher'",
+    )
+    .await;
+    assert!(reads >= 6, "{reads}");
+}

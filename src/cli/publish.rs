@@ -209,11 +209,8 @@ pub async fn integrations(
             };
             if json.json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
-            } else {
-                match &result {
-                    Ok(seen) => writeln!(out, "{platform}: ok, {seen}; status connected")?,
-                    Err(e) => writeln!(out, "{platform}: failed: {e}")?,
-                }
+            } else if let Ok(seen) = &result {
+                writeln!(out, "{platform}: ok, {seen}; status connected")?;
             }
             if let Err(e) = result {
                 bail!("integration {id} ({platform}) failed its test: {e}");

@@ -112,6 +112,8 @@ pub fn fast_settings() -> Settings {
     s.retry.max_delay_secs = 1;
     s.llm.provider = "offline".into();
     s.fetch.allow_loopback = true;
+    // The daily cache refresh would add jobs to whichever test runs at its minute.
+    s.catalog.enabled = false;
     s
 }
 
@@ -200,6 +202,7 @@ pub fn spawn_worker(db: &TestDb, args: &[&str], env: &[(&str, &str)]) -> Proc {
         .env("COPYDESK__WORKER__HEARTBEAT_SECS", "1")
         .env("COPYDESK__WORKER__POLL_INTERVAL_MS", "200")
         .env("COPYDESK__RETRY__BASE_DELAY_MS", "10")
+        .env("COPYDESK__CATALOG__ENABLED", "false")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());

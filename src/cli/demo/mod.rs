@@ -1,7 +1,9 @@
 //! `copydesk demo`: the content pipeline end to end on the embedded Postgres with no
 //! configuration and no key. A sample store page is served on loopback; the offline
 //! provider writes unless a key is configured; every step is shown as it happens; the
-//! demo approves as `demo`; it ends with the drafts, their scores and a cost table.
+//! demo approves as `demo`; approved drafts are published to local fakes of WordPress,
+//! LinkedIn, X and Facebook that speak the real protocols (`publish::fake`); it ends
+//! with the posts, the drafts, their scores and a cost table.
 //! `copydesk demo --noop N` runs a plain queue workload instead.
 
 mod noop;
@@ -20,7 +22,9 @@ use uuid::Uuid;
 use super::Env;
 use crate::{
     jobs::Registry,
+    keys::Keys,
     pipeline::{approvals, status},
+    publish::{Platform, fake::FakePlatforms, integrations},
     queue::{
         self, NewJob,
         runner::{Runner, Services},
@@ -29,6 +33,14 @@ use crate::{
 };
 
 const STORE_PAGE: &str = include_str!("store.html");
+
+/// Where the demo's approved drafts go (blog to WordPress).
+const DESTINATIONS: [Platform; 4] = [
+    Platform::Wordpress,
+    Platform::Linkedin,
+    Platform::X,
+    Platform::Facebook,
+];
 
 /// A job of the demo's project, as the progress display reads it.
 #[derive(sqlx::FromRow)]
@@ -76,9 +88,25 @@ async fn pipeline(env: &Env, out: &mut (dyn Write + Send)) -> anyhow::Result<()>
         );
         axum::serve(listener, app).await
     });
+    // The five platforms, faked on loopback, speaking their real protocols.
+    let platforms = FakePlatforms::start().await?;
     let mut settings = (*env.settings).clone();
     settings.fetch.allow_loopback = true;
-    let services = Services::from_settings(&settings).map_err(anyhow::Error::msg)?;
+    let mut services = Services::from_settings(&settings).map_err(anyhow::Error::msg)?;
+    // Credentials are stored encrypted; without COPYDESK_FERNET_KEYS the demo uses a
+    // key of its own for this run only.
+    let ephemeral = services.keys.is_err();
+    let keys = match &services.keys {
+        Ok(k) => k.clone(),
+        Err(_) => {
+            writeln!(
+                out,
+                "credentials: COPYDESK_FERNET_KEYS is not set, so this run encrypts them with a key of its own"
+            )?;
+            Arc::new(Keys::parse(&Keys::generate())?)
+        }
+    };
+    services.keys = Ok(keys.clone());
     let provider = services.llm.provider.label().to_owned();
     writeln!(
         out,
@@ -106,14 +134,20 @@ async fn pipeline(env: &Env, out: &mut (dyn Write + Send)) -> anyhow::Result<()>
     let start = NewJob::new(
         "brand_voice_analysis",
         json!({"store_url": store_url, "pipeline": {
-            "channels": ["blog", "linkedin", "x"], "topic": "Why our linen lasts a decade"}}),
+            "channels": ["blog", "linkedin", "x", "facebook"], "topic": "Why our linen lasts a decade"}}),
     )
     .project(project);
     queue::enqueue(&mut tx, &start).await?;
     tx.commit().await?;
+    for platform in DESTINATIONS {
+        let (creds, metadata) = platforms.integration(platform);
+        integrations::set(&pool, &keys, project, platform, &creds, &metadata).await?;
+    }
     writeln!(
         out,
-        "project {project}: store page at {store_url}, channels blog, linkedin, x\n"
+        "project {project}: store page at {store_url}, channels blog, linkedin, x, facebook\n\
+         destinations: local WordPress, LinkedIn, X and Facebook on {} (real protocols, nothing leaves this machine)\n",
+        platforms.addr
     )?;
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -160,6 +194,12 @@ async fn pipeline(env: &Env, out: &mut (dyn Write + Send)) -> anyhow::Result<()>
                 ("brand_voice_analysis", Some(o)) if o["from_cache"] == true => {
                     "from the 7-day cache".into()
                 }
+                ("publishing", Some(o)) => format!(
+                    "{} {} ({})",
+                    o["platform"].as_str().unwrap_or_default(),
+                    o["url"].as_str().unwrap_or_default(),
+                    o["how"].as_str().unwrap_or_default()
+                ),
                 _ => error.clone().unwrap_or_default(),
             };
             writeln!(
@@ -200,7 +240,7 @@ async fn pipeline(env: &Env, out: &mut (dyn Write + Send)) -> anyhow::Result<()>
                 j.kind == "publishing" && !matches!(j.status.as_str(), "queued" | "running")
             })
             .count();
-        if !open && published == 3 {
+        if !open && published == DESTINATIONS.len() {
             break;
         }
         if Instant::now() > deadline {
@@ -212,11 +252,39 @@ async fn pipeline(env: &Env, out: &mut (dyn Write + Send)) -> anyhow::Result<()>
     worker.await??;
     store.abort();
 
-    writeln!(
-        out,
-        "\nPublishing destinations (WordPress, Shopify, LinkedIn, X, Facebook) are not built yet, so each\n\
-         approved draft's publishing job fails with \"no integration\" instead of being skipped.\n"
-    )?;
+    let posts = platforms.posts();
+    writeln!(out, "\nthe fake platforms hold {} post(s):", posts.len())?;
+    for p in &posts {
+        let first: String = p
+            .text
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .take(60)
+            .collect();
+        writeln!(
+            out,
+            "  {:<9} id {:<24} {:<10} {first}",
+            p.platform.as_str(),
+            p.id,
+            p.status
+        )?;
+    }
+    writeln!(out)?;
+    drop(platforms);
+    // The fakes are gone with this process: say so rather than leave integrations that
+    // look usable, and drop them if their key was this run's own (nothing could read
+    // them again, and `keys rotate` would stop at them).
+    sqlx::query(if ephemeral {
+        "DELETE FROM integrations WHERE project_id = $1"
+    } else {
+        "UPDATE integrations SET status = 'disconnected', last_error = 'demo platform stopped with the demo'
+         WHERE project_id = $1"
+    })
+    .bind(project)
+    .execute(&pool)
+    .await?;
     let drafts: Vec<(String, i32, String, String)> = sqlx::query_as(
         "SELECT DISTINCT ON (channel) channel, version, source, content FROM artifacts
          WHERE project_id = $1 AND kind = 'draft' ORDER BY channel, created_at DESC",
