@@ -819,3 +819,56 @@ async fn integration_tests_read_each_platform_and_set_the_status() {
     .await;
     assert!(reads >= 6, "{reads}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_answer_is_reconciled_and_an_unconfirmable_one_asks_the_operator() {
+    let db = test_db().await;
+    let fake = FakePlatforms::start().await.unwrap();
+    let k = Keys::generate();
+    let settings = fast_settings();
+    let r = publish_runner(&db, settings.clone(), &k);
+    let p = project(&db).await;
+    connect(&db, &fake, &k, p, Platform::Linkedin).await;
+    connect(&db, &fake, &k, p, Platform::Shopify).await;
+    // Both platforms keep the post and answer 502 (Retry-After: 1).
+    fake.lose_answers(Platform::Shopify, true);
+    fake.lose_answers(Platform::Linkedin, true);
+    let (shop_draft, a) = draft_awaiting_approval(&db, p, "blog", "Linen care", BLOG, None).await;
+    let shop_job = approve(&db, &settings, a).await;
+    let (_, b) =
+        draft_awaiting_approval(&db, p, "linkedin", "", "Linen care (part 2) #linen", None).await;
+    let li_job = approve(&db, &settings, b).await;
+    drain(&r).await;
+    for job in [shop_job, li_job] {
+        assert_eq!(status_of(&db.pool, job).await, "queued");
+        let error = attempts_and_error(&db.pool, job).await.1.unwrap();
+        assert!(
+            error.contains("502") && error.contains("looks the post up"),
+            "{error}"
+        );
+    }
+    fake.lose_answers(Platform::Shopify, false);
+    fake.lose_answers(Platform::Linkedin, false);
+    // LinkedIn without the read scope: the lookup is refused, so nobody can be sure.
+    fake.deny_reads(Platform::Linkedin);
+    wait_for(Duration::from_secs(10), "the second attempts", || async {
+        drain(&r).await;
+        status_of(&db.pool, shop_job).await == "done"
+            && status_of(&db.pool, li_job).await == "failed"
+    })
+    .await;
+    assert_eq!(fake.posts_on(Platform::Shopify).len(), 1);
+    assert_eq!(publication(&db, shop_draft).await["how"], "reconciled");
+    assert_eq!(
+        fake.posts_on(Platform::Linkedin).len(),
+        1,
+        "not posted a second time"
+    );
+    let error = attempts_and_error(&db.pool, li_job).await.1.unwrap();
+    assert!(
+        error.contains("may have posted to linkedin")
+            && error.contains("Check the LinkedIn feed of urn:li:organization:5515715")
+            && error.contains("copydesk publish"),
+        "{error}"
+    );
+}

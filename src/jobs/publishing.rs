@@ -232,7 +232,9 @@ pub async fn run(ctx: JobContext) -> Result<Outcome, JobError> {
                 .await?;
             }
             Err(
-                e @ (CallError::Throttled { .. } | CallError::Unknown(_) | CallError::NotSent(_)),
+                e @ (CallError::Throttled { .. }
+                | CallError::Unknown { .. }
+                | CallError::NotSent(_)),
             ) => {
                 return Err(transient(e, "reconciling an earlier attempt"));
             }
@@ -295,7 +297,10 @@ pub async fn run(ctx: JobContext) -> Result<Outcome, JobError> {
             mark_attempts(&ctx, &ids, "not_sent", None, Some(&e.to_string())).await?;
             Err(transient(e, "posting"))
         }
-        Err(CallError::Unknown(m)) => {
+        Err(CallError::Unknown {
+            message: m,
+            retry_after,
+        }) => {
             // Left `sending`: the next attempt reconciles before it posts.
             sqlx::query("UPDATE publish_attempts SET error = $2, updated_at = now() WHERE id = $1")
                 .bind(attempt_id)
@@ -303,9 +308,13 @@ pub async fn run(ctx: JobContext) -> Result<Outcome, JobError> {
                 .execute(&ctx.pool)
                 .await
                 .retryable()?;
-            Err(JobError::transient(format!(
+            let e = JobError::transient(format!(
                 "{platform}: {m} (the next attempt looks the post up before posting again)"
-            )))
+            ));
+            Err(match retry_after {
+                Some(d) => e.retry_after(d),
+                None => e,
+            })
         }
         Err(CallError::Auth(m)) => {
             mark_attempts(&ctx, &ids, "not_sent", None, Some(&m)).await?;
@@ -328,6 +337,10 @@ pub async fn run(ctx: JobContext) -> Result<Outcome, JobError> {
 fn transient(e: CallError, doing: &str) -> JobError {
     match e {
         CallError::Throttled {
+            message,
+            retry_after: Some(d),
+        }
+        | CallError::Unknown {
             message,
             retry_after: Some(d),
         } => JobError::transient(format!("{doing}: {message}")).retry_after(d),

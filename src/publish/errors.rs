@@ -20,8 +20,12 @@ pub enum CallError {
     NotSent(String),
     /// The request may have been applied (timeout after sending, 5xx, a cut-off
     /// answer): reconcile before posting again.
-    #[error("{0}")]
-    Unknown(String),
+    #[error("{message}")]
+    Unknown {
+        message: String,
+        /// The wait a 503 (or similar) asked for.
+        retry_after: Option<Duration>,
+    },
     /// Rate limited: nothing was posted; retry after `retry_after` when known.
     #[error("{message}")]
     Throttled {
@@ -40,10 +44,24 @@ pub enum CallError {
 }
 
 impl CallError {
+    /// The request may have been applied; no wait was asked for.
+    pub fn unknown(message: impl Into<String>) -> Self {
+        Self::Unknown {
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
     fn map_message(self, f: impl Fn(String) -> String) -> Self {
         match self {
             Self::NotSent(m) => Self::NotSent(f(m)),
-            Self::Unknown(m) => Self::Unknown(f(m)),
+            Self::Unknown {
+                message,
+                retry_after,
+            } => Self::Unknown {
+                message: f(message),
+                retry_after,
+            },
             Self::Throttled {
                 message,
                 retry_after,
@@ -73,11 +91,11 @@ pub fn transport(e: &reqwest::Error) -> CallError {
     if e.is_connect() || e.is_builder() {
         CallError::NotSent(format!("could not connect: {e}"))
     } else if e.is_timeout() {
-        CallError::Unknown(format!(
+        CallError::unknown(format!(
             "no answer in time ({e}); the request may have been applied"
         ))
     } else {
-        CallError::Unknown(format!("{e}; the request may have been applied"))
+        CallError::unknown(format!("{e}; the request may have been applied"))
     }
 }
 
@@ -106,15 +124,15 @@ pub fn classify(platform: Platform, r: &Reply) -> Result<(), CallError> {
     match r.status {
         200..=299 if r.body.get("error").is_some_and(|e| e.is_object()) => {
             // An error delivered with 200 (OpenRouter-style, some proxies).
-            Err(CallError::Unknown(message()))
+            Err(CallError::unknown(message()))
         }
         200..=299 => Ok(()),
         401 | 403 => Err(CallError::Auth(message())),
-        408 => Err(CallError::Unknown(message())),
-        500..=599 => Err(CallError::Unknown(format!(
-            "{}; the request may have been applied",
-            message()
-        ))),
+        408 => Err(CallError::unknown(message())),
+        500..=599 => Err(CallError::Unknown {
+            message: format!("{}; the request may have been applied", message()),
+            retry_after: retry_after(&r.headers),
+        }),
         _ => Err(CallError::Rejected(message())),
     }
 }
@@ -338,10 +356,19 @@ mod tests {
             classify(Platform::Shopify, &shop),
             Err(CallError::Rejected("HTTP 422: title can't be blank".into()))
         );
+        let gw = reply(
+            503,
+            Value::String("<html>503</html>".into()),
+            &[("retry-after", "5")],
+        );
+        assert!(matches!(
+            classify(Platform::Wordpress, &gw),
+            Err(CallError::Unknown { retry_after: Some(d), .. }) if d == Duration::from_secs(5)
+        ));
         let li = reply(500, json!({"message": "Internal error"}), &[]);
         assert!(matches!(
             classify(Platform::Linkedin, &li),
-            Err(CallError::Unknown(_))
+            Err(CallError::Unknown { .. })
         ));
         assert_eq!(
             classify(Platform::Linkedin, &reply(201, Value::Null, &[])),

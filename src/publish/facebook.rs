@@ -72,7 +72,7 @@ pub async fn create(ctx: &Ctx, post: &Post) -> Result<Published, CallError> {
     let req = ctx.http.post(format!("{base}/{page}/feed")).form(&form);
     let reply = ctx.send("POST /{page-id}/feed", req).await?;
     let id = reply.body["id"].as_str().ok_or_else(|| {
-        CallError::Unknown(format!(
+        CallError::unknown(format!(
             "POST /{{page-id}}/feed answered {} without an id; the post may exist",
             reply.status
         ))

@@ -55,6 +55,10 @@ struct State {
     throttle: HashMap<Platform, u32>,
     revoked: HashSet<Platform>,
     hold: Option<Duration>,
+    /// Create calls keep the post, then answer 502 (the answer is lost to the caller).
+    lose_answers: HashSet<Platform>,
+    /// Reads (GET) are refused with 403, as without the read scopes.
+    deny_reads: HashSet<Platform>,
     /// X's current OAuth 2.0 pair (rotated on refresh).
     x_access: String,
     x_refresh: String,
@@ -172,6 +176,25 @@ impl FakePlatforms {
         s.x_access = format!("x-fake-access-{}-unissued", s.next_id);
     }
 
+    /// Create calls to `platform` keep the post, then answer 502 Bad Gateway.
+    pub fn lose_answers(&self, platform: Platform, on: bool) {
+        let mut s = self.state.lock().expect("not poisoned");
+        if on {
+            s.lose_answers.insert(platform);
+        } else {
+            s.lose_answers.remove(&platform);
+        }
+    }
+
+    /// GET calls to `platform` are refused with 403 (no read permission).
+    pub fn deny_reads(&self, platform: Platform) {
+        self.state
+            .lock()
+            .expect("not poisoned")
+            .deny_reads
+            .insert(platform);
+    }
+
     /// Create calls keep the post, then wait this long before answering.
     pub fn hold_answers(&self, d: Option<Duration>) {
         self.state.lock().expect("not poisoned").hold = d;
@@ -235,8 +258,16 @@ async fn handle(
         if s.revoked.contains(&platform) {
             return unauthorised(platform);
         }
-        s.hold
+        if method == Method::GET && s.deny_reads.contains(&platform) {
+            return problem(
+                403,
+                json!({"status": 403, "serviceErrorCode": 100, "code": "ACCESS_DENIED",
+                       "message": "Not enough permissions to access: partnerApiPostsExternal.FINDER-author"}),
+            );
+        }
+        (s.hold, s.lose_answers.contains(&platform))
     };
+    let (hold, lose) = hold;
     let res = match platform {
         Platform::Wordpress => wordpress(&state, addr, &method, &rest, &uri, &headers, &body),
         Platform::Shopify => shopify(&state, &method, &rest, &uri, &headers, &body),
@@ -249,6 +280,16 @@ async fn handle(
         && let Some(d) = hold
     {
         tokio::time::sleep(d).await;
+    }
+    if is_create && res.status().is_success() && lose {
+        let mut bad = (
+            StatusCode::BAD_GATEWAY,
+            "<html><body>502 Bad Gateway</body></html>",
+        )
+            .into_response();
+        bad.headers_mut()
+            .insert("retry-after", HeaderValue::from_static("1"));
+        return bad;
     }
     res
 }

@@ -96,7 +96,7 @@ pub async fn create(ctx: &Ctx, post: &Post) -> Result<Published, CallError> {
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
         .ok_or_else(|| {
-            CallError::Unknown(format!(
+            CallError::unknown(format!(
                 "POST /rest/posts answered {} without an x-restli-id header; the post may exist",
                 reply.status
             ))

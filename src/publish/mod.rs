@@ -126,7 +126,7 @@ impl Ctx {
                 let status = res.status().as_u16();
                 let headers = res.headers().clone();
                 match res.bytes().await {
-                    Err(e) => Err(CallError::Unknown(format!(
+                    Err(e) => Err(CallError::unknown(format!(
                         "the answer ({status}) was cut off: {e}"
                     ))),
                     Ok(bytes) => {

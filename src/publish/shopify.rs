@@ -83,7 +83,7 @@ pub async fn create(ctx: &Ctx, post: &Post) -> Result<Published, CallError> {
     let req = authed(ctx, ctx.http.post(url))?.json(&json!({"article": article}));
     let reply = ctx.send("POST /blogs/{id}/articles.json", req).await?;
     published(ctx, &blog, &reply.body["article"]).ok_or_else(|| {
-        CallError::Unknown(format!(
+        CallError::unknown(format!(
             "POST articles.json answered {} without an article id; the article may exist",
             reply.status
         ))

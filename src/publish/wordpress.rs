@@ -52,7 +52,7 @@ pub async fn create(ctx: &Ctx, post: &Post) -> Result<Published, CallError> {
     let req = auth(ctx, ctx.http.post(format!("{}/posts", base(ctx)?)))?.json(&body);
     let reply = ctx.send("POST /wp/v2/posts", req).await?;
     let p = published(&reply.body).ok_or_else(|| {
-        CallError::Unknown(format!(
+        CallError::unknown(format!(
             "POST /wp/v2/posts answered {} without a post id; the post may exist",
             reply.status
         ))

@@ -285,7 +285,7 @@ async fn refresh(ctx: &Ctx) -> Result<(), CallError> {
     }
     integrations::store_credentials(&ctx.pool, &keys, ctx.integration.id, &next)
         .await
-        .map_err(|e| CallError::Unknown(format!("storing the refreshed x token: {e}")))?;
+        .map_err(|e| CallError::unknown(format!("storing the refreshed x token: {e}")))?;
     tracing::info!(integration = %ctx.integration.id, "refreshed the x OAuth 2.0 token");
     *ctx.refreshed.lock().expect("not poisoned") = Some(next);
     Ok(())
@@ -332,7 +332,7 @@ pub async fn create(ctx: &Ctx, post: &Post) -> Result<Published, CallError> {
     })
     .await?;
     let id = reply.body["data"]["id"].as_str().ok_or_else(|| {
-        CallError::Unknown(format!(
+        CallError::unknown(format!(
             "POST /2/tweets answered {} without data.id; the post may exist",
             reply.status
         ))
@@ -360,7 +360,7 @@ pub async fn find(ctx: &Ctx, post: &Post) -> Result<Option<Published>, CallError
         Some(id) => id.to_owned(),
         None => me(ctx).await?["id"]
             .as_str()
-            .ok_or_else(|| CallError::Unknown("GET /2/users/me answered without data.id".into()))?
+            .ok_or_else(|| CallError::unknown("GET /2/users/me answered without data.id"))?
             .to_owned(),
     };
     let url = format!("{}/2/users/{user}/tweets", base(ctx));
