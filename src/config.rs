@@ -87,6 +87,9 @@ pub struct DatabaseSettings {
 pub struct WorkerSettings {
     pub concurrency: usize,
     pub batch_size: usize,
+    pub prefetch: usize,
+    pub finish_batch: usize,
+    pub finishers: usize,
     pub lease_secs: u64,
     pub heartbeat_secs: u64,
     pub poll_interval_ms: u64,

@@ -1,76 +1,68 @@
-//! The `jobs` table as an apalis backend: [`JobsPersistence`] implements apalis-core's
-//! `Persistence` (register, heartbeat, fetch, re-enqueue abandoned, handle events), and
-//! [`JobsBackend`] drives it, waking on NOTIFY and on a poll interval.
+//! The `jobs` table as an apalis backend. [`JobsBackend`] implements apalis-core's
+//! `Backend` directly: it claims a batch with one statement when it has room, hands the
+//! jobs to apalis one by one, and sleeps until a NOTIFY, the poll interval or freed room
+//! wakes it. [`JobService`] runs each job and passes its result to the kind's
+//! [`finisher`], which commits results in batches on a task of its own; [`keep_leases`]
+//! extends the leases of what each worker holds and rescues what others abandoned.
+//!
+//! apalis-core's `Persisted` state machine was the first backend: it serialises fetching
+//! and finishing (nothing is claimed while a batch of finishes commits) and stops
+//! processing events while claimed jobs wait in its buffer, which capped throughput and
+//! starved long jobs' heartbeats. See PERFORMANCE.md.
 //!
 //! One backend serves one kind, so the claim reads one slice of the queued index in
 //! order and each kind gets its own concurrency. A transient database error never kills
-//! the worker: fetch returns nothing and tries again on the next wake, heartbeat tries
-//! again on the next beat, and finishing retries (fenced, so retrying is safe) — and if
-//! all of that fails, the lease runs out and the job is rescued.
+//! the worker: a failed claim is tried again on the next wake, a heartbeat on the next
+//! beat, and finishing retries (fenced, so retrying is safe) — and if all of that fails,
+//! the lease runs out and the job is rescued.
 
 use std::{
-    collections::HashSet,
+    collections::{HashSet, VecDeque},
     convert::Infallible,
     future::Future,
     pin::Pin,
     sync::{Arc, Mutex},
     task::{Context, Poll},
-    time::Duration,
 };
 
 use apalis_core::{
-    backend::{
-        Backend, BackendConfig,
-        codec::Codec,
-        finalize::Ephemeral,
-        persistence::{Persisted, Persistence, State, TaskEvent, TaskPersistLayer},
-    },
+    backend::{Backend, BackendConfig, finalize::Ephemeral},
     task::{Task, builder::TaskBuilder, task_id::TaskId},
     worker::context::WorkerContext,
 };
 use futures::future::BoxFuture;
 use sqlx::PgPool;
-use tokio::sync::{Notify, futures::OwnedNotified};
+use tokio::sync::{Notify, futures::OwnedNotified, mpsc};
 use uuid::Uuid;
 
 use crate::config::WorkerSettings;
 
 use super::{
-    ClaimedJob, Error, NewJob,
+    ClaimedJob, Error,
     runner::{Finished, Runner, finish},
     sql,
 };
 
-/// Carries a finished attempt through apalis's event channel unchanged.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Passthrough;
-
-impl Codec<Arc<Finished>> for Passthrough {
-    type Error = Infallible;
-    type Compact = Arc<Finished>;
-    fn encode(&self, val: &Arc<Finished>) -> Result<Arc<Finished>, Infallible> {
-        Ok(val.clone())
-    }
-    fn decode(&self, val: &Arc<Finished>) -> Result<Arc<Finished>, Infallible> {
-        Ok(val.clone())
-    }
-}
-
-/// The persistence of one kind's worker over the `jobs` table.
-#[derive(Clone)]
-pub struct JobsPersistence {
-    runner: Runner,
-    kind: String,
-    batch: i64,
-    /// The jobs this worker holds and is still going to finish: the only leases its
-    /// heartbeat extends. A claim whose answer was lost (the connection broke after
-    /// the commit) is not in here, so its lease runs out and it is rescued.
-    in_flight: InFlight,
-}
-
 /// The jobs a worker holds (claimed, running or finishing), shared between its backend
 /// and its [`keep_leases`] task.
-pub type InFlight = Arc<Mutex<HashSet<Uuid>>>;
+pub type InFlight = Arc<Held>;
+
+/// What one kind's worker holds: the ids it claimed and has not finished, and how many
+/// claims are under way (a claim runs on a task of its own, so a worker stopping in the
+/// middle of one never leaves a half-sent statement on a pooled connection; the worker
+/// waits for them before it releases what it holds).
+#[derive(Debug, Default)]
+pub struct Held {
+    ids: Mutex<HashSet<Uuid>>,
+    claims: std::sync::atomic::AtomicUsize,
+}
+
+impl Held {
+    /// Claims still under way.
+    pub fn claims(&self) -> usize {
+        self.claims.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
 
 /// The lease keeper of a worker process: every heartbeat interval it extends the leases
 /// of the jobs each of `workers` holds, then returns jobs whose lease ran out (any
@@ -97,7 +89,7 @@ pub async fn keep_leases(pool: PgPool, settings: WorkerSettings, workers: Vec<(S
 }
 
 fn lock(in_flight: &InFlight) -> std::sync::MutexGuard<'_, HashSet<Uuid>> {
-    in_flight.lock().unwrap_or_else(|e| e.into_inner())
+    in_flight.ids.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Returns jobs whose lease ran out to `queued` (or `failed`) and wakes their workers.
@@ -120,171 +112,64 @@ pub async fn rescue_expired(pool: &PgPool) {
     }
 }
 
-impl Persistence for JobsPersistence {
-    type Compact = ClaimedJob;
-    type Response = Arc<Finished>;
-    type Error = Error;
-
-    async fn register(&mut self, worker: &WorkerContext) -> Result<(), Error> {
-        tracing::debug!(worker = worker.name(), "worker registered");
-        rescue_expired(&self.runner.pool).await;
-        Ok(())
-    }
-
-    /// Leases are kept by [`keep_leases`], a task of its own: apalis's `Persisted` stops
-    /// beating while claimed jobs wait in its buffer for a free slot, which is exactly
-    /// when long jobs need their leases extended.
-    async fn heartbeat(&mut self, _worker: &WorkerContext) -> Result<(), Error> {
-        Ok(())
-    }
-
-    async fn fetch_next(&mut self, worker: &WorkerContext) -> Result<Vec<Task<ClaimedJob>>, Error> {
-        let lease = self.runner.settings.worker.lease();
-        match sql::job_claim(
-            &self.runner.pool,
-            worker.name(),
-            &self.kind,
-            self.batch,
-            lease,
-        )
-        .await
-        {
-            Ok(jobs) => {
-                lock(&self.in_flight).extend(jobs.iter().map(|j| j.id));
-                if !jobs.is_empty() {
-                    metrics::counter!("copydesk_jobs_claimed_total", "kind" => self.kind.clone())
-                        .increment(jobs.len() as u64);
-                }
-                Ok(jobs
-                    .into_iter()
-                    .map(|job| {
-                        TaskBuilder::new(job.clone())
-                            .task_id(TaskId::from_uuid(job.id))
-                            .build()
-                    })
-                    .collect())
-            }
-            Err(e) => {
-                tracing::warn!(kind = %self.kind, error = %e, "claim failed; will try again");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                Ok(Vec::new())
-            }
-        }
-    }
-
-    async fn reenqueue_abandoned(
-        &mut self,
-        tasks: Vec<Task<ClaimedJob>>,
-        worker: &WorkerContext,
-    ) -> Result<u64, Error> {
-        let ids: Vec<Uuid> = tasks.iter().map(|t| t.args.id).collect();
-        self.forget(&ids);
-        let released =
-            sql::job_release(&self.runner.pool, &[worker.name().to_owned()], Some(&ids)).await;
-        match released {
-            Ok(rows) => {
-                let kinds: Vec<&str> = rows.iter().map(|(_, k)| k.as_str()).collect();
-                let _ = sql::job_notify(&self.runner.pool, &kinds).await;
-                Ok(rows.len() as u64)
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, jobs = ids.len(), "could not release claimed jobs; their leases will expire");
-                Ok(0)
-            }
-        }
-    }
-
-    async fn handle_events(
-        &mut self,
-        events: Vec<TaskEvent<Arc<Finished>>>,
-        worker: &WorkerContext,
-    ) -> Result<(), Error> {
-        let batch: Vec<Finished> = events
-            .into_iter()
-            .filter_map(|e| match e {
-                TaskEvent::Complete(r) => match r.result {
-                    Ok(f) => Some(Arc::unwrap_or_clone(f)),
-                    Err(e) => {
-                        // Our service never fails; a job here is left to its lease.
-                        tracing::error!(task = ?r.task_id, error = %e, "job ended without a result");
-                        None
-                    }
-                },
-                _ => None,
-            })
-            .collect();
-        let result = finish(
-            &self.runner.pool,
-            worker.name(),
-            &batch,
-            &self.runner.settings.retry,
-        )
-        .await;
-        // Finished or given up on: either way no longer ours to keep leased.
-        self.forget(&batch.iter().map(|f| f.id).collect::<Vec<_>>());
-        if let Err(e) = result {
-            tracing::error!(error = %e, jobs = batch.len(),
-                "could not record finished jobs; their leases will expire and they will run again");
-        }
-        Ok(())
-    }
-
-    async fn push_tasks(&mut self, tasks: Vec<Task<ClaimedJob>>) -> Result<(), Error> {
-        let jobs: Vec<NewJob> = tasks
-            .into_iter()
-            .map(|t| NewJob::new(t.args.kind, t.args.input))
-            .collect();
-        let mut conn = self.runner.pool.acquire().await?;
-        super::enqueue_many(&mut conn, &jobs).await?;
-        Ok(())
-    }
-}
-
-impl JobsPersistence {
-    fn forget(&self, ids: &[Uuid]) {
-        let mut set = lock(&self.in_flight);
-        for id in ids {
-            set.remove(id);
-        }
-    }
-}
-
 /// A wake-up source shared by the LISTEN task and a backend: `notify_one` leaves a
 /// permit, so a NOTIFY that arrives while the worker is busy is not lost.
 pub type Wake = Arc<Notify>;
 
-/// The apalis backend of one kind.
+/// How many jobs a claim asked for, and what it got.
+type ClaimResult = (usize, Result<Vec<ClaimedJob>, Error>);
+
+/// The apalis backend of one kind: claims into a small buffer, never holding more than
+/// the kind's concurrency plus `[worker] prefetch` unfinished jobs, so what it claims
+/// starts at once (and its leases, kept by [`keep_leases`], cover only real work).
+/// Finishing is not its business: [`JobService`] hands each finished attempt to the
+/// kind's [`finisher`], which commits them in batches on its own task while this keeps
+/// claiming — claim and finish never wait for each other.
 pub struct JobsBackend {
-    persisted: Persisted<JobsPersistence>,
+    runner: Runner,
+    kind: String,
+    /// Most jobs one claim asks for.
+    batch: usize,
+    /// Most unfinished jobs held (running, buffered, or waiting to be committed).
+    capacity: usize,
+    in_flight: InFlight,
+    buffer: VecDeque<Task<ClaimedJob>>,
+    claiming: Option<tokio::task::JoinHandle<ClaimResult>>,
+    /// The last claim found fewer jobs than it asked for: wait for a wake before the next.
+    drained: bool,
     wake: Wake,
     notified: Pin<Box<OwnedNotified>>,
+    room: Wake,
+    room_notified: Pin<Box<OwnedNotified>>,
     poll: tokio::time::Interval,
-    heartbeat: Duration,
-    batch: usize,
 }
 
 impl JobsBackend {
-    /// A backend claiming `kind` jobs, woken by `wake` and every poll interval; the
-    /// jobs it claims are recorded in `in_flight` for [`keep_leases`].
-    pub fn new(runner: Runner, kind: &str, wake: Wake, in_flight: InFlight) -> Self {
+    /// A backend claiming `kind` jobs, woken by `wake` (NOTIFY), `room` (its finisher
+    /// freed slots) and every poll interval; what it claims goes into `in_flight`.
+    pub fn new(runner: Runner, kind: &str, wake: Wake, room: Wake, in_flight: InFlight) -> Self {
         let w = &runner.settings.worker;
-        let batch = w.batch_size.max(1).min(w.concurrency_for(kind).max(1) * 2);
+        let concurrency = w.concurrency_for(kind);
+        let capacity = concurrency + w.prefetch;
+        let batch = w.batch_size.max(1).min(capacity);
         let mut poll = tokio::time::interval(w.poll_interval());
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let heartbeat = w.heartbeat();
         let notified = Box::pin(wake.clone().notified_owned());
+        let room_notified = Box::pin(room.clone().notified_owned());
         Self {
-            persisted: Persisted::new(JobsPersistence {
-                runner,
-                kind: kind.to_owned(),
-                batch: batch as i64,
-                in_flight,
-            }),
+            runner,
+            kind: kind.to_owned(),
+            batch,
+            capacity,
+            in_flight,
+            buffer: VecDeque::new(),
+            claiming: None,
+            drained: false,
             wake,
             notified,
+            room,
+            room_notified,
             poll,
-            heartbeat,
-            batch,
         }
     }
 
@@ -302,6 +187,44 @@ impl JobsBackend {
         }
         woke
     }
+
+    /// Whether the finisher freed slots since the last look; re-arms.
+    fn roomier(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.room_notified.as_mut().poll(cx).is_ready() {
+            self.room_notified = Box::pin(self.room.clone().notified_owned());
+            let _ = self.room_notified.as_mut().poll(cx);
+            return true;
+        }
+        false
+    }
+
+    /// Starts a claim of up to `n` jobs on a task of its own (see [`Held`]).
+    fn claim(&self, worker: &str, n: usize) -> tokio::task::JoinHandle<ClaimResult> {
+        let (pool, worker, kind) = (
+            self.runner.pool.clone(),
+            worker.to_owned(),
+            self.kind.clone(),
+        );
+        let lease = self.runner.settings.worker.lease();
+        let in_flight = self.in_flight.clone();
+        in_flight
+            .claims
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        tokio::spawn(async move {
+            let result = sql::job_claim(&pool, &worker, &kind, n as i64, lease).await;
+            if let Ok(jobs) = &result {
+                lock(&in_flight).extend(jobs.iter().map(|j| j.id));
+                if !jobs.is_empty() {
+                    metrics::counter!("copydesk_jobs_claimed_total", "kind" => kind)
+                        .increment(jobs.len() as u64);
+                }
+            }
+            in_flight
+                .claims
+                .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            (n, result)
+        })
+    }
 }
 
 impl Backend for JobsBackend {
@@ -310,10 +233,10 @@ impl Backend for JobsBackend {
 
     fn poll_ready(
         &mut self,
-        cx: &mut Context<'_>,
-        worker: &WorkerContext,
+        _cx: &mut Context<'_>,
+        _worker: &WorkerContext,
     ) -> Poll<Result<(), Error>> {
-        self.persisted.poll_ready(cx, worker, self.heartbeat)
+        Poll::Ready(Ok(()))
     }
 
     fn poll_next(
@@ -322,24 +245,66 @@ impl Backend for JobsBackend {
         worker: &WorkerContext,
     ) -> Poll<Option<Result<Task<ClaimedJob>, Error>>> {
         loop {
-            if let Poll::Ready(next) = self.persisted.poll_next(cx, worker) {
-                return Poll::Ready(next);
+            if let Some(task) = self.buffer.pop_front() {
+                return Poll::Ready(Some(Ok(task)));
             }
-            // Pending with the state back at Ready means the fetch found nothing:
-            // sleep until a NOTIFY or the poll interval, then fetch again.
-            if matches!(self.persisted.state(), State::Ready) && self.woken(cx) {
+            if let Some(claim) = self.claiming.as_mut() {
+                let joined = std::task::ready!(Pin::new(claim).poll(cx));
+                self.claiming = None;
+                let (asked, result) = joined.unwrap_or_else(|e| {
+                    (
+                        1,
+                        Err(Error::Sql(sqlx::Error::Protocol(format!(
+                            "the claim task failed: {e}"
+                        )))),
+                    )
+                });
+                match result {
+                    Ok(jobs) => {
+                        self.drained = jobs.len() < asked;
+                        self.buffer.extend(jobs.into_iter().map(|job| {
+                            let id = TaskId::from_uuid(job.id);
+                            TaskBuilder::new(job).task_id(id).build()
+                        }));
+                    }
+                    Err(e) => {
+                        tracing::warn!(kind = %self.kind, error = %e, "claim failed; will try again");
+                        self.drained = true;
+                    }
+                }
                 continue;
             }
-            return Poll::Pending;
+            let held = lock(&self.in_flight).len();
+            let room = self.capacity.saturating_sub(held);
+            if room == 0 {
+                // Full: the finisher wakes us when it has committed some.
+                if self.roomier(cx) {
+                    continue;
+                }
+                return Poll::Pending;
+            }
+            if self.drained {
+                // Nothing was ready: sleep until a NOTIFY or the poll interval.
+                let room_freed = self.roomier(cx);
+                if self.woken(cx) {
+                    self.drained = false;
+                    continue;
+                }
+                let _ = room_freed;
+                return Poll::Pending;
+            }
+            self.claiming = Some(self.claim(worker.name(), room.min(self.batch)));
         }
     }
 
     fn poll_close(
         &mut self,
-        cx: &mut Context<'_>,
-        worker: &WorkerContext,
+        _cx: &mut Context<'_>,
+        _worker: &WorkerContext,
     ) -> Poll<Result<(), Error>> {
-        self.persisted.poll_close(cx, worker)
+        // Buffered jobs were never started: the worker releases them (still `running`
+        // under our name) after every worker has stopped.
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -348,37 +313,84 @@ impl BackendConfig for JobsBackend {
     type Id = uuid::Uuid;
     type Kind = Ephemeral;
     type Config = ();
-    type Layer = TaskPersistLayer<Passthrough, Arc<Finished>>;
+    type Layer = tower::layer::util::Identity;
 
     fn config(&self) -> &() {
         &()
     }
 
     fn middleware(&mut self, _worker: &mut WorkerContext) -> Self::Layer {
-        self.persisted
-            .layer(Passthrough, self.batch)
-            .persist_results(true)
-            .lock_tasks(false)
+        tower::layer::util::Identity::new()
     }
 }
 
-/// The tower service apalis calls for each claimed job: runs it through the [`Runner`].
+/// Commits the finished attempts of one kind's worker in batches: waits for one, takes
+/// every other one already waiting (up to `max`), commits them in one transaction (each
+/// fenced on its own lease), forgets them from `in_flight` and wakes the backend, which
+/// has room again. Runs until every sender is gone and the channel is empty, so a
+/// worker's shutdown commits every result its jobs produced.
+pub async fn finisher(
+    pool: PgPool,
+    worker: String,
+    retry: crate::config::RetrySettings,
+    finished: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Finished>>>,
+    in_flight: InFlight,
+    room: Wake,
+    max: usize,
+) {
+    let mut batch: Vec<Finished> = Vec::with_capacity(max);
+    // Several finishers may share one channel: each takes a batch and commits it while
+    // the next one gathers the following batch.
+    while finished
+        .lock()
+        .await
+        .recv_many(&mut batch, max.max(1))
+        .await
+        > 0
+    {
+        let result = finish(&pool, &worker, &batch, &retry).await;
+        {
+            let mut set = lock(&in_flight);
+            for f in &batch {
+                set.remove(&f.id);
+            }
+        }
+        room.notify_one();
+        if let Err(e) = result {
+            tracing::error!(error = %e, jobs = batch.len(),
+                "could not record finished jobs; their leases will expire and they will run again");
+        }
+        batch.clear();
+    }
+}
+
+/// The tower service apalis calls for each claimed job: runs it through the [`Runner`]
+/// and hands the result to the kind's [`finisher`].
 #[derive(Clone)]
 pub struct JobService {
     pub runner: Runner,
+    pub finished: mpsc::UnboundedSender<Finished>,
 }
 
 impl tower::Service<Task<ClaimedJob>> for JobService {
-    type Response = Arc<Finished>;
+    type Response = ();
     type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Arc<Finished>, Infallible>>;
+    type Future = BoxFuture<'static, Result<(), Infallible>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, task: Task<ClaimedJob>) -> Self::Future {
-        let runner = self.runner.clone();
-        Box::pin(async move { Ok(Arc::new(runner.execute(task.args).await)) })
+        let (runner, finished) = (self.runner.clone(), self.finished.clone());
+        Box::pin(async move {
+            let f = runner.execute(task.args).await;
+            if finished.send(f).is_err() {
+                // Only after the finisher is gone (a shutdown past its grace): the
+                // job's lease runs out and it is rescued.
+                tracing::error!("finisher gone; the job's result is dropped");
+            }
+            Ok(())
+        })
     }
 }

@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 
 use super::{
     NewJob, Result,
-    backend::{InFlight, JobService, JobsBackend, Wake, keep_leases},
+    backend::{InFlight, JobService, JobsBackend, Wake, finisher, keep_leases},
     runner::Runner,
     sql,
 };
@@ -102,12 +102,27 @@ pub async fn run(
     let mut monitor = Monitor::new();
     let mut names = Vec::new();
     let mut leased = Vec::new();
+    let mut finishers = Vec::new();
     for kind in &kinds {
         let name = format!("{prefix}/{kind}");
         names.push(name.clone());
         let concurrency = runner.settings.worker.concurrency_for(kind);
         let in_flight: InFlight = Arc::default();
         leased.push((name.clone(), in_flight.clone()));
+        let room: Wake = Arc::new(Notify::new());
+        let (finished_tx, finished_rx) = tokio::sync::mpsc::unbounded_channel();
+        let finished_rx = Arc::new(tokio::sync::Mutex::new(finished_rx));
+        for _ in 0..runner.settings.worker.finishers.max(1) {
+            finishers.push(tokio::spawn(finisher(
+                runner.pool.clone(),
+                name.clone(),
+                runner.settings.retry.clone(),
+                finished_rx.clone(),
+                in_flight.clone(),
+                room.clone(),
+                runner.settings.worker.finish_batch.max(1),
+            )));
+        }
         let (runner, wake, kind) = (runner.clone(), wakes[kind].clone(), kind.clone());
         tracing::info!(worker = %name, kind = %kind, concurrency, "starting worker");
         monitor = monitor.register(move |_| {
@@ -116,18 +131,20 @@ pub async fn run(
                     runner.clone(),
                     &kind,
                     wake.clone(),
+                    room.clone(),
                     in_flight.clone(),
                 ))
                 .layer(tower::limit::ConcurrencyLimitLayer::new(concurrency))
                 .build(JobService {
                     runner: runner.clone(),
+                    finished: finished_tx.clone(),
                 })
         });
     }
     let lease_keeper = tokio::spawn(keep_leases(
         runner.pool.clone(),
         runner.settings.worker.clone(),
-        leased,
+        leased.clone(),
     ));
     let cleanup = &runner.settings.cleanup;
     if opts.scheduler && cleanup.enabled {
@@ -182,6 +199,22 @@ pub async fn run(
         .await;
     if let Err(e) = &result {
         tracing::error!(error = %e, "a worker stopped with an error");
+    }
+    // Claims under way finish first (their jobs are then released with the rest).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while leased.iter().any(|(_, held)| held.claims() > 0) && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The monitor (and with it every sender) is gone: each finisher commits what is
+    // left and ends, before anything unfinished is released.
+    for f in finishers {
+        if tokio::time::timeout(Duration::from_secs(30), f)
+            .await
+            .is_err()
+        {
+            tracing::error!("a finisher did not drain within 30 s; those jobs' leases will expire");
+        }
     }
     listener.abort();
     if let Some(a) = applier {
