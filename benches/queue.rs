@@ -298,7 +298,7 @@ fn runner(pool: &PgPool, concurrency: usize, batch: usize) -> anyhow::Result<Run
     s.worker.batch_size = batch;
     // Noop jobs take no time: hold a batch beyond the running ones so the next claim
     // overlaps with work (the default keeps this small for slow LLM jobs).
-    s.worker.prefetch = batch;
+    s.worker.prefetch = 2 * batch;
     let services = Services::from_settings(&s).map_err(anyhow::Error::msg)?;
     Ok(Runner {
         pool: pool.clone(),
