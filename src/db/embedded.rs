@@ -174,7 +174,10 @@ impl Cluster {
     fn write_settings(&self, opts: &Options) -> Result<()> {
         let mut text = format!(
             "listen_addresses = ''\nunix_socket_directories = '{}'\nport = {PORT}\n\
-             max_connections = 300\nshared_buffers = '256MB'\n",
+             max_connections = 300\nshared_buffers = '256MB'\n\
+             # The jobs table churns (three row versions per job): look for vacuum\n\
+             # work every 5 s, not every minute (PERFORMANCE.md, churn line).\n\
+             autovacuum_naptime = '5s'\n",
             self.socket_dir.display()
         );
         if opts.unsafe_no_sync {
