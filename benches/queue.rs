@@ -92,6 +92,7 @@ async fn main() -> anyhow::Result<()> {
         .connect_with(cluster.connect_options("bench"))
         .await?;
     copydesk::db::migrate(&pool).await?;
+
     // apalis keeps its own sqlx migration history, so it gets its own database on the
     // same server: same machine, same run, no shared migration table.
     cluster.create_database("bench_apalis").await?;
@@ -128,16 +129,20 @@ async fn main() -> anyhow::Result<()> {
         }
         // Each side's best batch setting, found by trying a few.
         let mut ours = (0.0f64, 0usize);
+        let mut ours_all = serde_json::Map::new();
         for batch in [256, 512, 1000] {
             let rate = copydesk_process(&dbs, n, 64, batch).await?;
+            ours_all.insert(batch.to_string(), json!(rate));
             if rate > ours.0 {
                 ours = (rate, batch);
             }
         }
         let mut theirs = (f64::NAN, 0usize);
+        let mut theirs_all = serde_json::Map::new();
         if !args.ours_only {
             for batch in [100, 500] {
                 let rate = apalis_process(&dbs, n, 64, batch).await?;
+                theirs_all.insert(batch.to_string(), json!(rate));
                 if theirs.0.is_nan() || rate > theirs.0 {
                     theirs = (rate, batch);
                 }
@@ -146,7 +151,8 @@ async fn main() -> anyhow::Result<()> {
         report.add(
             "process_best_batch",
             json!({"jobs": n, "copydesk_jobs_per_s": ours.0, "copydesk_batch": ours.1,
-                   "apalis_jobs_per_s": theirs.0, "apalis_batch": theirs.1, "ratio": ours.0 / theirs.0}),
+                   "apalis_jobs_per_s": theirs.0, "apalis_batch": theirs.1, "ratio": ours.0 / theirs.0,
+                   "copydesk_by_batch": ours_all, "apalis_by_batch": theirs_all}),
         );
     }
     if args.wants("latency") {
