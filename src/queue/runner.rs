@@ -270,14 +270,6 @@ async fn finish_once(
     let mut written = Vec::with_capacity(batch.len());
     let mut requeued: Vec<String> = Vec::new();
     let mut tx = pool.begin().await?;
-    // The batched finish joins `unnest($1…)` to `jobs`. A prepared statement's generic
-    // plan guesses 10 array elements and 1 running row, picks a nested loop that
-    // rescans the array for every running row of this worker, and a batch of 256 takes
-    // 22 ms instead of 2 ms (EXPLAIN ANALYZE; see PERFORMANCE.md). Plan it with the
-    // real array every time.
-    sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan")
-        .execute(&mut *tx)
-        .await?;
     let (plain, effectful): (Vec<&Finished>, Vec<&Finished>) =
         batch.iter().partition(|f| effects_of(&f.outcome).is_none());
     if !plain.is_empty() {

@@ -126,7 +126,9 @@ pub async fn job_claim(
     // `id = ANY(ARRAY(…))`, not a join with the chosen rows: with real statistics and a
     // batch of 1,000, the planner hashes the join and reads the whole table (28 ms per
     // claim on 100,000 rows, growing with the table); an array of ids can only be
-    // looked up through the primary key (10 ms). See PERFORMANCE.md.
+    // looked up through the primary key (10 ms). Not a persistent prepared statement:
+    // a cached generic plan does not know `LIMIT $2` and, once statistics show a
+    // backlog, may sort the whole queue to take 32 rows. See PERFORMANCE.md.
     let mut jobs = sqlx::query_as::<_, ClaimedJob>(
         "UPDATE jobs j
          SET status = 'running', locked_by = $3,
@@ -141,6 +143,7 @@ pub async fn job_claim(
          RETURNING j.id, j.kind, j.project_id, j.input, j.input_artifact_id, j.parent_id,
                    j.priority, j.attempts, j.max_attempts, j.run_at, j.created_at, j.locked_by",
     )
+    .persistent(false)
     .bind(kind)
     .bind(limit)
     .bind(worker)
@@ -206,6 +209,9 @@ pub async fn job_finish_many(
            AND j.attempts = u.attempts
          RETURNING j.id, j.kind, j.status",
     )
+    // Planned with the real arrays every time: a cached generic plan guesses 10
+    // elements and 1 running row and rescans the array per running row (PERFORMANCE.md).
+    .persistent(false)
     .bind(&ids)
     .bind(&attempts)
     .bind(&outcomes)
