@@ -787,17 +787,15 @@ async fn integration_tests_read_each_platform_and_set_the_status() {
     let check = |id: Uuid| {
         let (db, keys, settings) = (db.pool.clone(), keys.clone(), settings.publish.clone());
         async move {
-            let (integration, creds) = integrations::load(&db, &keys, id).await.unwrap();
-            let ctx = copydesk::publish::Ctx {
-                http: copydesk::publish::client(&settings),
-                pool: db,
+            let loaded = integrations::load(&db, &keys, id).await.unwrap();
+            let ctx = copydesk::publish::Ctx::new(
+                copydesk::publish::client(&settings),
+                db,
                 settings,
-                integration,
-                creds,
-                job: None,
-                keys: Some(keys),
-                refreshed: Mutex::new(None),
-            };
+                loaded,
+                None,
+                Some(keys),
+            );
             copydesk::publish::check(&ctx).await
         }
     };

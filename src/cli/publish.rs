@@ -2,7 +2,7 @@
 //! mile. Nothing here prints a secret: listings show platform, status, last sync and
 //! last error; `keys generate` prints a new key only because that is what it is for.
 
-use std::{io::Write, path::PathBuf, sync::Mutex};
+use std::{io::Write, path::PathBuf};
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
@@ -181,18 +181,16 @@ pub async fn integrations(
         }
         IntegrationsCommand::Test { id, json } => {
             let k = std::sync::Arc::new(Keys::from_env()?);
-            let (integration, creds) = integrations::load(pool, &k, id).await?;
-            let platform = integration.platform;
-            let ctx = publish::Ctx {
-                http: publish::client(&env.settings.publish),
-                pool: pool.clone(),
-                settings: env.settings.publish.clone(),
-                integration,
-                creds,
-                job: None,
-                keys: Some(k),
-                refreshed: Mutex::new(None),
-            };
+            let loaded = integrations::load(pool, &k, id).await?;
+            let platform = loaded.0.platform;
+            let ctx = publish::Ctx::new(
+                publish::client(&env.settings.publish),
+                pool.clone(),
+                env.settings.publish.clone(),
+                loaded,
+                None,
+                Some(k),
+            );
             let result = publish::check(&ctx).await;
             match &result {
                 Ok(_) => integrations::mark_ok(pool, id).await?,

@@ -57,10 +57,10 @@ pub fn enforce_rules(c: Channel, text: &str, title: Option<&str>) -> String {
         Channel::Blog if !text.lines().any(|l| l.starts_with('#')) => {
             format!("# {}\n\n{text}", title.unwrap_or("Untitled"))
         }
-        Channel::X if pipeline::x_weighted_len(&text) > 280 => {
+        Channel::X if crate::publish::x::weighted_len(&text) > 280 => {
             let mut out = String::new();
             for ch in text.chars() {
-                if pipeline::x_weighted_len(&format!("{out}{ch}…")) > 280 {
+                if crate::publish::x::weighted_len(&format!("{out}{ch}…")) > 280 {
                     break;
                 }
                 out.push(ch);
@@ -295,7 +295,7 @@ mod tests {
     fn channel_rules_hold_in_the_output() {
         let long = "word ".repeat(100);
         let x = enforce_rules(Channel::X, &long, None);
-        assert!(pipeline::x_weighted_len(&x) <= 280, "{}", x.len());
+        assert!(crate::publish::x::weighted_len(&x) <= 280, "{}", x.len());
         let li = enforce_rules(Channel::Linkedin, &"a".repeat(5000), None);
         assert_eq!(li.chars().count(), 3000);
         let blog = enforce_rules(Channel::Blog, "No heading here.", Some("Linen"));

@@ -44,7 +44,7 @@ static SCORES_SCHEMA: LazyLock<Value> = LazyLock::new(|| {
 pub fn checks(channel: Channel, draft: &str, banned: &[String]) -> Vec<(i64, String)> {
     let mut found = Vec::new();
     let len = if channel == Channel::X {
-        pipeline::x_weighted_len(draft)
+        crate::publish::x::weighted_len(draft)
     } else {
         draft.chars().count()
     };

@@ -12,7 +12,7 @@
 //!    with the external id, or `not_sent` when the platform refused it.
 //! 4. The `publication` artifact is written in the job's finish transaction.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -169,16 +169,14 @@ pub async fn run(ctx: JobContext) -> Result<Outcome, JobError> {
         ))
         .retry_after(wait));
     }
-    let pctx = Ctx {
-        http: ctx.services.publish_http.clone(),
-        pool: ctx.pool.clone(),
-        settings: ctx.settings.publish.clone(),
-        integration,
-        creds,
-        job: Some((ctx.job.id, ctx.job.attempts)),
-        keys: Some(keys),
-        refreshed: Mutex::new(None),
-    };
+    let pctx = Ctx::new(
+        ctx.services.publish_http.clone(),
+        ctx.pool.clone(),
+        ctx.settings.publish.clone(),
+        (integration, creds),
+        Some((ctx.job.id, ctx.job.attempts)),
+        Some(keys),
+    );
     let finish = |p: Published, how: &'static str, attempt: Option<Uuid>| {
         publication(&ctx, &pctx, &post, artifact, p, how, attempt)
     };

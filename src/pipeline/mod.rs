@@ -159,30 +159,6 @@ pub fn render(template: &str, vars: &Value) -> String {
     out
 }
 
-/// Characters as X counts them, approximately: URLs count 23, characters outside
-/// Latin-1 and general punctuation (emoji, CJK) count 2. (Exact weighting lands with
-/// publishing to X.)
-pub fn x_weighted_len(text: &str) -> usize {
-    text.split_inclusive(char::is_whitespace)
-        .map(|w| {
-            let t = w.trim_end();
-            if t.starts_with("http://") || t.starts_with("https://") {
-                23 + (w.len() - t.len())
-            } else {
-                w.chars()
-                    .map(|c| {
-                        if (c as u32) <= 0x10FF || (0x2000..=0x206F).contains(&(c as u32)) {
-                            1
-                        } else {
-                            2
-                        }
-                    })
-                    .sum()
-            }
-        })
-        .sum()
-}
-
 /// One draft_generation job per channel of `plan`, from an approved brand voice.
 pub fn drafts_for(
     plan: &Plan,
@@ -301,16 +277,6 @@ mod tests {
         );
         assert!(out.starts_with("Write about linen for x. Voice: {"));
         assert!(out.contains("warm"));
-    }
-
-    #[test]
-    fn x_counts_urls_as_23_and_emoji_as_2() {
-        assert_eq!(x_weighted_len("hello"), 5);
-        assert_eq!(
-            x_weighted_len("see https://example.com/a/very/long/path"),
-            4 + 23
-        );
-        assert_eq!(x_weighted_len("ok 🎉"), 3 + 2);
     }
 
     #[test]

@@ -7,21 +7,6 @@ use serde_json::Value;
 
 use super::{CallError, Ctx, Post, Published};
 
-pub const MAX_CHARS: usize = 63_206;
-
-pub fn validate(post: &Post) -> Result<(), String> {
-    let n = post.body.chars().count();
-    if post.body.trim().is_empty() {
-        return Err("the draft is empty".into());
-    }
-    if n > MAX_CHARS {
-        return Err(format!(
-            "the Facebook post has {n} characters; Facebook takes at most {MAX_CHARS}"
-        ));
-    }
-    Ok(())
-}
-
 fn graph(ctx: &Ctx) -> Result<(String, String), CallError> {
     let version = ctx
         .meta("graph_version")

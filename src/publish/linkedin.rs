@@ -8,8 +8,6 @@ use serde_json::json;
 
 use super::{CallError, Ctx, Post, Published};
 
-pub const MAX_CHARS: usize = 3000;
-
 /// Escapes text for LinkedIn's little-text format, turning `#word` into a hashtag.
 pub fn little_text(text: &str) -> String {
     const RESERVED: &[char] = &[
@@ -38,19 +36,6 @@ pub fn little_text(text: &str) -> String {
         out.push(c);
     }
     out
-}
-
-pub fn validate(post: &Post) -> Result<(), String> {
-    let n = post.body.chars().count();
-    if post.body.trim().is_empty() {
-        return Err("the draft is empty".into());
-    }
-    if n > MAX_CHARS {
-        return Err(format!(
-            "the LinkedIn post has {n} characters; LinkedIn takes at most {MAX_CHARS}"
-        ));
-    }
-    Ok(())
 }
 
 fn headers(ctx: &Ctx, req: reqwest::RequestBuilder) -> Result<reqwest::RequestBuilder, CallError> {

@@ -89,6 +89,27 @@ pub fn client(cfg: &PublishSettings) -> reqwest::Client {
 }
 
 impl Ctx {
+    /// The context of calls to `integration`, recorded under `job` (attempt) when given.
+    pub fn new(
+        http: reqwest::Client,
+        pool: PgPool,
+        settings: PublishSettings,
+        (integration, creds): (Integration, Credentials),
+        job: Option<(Uuid, i32)>,
+        keys: Option<std::sync::Arc<crate::keys::Keys>>,
+    ) -> Self {
+        Self {
+            http,
+            pool,
+            settings,
+            integration,
+            creds,
+            job,
+            keys,
+            refreshed: std::sync::Mutex::new(None),
+        }
+    }
+
     pub fn platform(&self) -> Platform {
         self.integration.platform
     }
@@ -190,23 +211,23 @@ impl Ctx {
     }
 }
 
-/// Checks the post against the destination's limits; no call is made.
+/// Checks the post against the destination's limits; no call is made. Lengths come
+/// from [`Channel::max_chars`], the same limits draft generation writes to; X counts
+/// weighted characters (`x::weighted_len`).
 pub fn validate(platform: Platform, post: &Post) -> Result<(), String> {
-    match platform {
-        Platform::Wordpress | Platform::Shopify => {
-            if post.title.trim().is_empty() {
-                return Err(format!(
-                    "a {platform} post needs a title; the draft has none"
-                ));
-            }
-            if post.body.trim().is_empty() {
-                return Err("the draft is empty".into());
-            }
-            Ok(())
-        }
-        Platform::Linkedin => linkedin::validate(post),
-        Platform::X => x::validate(post),
-        Platform::Facebook => facebook::validate(post),
+    if post.body.trim().is_empty() {
+        return Err("the draft is empty".into());
+    }
+    match (platform, post.channel.max_chars()) {
+        (Platform::Wordpress | Platform::Shopify, _) if post.title.trim().is_empty() => Err(
+            format!("a {platform} post needs a title; the draft has none"),
+        ),
+        (Platform::X, _) => x::validate(post),
+        (_, Some(max)) if post.body.chars().count() > max => Err(format!(
+            "the {platform} post has {} characters; {platform} takes at most {max}",
+            post.body.chars().count()
+        )),
+        _ => Ok(()),
     }
 }
 

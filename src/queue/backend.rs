@@ -66,9 +66,8 @@ impl Held {
 
 /// The lease keeper of a worker process: every heartbeat interval it extends the leases
 /// of the jobs each of `workers` holds, then returns jobs whose lease ran out (any
-/// process's) to the queue. One task per process, running until aborted; apalis's own
-/// heartbeat is not used because `Persisted` pauses it while claimed jobs wait in its
-/// buffer for a free slot.
+/// process's) to the queue. One task per process, running until aborted, so leases do
+/// not depend on how busy any worker's task is.
 pub async fn keep_leases(pool: PgPool, settings: WorkerSettings, workers: Vec<(String, InFlight)>) {
     let mut beat = tokio::time::interval(settings.heartbeat());
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -284,13 +283,12 @@ impl Backend for JobsBackend {
                 return Poll::Pending;
             }
             if self.drained {
-                // Nothing was ready: sleep until a NOTIFY or the poll interval.
-                let room_freed = self.roomier(cx);
+                // Nothing was ready: sleep until a NOTIFY or the poll interval (freed
+                // room alone is no reason to look again).
                 if self.woken(cx) {
                     self.drained = false;
                     continue;
                 }
-                let _ = room_freed;
                 return Poll::Pending;
             }
             self.claiming = Some(self.claim(worker.name(), room.min(self.batch)));

@@ -206,41 +206,33 @@ pub async fn finish(
     .when(|e| matches!(e, super::Error::Sql(s) if is_connection_error(s)))
     .notify(|e, d| tracing::warn!(error = %e, retry_in = ?d, "finishing jobs failed; retrying"))
     .await?;
-    for f in batch {
-        let status = written
-            .iter()
-            .find(|(id, _)| *id == f.id)
-            .map(|(_, w)| w.clone())
-            .unwrap_or(Written::LostLease);
-        let label = match &status {
-            Written::Status(s) => s.as_str(),
-            Written::LostLease => "lost_lease",
-        };
-        metrics::counter!("copydesk_jobs_finished_total", "kind" => f.kind.clone(), "status" => label.to_owned())
-            .increment(1);
-        metrics::histogram!("copydesk_job_duration_seconds", "kind" => f.kind.clone())
-            .record(f.elapsed.as_secs_f64());
-        if status == Written::LostLease {
-            if tries.load(std::sync::atomic::Ordering::Relaxed) > 1 {
-                // The connection broke during an earlier try: that try may well have
-                // committed, in which case this "lost lease" is our own finish.
-                tracing::info!(job_id = %f.id, kind = %f.kind, attempt = f.attempts,
-                    "finish not written on retry: an earlier try whose answer was lost probably committed it");
-            } else {
-                tracing::warn!(job_id = %f.id, kind = %f.kind, attempt = f.attempts,
-                    "lost lease: the job was rescued, cancelled or released meanwhile; result discarded");
-            }
-        }
-    }
+    // One lookup per job (batches run to `[worker] finish_batch`, 1,000 by default).
+    let mut written: std::collections::HashMap<Uuid, Written> = written.into_iter().collect();
+    let retried = tries.load(std::sync::atomic::Ordering::Relaxed) > 1;
     Ok(batch
         .iter()
         .map(|f| {
-            let w = written
-                .iter()
-                .find(|(id, _)| *id == f.id)
-                .map(|(_, w)| w.clone())
-                .unwrap_or(Written::LostLease);
-            (f.id, w)
+            let status = written.remove(&f.id).unwrap_or(Written::LostLease);
+            let label = match &status {
+                Written::Status(s) => s.as_str(),
+                Written::LostLease => "lost_lease",
+            };
+            metrics::counter!("copydesk_jobs_finished_total", "kind" => f.kind.clone(), "status" => label.to_owned())
+                .increment(1);
+            metrics::histogram!("copydesk_job_duration_seconds", "kind" => f.kind.clone())
+                .record(f.elapsed.as_secs_f64());
+            if status == Written::LostLease {
+                if retried {
+                    // The connection broke during an earlier try: that try may well have
+                    // committed, in which case this "lost lease" is our own finish.
+                    tracing::info!(job_id = %f.id, kind = %f.kind, attempt = f.attempts,
+                        "finish not written on retry: an earlier try whose answer was lost probably committed it");
+                } else {
+                    tracing::warn!(job_id = %f.id, kind = %f.kind, attempt = f.attempts,
+                        "lost lease: the job was rescued, cancelled or released meanwhile; result discarded");
+                }
+            }
+            (f.id, status)
         })
         .collect())
 }
