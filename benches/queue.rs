@@ -14,15 +14,14 @@ use std::{
 use apalis_core::{backend::TaskSink, error::BoxDynError, worker::builder::WorkerBuilder};
 use apalis_postgres::{Config as ApalisConfig, PostgresStorage};
 use copydesk::{
-    config::Settings,
-    db::embedded::{Cluster, Options},
-    jobs::Registry,
-    queue::{
-        self, NewJob,
-        runner::{Runner, Services},
-        sql,
+    app::{
+        self,
         worker::{WorkerOptions, run as run_worker},
     },
+    config::Settings,
+    db::embedded::{Cluster, Options},
+    jobs::App,
+    queue::{self, NewJob, Runner, sql},
 };
 use serde_json::{Value, json};
 use sqlx::{PgPool, postgres::PgPoolOptions};
@@ -228,7 +227,7 @@ async fn enqueue(dbs: &Dbs, n: usize, report: &mut Report) -> anyhow::Result<()>
     let t = Instant::now();
     for chunk in jobs.chunks(10_000) {
         let mut tx = pool.begin().await?;
-        queue::enqueue_many(&mut tx, chunk).await?;
+        queue::enqueue_many(&mut tx, &app::catalog(), chunk).await?;
         tx.commit().await?;
     }
     let lib = n as f64 / t.elapsed().as_secs_f64();
@@ -296,7 +295,7 @@ async fn ceiling(dbs: &Dbs, n: usize, report: &mut Report) -> anyhow::Result<()>
     Ok(())
 }
 
-fn runner(pool: &PgPool, concurrency: usize, batch: usize) -> anyhow::Result<Runner> {
+fn runner(pool: &PgPool, concurrency: usize, batch: usize) -> anyhow::Result<Runner<App>> {
     let mut s = Settings::defaults();
     s.llm.provider = "offline".into();
     s.worker.concurrency = concurrency;
@@ -305,18 +304,13 @@ fn runner(pool: &PgPool, concurrency: usize, batch: usize) -> anyhow::Result<Run
     // Noop jobs take no time: hold a batch beyond the running ones so the next claim
     // overlaps with work (the default keeps this small for slow LLM jobs).
     s.worker.prefetch = 2 * batch;
-    let services = Services::from_settings(&s).map_err(anyhow::Error::msg)?;
-    Ok(Runner {
-        pool: pool.clone(),
-        settings: Arc::new(s),
-        registry: Registry::builtin(),
-        services: Arc::new(services),
-    })
+    let services = app::services(Arc::new(s))?;
+    Ok(app::runner(pool.clone(), app::registry(), services))
 }
 
 type Worker = (
     tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<anyhow::Result<queue::worker::WorkerSummary>>,
+    tokio::task::JoinHandle<Result<queue::worker::WorkerSummary, queue::Error>>,
 );
 
 /// Starts an in-process copydesk worker for `noop` jobs.
@@ -464,7 +458,7 @@ async fn latency(dbs: &Dbs, n: usize, report: &mut Report) -> anyhow::Result<()>
     for _ in 0..n {
         tick.tick().await;
         let mut conn = pool.acquire().await?;
-        queue::enqueue(&mut conn, &NewJob::new("noop", json!({}))).await?;
+        queue::enqueue(&mut conn, &app::catalog(), &NewJob::new("noop", json!({}))).await?;
     }
     wait_until(
         pool,

@@ -4,13 +4,15 @@
 //! Secrets are never read from files: they come from the environment only, at the place
 //! that needs them.
 
-use std::{collections::BTreeMap, path::PathBuf, time::Duration};
+use std::{collections::BTreeMap, path::PathBuf};
 
 use figment::{
     Figment,
     providers::{Env, Format, Toml},
 };
 use serde::{Deserialize, Serialize};
+
+pub use copydesk_queue::config::{QueueConfig, RetrySettings, WorkerSettings};
 
 /// The defaults, exactly as documented in `config/default.toml`.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -79,55 +81,6 @@ pub struct DatabaseSettings {
     pub max_connections: u32,
     pub acquire_timeout_secs: u64,
     pub home: PathBuf,
-}
-
-/// `[worker]`
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct WorkerSettings {
-    pub concurrency: usize,
-    pub batch_size: usize,
-    pub prefetch: usize,
-    pub finish_batch: usize,
-    pub finishers: usize,
-    pub lease_secs: u64,
-    pub heartbeat_secs: u64,
-    pub poll_interval_ms: u64,
-    pub shutdown_grace_secs: u64,
-    pub migrate_on_start: bool,
-    #[serde(default)]
-    pub kinds: BTreeMap<String, usize>,
-}
-
-impl WorkerSettings {
-    /// How many jobs of `kind` one process runs at once.
-    pub fn concurrency_for(&self, kind: &str) -> usize {
-        self.kinds
-            .get(kind)
-            .copied()
-            .unwrap_or(self.concurrency)
-            .max(1)
-    }
-    pub fn lease(&self) -> Duration {
-        Duration::from_secs(self.lease_secs.max(1))
-    }
-    pub fn heartbeat(&self) -> Duration {
-        Duration::from_secs(self.heartbeat_secs.max(1))
-    }
-    pub fn poll_interval(&self) -> Duration {
-        Duration::from_millis(self.poll_interval_ms.max(10))
-    }
-    pub fn shutdown_grace(&self) -> Duration {
-        Duration::from_secs(self.shutdown_grace_secs)
-    }
-}
-
-/// `[retry]`
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RetrySettings {
-    pub base_delay_ms: u64,
-    pub max_delay_secs: u64,
 }
 
 /// `[cleanup]`
@@ -201,6 +154,14 @@ pub struct FetchSettings {
 pub struct ConfigError(#[from] Box<figment::Error>);
 
 impl Settings {
+    /// The sections the queue engine is configured by.
+    pub fn queue(&self) -> QueueConfig {
+        QueueConfig {
+            worker: self.worker.clone(),
+            retry: self.retry.clone(),
+        }
+    }
+
     /// Reads the settings from the defaults, `COPYDESK_CONFIG` and the environment.
     pub fn load() -> Result<Self, ConfigError> {
         let file = std::env::var_os("COPYDESK_CONFIG").map(PathBuf::from);

@@ -1,14 +1,12 @@
-//! Fernet keys and the secrets they protect (integration credentials, secret app
-//! settings). Keys come only from `COPYDESK_FERNET_KEYS`, comma-separated: the first
-//! encrypts, every one decrypts, so rotation is "put the new key first, run
-//! `copydesk keys rotate`, then drop the old one". Nothing here prints a key or a
-//! plaintext: [`Keys`] and [`Credentials`] have redacted `Debug` output.
+//! Fernet keys and the credentials they protect. Keys come only from
+//! `COPYDESK_FERNET_KEYS`, comma-separated: the first encrypts, every one decrypts, so
+//! rotation is "put the new key first, run `copydesk keys rotate`
+//! (`store::settings::rotate`), then drop the old one". Nothing here prints a key or a
+//! plaintext: [`Keys`] and [`Credentials`] have redacted `Debug` output. This module
+//! does no SQL: the store keeps the tokens.
 
 use fernet::{Fernet, MultiFernet};
-use serde::Serialize;
 use serde_json::{Map, Value};
-use sqlx::PgPool;
-use uuid::Uuid;
 
 /// The environment variable the keys come from.
 pub const ENV: &str = "COPYDESK_FERNET_KEYS";
@@ -138,100 +136,6 @@ impl Credentials {
         }
         out
     }
-}
-
-/// What `copydesk keys rotate` did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Rotated {
-    pub integrations: u64,
-    pub app_settings: u64,
-}
-
-/// Re-encrypts every integration's credentials and every secret app setting under the
-/// first key, in one transaction: either everything moves to the new key or nothing does.
-pub async fn rotate(pool: &PgPool, keys: &Keys) -> Result<Rotated, RotateError> {
-    let mut tx = pool.begin().await?;
-    let mut done = Rotated::default();
-    let rows: Vec<(Uuid, Vec<u8>)> =
-        sqlx::query_as("SELECT id, credentials FROM integrations ORDER BY id FOR UPDATE")
-            .fetch_all(&mut *tx)
-            .await?;
-    for (id, token) in rows {
-        let plain = keys.decrypt(&token, &format!("credentials of integration {id}"))?;
-        sqlx::query("UPDATE integrations SET credentials = $2, updated_at = now() WHERE id = $1")
-            .bind(id)
-            .bind(keys.encrypt(&plain))
-            .execute(&mut *tx)
-            .await?;
-        done.integrations += 1;
-    }
-    let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
-        "SELECT key, secret FROM app_settings WHERE secret IS NOT NULL ORDER BY key FOR UPDATE",
-    )
-    .fetch_all(&mut *tx)
-    .await?;
-    for (key, token) in rows {
-        let plain = keys.decrypt(&token, &format!("app setting {key:?}"))?;
-        sqlx::query("UPDATE app_settings SET secret = $2, updated_at = now() WHERE key = $1")
-            .bind(&key)
-            .bind(keys.encrypt(&plain))
-            .execute(&mut *tx)
-            .await?;
-        done.app_settings += 1;
-    }
-    tx.commit().await?;
-    Ok(done)
-}
-
-/// Reads a secret app setting (e.g. the catalogue API token).
-pub async fn secret_setting(
-    pool: &PgPool,
-    keys: &Keys,
-    key: &str,
-) -> Result<Option<String>, RotateError> {
-    let token: Option<Vec<u8>> =
-        sqlx::query_scalar("SELECT secret FROM app_settings WHERE key = $1 AND secret IS NOT NULL")
-            .bind(key)
-            .fetch_optional(pool)
-            .await?;
-    match token {
-        None => Ok(None),
-        Some(t) => {
-            let plain = keys.decrypt(&t, &format!("app setting {key:?}"))?;
-            Ok(Some(String::from_utf8_lossy(&plain).into_owned()))
-        }
-    }
-}
-
-/// Stores an app setting, encrypted when `secret`.
-pub async fn put_setting(
-    pool: &PgPool,
-    keys: Option<&Keys>,
-    key: &str,
-    value: &str,
-) -> Result<(), RotateError> {
-    let (plain, secret) = match keys {
-        Some(k) => (None, Some(k.encrypt(value.as_bytes()))),
-        None => (Some(value), None),
-    };
-    sqlx::query(
-        "INSERT INTO app_settings (key, value, secret) VALUES ($1, $2, $3)
-         ON CONFLICT (key) DO UPDATE SET value = excluded.value, secret = excluded.secret, updated_at = now()",
-    )
-    .bind(key)
-    .bind(plain)
-    .bind(secret)
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum RotateError {
-    #[error(transparent)]
-    Key(#[from] KeyError),
-    #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
 }
 
 #[cfg(test)]

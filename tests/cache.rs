@@ -7,15 +7,16 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use copydesk::queue::worker::{WorkerOptions, run as run_worker};
 use copydesk::{
-    config::Settings,
-    jobs::Registry,
-    keys::{self, Keys},
-    queue::{
-        self, NewJob,
-        runner::{Runner, Services, run_once},
+    app::{
+        self,
+        worker::{WorkerOptions, run as run_worker},
     },
+    config::Settings,
+    jobs::{App, Services},
+    keys::Keys,
+    queue::{self, NewJob, Runner, runner::run_once},
+    store,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -24,24 +25,23 @@ use wiremock::{
     matchers::{header, method, path, query_param},
 };
 
-fn cache_runner(db: &TestDb, settings: Settings, keys: &str) -> Runner {
-    let mut r = runner(db, settings.clone(), Registry::builtin());
-    r.services = Arc::new(Services {
+fn cache_runner(db: &TestDb, settings: Settings, keys: &str) -> Runner<App> {
+    let services = Services {
         keys: Keys::parse(keys).map(Arc::new),
-        ..Services::from_settings(&settings).unwrap()
-    });
-    r
+        ..services(settings)
+    };
+    app::runner(db.pool.clone(), app::registry(), services)
 }
 
 async fn enqueue(db: &TestDb, kind: &str, input: Value) -> Uuid {
     let mut conn = db.pool.acquire().await.unwrap();
-    queue::enqueue(&mut conn, &NewJob::new(kind, input))
+    queue::enqueue(&mut conn, &catalog(), &NewJob::new(kind, input))
         .await
         .unwrap()
         .id
 }
 
-async fn run_all(r: &Runner, kinds: &[&str]) {
+async fn run_all(r: &Runner<App>, kinds: &[&str]) {
     while run_once(r, kinds).await.unwrap().is_some() {}
 }
 
@@ -83,7 +83,7 @@ fn catalog_settings(server: &MockServer) -> Settings {
 async fn catalogue_refresh_counts_inserts_updates_and_unchanged_rows() {
     let db = test_db().await;
     let k = Keys::generate();
-    keys::put_setting(
+    store::settings::put(
         &db.pool,
         Some(&Keys::parse(&k).unwrap()),
         "catalog_token",
@@ -218,7 +218,7 @@ async fn drafts_refresh_stale_catalogue_items_first() {
     let mut s = catalog_settings(&server);
     s.catalog.per_page = 2;
     let k = Keys::generate();
-    keys::put_setting(
+    store::settings::put(
         &db.pool,
         Some(&Keys::parse(&k).unwrap()),
         "catalog_token",
@@ -335,7 +335,7 @@ async fn two_workers_schedule_one_cache_refresh_per_source_per_tick() {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         stops.push(tx);
         workers.push(tokio::spawn(run_worker(
-            runner(&db, settings.clone(), Registry::builtin()),
+            runner(&db, settings.clone(), app::registry()),
             opts.clone(),
             async move {
                 let _ = rx.await;

@@ -65,7 +65,7 @@ fn call(agent: &str, schema: Option<Value>) -> Call {
 async fn requests_carry_the_agents_model_and_temperature_and_runs_record_usage() {
     let db = test_db().await;
     let server = MockServer::start().await;
-    sqlx::query("UPDATE agent_model_configs SET model_id = 'test/model-a', temperature = 0.25, max_tokens = 777 WHERE agent = 'blog-editor'")
+    sqlx::query("UPDATE agent_model_configs SET model_id = 'test/model-a', temperature = 0.25, max_tokens = 777 WHERE agent_id = 'blog-editor'")
         .execute(&db.pool)
         .await
         .unwrap();
@@ -213,15 +213,14 @@ async fn a_malformed_json_answer_is_retried_then_fails_clearly() {
         .await
         .unwrap_err();
     assert!(
-        !err.is_permanent(),
+        err.is_retryable(),
         "a malformed answer is worth retrying later"
     );
     assert!(
-        err.message.contains(
+        err.to_string().contains(
             "blog-reviewer call failed: malformed evaluation answer: the answer is not JSON"
         ),
-        "{}",
-        err.message
+        "{err}"
     );
     let n = Settings::defaults().llm.max_call_attempts as usize;
     assert_eq!(server.received_requests().await.unwrap().len(), n);
@@ -256,8 +255,8 @@ async fn a_project_over_budget_makes_no_request() {
         .call(&scope(&db, Some(project)), &call("blog-writer", None))
         .await
         .unwrap_err();
-    assert!(err.is_permanent());
-    assert!(err.message.contains("budget"), "{}", err.message);
+    assert!(!err.is_retryable());
+    assert!(err.to_string().contains("budget"), "{err}");
 }
 
 #[tokio::test]
@@ -276,11 +275,10 @@ async fn a_permanent_4xx_is_not_retried() {
         .call(&scope(&db, None), &call("blog-writer", None))
         .await
         .unwrap_err();
-    assert!(err.is_permanent());
+    assert!(!err.is_retryable());
     assert!(
-        err.message.contains("HTTP 402: Insufficient credits"),
-        "{}",
-        err.message
+        err.to_string().contains("HTTP 402: Insufficient credits"),
+        "{err}"
     );
 }
 

@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use common::*;
 use copydesk::{
-    jobs::Registry,
-    queue::{
-        self, NewJob,
+    app::{
+        self,
         worker::{WorkerOptions, run as run_worker},
     },
+    domain::ArtifactSource,
+    queue::{self, JobStatus, NewJob},
 };
 use serde_json::json;
 use tokio::sync::oneshot;
@@ -38,10 +39,10 @@ fn worker(
     db: &TestDb,
 ) -> (
     oneshot::Sender<()>,
-    tokio::task::JoinHandle<anyhow::Result<queue::worker::WorkerSummary>>,
+    tokio::task::JoinHandle<Result<queue::worker::WorkerSummary, queue::Error>>,
 ) {
     let (tx, rx) = oneshot::channel::<()>();
-    let r = runner(db, fast_settings(), Registry::builtin());
+    let r = runner(db, fast_settings(), app::registry());
     let h = tokio::spawn(run_worker(r, WorkerOptions::default(), async move {
         let _ = rx.await;
     }));
@@ -67,7 +68,7 @@ async fn three_channels_reach_approval_and_sql_approvals_enqueue_one_publication
         json!({"store_url": site.uri(), "pipeline": {"channels": ["blog", "linkedin", "x"], "topic": "Why linen lasts"}}),
     )
     .project(p);
-    queue::enqueue(&mut conn, &start).await.unwrap();
+    queue::enqueue(&mut conn, &catalog(), &start).await.unwrap();
     // Two worker processes' worth of workers, racing for the same rows.
     let (s1, w1) = worker(&db);
     let (s2, w2) = worker(&db);
@@ -188,12 +189,13 @@ async fn three_channels_reach_approval_and_sql_approvals_enqueue_one_publication
 async fn a_second_project_with_the_same_site_reuses_the_cached_voice() {
     let db = test_db().await;
     let site = store().await; // expects exactly one page fetch
-    let r = runner(&db, fast_settings(), Registry::builtin());
+    let r = runner(&db, fast_settings(), app::registry());
     for name in ["first", "second"] {
         let p = project(&db, name).await;
         let mut conn = db.pool.acquire().await.unwrap();
         queue::enqueue(
             &mut conn,
+            &catalog(),
             &NewJob::new(
                 "brand_voice_analysis",
                 json!({"store_url": format!("{}/", site.uri())}),
@@ -208,7 +210,7 @@ async fn a_second_project_with_the_same_site_reuses_the_cached_voice() {
             .unwrap();
         assert_eq!(
             written,
-            queue::runner::Written::Status("needs_approval".into())
+            queue::runner::Written::Status(JobStatus::NeedsApproval)
         );
     }
     assert_eq!(
@@ -238,7 +240,7 @@ async fn a_second_project_with_the_same_site_reuses_the_cached_voice() {
 /// draft's approval, one job at a time. Returns the project.
 async fn run_to_draft_approval(
     db: &TestDb,
-    r: &copydesk::queue::runner::Runner,
+    r: &copydesk::queue::Runner<copydesk::jobs::App>,
     site: &MockServer,
     channel: &str,
 ) -> Uuid {
@@ -247,6 +249,7 @@ async fn run_to_draft_approval(
     let input = json!({"store_url": site.uri(), "pipeline": {"channels": [channel]}});
     queue::enqueue(
         &mut conn,
+        &catalog(),
         &NewJob::new("brand_voice_analysis", input).project(p),
     )
     .await
@@ -290,8 +293,7 @@ async fn rejecting_with_notes_rewrites_the_draft_with_the_notes_in_the_request()
         .await;
     let mut settings = fast_settings();
     settings.pipeline.approve_brand_voice = false;
-    let mut r = runner(&db, settings.clone(), Registry::builtin());
-    r.services = std::sync::Arc::new(copydesk::queue::runner::Services {
+    let services = copydesk::jobs::Services {
         llm: copydesk::llm::Llm::new(
             copydesk::llm::Provider::Remote {
                 base_url: llm.uri(),
@@ -299,14 +301,15 @@ async fn rejecting_with_notes_rewrites_the_draft_with_the_notes_in_the_request()
             },
             &settings.llm,
         ),
-        ..copydesk::queue::runner::Services::from_settings(&settings).unwrap()
-    });
+        ..services(settings.clone())
+    };
+    let r = app::runner(db.pool.clone(), app::registry(), services);
     run_to_draft_approval(&db, &r, &site, "linkedin").await;
     let approval: Uuid = sqlx::query_scalar("SELECT id FROM approvals WHERE status = 'pending'")
         .fetch_one(&db.pool)
         .await
         .unwrap();
-    copydesk::pipeline::approvals::decide(
+    copydesk::pipeline::decisions::decide(
         &db.pool,
         approval,
         false,
@@ -315,9 +318,10 @@ async fn rejecting_with_notes_rewrites_the_draft_with_the_notes_in_the_request()
     )
     .await
     .unwrap();
-    let applied = copydesk::pipeline::approvals::apply_decided(&db.pool, &settings, 10)
-        .await
-        .unwrap();
+    let applied =
+        copydesk::pipeline::decisions::apply_decided(&db.pool, r.catalog(), &settings, 10)
+            .await
+            .unwrap();
     assert_eq!(applied.len(), 1);
     assert_eq!(applied[0].enqueued.len(), 1, "one rewrite");
     let before = llm.received_requests().await.unwrap().len();
@@ -325,7 +329,7 @@ async fn rejecting_with_notes_rewrites_the_draft_with_the_notes_in_the_request()
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(w, queue::runner::Written::Status("done".into()));
+    assert_eq!(w, queue::runner::Written::Status(JobStatus::Done));
     let requests = llm.received_requests().await.unwrap();
     let writer: serde_json::Value = requests[before..]
         .iter()
@@ -343,13 +347,13 @@ async fn rejecting_with_notes_rewrites_the_draft_with_the_notes_in_the_request()
         user.contains("Our linen lasts."),
         "the previous draft is in the request: {user}"
     );
-    let (version, source): (i32, String) = sqlx::query_as(
+    let (version, source): (i32, ArtifactSource) = sqlx::query_as(
         "SELECT version, source FROM artifacts WHERE kind = 'draft' ORDER BY created_at DESC LIMIT 1",
     )
     .fetch_one(&db.pool)
     .await
     .unwrap();
-    assert_eq!((version, source.as_str()), (2, "ai"));
+    assert_eq!((version, source), (2, ArtifactSource::Ai));
     let cost = count(
         &db.pool,
         "SELECT (sum(cost_usd) * 1000)::bigint FROM runs WHERE provider = 'openai-compatible'",
@@ -364,14 +368,14 @@ async fn a_human_edit_becomes_the_version_the_pending_approval_refers_to() {
     let site = store().await;
     let mut settings = fast_settings();
     settings.pipeline.approve_brand_voice = false;
-    let r = runner(&db, settings, Registry::builtin());
+    let r = runner(&db, settings, app::registry());
     let p = run_to_draft_approval(&db, &r, &site, "x").await;
     let (approval, draft): (Uuid, Uuid) =
         sqlx::query_as("SELECT id, artifact_id FROM approvals WHERE status = 'pending'")
             .fetch_one(&db.pool)
             .await
             .unwrap();
-    let edited = copydesk::pipeline::status::edit_draft(
+    let edited = copydesk::pipeline::decisions::edit_draft(
         &db.pool,
         draft,
         "Linen that lasts. Free repairs, forever.",
@@ -390,17 +394,17 @@ async fn a_human_edit_becomes_the_version_the_pending_approval_refers_to() {
         (artifact, source.as_str(), based_on),
         (edited, "human", draft)
     );
-    let hits = copydesk::pipeline::status::search(&db.pool, "\"free repairs\"", Some(p), 10)
+    let hits = copydesk::store::artifacts::search(&db.pool, "\"free repairs\"", Some(p), 10)
         .await
         .unwrap();
     assert!(hits.iter().any(|h| h.id == edited), "{hits:?}");
-    let status = copydesk::pipeline::status::show(&db.pool, p).await.unwrap();
+    let status = copydesk::store::status::project(&db.pool, p).await.unwrap();
     assert_eq!(status.channels.len(), 1);
     assert_eq!(status.channels[0].state, "waiting for approval");
-    assert_eq!(status.channels[0].draft_source.as_deref(), Some("human"));
+    assert_eq!(status.channels[0].draft_source, Some(ArtifactSource::Human));
 
     // A decision, once made, cannot be changed by anyone.
-    copydesk::pipeline::approvals::decide(&db.pool, approval, true, "ana", None)
+    copydesk::pipeline::decisions::decide(&db.pool, approval, true, "ana", None)
         .await
         .unwrap();
     let err = sqlx::query("UPDATE approvals SET status = 'rejected' WHERE id = $1")
@@ -410,6 +414,6 @@ async fn a_human_edit_becomes_the_version_the_pending_approval_refers_to() {
         .unwrap_err();
     assert!(err.to_string().contains("cannot be changed"), "{err}");
     let again =
-        copydesk::pipeline::approvals::decide(&db.pool, approval, false, "bob", Some("no")).await;
+        copydesk::pipeline::decisions::decide(&db.pool, approval, false, "bob", Some("no")).await;
     assert!(again.unwrap_err().to_string().contains("needs pending"));
 }

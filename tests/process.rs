@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 async fn enqueue(db: &TestDb, jobs: Vec<NewJob>) -> Vec<Uuid> {
     let mut conn = db.pool.acquire().await.unwrap();
-    queue::enqueue_many(&mut conn, &jobs)
+    queue::enqueue_many(&mut conn, &catalog(), &jobs)
         .await
         .unwrap()
         .into_iter()
@@ -199,7 +199,7 @@ async fn the_cli_enqueues_lists_shows_and_refuses_bad_input_clearly() {
         "{show}"
     );
     let (ok, _, err) = cli(&["jobs", "show", "not-a-uuid"]);
-    assert!(!ok && err.contains("is not a job id"), "{err}");
+    assert!(!ok && err.contains("is not an id (a UUID)"), "{err}");
     let (ok, stats, _) = cli(&["queue", "stats", "--json"]);
     assert!(ok);
     let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();

@@ -1,5 +1,5 @@
 //! Publishing against local platforms that speak the real protocols (copydesk's
-//! `publish::fake`): approve to publication on each destination, throttling, revoked
+//! `demo::platforms`): approve to publication on each destination, throttling, revoked
 //! credentials, a worker killed after the platform accepted the post, duplicate
 //! refusals, key rotation, and secrets kept out of logs and rows.
 
@@ -14,23 +14,26 @@ use std::{
 use chrono::{DateTime, Utc};
 use common::*;
 use copydesk::{
+    app,
     config::Settings,
-    jobs::Registry,
-    keys::{self, Keys},
-    pipeline::approvals,
-    publish::{Platform, fake::FakePlatforms, integrations},
-    queue::runner::{Runner, Services, run_once},
+    demo::platforms::FakePlatforms,
+    domain::Platform,
+    jobs::{App, Services},
+    keys::Keys,
+    pipeline::decisions,
+    publish::integrations,
+    queue::{Runner, runner::run_once},
+    store,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-fn publish_runner(db: &TestDb, settings: Settings, keys: &str) -> Runner {
-    let mut r = runner(db, settings.clone(), Registry::builtin());
-    r.services = Arc::new(Services {
+fn publish_runner(db: &TestDb, settings: Settings, keys: &str) -> Runner<App> {
+    let services = Services {
         keys: Keys::parse(keys).map(Arc::new),
-        ..Services::from_settings(&settings).unwrap()
-    });
-    r
+        ..services(settings)
+    };
+    app::runner(db.pool.clone(), app::registry(), services)
 }
 
 async fn project(db: &TestDb) -> Uuid {
@@ -48,7 +51,7 @@ async fn connect(
     platform: Platform,
 ) -> Uuid {
     let (creds, meta) = fake.integration(platform);
-    integrations::set(
+    integrations::connect(
         &db.pool,
         &Keys::parse(keys).unwrap(),
         project,
@@ -108,10 +111,10 @@ async fn draft_awaiting_approval(
 
 /// Approves and applies: returns the publishing job the decision enqueued.
 async fn approve(db: &TestDb, settings: &Settings, approval: Uuid) -> Uuid {
-    approvals::decide(&db.pool, approval, true, "editor", None)
+    decisions::decide(&db.pool, approval, true, "editor", None)
         .await
         .unwrap();
-    let applied = approvals::apply_decided(&db.pool, settings, 10)
+    let applied = decisions::apply_decided(&db.pool, &catalog(), settings, 10)
         .await
         .unwrap();
     assert_eq!(applied.len(), 1, "{applied:?}");
@@ -144,7 +147,7 @@ async fn publications(db: &TestDb) -> i64 {
 }
 
 /// Runs publishing jobs in this process until none is ready.
-async fn drain(r: &Runner) {
+async fn drain(r: &Runner<App>) {
     while run_once(r, &["publishing"]).await.unwrap().is_some() {}
 }
 
@@ -402,8 +405,8 @@ async fn revoked_credentials_mark_the_integration_error_and_fail_with_the_platfo
         error.contains("The token used in the request has been revoked by the user"),
         "{error}"
     );
-    let i = integrations::get(&db.pool, li).await.unwrap();
-    assert_eq!(i.status, "error");
+    let i = store::integrations::get(&db.pool, li).await.unwrap();
+    assert_eq!(i.status, copydesk::domain::IntegrationStatus::Error);
     assert!(i.last_error.unwrap().contains("revoked"));
     assert!(fake.posts_on(Platform::Linkedin).is_empty());
 }
@@ -571,7 +574,7 @@ async fn keys_rotate_and_a_wrong_or_missing_key_fails_clearly() {
     let settings = fast_settings();
     let p = project(&db).await;
     let id = connect(&db, &fake, &old, p, Platform::Facebook).await;
-    keys::put_setting(
+    store::settings::put(
         &db.pool,
         Some(&Keys::parse(&old).unwrap()),
         "catalog_token",
@@ -579,15 +582,15 @@ async fn keys_rotate_and_a_wrong_or_missing_key_fails_clearly() {
     )
     .await
     .unwrap();
-    keys::put_setting(&db.pool, None, "note", "plain")
+    store::settings::put(&db.pool, None, "note", "plain")
         .await
         .unwrap();
     // Rotation needs the old key to read and the new one first to write.
     let both = Keys::parse(&format!("{new},{old}")).unwrap();
-    let done = keys::rotate(&db.pool, &both).await.unwrap();
+    let done = store::settings::rotate(&db.pool, &both).await.unwrap();
     assert_eq!(
         done,
-        keys::Rotated {
+        store::settings::Rotated {
             integrations: 1,
             app_settings: 1
         }
@@ -596,7 +599,7 @@ async fn keys_rotate_and_a_wrong_or_missing_key_fails_clearly() {
     let (_, creds) = integrations::load(&db.pool, &only_new, id).await.unwrap();
     assert!(creds.get("page_access_token").is_some());
     assert_eq!(
-        keys::secret_setting(&db.pool, &only_new, "catalog_token")
+        store::settings::secret(&db.pool, &only_new, "catalog_token")
             .await
             .unwrap()
             .as_deref(),
@@ -612,7 +615,7 @@ async fn keys_rotate_and_a_wrong_or_missing_key_fails_clearly() {
     );
     // Rotating with a list that cannot read everything changes nothing.
     let stranger = Keys::parse(&Keys::generate()).unwrap();
-    assert!(keys::rotate(&db.pool, &stranger).await.is_err());
+    assert!(store::settings::rotate(&db.pool, &stranger).await.is_err());
     assert!(integrations::load(&db.pool, &only_new, id).await.is_ok());
 
     // A worker with the old key alone, and one with none: the job fails and says why.
@@ -741,7 +744,8 @@ async fn no_secret_reaches_logs_rows_errors_or_json() {
     .await
     .unwrap();
     let listing =
-        serde_json::to_string(&integrations::list(&db.pool, Some(p)).await.unwrap()).unwrap();
+        serde_json::to_string(&store::integrations::list(&db.pool, Some(p)).await.unwrap())
+            .unwrap();
     let (_, creds) = integrations::load(&db.pool, &Keys::parse(&k).unwrap(), x_id)
         .await
         .unwrap();

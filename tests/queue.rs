@@ -8,12 +8,15 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 use chrono::{DateTime, Utc};
 use common::*;
 use copydesk::{
-    jobs::Registry,
+    app::{
+        self,
+        worker::{WorkerOptions, run as run_worker},
+    },
+    jobs::App,
     queue::{
-        self, Error, JobError, NewJob, Outcome,
+        self, Error, JobError, JobStatus, NewJob, Outcome, Registry,
         runner::{self, Finished, Written, run_once},
         sql,
-        worker::{WorkerOptions, run as run_worker},
     },
 };
 use serde_json::json;
@@ -22,11 +25,11 @@ use uuid::Uuid;
 
 /// Starts an in-process worker; dropping or sending on the returned sender stops it.
 fn start_worker(
-    runner: copydesk::queue::runner::Runner,
+    runner: copydesk::queue::Runner<copydesk::jobs::App>,
     opts: WorkerOptions,
 ) -> (
     oneshot::Sender<()>,
-    tokio::task::JoinHandle<anyhow::Result<queue::worker::WorkerSummary>>,
+    tokio::task::JoinHandle<Result<queue::worker::WorkerSummary, queue::Error>>,
 ) {
     let (tx, rx) = oneshot::channel::<()>();
     let handle = tokio::spawn(run_worker(runner, opts, async move {
@@ -49,9 +52,13 @@ fn finished(id: Uuid, outcome: Outcome) -> Finished {
 /// Enqueues `n` noop jobs and claims them all as `worker`.
 async fn claim_noops(db: &TestDb, worker: &str, n: usize) -> Vec<queue::ClaimedJob> {
     let mut conn = db.pool.acquire().await.unwrap();
-    queue::enqueue_many(&mut conn, &vec![NewJob::new("noop", json!({})); n])
-        .await
-        .unwrap();
+    queue::enqueue_many(
+        &mut conn,
+        &catalog(),
+        &vec![NewJob::new("noop", json!({})); n],
+    )
+    .await
+    .unwrap();
     sql::job_claim(&db.pool, worker, "noop", n as i64, Duration::from_secs(60))
         .await
         .unwrap()
@@ -69,7 +76,7 @@ async fn a_plain_sql_insert_is_picked_up_without_waiting_for_the_poll() {
     let db = test_db().await;
     let mut settings = fast_settings();
     settings.worker.poll_interval_ms = 60_000; // only NOTIFY can wake the worker in time
-    let (stop, worker) = start_worker(runner(&db, settings, Registry::builtin()), kinds(&["noop"]));
+    let (stop, worker) = start_worker(runner(&db, settings, app::registry()), kinds(&["noop"]));
 
     // The first job proves the worker is up (its start-up fetch may find it).
     let first: Uuid =
@@ -105,7 +112,7 @@ async fn a_plain_sql_insert_is_picked_up_without_waiting_for_the_poll() {
 async fn library_enqueue_and_plain_insert_give_the_same_defaults() {
     let db = test_db().await;
     let mut conn = db.pool.acquire().await.unwrap();
-    let lib = queue::enqueue(&mut conn, &NewJob::new("noop", json!({})))
+    let lib = queue::enqueue(&mut conn, &catalog(), &NewJob::new("noop", json!({})))
         .await
         .unwrap();
     assert!(lib.created);
@@ -136,8 +143,8 @@ async fn an_idempotency_key_gives_back_the_existing_job() {
     let db = test_db().await;
     let mut conn = db.pool.acquire().await.unwrap();
     let job = NewJob::new("noop", json!({})).idempotency_key("order-42");
-    let a = queue::enqueue(&mut conn, &job).await.unwrap();
-    let b = queue::enqueue(&mut conn, &job).await.unwrap();
+    let a = queue::enqueue(&mut conn, &catalog(), &job).await.unwrap();
+    let b = queue::enqueue(&mut conn, &catalog(), &job).await.unwrap();
     assert!(a.created && !b.created);
     assert_eq!(a.id, b.id);
 
@@ -148,7 +155,9 @@ async fn an_idempotency_key_gives_back_the_existing_job() {
         NewJob::new("noop", json!({})).idempotency_key("order-43"),
         NewJob::new("noop", json!({})),
     ];
-    let got = queue::enqueue_many(&mut conn, &batch).await.unwrap();
+    let got = queue::enqueue_many(&mut conn, &catalog(), &batch)
+        .await
+        .unwrap();
     assert_eq!(
         got[0],
         queue::Enqueued {
@@ -184,16 +193,20 @@ async fn the_database_refuses_an_unknown_kind_or_status() {
 
     // The library says so before reaching the database, naming the known kinds.
     let mut conn = db.pool.acquire().await.unwrap();
-    let err = queue::enqueue(&mut conn, &NewJob::new("nope", json!({})))
+    let err = queue::enqueue(&mut conn, &catalog(), &NewJob::new("nope", json!({})))
         .await
         .unwrap_err();
     assert!(
         matches!(&err, Error::UnknownKind(k, known) if k == "nope" && known.contains("noop")),
         "{err}"
     );
-    let err = queue::enqueue(&mut conn, &NewJob::new("noop", json!({"sleep_ms": -1})))
-        .await
-        .unwrap_err();
+    let err = queue::enqueue(
+        &mut conn,
+        &catalog(),
+        &NewJob::new("noop", json!({"sleep_ms": -1})),
+    )
+    .await
+    .unwrap_err();
     assert!(err.to_string().contains("/sleep_ms"), "{err}");
     assert_eq!(count(&db.pool, "SELECT count(*) FROM jobs").await, 0);
 }
@@ -212,11 +225,11 @@ async fn invalid_input_fails_at_claim_alone_and_without_retry() {
             .fetch_one(&db.pool)
             .await
             .unwrap();
-    let r = runner(&db, fast_settings(), Registry::builtin());
+    let r = runner(&db, fast_settings(), app::registry());
     let (first, w1) = run_once(&r, &["noop"]).await.unwrap().unwrap();
-    assert_eq!((first, w1), (bad, Written::Status("failed".into())));
+    assert_eq!((first, w1), (bad, Written::Status(JobStatus::Failed)));
     let (second, w2) = run_once(&r, &["noop"]).await.unwrap().unwrap();
-    assert_eq!((second, w2), (good, Written::Status("done".into())));
+    assert_eq!((second, w2), (good, Written::Status(JobStatus::Done)));
 
     let (attempts, err) = attempts_and_error(&db.pool, bad).await;
     let err = err.unwrap_or_default();
@@ -225,8 +238,8 @@ async fn invalid_input_fails_at_claim_alone_and_without_retry() {
     assert!(run_once(&r, &["noop"]).await.unwrap().is_none());
 }
 
-fn test_registry() -> Registry {
-    Registry::builtin()
+fn test_registry() -> Registry<App> {
+    app::registry()
         .with("explode", None, |_ctx| Box::pin(async { panic!("boom") }))
         .with("flaky", None, |_ctx| {
             Box::pin(async { Err::<Outcome, _>(JobError::transient("upstream said 503")) })
@@ -255,12 +268,16 @@ async fn a_panicking_handler_fails_only_its_attempt_and_the_worker_lives_on() {
     .await;
     // The same worker still runs other jobs afterwards.
     let mut conn = db.pool.acquire().await.unwrap();
-    let ids: Vec<Uuid> = queue::enqueue_many(&mut conn, &vec![NewJob::new("noop", json!({})); 20])
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.id)
-        .collect();
+    let ids: Vec<Uuid> = queue::enqueue_many(
+        &mut conn,
+        &catalog(),
+        &vec![NewJob::new("noop", json!({})); 20],
+    )
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|e| e.id)
+    .collect();
     wait_for(
         Duration::from_secs(15),
         "noop jobs after the panic",
@@ -314,7 +331,7 @@ async fn an_always_failing_job_backs_off_with_growing_gaps_then_fails() {
                 .unwrap();
         assert_eq!(attempts, attempt);
         if attempt < 4 {
-            assert_eq!(worked.1, Written::Status("queued".into()));
+            assert_eq!(worked.1, Written::Status(JobStatus::Queued));
             assert_eq!(status, "queued");
             gaps.push((run_at - updated).num_milliseconds());
         } else {
@@ -342,9 +359,13 @@ async fn an_always_failing_job_backs_off_with_growing_gaps_then_fails() {
 async fn many_claimers_race_and_each_job_is_claimed_once() {
     let db = test_db().await;
     let mut conn = db.pool.acquire().await.unwrap();
-    queue::enqueue_many(&mut conn, &vec![NewJob::new("noop", json!({})); 3000])
-        .await
-        .unwrap();
+    queue::enqueue_many(
+        &mut conn,
+        &catalog(),
+        &vec![NewJob::new("noop", json!({})); 3000],
+    )
+    .await
+    .unwrap();
     let mut tasks = Vec::new();
     for w in 0..8 {
         let pool = db.pool.clone();
@@ -383,14 +404,18 @@ async fn many_claimers_race_and_each_job_is_claimed_once() {
 async fn cancel_stops_a_queued_job_and_discards_a_running_jobs_result() {
     let db = test_db().await;
     let mut conn = db.pool.acquire().await.unwrap();
-    let queued = queue::enqueue(&mut conn, &NewJob::new("noop", json!({})))
+    let queued = queue::enqueue(&mut conn, &catalog(), &NewJob::new("noop", json!({})))
         .await
         .unwrap()
         .id;
-    let running = queue::enqueue(&mut conn, &NewJob::new("noop", json!({})).priority(9))
-        .await
-        .unwrap()
-        .id;
+    let running = queue::enqueue(
+        &mut conn,
+        &catalog(),
+        &NewJob::new("noop", json!({})).priority(9),
+    )
+    .await
+    .unwrap()
+    .id;
     let claimed = sql::job_claim(&db.pool, "w1", "noop", 1, Duration::from_secs(60))
         .await
         .unwrap();
@@ -398,11 +423,11 @@ async fn cancel_stops_a_queued_job_and_discards_a_running_jobs_result() {
 
     assert_eq!(
         queue::ops::cancel(&db.pool, queued).await.unwrap().status,
-        "cancelled"
+        JobStatus::Cancelled
     );
     assert_eq!(
         queue::ops::cancel(&db.pool, running).await.unwrap().status,
-        "cancelled"
+        JobStatus::Cancelled
     );
     // Cancelling again names the state.
     let err = queue::ops::cancel(&db.pool, queued)
@@ -499,7 +524,7 @@ async fn a_lost_lease_drops_only_that_jobs_writes_in_a_batched_finish() {
     )
     .await
     .unwrap();
-    assert_eq!(written[0], (kept, Written::Status("done".into())));
+    assert_eq!(written[0], (kept, Written::Status(JobStatus::Done)));
     assert_eq!(written[1], (lost, Written::LostLease));
     let keys: Vec<String> = sqlx::query_scalar("SELECT key FROM app_settings ORDER BY key")
         .fetch_all(&db.pool)
@@ -532,8 +557,8 @@ async fn failing_effects_roll_back_alone_and_the_job_retries() {
     let written = runner::finish(&db.pool, "w1", &batch, &fast_settings().retry)
         .await
         .unwrap();
-    assert_eq!(written[0].1, Written::Status("queued".into()));
-    assert_eq!(written[1].1, Written::Status("done".into()));
+    assert_eq!(written[0].1, Written::Status(JobStatus::Queued));
+    assert_eq!(written[1].1, Written::Status(JobStatus::Done));
     assert_eq!(
         count(&db.pool, "SELECT count(*) FROM app_settings").await,
         0,
@@ -656,11 +681,8 @@ async fn two_workers_schedulers_enqueue_one_cleanup_per_tick() {
         scheduler: true,
         ..WorkerOptions::default()
     };
-    let (s1, w1) = start_worker(
-        runner(&db, settings.clone(), Registry::builtin()),
-        opts.clone(),
-    );
-    let (s2, w2) = start_worker(runner(&db, settings, Registry::builtin()), opts);
+    let (s1, w1) = start_worker(runner(&db, settings.clone(), app::registry()), opts.clone());
+    let (s2, w2) = start_worker(runner(&db, settings, app::registry()), opts);
     tokio::time::sleep(Duration::from_millis(3500)).await;
     s1.send(()).unwrap();
     s2.send(()).unwrap();
@@ -688,7 +710,7 @@ async fn health_ready_and_metrics_endpoints_answer() {
     use tower::ServiceExt;
     let db = test_db().await;
     let mut conn = db.pool.acquire().await.unwrap();
-    queue::enqueue(&mut conn, &NewJob::new("noop", json!({})))
+    queue::enqueue(&mut conn, &catalog(), &NewJob::new("noop", json!({})))
         .await
         .unwrap();
     let app = copydesk::http::router(db.pool.clone());
@@ -734,12 +756,16 @@ async fn heartbeats_keep_a_long_job_leased_past_its_lease() {
     let mut settings = fast_settings();
     settings.worker.lease_secs = 2;
     settings.worker.heartbeat_secs = 1;
-    let (stop, worker) = start_worker(runner(&db, settings, Registry::builtin()), kinds(&["noop"]));
+    let (stop, worker) = start_worker(runner(&db, settings, app::registry()), kinds(&["noop"]));
     let mut conn = db.pool.acquire().await.unwrap();
-    let id = queue::enqueue(&mut conn, &NewJob::new("noop", json!({"sleep_ms": 5000})))
-        .await
-        .unwrap()
-        .id;
+    let id = queue::enqueue(
+        &mut conn,
+        &catalog(),
+        &NewJob::new("noop", json!({"sleep_ms": 5000})),
+    )
+    .await
+    .unwrap()
+    .id;
     wait_for(
         Duration::from_secs(20),
         "the long job to finish",
@@ -803,10 +829,11 @@ async fn leases_are_extended_while_claimed_jobs_wait_behind_a_busy_worker() {
         concurrency: Some(1),
         ..WorkerOptions::default()
     };
-    let (stop, worker) = start_worker(runner(&db, settings, Registry::builtin()), opts);
+    let (stop, worker) = start_worker(runner(&db, settings, app::registry()), opts);
     let mut conn = db.pool.acquire().await.unwrap();
     queue::enqueue_many(
         &mut conn,
+        &catalog(),
         &vec![NewJob::new("noop", json!({"sleep_ms": 3000})); 3],
     )
     .await

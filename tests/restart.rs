@@ -16,6 +16,7 @@ async fn workers_reconnect_after_a_postgres_restart_and_every_job_finishes() {
     let mut conn = db.pool.acquire().await.unwrap();
     queue::enqueue_many(
         &mut conn,
+        &catalog(),
         &vec![NewJob::new("noop", json!({"sleep_ms": 20})); 3000],
     )
     .await

@@ -3,24 +3,30 @@
 
 use std::io::Write;
 
-use anyhow::Context;
 use chrono::{DateTime, Utc};
 use clap::{ArgGroup, Args, Subcommand};
-use serde_json::{Value, json};
+use serde_json::json;
 use uuid::Uuid;
 
 use super::{Env, JsonFlag, table};
 use crate::{
-    pipeline::{Channel, Plan, approvals, status},
-    queue::{self, NewJob},
+    domain::{ApprovalStatus, Channel},
+    pipeline::{
+        Plan, decisions,
+        start::{ProjectRef, start},
+    },
+    report, store,
 };
 
 #[derive(Debug, Subcommand)]
 pub enum ApprovalsCommand {
     /// Approvals, newest first.
     List {
-        #[arg(long, value_parser = ["pending", "approved", "rejected"])]
-        status: Option<String>,
+        #[arg(long)]
+        status: Option<ApprovalStatus>,
+        /// Only approvals of this project's jobs.
+        #[arg(long, value_parser = super::parse_id)]
+        project: Option<Uuid>,
         #[arg(long, default_value_t = 50)]
         limit: i64,
         #[command(flatten)]
@@ -62,10 +68,11 @@ pub async fn run(
     match cmd {
         ApprovalsCommand::List {
             status,
+            project,
             limit,
             json,
         } => {
-            let rows = approvals::list(pool, status.as_deref(), limit).await?;
+            let rows = store::approvals::list(pool, status, project, limit).await?;
             if json.json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
             } else if rows.is_empty() {
@@ -76,33 +83,35 @@ pub async fn run(
                     .map(|a| {
                         vec![
                             a.id.to_string(),
-                            a.status.clone(),
+                            a.status.to_string(),
                             a.artifact_id.to_string(),
                             a.decided_by.clone().unwrap_or_default(),
                             a.applied_at
                                 .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
                                 .unwrap_or_default(),
+                            a.last_error.clone().unwrap_or_default(),
                         ]
                     })
                     .collect();
                 writeln!(
                     out,
                     "{}",
-                    table(&["ID", "STATUS", "ARTIFACT", "DECIDED BY", "APPLIED"], t)
+                    table(
+                        &[
+                            "ID",
+                            "STATUS",
+                            "ARTIFACT",
+                            "DECIDED BY",
+                            "APPLIED",
+                            "LAST ERROR"
+                        ],
+                        t
+                    )
                 )?;
             }
         }
         ApprovalsCommand::Show { id, json } => {
-            let a: Value = sqlx::query_scalar(
-                "SELECT to_jsonb(p) || jsonb_build_object('artifact',
-                        (SELECT jsonb_build_object('kind', kind, 'channel', channel, 'version', version,
-                                'title', title, 'content', content) FROM artifacts WHERE id = p.artifact_id))
-                 FROM approvals p WHERE id = $1",
-            )
-            .bind(id)
-            .fetch_optional(pool)
-            .await?
-            .ok_or(queue::Error::NotFound(id))?;
+            let a = store::approvals::show(pool, id).await?;
             if json.json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&a)?)?;
             } else {
@@ -111,6 +120,9 @@ pub async fn run(
                     "approval {id}: {}",
                     a["status"].as_str().unwrap_or_default()
                 )?;
+                if let Some(e) = a["last_error"].as_str() {
+                    writeln!(out, "could not be applied yet: {e}")?;
+                }
                 let art = &a["artifact"];
                 writeln!(
                     out,
@@ -124,11 +136,11 @@ pub async fn run(
             }
         }
         ApprovalsCommand::Approve { id, by, notes } => {
-            let a = approvals::decide(pool, id, true, &by, notes.as_deref()).await?;
+            let a = decisions::decide(pool, id, true, &by, notes.as_deref()).await?;
             writeln!(out, "{} approved by {by}; workers apply it next", a.id)?;
         }
         ApprovalsCommand::Reject { id, notes, by } => {
-            let a = approvals::decide(pool, id, false, &by, Some(&notes)).await?;
+            let a = decisions::decide(pool, id, false, &by, Some(&notes)).await?;
             writeln!(out, "{} rejected by {by}; workers apply it next", a.id)?;
         }
     }
@@ -187,9 +199,9 @@ pub async fn drafts(
         std::io::read_to_string(std::io::stdin())?
     } else {
         std::fs::read_to_string(&file)
-            .with_context(|| format!("reading --file {}", file.display()))?
+            .map_err(|e| anyhow::anyhow!("reading --file {}: {e}", file.display()))?
     };
-    let id = status::edit_draft(&env.db.pool, artifact, &text, &by).await?;
+    let id = decisions::edit_draft(&env.db.pool, artifact, &text, &by).await?;
     writeln!(out, "{id}")?;
     Ok(())
 }
@@ -205,7 +217,7 @@ pub async fn artifacts(
         limit,
         json,
     } = cmd;
-    let hits = status::search(&env.db.pool, &words, project, limit).await?;
+    let hits = store::artifacts::search(&env.db.pool, &words, project, limit).await?;
     if json.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&hits)?)?;
     } else if hits.is_empty() {
@@ -217,79 +229,13 @@ pub async fn artifacts(
                 vec![
                     h.id.to_string(),
                     format!("{} v{}", h.kind, h.version),
-                    h.channel.clone().unwrap_or_default(),
+                    h.channel.map(|c| c.to_string()).unwrap_or_default(),
                     h.snippet.replace('\n', " "),
                 ]
             })
             .collect();
         writeln!(out, "{}", table(&["ID", "KIND", "CHANNEL", "MATCH"], rows))?;
     }
-    Ok(())
-}
-
-/// Writes a project's status as text (shared with the demo).
-pub fn write_status(out: &mut (dyn Write + Send), s: &status::ProjectStatus) -> anyhow::Result<()> {
-    writeln!(
-        out,
-        "project {} ({}): brand voice {}",
-        s.name,
-        s.project_id,
-        s.brand_voice.as_deref().unwrap_or("not started")
-    )?;
-    let rows = s
-        .channels
-        .iter()
-        .map(|c| {
-            vec![
-                c.channel.clone(),
-                c.state.clone(),
-                c.draft_version
-                    .map(|v| format!("v{v} {}", c.draft_source.clone().unwrap_or_default()))
-                    .unwrap_or_default(),
-                c.score.map(|v| format!("{v}/100")).unwrap_or_default(),
-                c.title.clone().unwrap_or_default(),
-                c.last_error.clone().unwrap_or_default(),
-            ]
-        })
-        .collect();
-    writeln!(
-        out,
-        "{}",
-        table(
-            &["CHANNEL", "STATE", "DRAFT", "SCORE", "TITLE", "LAST ERROR"],
-            rows
-        )
-    )?;
-    let rows = s
-        .cost
-        .iter()
-        .map(|c| {
-            vec![
-                c.provider.clone(),
-                c.model.clone(),
-                c.calls.to_string(),
-                c.prompt_tokens.to_string(),
-                c.completion_tokens.to_string(),
-                format!("${:.4}", c.cost_usd),
-            ]
-        })
-        .collect();
-    writeln!(
-        out,
-        "{}",
-        table(
-            &[
-                "PROVIDER",
-                "MODEL",
-                "CALLS",
-                "PROMPT TOKENS",
-                "COMPLETION TOKENS",
-                "COST"
-            ],
-            rows
-        )
-    )?;
-    writeln!(out, "total cost: ${:.4}", s.total_cost_usd)?;
     Ok(())
 }
 
@@ -306,7 +252,7 @@ pub struct StartArgs {
     #[arg(long)]
     pub store_url: String,
     /// Channels to write for (comma-separated): blog, linkedin, x, facebook.
-    #[arg(long, value_delimiter = ',', required = true, value_parser = |s: &str| Channel::parse(s))]
+    #[arg(long, value_delimiter = ',', required = true)]
     pub channels: Vec<Channel>,
     #[arg(long)]
     pub topic: Option<String>,
@@ -325,26 +271,18 @@ pub async fn pipeline(
     let a = match cmd {
         PipelineCommand::Start(a) => a,
         PipelineCommand::Show { project, json } => {
-            let s = status::show(&env.db.pool, project).await?;
+            let s = store::status::project(&env.db.pool, project).await?;
             if json.json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&s)?)?;
             } else {
-                write_status(out, &s)?;
+                report::project_status(out, &s)?;
             }
             return Ok(());
         }
     };
-    let mut tx = env.db.pool.begin().await?;
-    let project: Uuid = match (a.project, &a.new) {
-        (Some(p), _) => p,
-        (None, Some(name)) => sqlx::query_scalar(
-            "INSERT INTO projects (name, store_url) VALUES ($1, $2) RETURNING id",
-        )
-        .bind(name)
-        .bind(&a.store_url)
-        .fetch_one(&mut *tx)
-        .await
-        .context("creating the project")?,
+    let project = match (a.project, a.new) {
+        (Some(p), _) => ProjectRef::Existing(p),
+        (None, Some(name)) => ProjectRef::New(name),
         (None, None) => unreachable!("clap requires one of --project and --new"),
     };
     let plan = Plan {
@@ -353,20 +291,20 @@ pub async fn pipeline(
         instructions: None,
         schedule: a.schedule,
     };
-    let job = NewJob::new(
-        crate::jobs::brand_voice_analysis::KIND,
-        json!({"store_url": a.store_url, "pipeline": plan}),
-    )
-    .project(project);
-    let e = queue::enqueue(&mut tx, &job).await?;
+    let mut tx = env.db.pool.begin().await?;
+    let started = start(&mut tx, &crate::app::catalog(), project, &a.store_url, plan).await?;
     tx.commit().await?;
     if a.json.json {
-        writeln!(out, "{}", json!({"project_id": project, "job_id": e.id}))?;
+        writeln!(
+            out,
+            "{}",
+            json!({"project_id": started.project_id, "job_id": started.job.id})
+        )?;
     } else {
         writeln!(
             out,
-            "project {project}: brand voice analysis enqueued as job {}",
-            e.id
+            "project {}: brand voice analysis enqueued as job {}",
+            started.project_id, started.job.id
         )?;
     }
     Ok(())

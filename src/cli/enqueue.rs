@@ -52,7 +52,7 @@ pub async fn run(args: EnqueueArgs, env: &Env, out: &mut (dyn Write + Send)) -> 
         ..NewJob::default()
     };
     let mut conn = env.db.pool.acquire().await?;
-    let e = queue::enqueue(&mut conn, &job).await?;
+    let e = queue::enqueue(&mut conn, &crate::app::catalog(), &job).await?;
     if args.json {
         let row = queue::sql::job_get(&mut *conn, e.id).await?;
         let mut v = serde_json::to_value(row)?;

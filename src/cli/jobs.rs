@@ -6,16 +6,10 @@ use clap::{Args, Subcommand};
 use uuid::Uuid;
 
 use super::{Env, JsonFlag, table};
-use crate::queue::{Job, ops, sql};
-
-const STATUSES: [&str; 6] = [
-    "queued",
-    "running",
-    "done",
-    "failed",
-    "needs_approval",
-    "cancelled",
-];
+use crate::{
+    queue::{Job, JobStatus, ops, sql},
+    report, store,
+};
 
 #[derive(Debug, Subcommand)]
 pub enum JobsCommand {
@@ -47,8 +41,8 @@ pub enum JobsCommand {
 #[derive(Debug, Args)]
 pub struct ListArgs {
     /// Only jobs in this status.
-    #[arg(long, value_parser = STATUSES)]
-    pub status: Option<String>,
+    #[arg(long)]
+    pub status: Option<JobStatus>,
     /// Only jobs of this kind.
     #[arg(long)]
     pub kind: Option<String>,
@@ -63,7 +57,7 @@ pub async fn run(cmd: JobsCommand, env: &Env, out: &mut (dyn Write + Send)) -> a
     let pool = &env.db.pool;
     match cmd {
         JobsCommand::List(a) => {
-            let jobs = sql::job_list(pool, a.status.as_deref(), a.kind.as_deref(), a.limit).await?;
+            let jobs = sql::job_list(pool, a.status, a.kind.as_deref(), a.limit).await?;
             if a.json.json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&jobs)?)?;
             } else if jobs.is_empty() {
@@ -73,7 +67,7 @@ pub async fn run(cmd: JobsCommand, env: &Env, out: &mut (dyn Write + Send)) -> a
             }
         }
         JobsCommand::Show { id, json } => {
-            let d = ops::show(pool, id).await?;
+            let d = store::status::job(pool, id).await?;
             if json.json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&d)?)?;
             } else {
@@ -82,8 +76,16 @@ pub async fn run(cmd: JobsCommand, env: &Env, out: &mut (dyn Write + Send)) -> a
                 let fields = [
                     ("id", j.id.to_string()),
                     ("kind", j.kind.clone()),
-                    ("status", j.status.clone()),
+                    ("status", j.status.to_string()),
                     ("project", opt(j.project_id.map(|p| p.to_string()))),
+                    (
+                        "input artifact",
+                        opt(j.input_artifact_id.map(|p| p.to_string())),
+                    ),
+                    (
+                        "output artifact",
+                        opt(j.output_artifact_id.map(|p| p.to_string())),
+                    ),
                     ("attempts", format!("{} of {}", j.attempts, j.max_attempts)),
                     ("priority", j.priority.to_string()),
                     ("run at", j.run_at.to_rfc3339()),
@@ -159,7 +161,7 @@ fn list_table(jobs: &[Job]) -> String {
                 vec![
                     j.id.to_string(),
                     j.kind.clone(),
-                    j.status.clone(),
+                    j.status.to_string(),
                     format!("{}/{}", j.attempts, j.max_attempts),
                     j.run_at.format("%Y-%m-%d %H:%M:%S").to_string(),
                     j.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
@@ -177,42 +179,5 @@ pub async fn stats(json: JsonFlag, env: &Env, out: &mut (dyn Write + Send)) -> a
         writeln!(out, "{}", serde_json::to_string_pretty(&s)?)?;
         return Ok(());
     }
-    write_stats(out, &s)
-}
-
-/// The text form of [`ops::QueueStats`], shared with the demo.
-pub fn write_stats(out: &mut (dyn Write + Send), s: &ops::QueueStats) -> anyhow::Result<()> {
-    if s.rows.is_empty() {
-        writeln!(out, "the queue is empty")?;
-    } else {
-        let rows = s
-            .rows
-            .iter()
-            .map(|r| {
-                vec![
-                    r.kind.clone(),
-                    r.status.clone(),
-                    r.jobs.to_string(),
-                    r.oldest_ready_secs
-                        .map(|v| format!("{v:.1}s"))
-                        .unwrap_or_default(),
-                ]
-            })
-            .collect();
-        writeln!(
-            out,
-            "{}",
-            table(&["KIND", "STATUS", "JOBS", "OLDEST READY"], rows)
-        )?;
-    }
-    writeln!(
-        out,
-        "oldest ready job waiting: {}; last 5 minutes: {} done, {} failed",
-        s.oldest_ready_secs
-            .map(|v| format!("{v:.1}s"))
-            .unwrap_or_else(|| "none".into()),
-        s.done_last_5m,
-        s.failed_last_5m
-    )?;
-    Ok(())
+    Ok(report::queue_stats(out, &s)?)
 }

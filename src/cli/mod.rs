@@ -4,24 +4,18 @@
 
 mod approvals;
 mod cleanup;
-mod demo;
 mod enqueue;
 mod jobs;
 mod publish;
 mod worker;
 
-use std::{io::Write, net::SocketAddr, sync::Arc};
+use std::{io::Write, net::SocketAddr};
 
-use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use uuid::Uuid;
 
-use crate::{
-    config::Settings,
-    db::Database,
-    jobs::Registry,
-    queue::runner::{Runner, Services},
-};
+use crate::app::Env;
+pub use crate::report::table;
 
 /// copydesk: a job-queue worker service for AI content pipelines, driven by Postgres rows.
 ///
@@ -80,10 +74,17 @@ pub enum Command {
     /// archive idle projects (for an external cron; workers also schedule it).
     Cleanup(cleanup::CleanupArgs),
     /// Run a small workload end to end on the embedded Postgres and show the result.
-    Demo(demo::DemoArgs),
+    Demo(DemoArgs),
     /// Database helpers.
     #[command(subcommand)]
     Db(DbCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Run N plain noop jobs instead of the content pipeline (a queue workout).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub noop: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -106,36 +107,10 @@ pub struct JsonFlag {
     pub json: bool,
 }
 
-/// An opened database with the settings and job registry: what commands work with.
-pub struct Env {
-    pub settings: Arc<Settings>,
-    pub db: Database,
-}
-
-impl Env {
-    pub async fn open() -> anyhow::Result<Self> {
-        let settings = Arc::new(Settings::load()?);
-        let db = Database::open(&settings)
-            .await
-            .context("opening the database")?;
-        Ok(Self { settings, db })
-    }
-
-    pub fn runner(&self) -> anyhow::Result<Runner> {
-        let services = Services::from_settings(&self.settings).map_err(anyhow::Error::msg)?;
-        Ok(Runner {
-            pool: self.db.pool.clone(),
-            settings: self.settings.clone(),
-            registry: Registry::builtin(),
-            services: Arc::new(services),
-        })
-    }
-}
-
 /// Runs one parsed command, writing its output to `out`.
 pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
     if let Command::Demo(args) = cli.command {
-        return demo::run(args, out).await;
+        return crate::demo::run(args.noop, out).await;
     }
     if let Command::Keys(publish::KeysCommand::Generate) = cli.command {
         return publish::keys_generate(out);
@@ -189,24 +164,18 @@ async fn dispatch(
     Ok(())
 }
 
-/// Parses a job id, naming the argument when it is not a UUID.
-pub fn parse_id(s: &str) -> Result<Uuid, String> {
-    Uuid::parse_str(s).map_err(|e| format!("{s:?} is not a job id (a UUID): {e}"))
+/// An argument that is not what it should be (clap shows the message).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadArg(String);
+
+/// Parses an id, naming the argument when it is not a UUID.
+pub fn parse_id(s: &str) -> Result<Uuid, BadArg> {
+    Uuid::parse_str(s).map_err(|e| BadArg(format!("{s:?} is not an id (a UUID): {e}")))
 }
 
 /// Parses `--http` addresses.
-pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+pub fn parse_addr(s: &str) -> Result<SocketAddr, BadArg> {
     s.parse()
-        .map_err(|e| format!("{s:?} is not an address like 127.0.0.1:9464: {e}"))
-}
-
-/// Renders rows as an aligned text table.
-pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
-    let mut t = comfy_table::Table::new();
-    t.load_style(comfy_table::presets::NOTHING)
-        .set_header(header.to_vec());
-    for r in rows {
-        t.add_row(r);
-    }
-    t.to_string()
+        .map_err(|e| BadArg(format!("{s:?} is not an address like 127.0.0.1:9464: {e}")))
 }

@@ -2,7 +2,7 @@
 //! mile. Nothing here prints a secret: listings show platform, status, last sync and
 //! last error; `keys generate` prints a new key only because that is what it is for.
 
-use std::{io::Write, path::PathBuf};
+use std::{io::Write, path::PathBuf, sync::Arc};
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
@@ -12,10 +12,11 @@ use uuid::Uuid;
 
 use super::{Env, JsonFlag, parse_id, table};
 use crate::{
-    keys::{self, Keys},
-    pipeline::Channel,
-    publish::{self, Platform, integrations},
-    queue::{self, NewJob},
+    domain::Platform,
+    keys::Keys,
+    pipeline::publication::{self, PublicationRequest},
+    publish::integrations,
+    store,
 };
 
 #[derive(Debug, Subcommand)]
@@ -34,7 +35,7 @@ pub enum IntegrationsCommand {
         #[arg(long, value_parser = parse_id)]
         project: Uuid,
         /// wordpress, shopify, linkedin, x or facebook.
-        #[arg(long, value_parser = Platform::parse)]
+        #[arg(long)]
         platform: Platform,
         /// A JSON file with the credentials (see README: fields per platform).
         #[arg(long)]
@@ -101,7 +102,7 @@ pub async fn keys(cmd: KeysCommand, env: &Env, out: &mut (dyn Write + Send)) -> 
         KeysCommand::Generate => keys_generate(out),
         KeysCommand::Rotate(json) => {
             let k = Keys::from_env()?;
-            let done = keys::rotate(&env.db.pool, &k).await?;
+            let done = store::settings::rotate(&env.db.pool, &k).await?;
             if json.json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&done)?)?;
             } else {
@@ -136,11 +137,11 @@ pub async fn integrations(
             let metadata: Value =
                 serde_json::from_str(&metadata).context("--metadata is not JSON")?;
             let k = Keys::from_env()?;
-            let id = integrations::set(pool, &k, project, platform, &creds, &metadata).await?;
+            let id = integrations::connect(pool, &k, project, platform, &creds, &metadata).await?;
             writeln!(out, "{id}")?;
         }
         IntegrationsCommand::List { project, json } => {
-            let list = integrations::list(pool, project).await?;
+            let list = store::integrations::list(pool, project).await?;
             if json.json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
             } else if list.is_empty() {
@@ -154,7 +155,7 @@ pub async fn integrations(
                             i.id.to_string(),
                             i.project_id.to_string(),
                             i.platform.to_string(),
-                            i.status.clone(),
+                            i.status.to_string(),
                             opt(i
                                 .last_sync_at
                                 .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())),
@@ -180,131 +181,69 @@ pub async fn integrations(
             }
         }
         IntegrationsCommand::Test { id, json } => {
-            let k = std::sync::Arc::new(Keys::from_env()?);
-            let loaded = integrations::load(pool, &k, id).await?;
-            let platform = loaded.0.platform;
-            let ctx = publish::Ctx::new(
-                publish::client(&env.settings.publish),
-                pool.clone(),
-                env.settings.publish.clone(),
-                loaded,
-                None,
-                Some(k),
-            );
-            let result = publish::check(&ctx).await;
-            match &result {
-                Ok(_) => integrations::mark_ok(pool, id).await?,
-                Err(publish::CallError::Auth(m)) => integrations::mark_error(pool, id, m).await?,
-                Err(_) => {}
-            }
-            let report = match &result {
-                Ok(seen) => {
-                    json!({"id": id, "platform": platform, "ok": true, "status": "connected", "detail": seen})
-                }
-                Err(e) => json!({"id": id, "platform": platform, "ok": false,
-                                 "status": if matches!(e, publish::CallError::Auth(_)) { "error" } else { "unchanged" },
-                                 "detail": e.to_string()}),
-            };
+            let k = Arc::new(Keys::from_env()?);
+            let t = integrations::test(pool, &env.settings.publish, k, id).await?;
             if json.json {
-                writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
-            } else if let Ok(seen) = &result {
-                writeln!(out, "{platform}: ok, {seen}; status connected")?;
+                writeln!(out, "{}", serde_json::to_string_pretty(&t)?)?;
+            } else if t.ok {
+                writeln!(out, "{}: ok, {}; status connected", t.platform, t.detail)?;
             }
-            if let Err(e) = result {
-                bail!("integration {id} ({platform}) failed its test: {e}");
+            if !t.ok {
+                bail!(
+                    "integration {id} ({}) failed its test: {} (status {})",
+                    t.platform,
+                    t.detail,
+                    t.status
+                );
             }
         }
     }
     Ok(())
 }
 
+/// `copydesk publish`: the same request the pipeline makes when a draft is approved
+/// (`pipeline::publication`), with an explicit integration.
 pub async fn publish(
     args: PublishArgs,
     env: &Env,
     out: &mut (dyn Write + Send),
 ) -> anyhow::Result<()> {
-    let pool = &env.db.pool;
-    let row: Option<(String, Option<String>, Option<Uuid>, bool)> = sqlx::query_as(
-        "SELECT kind, channel, project_id,
-                EXISTS (SELECT 1 FROM approvals p WHERE p.artifact_id = a.id AND p.status = 'approved')
-         FROM artifacts a WHERE id = $1",
-    )
-    .bind(args.artifact)
-    .fetch_optional(pool)
-    .await?;
-    let Some((kind, channel, project, approved)) = row else {
-        bail!("no artifact {}", args.artifact);
+    let request = PublicationRequest {
+        artifact: args.artifact,
+        integration: Some(args.integration),
+        at: args.at,
+        again: args.again,
+        parent: None,
     };
-    if kind != "draft" {
-        bail!("artifact {} is a {kind}, not a draft", args.artifact);
-    }
-    if !approved {
-        bail!(
-            "artifact {} has no approved approval: approve it first (`copydesk approvals approve`)",
-            args.artifact
-        );
-    }
-    let integration = integrations::get(pool, args.integration).await?;
-    let channel =
-        Channel::parse(channel.as_deref().unwrap_or_default()).map_err(anyhow::Error::msg)?;
-    if integration.platform.channel() != channel {
-        bail!(
-            "integration {} publishes to {}, which does not take {} drafts",
-            integration.id,
-            integration.platform,
-            channel.as_str()
-        );
-    }
-    if project.is_some_and(|p| p != integration.project_id) {
-        bail!("integration {} belongs to another project", integration.id);
-    }
-    let published: Option<String> = sqlx::query_scalar(
-        "SELECT content FROM artifacts WHERE kind = 'publication' AND based_on_id = $1
-           AND data->>'integration_id' = $2::text LIMIT 1",
-    )
-    .bind(args.artifact)
-    .bind(integration.id)
-    .fetch_optional(pool)
-    .await?;
-    if let (Some(url), false) = (&published, args.again) {
-        bail!(
-            "artifact {} is already published to {} ({url}); pass --again to publish it once more",
-            args.artifact,
-            integration.platform
-        );
-    }
-    let (run_at, publish_at) = integrations::schedule(
-        integration.platform,
-        args.at,
-        Utc::now(),
+    let mut tx = env.db.pool.begin().await?;
+    let r = publication::request(
+        &mut tx,
+        &crate::app::catalog(),
         env.settings.publish.facebook_min_schedule_minutes,
-    );
-    let mut input = json!({"artifact_id": args.artifact, "integration_id": integration.id, "channel": channel.as_str()});
-    if let Some(p) = publish_at {
-        input["publish_at"] = json!(p.to_rfc3339());
-    }
-    let mut job = NewJob::new("publishing", input);
-    job.project_id = Some(integration.project_id);
-    if let Some(at) = run_at {
-        job = job.run_at(at);
-    }
-    let mut conn = pool.acquire().await?;
-    let e = queue::enqueue(&mut conn, &job).await?;
+        &request,
+    )
+    .await?;
+    tx.commit().await?;
     if args.json.json {
         writeln!(
             out,
             "{}",
-            serde_json::to_string_pretty(
-                &json!({"job_id": e.id, "run_at": run_at, "publish_at": publish_at})
-            )?
+            serde_json::to_string_pretty(&json!({
+                "job_id": r.job.id, "created": r.job.created,
+                "run_at": r.run_at, "publish_at": r.publish_at
+            }))?
         )?;
     } else {
-        let when = match (run_at, publish_at) {
-            (_, Some(p)) => format!("handed to {} to publish at {p}", integration.platform),
-            (Some(r), None) => format!("runs at {r}"),
+        let platform = r.platform.map(|p| p.as_str()).unwrap_or("the platform");
+        let when = match (r.run_at, r.publish_at) {
+            (_, Some(p)) => format!("handed to {platform} to publish at {p}"),
+            (Some(run), None) => format!("runs at {run}"),
             (None, None) => "runs now".into(),
         };
-        writeln!(out, "{} ({when})", e.id)?;
+        writeln!(out, "{} ({when})", r.job.id)?;
+        if !r.job.created {
+            eprintln!("note: this publication was requested already; that job is the one above");
+        }
     }
     Ok(())
 }
@@ -330,35 +269,27 @@ pub async fn settings(
             } else {
                 None
             };
-            keys::put_setting(pool, k.as_ref(), &key, &value).await?;
+            store::settings::put(pool, k.as_ref(), &key, &value).await?;
             writeln!(out, "{key} set{}", if secret { " (encrypted)" } else { "" })?;
         }
         SettingsCommand::List(json) => {
-            let rows: Vec<(String, Option<String>, bool, DateTime<Utc>)> = sqlx::query_as(
-                "SELECT key, value, secret IS NOT NULL, updated_at FROM app_settings ORDER BY key",
-            )
-            .fetch_all(pool)
-            .await?;
+            let rows = store::settings::list(pool).await?;
             if json.json {
-                let list: Vec<Value> = rows
-                    .iter()
-                    .map(|(k, v, s, u)| json!({"key": k, "value": v, "secret": s, "updated_at": u}))
-                    .collect();
-                writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
+                writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
             } else if rows.is_empty() {
                 writeln!(out, "no settings")?;
             } else {
                 let rows = rows
                     .into_iter()
-                    .map(|(k, v, s, u)| {
+                    .map(|s| {
                         vec![
-                            k,
-                            if s {
+                            s.key,
+                            if s.secret {
                                 "(secret)".into()
                             } else {
-                                v.unwrap_or_default()
+                                s.value.unwrap_or_default()
                             },
-                            u.format("%Y-%m-%d %H:%M:%S").to_string(),
+                            s.updated_at.format("%Y-%m-%d %H:%M:%S").to_string(),
                         ]
                     })
                     .collect();

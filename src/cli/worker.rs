@@ -5,7 +5,7 @@ use std::{io::Write, net::SocketAddr};
 use clap::Args;
 
 use super::Env;
-use crate::queue::worker::{WorkerOptions, run as run_worker};
+use crate::app::worker::{WorkerOptions, run as run_worker};
 
 #[derive(Debug, Args)]
 pub struct WorkerArgs {

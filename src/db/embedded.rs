@@ -4,7 +4,12 @@
 //! * It listens on a Unix socket only, in a folder only its owner can open, so trust
 //!   authentication admits nobody but the local user (and root).
 //! * Postgres refuses to run as root: when copydesk runs as root, the server runs as the
-//!   `postgres` user (Debian's package creates it) and owns the cluster folders.
+//!   `postgres` user (Debian's package creates it) and owns the cluster folders. That
+//!   user must be able to reach them: when `COPYDESK_HOME` sits under a folder it cannot
+//!   enter (root's home is mode 0700, and so is a `mktemp -d` folder), the server's
+//!   files (data, socket, log) live under the `postgres` user's own home instead, in a
+//!   folder named after `COPYDESK_HOME` (`copydesk/<hash>`), and the demo says where.
+//!   The locks stay in `COPYDESK_HOME`.
 //! * Every copydesk process using the cluster holds a shared `flock` on
 //!   `users.lock`; the last one to let go stops the server (under `init.lock`, which
 //!   also serialises initialising and starting). A second command run while
@@ -47,6 +52,16 @@ pub enum Error {
     SocketPathTooLong(PathBuf),
     #[error("{what} failed: {detail}")]
     Command { what: String, detail: String },
+    #[error(
+        "the `postgres` user, which runs the embedded server when copydesk runs as root, cannot \
+         reach {home} nor {fallback}: {why}. Set COPYDESK_HOME to a folder every user can enter \
+         (e.g. under /var/tmp), or set DATABASE_URL to use a server you run"
+    )]
+    Unreachable {
+        home: PathBuf,
+        fallback: PathBuf,
+        why: String,
+    },
     #[error("embedded Postgres at {path}: {source}")]
     Io {
         path: PathBuf,
@@ -75,7 +90,10 @@ pub struct Options {
 /// A running embedded cluster, used by this process.
 #[derive(Debug)]
 pub struct Cluster {
-    home: PathBuf,
+    /// Where the server's files live: `home`, or a folder the server user can reach.
+    dir: PathBuf,
+    /// Why `dir` is not `home`, when it is not.
+    relocated: Option<String>,
     data: PathBuf,
     socket_dir: PathBuf,
     bin: PathBuf,
@@ -91,8 +109,13 @@ impl Cluster {
         let bin = find_bin_dir().ok_or(Error::NoBinaries)?;
         fs::create_dir_all(home).map_err(io(home))?;
         let home = home.canonicalize().map_err(io(home))?;
-        let data = home.join("pgdata");
-        let socket_dir = home.join("run");
+        let run_as = server_user()?;
+        let (dir, relocated) = match &run_as {
+            Some(user) => server_dir(&home, &bin, user)?,
+            None => (home.clone(), None),
+        };
+        let data = dir.join("pgdata");
+        let socket_dir = dir.join("run");
         if socket_dir
             .join(format!(".s.PGSQL.{PORT}"))
             .as_os_str()
@@ -101,7 +124,7 @@ impl Cluster {
         {
             return Err(Error::SocketPathTooLong(socket_dir));
         }
-        let run_as = server_user()?;
+        let run_as = run_as.map(|u| (u.uid, u.gid));
 
         // `init.lock` (exclusive) serialises starting and stopping; `users.lock` is held
         // shared by every process using the cluster, for as long as it uses it.
@@ -109,7 +132,8 @@ impl Cluster {
         let users = open_lock(&home.join("users.lock"))?;
         flock(&init, libc::LOCK_EX).map_err(io(&home))?;
         let mut cluster = Self {
-            home: home.clone(),
+            dir,
+            relocated,
             data,
             socket_dir,
             bin,
@@ -129,13 +153,13 @@ impl Cluster {
     }
 
     fn prepare(&self, opts: &Options) -> Result<()> {
-        for dir in [&self.home, &self.socket_dir] {
+        for dir in [&self.dir, &self.socket_dir] {
             fs::create_dir_all(dir).map_err(io(dir))?;
         }
         fs::set_permissions(&self.socket_dir, fs::Permissions::from_mode(0o700))
             .map_err(io(&self.socket_dir))?;
         if let Some((uid, gid)) = self.run_as {
-            for dir in [&self.home, &self.socket_dir] {
+            for dir in [&self.dir, &self.socket_dir] {
                 std::os::unix::fs::chown(dir, Some(uid), Some(gid)).map_err(io(dir))?;
             }
         }
@@ -163,7 +187,20 @@ impl Cluster {
         if opts.unsafe_no_sync {
             cmd.arg("--no-sync");
         }
-        self.run(cmd, "initdb")?;
+        self.run(cmd, "initdb").map_err(|e| match e {
+            Error::Command { what, detail } => Error::Command {
+                what,
+                detail: format!(
+                    "{detail}\nwhat to do: check that {} is writable{} and its disk has room; \
+                     if an earlier failed start left {} half made, remove it and try again; \
+                     or set COPYDESK_HOME to another folder, or DATABASE_URL to use a server you run",
+                    self.dir.display(),
+                    if self.run_as.is_some() { " by the postgres user" } else { "" },
+                    self.data.display()
+                ),
+            },
+            other => other,
+        })?;
         let conf = self.data.join("postgresql.conf");
         let mut text = fs::read_to_string(&conf).map_err(io(&conf))?;
         text.push_str("\n# Settings written by copydesk on every start.\ninclude_if_exists = 'copydesk.conf'\n");
@@ -199,7 +236,7 @@ impl Cluster {
     }
 
     fn start(&self) -> Result<()> {
-        let log = self.home.join("postgres.log");
+        let log = self.dir.join("postgres.log");
         let mut cmd = self.command("pg_ctl");
         cmd.arg("start")
             .args(["-w", "-t", "60", "-D"])
@@ -209,7 +246,15 @@ impl Cluster {
         self.run(cmd, "pg_ctl start").map_err(|e| match e {
             Error::Command { what, detail } => Error::Command {
                 what,
-                detail: format!("{detail}\nlast lines of {}:\n{}", log.display(), tail(&log)),
+                detail: format!(
+                    "{detail}\nlast lines of {}:\n{}\nwhat to do: the log above says why the server \
+                     did not start (a stale postmaster.pid after a crash can be removed once no \
+                     postgres process uses {}); or set COPYDESK_HOME to start a fresh cluster \
+                     elsewhere, or DATABASE_URL to use a server you run",
+                    log.display(),
+                    tail(&log),
+                    self.data.display()
+                ),
             },
             other => other,
         })
@@ -233,6 +278,16 @@ impl Cluster {
             .arg(&self.data);
         self.run(cmd, "pg_ctl stop")?;
         self.start()
+    }
+
+    /// Where the server's data lives.
+    pub fn data_dir(&self) -> &Path {
+        &self.data
+    }
+
+    /// Why the server's files are not under `COPYDESK_HOME`, when they are not.
+    pub fn relocated(&self) -> Option<&str> {
+        self.relocated.as_deref()
     }
 
     /// Connection options for one database of the cluster.
@@ -290,7 +345,7 @@ impl Cluster {
 
     fn command(&self, program: &str) -> Command {
         let mut cmd = Command::new(self.bin.join(program));
-        cmd.current_dir(&self.home);
+        cmd.current_dir(&self.dir);
         if let Some((uid, gid)) = self.run_as {
             cmd.uid(uid).gid(gid);
             cmd.env_remove("HOME");
@@ -304,7 +359,16 @@ impl Cluster {
             .output()
             .map_err(|e| Error::Command {
                 what: what.to_owned(),
-                detail: e.to_string(),
+                detail: format!(
+                    "could not run {} in {}{}: {e}",
+                    cmd.get_program().to_string_lossy(),
+                    self.dir.display(),
+                    if self.run_as.is_some() {
+                        " as the postgres user"
+                    } else {
+                        ""
+                    }
+                ),
             })?;
         if out.status.success() {
             return Ok(());
@@ -320,7 +384,7 @@ impl Cluster {
             detail.push_str(&format!(
                 "\n(the server runs as the `postgres` user, which must be able to reach {}: \
                  every folder above it must be searchable by that user; set COPYDESK_HOME to move it)",
-                self.home.display()
+                self.dir.display()
             ));
         }
         Err(Error::Command {
@@ -371,14 +435,78 @@ fn flock(file: &File, op: libc::c_int) -> std::io::Result<()> {
 }
 
 /// The unprivileged user the server runs as when we are root.
-fn server_user() -> Result<Option<(u32, u32)>> {
+struct ServerUser {
+    uid: u32,
+    gid: u32,
+    home: PathBuf,
+}
+
+fn server_user() -> Result<Option<ServerUser>> {
     if !nix::unistd::geteuid().is_root() {
         return Ok(None);
     }
     match nix::unistd::User::from_name("postgres") {
-        Ok(Some(u)) => Ok(Some((u.uid.as_raw(), u.gid.as_raw()))),
+        Ok(Some(u)) => Ok(Some(ServerUser {
+            uid: u.uid.as_raw(),
+            gid: u.gid.as_raw(),
+            home: u.dir,
+        })),
         _ => Err(Error::NoServerUser),
     }
+}
+
+/// Whether `user` can enter `dir` (every folder above it searchable): asked of the
+/// system itself, by starting the server binary there as that user.
+fn reachable(dir: &Path, bin: &Path, user: &ServerUser) -> std::result::Result<(), String> {
+    let out = Command::new(bin.join("postgres"))
+        .arg("--version")
+        .current_dir(dir)
+        .uid(user.uid)
+        .gid(user.gid)
+        .env_remove("HOME")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    match out {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(format!("postgres --version exited with {s}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Where the server's files live when it runs as `user`: `home` when that user can
+/// reach it, else a folder of its own named after `home` under that user's home (or
+/// /var/tmp), with the reason.
+fn server_dir(home: &Path, bin: &Path, user: &ServerUser) -> Result<(PathBuf, Option<String>)> {
+    let why = match reachable(home, bin, user) {
+        Ok(()) => return Ok((home.to_owned(), None)),
+        Err(why) => why,
+    };
+    use sha2::Digest;
+    let hash = sha2::Sha256::digest(home.as_os_str().as_encoded_bytes());
+    let name: String = hash[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let base = if user.home.is_dir() {
+        user.home.join("copydesk")
+    } else {
+        PathBuf::from("/var/tmp/copydesk")
+    };
+    let dir = base.join(name);
+    fs::create_dir_all(&dir).map_err(io(&dir))?;
+    for d in [&base, &dir] {
+        std::os::unix::fs::chown(d, Some(user.uid), Some(user.gid)).map_err(io(d))?;
+    }
+    reachable(&dir, bin, user).map_err(|e| Error::Unreachable {
+        home: home.to_owned(),
+        fallback: dir.clone(),
+        why: e,
+    })?;
+    let note = format!(
+        "the postgres user cannot reach {} ({why}), so the cluster's files live in {} instead",
+        home.display(),
+        dir.display()
+    );
+    Ok((dir, Some(note)))
 }
 
 /// The folder holding `initdb`, `pg_ctl` and `postgres`.

@@ -62,14 +62,14 @@ async fn metrics_text(State(pool): State<PgPool>) -> impl IntoResponse {
         let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
         let now: BTreeSet<(String, String)> = rows
             .iter()
-            .map(|r| (r.kind.clone(), r.status.clone()))
+            .map(|r| (r.kind.clone(), r.status.to_string()))
             .collect();
         for (kind, status) in seen.difference(&now) {
             metrics::gauge!("copydesk_queue_jobs", "kind" => kind.clone(), "status" => status.clone())
                 .set(0.0);
         }
         for r in rows {
-            metrics::gauge!("copydesk_queue_jobs", "kind" => r.kind, "status" => r.status)
+            metrics::gauge!("copydesk_queue_jobs", "kind" => r.kind, "status" => r.status.to_string())
                 .set(r.jobs as f64);
         }
         seen.extend(now);

@@ -1,23 +1,80 @@
 //! `brand_voice_analysis`: reads a store's website (through the SSRF guard) and/or text
-//! samples, asks brand-voice-analyzer for a structured analysis, writes a `brand_voice`
-//! artifact, and caches the analysis by normalised URL for 7 days, so a second project
-//! with the same URL makes no model call. Then waits for approval (or, without
-//! `[pipeline] approve_brand_voice`, enqueues the drafts at once).
+//! samples, asks brand-voice-analyzer for a structured analysis and makes the
+//! `brand_voice` artifact; an analysis of the same normalised URL cached in the last 7
+//! days is reused (no fetch, no model call). What follows (an approval, or the drafts)
+//! is `pipeline`'s.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 
+use chrono::{DateTime, Utc};
+use copydesk_queue::{JobArgs, JobError, ResultExt};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::JobContext;
+use super::Ctx;
 use crate::{
+    domain::{ArtifactKind, ArtifactSource, Channel},
     llm::Call,
-    pipeline::{self, NewArtifact, Plan},
-    queue::{self, JobError, Outcome, ResultExt},
+    store::{self, artifacts::NewArtifact},
 };
 
-pub const KIND: &str = "brand_voice_analysis";
-pub const SCHEMA: &str = include_str!("../../jobs/brand_voice_analysis/schema.json");
+/// The input of a `brand_voice_analysis` job: a store URL, samples, or both.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrandVoiceArgs {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub samples: Vec<Sample>,
+    /// What follows once the voice is approved: drafts per channel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline: Option<Plan>,
+}
+
+impl JobArgs for BrandVoiceArgs {
+    const KIND: &'static str = "brand_voice_analysis";
+    const SCHEMA: &'static str = include_str!("../../jobs/brand_voice_analysis/schema.json");
+}
+
+/// A style sample: text, or a `source` artifact holding it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Sample {
+    Text(String),
+    Artifact { artifact_id: Uuid },
+}
+
+/// What the pipeline was asked for; carried from step to step in job inputs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    pub channels: Vec<Channel>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instructions: Option<String>,
+    /// When approved drafts are published (now when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<DateTime<Utc>>,
+}
+
+/// The output of a `brand_voice_analysis` job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BrandVoiceOutput {
+    pub artifact_id: Uuid,
+    pub from_cache: bool,
+}
+
+/// What the step produced: the artifact, and the analysis to cache under a URL when it
+/// is new.
+#[derive(Debug, Clone)]
+pub struct Analysed {
+    pub artifact: NewArtifact,
+    pub cache: Option<(String, Value)>,
+    pub output: BrandVoiceOutput,
+}
+
 const SYSTEM: &str = include_str!("../../jobs/brand_voice_analysis/analyzer.md");
 const USER: &str = include_str!("../../jobs/brand_voice_analysis/user.md");
 
@@ -73,25 +130,12 @@ pub fn page_text(html: &str) -> (String, String) {
     (title, text)
 }
 
-pub async fn run(ctx: JobContext) -> Result<Outcome, JobError> {
-    let input = ctx.job.input.clone();
-    let plan: Option<Plan> = input
-        .get("pipeline")
-        .map(|p| serde_json::from_value(p.clone()))
-        .transpose()
-        .permanent()?;
-    let store_url = input["store_url"].as_str().map(str::to_owned);
-    let key = store_url.as_deref().and_then(normalise_url);
+pub async fn run(ctx: &Ctx, args: &BrandVoiceArgs) -> Result<Analysed, JobError> {
+    let key = args.store_url.as_deref().and_then(normalise_url);
 
     // A fresh analysis of the same site is reused: no fetch, no model call.
-    let cached: Option<Value> = match &key {
-        Some(k) => sqlx::query_scalar(
-            "SELECT analysis FROM brand_voice_cache WHERE url = $1 AND expires_at > now()",
-        )
-        .bind(k)
-        .fetch_optional(&ctx.pool)
-        .await
-        .retryable()?,
+    let cached = match &key {
+        Some(k) => store::caches::brand_voice(&ctx.pool, k).await?,
         None => None,
     };
     let (analysis, from_cache) = match cached {
@@ -102,82 +146,50 @@ pub async fn run(ctx: JobContext) -> Result<Outcome, JobError> {
             );
             (a, true)
         }
-        None => (analyse(&ctx, store_url.as_deref(), &input).await?, false),
+        None => (
+            analyse(ctx, args.store_url.as_deref(), &args.samples).await?,
+            false,
+        ),
     };
-
-    let artifact = Uuid::now_v7();
-    let content = summary(&analysis);
-    let a = NewArtifact {
-        id: artifact,
+    let artifact = NewArtifact {
+        id: Uuid::now_v7(),
         project_id: ctx.job.project_id,
-        job_id: ctx.job.id,
-        kind: "brand_voice",
+        job_id: Some(ctx.job.id),
+        kind: ArtifactKind::BrandVoice,
         channel: None,
         based_on_id: None,
-        source: "ai",
+        source: ArtifactSource::Ai,
         title: Some(format!(
             "Brand voice of {}",
-            store_url.as_deref().unwrap_or("the samples")
+            args.store_url.as_deref().unwrap_or("the samples")
         )),
-        content,
-        data: json!({"analysis": analysis, "store_url": store_url, "from_cache": from_cache}),
+        content: summary(&analysis),
+        data: json!({"analysis": analysis, "store_url": args.store_url, "from_cache": from_cache}),
     };
-    let approve = ctx.settings.pipeline.approve_brand_voice;
-    let (job_id, project) = (ctx.job.id, ctx.job.project_id);
-    let follow_ups = match (&plan, approve) {
-        (Some(plan), false) => pipeline::drafts_for(plan, artifact, project, Some(job_id)),
-        _ => Vec::new(),
+    let cache = match (from_cache, key) {
+        (false, Some(k)) => Some((k, analysis)),
+        _ => None,
     };
-    let cache = (!from_cache)
-        .then(|| (key.clone(), analysis.clone()))
-        .and_then(|(k, a)| k.map(|k| (k, a)));
-    let effects: queue::Effects = Arc::new(move |conn| {
-        let (a, follow_ups, cache) = (a.clone(), follow_ups.clone(), cache.clone());
-        Box::pin(async move {
-            pipeline::artifact_insert(conn, &a).await?;
-            pipeline::job_set_output(conn, job_id, a.id).await?;
-            if let Some((url, analysis)) = cache {
-                sqlx::query(
-                    "INSERT INTO brand_voice_cache (url, analysis, artifact_id) VALUES ($1, $2, $3)
-                     ON CONFLICT (url) DO UPDATE SET analysis = $2, artifact_id = $3,
-                         created_at = now(), expires_at = now() + interval '7 days'",
-                )
-                .bind(url)
-                .bind(analysis)
-                .bind(a.id)
-                .execute(&mut *conn)
-                .await?;
-            }
-            if approve {
-                pipeline::approval_create(conn, job_id, a.id).await?;
-            }
-            queue::enqueue_many(conn, &follow_ups).await?;
-            Ok(())
-        })
-    });
-    let output = Some(json!({"artifact_id": artifact, "from_cache": from_cache}));
-    Ok(if approve {
-        Outcome::NeedsApproval {
-            output,
-            effects: Some(effects),
-        }
-    } else {
-        Outcome::Done {
-            output,
-            effects: Some(effects),
-        }
+    Ok(Analysed {
+        output: BrandVoiceOutput {
+            artifact_id: artifact.id,
+            from_cache,
+        },
+        artifact,
+        cache,
     })
 }
 
+/// Asks brand-voice-analyzer for the voice of the store page and samples.
 pub(crate) async fn analyse(
-    ctx: &JobContext,
+    ctx: &Ctx,
     store_url: Option<&str>,
-    input: &Value,
+    samples: &[Sample],
 ) -> Result<Value, JobError> {
     let mut title = String::new();
     let mut text = String::new();
     if let Some(url) = store_url {
-        let page = ctx.services.fetcher.get_html(url).await.map_err(|e| {
+        let page = ctx.app.fetcher.get_html(url).await.map_err(|e| {
             if e.is_transient() {
                 JobError::transient(e.to_string())
             } else {
@@ -186,20 +198,13 @@ pub(crate) async fn analyse(
         })?;
         (title, text) = page_text(&page.body);
     }
-    for s in input["samples"].as_array().into_iter().flatten() {
+    for s in samples {
         let sample = match s {
-            Value::String(t) => t.clone(),
-            other => {
-                let id: Uuid = serde_json::from_value(other["artifact_id"].clone()).permanent()?;
-                sqlx::query_scalar::<_, String>(
-                    "SELECT content FROM artifacts WHERE id = $1 AND kind = 'source'",
-                )
-                .bind(id)
-                .fetch_optional(&ctx.pool)
+            Sample::Text(t) => t.clone(),
+            Sample::Artifact { artifact_id: id } => store::artifacts::source_text(&ctx.pool, *id)
                 .await
                 .retryable()?
-                .ok_or_else(|| JobError::permanent(format!("samples: no source artifact {id}")))?
-            }
+                .ok_or_else(|| JobError::permanent(format!("samples: no source artifact {id}")))?,
         };
         text.push('\n');
         text.push_str(&sample);
@@ -211,14 +216,14 @@ pub(crate) async fn analyse(
     }
     let vars = json!({"store_url": store_url.unwrap_or("(samples only)"), "page_title": title, "text": text});
     let reply = ctx
-        .services
+        .app
         .llm
         .call(
-            &ctx.llm_scope(),
+            &super::llm_scope(ctx),
             &Call {
                 agent: "brand-voice-analyzer".into(),
                 system: SYSTEM.into(),
-                user: pipeline::render(USER, &vars),
+                user: crate::llm::render(USER, &vars),
                 schema: Some(("brand_voice".into(), ANALYSIS_SCHEMA.clone())),
                 hints: vars,
             },
@@ -253,6 +258,26 @@ fn summary(a: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plans_and_samples_decode_both_shapes() {
+        let stored =
+            r#"{"channels":["blog","x"],"topic":"Linen","schedule":"2026-12-01T09:00:00Z"}"#;
+        let plan: Plan = serde_json::from_str(stored).unwrap();
+        assert_eq!(plan.channels, vec![Channel::Blog, Channel::X]);
+        assert_eq!(serde_json::to_string(&plan).unwrap(), stored);
+        let samples: Vec<Sample> = serde_json::from_str(
+            r#"["Warm words.", {"artifact_id": "00000000-0000-0000-0000-000000000000"}]"#,
+        )
+        .unwrap();
+        assert_eq!(samples[0], Sample::Text("Warm words.".into()));
+        assert_eq!(
+            samples[1],
+            Sample::Artifact {
+                artifact_id: Uuid::nil()
+            }
+        );
+    }
 
     #[test]
     fn urls_normalise_to_one_cache_key() {

@@ -9,22 +9,64 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use serde::Serialize;
+use copydesk_queue::{JobArgs, JobError, Outcome, ResultExt, text_enum};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use super::JobContext;
+use super::Ctx;
 use crate::{
     config::CatalogSettings,
     fetch::Fetcher,
-    queue::{JobError, Outcome, ResultExt},
+    store::{self, caches::CatalogItem},
 };
 
-pub const KIND: &str = "cache_refresh";
-pub const SCHEMA: &str = include_str!("../../jobs/cache_refresh/schema.json");
+text_enum! {
+    /// Which cache a `cache_refresh` job refreshes.
+    pub enum CacheSource("cache source") {
+        Catalog = "catalog",
+        BrandVoice = "brand_voice",
+    }
+}
+
+/// The input of a `cache_refresh` job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheRefreshArgs {
+    pub source: CacheSource,
+    /// Brand voices: refresh those that expire within this many hours (default 24).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub within_hours: Option<i32>,
+}
+
+impl JobArgs for CacheRefreshArgs {
+    const KIND: &'static str = "cache_refresh";
+    const SCHEMA: &'static str = include_str!("../../jobs/cache_refresh/schema.json");
+}
+
+/// The output of a `cache_refresh` job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "source", rename_all = "snake_case")]
+pub enum CacheRefreshOutput {
+    Catalog {
+        counts: CatalogCounts,
+    },
+    BrandVoice {
+        refreshed: Vec<String>,
+        failed: Vec<RefreshFailure>,
+        not_in_use: u64,
+    },
+}
+
+/// A brand voice whose refresh failed (the others still ran).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RefreshFailure {
+    pub url: String,
+    pub error: String,
+}
 
 /// What a catalogue refresh did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CatalogCounts {
     pub pages: u32,
     pub inserted: u64,
@@ -33,70 +75,43 @@ pub struct CatalogCounts {
     pub skipped: u64,
 }
 
-pub async fn run(ctx: JobContext) -> Result<Outcome, JobError> {
-    match ctx.job.input["source"].as_str() {
-        Some("catalog") => {
+pub async fn run(ctx: Ctx, args: CacheRefreshArgs) -> Result<Outcome, JobError> {
+    let output = match args.source {
+        CacheSource::Catalog => {
             let token = catalog_token(&ctx).await?;
             let counts = refresh_catalog(
                 &ctx.pool,
-                &ctx.services.fetcher,
-                &ctx.settings.catalog,
+                &ctx.app.fetcher,
+                &ctx.app.settings.catalog,
                 token.as_deref(),
             )
             .await?;
             tracing::info!(?counts, "catalogue refreshed");
-            Ok(Outcome::done_with(
-                json!({"source": "catalog", "counts": counts}),
-            ))
+            CacheRefreshOutput::Catalog { counts }
         }
-        Some("brand_voice") => {
-            let hours = ctx.job.input["within_hours"].as_i64().unwrap_or(24);
-            refresh_brand_voices(&ctx, hours).await
+        CacheSource::BrandVoice => {
+            refresh_brand_voices(&ctx, args.within_hours.unwrap_or(24)).await?
         }
-        other => Err(JobError::permanent(format!(
-            "/source: {other:?} is not catalog or brand_voice"
-        ))),
-    }
+    };
+    Ok(Outcome::done_with(json!(output)))
 }
 
 /// The catalogue token: COPYDESK_CATALOG_TOKEN, else the encrypted app setting
 /// `catalog_token`, else none.
-pub(crate) async fn catalog_token(ctx: &JobContext) -> Result<Option<String>, JobError> {
+pub(crate) async fn catalog_token(ctx: &Ctx) -> Result<Option<String>, JobError> {
     if let Ok(t) = std::env::var("COPYDESK_CATALOG_TOKEN")
         && !t.is_empty()
     {
         return Ok(Some(t));
     }
-    let stored: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM app_settings WHERE key = 'catalog_token' AND secret IS NOT NULL)",
-    )
-    .fetch_one(&ctx.pool)
-    .await
-    .retryable()?;
-    if !stored {
+    if !store::settings::has_secret(&ctx.pool, "catalog_token").await? {
         return Ok(None);
     }
     let keys =
-        ctx.services.keys.clone().map_err(|e| {
+        ctx.app.keys.clone().map_err(|e| {
             JobError::permanent(format!("the catalog_token setting is encrypted: {e}"))
         })?;
-    crate::keys::secret_setting(&ctx.pool, &keys, "catalog_token")
-        .await
-        .permanent()
-}
-
-/// One catalogue item as the API gives it, mapped to our columns.
-#[derive(Debug, Clone, PartialEq)]
-struct Item {
-    external_id: String,
-    name: String,
-    designer: Option<String>,
-    description: Option<String>,
-    price: Option<f64>,
-    image_url: Option<String>,
-    category: Option<String>,
-    tags: Vec<String>,
-    raw: Value,
+    Ok(store::settings::secret(&ctx.pool, &keys, "catalog_token").await?)
 }
 
 fn text(v: &Value) -> Option<String> {
@@ -107,7 +122,8 @@ fn text(v: &Value) -> Option<String> {
     }
 }
 
-fn item(raw: &Value) -> Result<Item, String> {
+/// One catalogue item as the API gives it, mapped to our columns, or why it is skipped.
+fn item(raw: &Value) -> Result<CatalogItem, String> {
     let external_id = text(&raw["external_id"])
         .or_else(|| text(&raw["id"]))
         .ok_or("no id")?;
@@ -128,7 +144,7 @@ fn item(raw: &Value) -> Result<Item, String> {
             .collect(),
         _ => Vec::new(),
     };
-    Ok(Item {
+    Ok(CatalogItem {
         external_id,
         name,
         designer: text(&raw["designer"]).or_else(|| text(&raw["brand"])),
@@ -163,7 +179,7 @@ pub async fn refresh_catalog(
         headers.insert(name, value);
     }
     let mut counts = CatalogCounts::default();
-    let mut items: BTreeMap<String, Item> = BTreeMap::new();
+    let mut items: BTreeMap<String, CatalogItem> = BTreeMap::new();
     for page in 1..=cfg.max_pages.max(1) {
         let mut url = url::Url::parse(&cfg.url)
             .map_err(|e| JobError::permanent(format!("[catalog] url {:?}: {e}", cfg.url)))?;
@@ -210,15 +226,8 @@ pub async fn refresh_catalog(
     }
     let mut tx = pool.begin().await.retryable()?;
     let ids: Vec<&str> = items.keys().map(String::as_str).collect();
-    let existing: HashMap<String, Value> = sqlx::query_as::<_, (String, Value)>(
-        "SELECT external_id, raw FROM catalog_items WHERE external_id = ANY($1) FOR UPDATE",
-    )
-    .bind(&ids)
-    .fetch_all(&mut *tx)
-    .await
-    .retryable()?
-    .into_iter()
-    .collect();
+    let existing: HashMap<String, Value> =
+        store::caches::catalog_raw_for_update(&mut tx, &ids).await?;
     for i in items.values() {
         match existing.get(&i.external_id) {
             None => counts.inserted += 1,
@@ -226,90 +235,52 @@ pub async fn refresh_catalog(
             Some(_) => counts.updated += 1,
         }
     }
-    let col = |f: fn(&Item) -> Option<String>| items.values().map(f).collect::<Vec<_>>();
-    sqlx::query(
-        "INSERT INTO catalog_items (external_id, name, designer, description, price, image_url, category, tags, raw,
-                                    fetched_at, expires_at)
-         SELECT i.external_id, i.name, i.designer, i.description, i.price::numeric(12,2), i.image_url, i.category,
-                coalesce(ARRAY(SELECT jsonb_array_elements_text(i.tags)), '{}'), i.raw,
-                now(), now() + make_interval(hours => $10)
-         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[], $6::text[], $7::text[],
-                     $8::jsonb[], $9::jsonb[])
-              AS i(external_id, name, designer, description, price, image_url, category, tags, raw)
-         ON CONFLICT (external_id) DO UPDATE SET
-             name = excluded.name, designer = excluded.designer, description = excluded.description,
-             price = excluded.price, image_url = excluded.image_url, category = excluded.category,
-             tags = excluded.tags, raw = excluded.raw, fetched_at = excluded.fetched_at,
-             expires_at = excluded.expires_at",
-    )
-    .bind(col(|i| Some(i.external_id.clone())))
-    .bind(col(|i| Some(i.name.clone())))
-    .bind(col(|i| i.designer.clone()))
-    .bind(col(|i| i.description.clone()))
-    .bind(items.values().map(|i| i.price).collect::<Vec<_>>())
-    .bind(col(|i| i.image_url.clone()))
-    .bind(col(|i| i.category.clone()))
-    .bind(items.values().map(|i| json!(i.tags)).collect::<Vec<_>>())
-    .bind(items.values().map(|i| i.raw.clone()).collect::<Vec<_>>())
-    .bind(cfg.ttl_hours.clamp(1, 24 * 365) as i32)
-    .execute(&mut *tx)
-    .await
-    .retryable()?;
+    let all: Vec<&CatalogItem> = items.values().collect();
+    store::caches::catalog_upsert(&mut *tx, &all, cfg.ttl_hours.clamp(1, 24 * 365) as i32).await?;
     tx.commit().await.retryable()?;
     Ok(counts)
 }
 
-async fn refresh_brand_voices(ctx: &JobContext, within_hours: i64) -> Result<Outcome, JobError> {
-    let expiring: Vec<String> = sqlx::query_scalar(
-        "SELECT url FROM brand_voice_cache WHERE expires_at < now() + make_interval(hours => $1) ORDER BY expires_at",
-    )
-    .bind(within_hours as i32)
-    .fetch_all(&ctx.pool)
-    .await
-    .retryable()?;
-    let projects: Vec<String> = sqlx::query_scalar(
-        "SELECT store_url FROM projects WHERE archived_at IS NULL AND store_url IS NOT NULL",
-    )
-    .fetch_all(&ctx.pool)
-    .await
-    .retryable()?;
+async fn refresh_brand_voices(
+    ctx: &Ctx,
+    within_hours: i32,
+) -> Result<CacheRefreshOutput, JobError> {
+    let expiring = store::caches::expiring_brand_voices(&ctx.pool, within_hours).await?;
+    let projects = store::projects::active_store_urls(&ctx.pool).await?;
     // The cache key is the normalised URL; fetch the project's own spelling of it.
     let in_use: HashMap<String, String> = projects
         .into_iter()
         .filter_map(|u| super::brand_voice_analysis::normalise_url(&u).map(|k| (k, u)))
         .collect();
-    let (mut refreshed, mut failed, mut unused) = (Vec::new(), Vec::new(), 0u64);
+    let (mut refreshed, mut failed, mut not_in_use) = (Vec::new(), Vec::new(), 0u64);
     for key in expiring {
         let Some(url) = in_use.get(&key) else {
-            unused += 1;
+            not_in_use += 1;
             continue;
         };
-        match super::brand_voice_analysis::analyse(ctx, Some(url), &json!({})).await {
+        match super::brand_voice_analysis::analyse(ctx, Some(url), &[]).await {
             Ok(analysis) => {
-                sqlx::query(
-                    "UPDATE brand_voice_cache SET analysis = $2, created_at = now(), expires_at = now() + interval '7 days'
-                     WHERE url = $1",
-                )
-                .bind(&key)
-                .bind(analysis)
-                .execute(&ctx.pool)
-                .await
-                .retryable()?;
+                store::caches::refresh_brand_voice(&ctx.pool, &key, &analysis).await?;
                 refreshed.push(key);
             }
             Err(e) => {
                 tracing::warn!(url = %key, error = %e, "brand voice refresh failed");
-                failed.push(json!({"url": key, "error": e.message}));
+                failed.push(RefreshFailure {
+                    url: key,
+                    error: e.message,
+                });
             }
         }
     }
     tracing::info!(
         refreshed = refreshed.len(),
         failed = failed.len(),
-        unused,
+        not_in_use,
         "brand voices refreshed"
     );
-    Ok(Outcome::done_with(json!({
-        "source": "brand_voice", "refreshed": refreshed, "failed": failed, "not_in_use": unused,
-    })))
+    Ok(CacheRefreshOutput::BrandVoice {
+        refreshed,
+        failed,
+        not_in_use,
+    })
 }

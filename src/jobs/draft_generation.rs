@@ -1,22 +1,70 @@
 //! `draft_generation`: blog-writer, then blog-editor (and for the blog, seo-specialist
-//! and senior-editor) write one channel's draft in the approved brand voice; the draft
-//! artifact (versioned, `based_on` the draft it rewrites) and its evaluation job commit
-//! with the finish.
+//! and senior-editor) write one channel's draft in the approved brand voice, as a
+//! `draft` artifact (versioned, `based_on` the draft it rewrites). What follows (its
+//! evaluation) is `pipeline`'s.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 
+use chrono::{DateTime, Utc};
+use copydesk_queue::{JobArgs, JobError, ResultExt};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::JobContext;
+use super::Ctx;
 use crate::{
-    llm::Call,
-    pipeline::{self, Channel, NewArtifact},
-    queue::{self, JobError, NewJob, Outcome, ResultExt},
+    domain::{ArtifactKind, ArtifactSource, Channel},
+    llm::{Call, render},
+    store::{self, artifacts::NewArtifact},
 };
 
-pub const KIND: &str = "draft_generation";
-pub const SCHEMA: &str = include_str!("../../jobs/draft_generation/schema.json");
+/// The input of a `draft_generation` job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DraftArgs {
+    pub channel: Channel,
+    pub brand_voice_artifact_id: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instructions: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub catalog_item_ids: Vec<String>,
+    /// What the reviewer or a person asked to change (a rewrite).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub feedback: Vec<String>,
+    /// The draft this one rewrites.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub based_on: Option<Uuid>,
+    /// 1 for the first draft of a channel, one more for each rewrite.
+    #[serde(default = "first_iteration")]
+    pub iteration: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<DateTime<Utc>>,
+}
+
+fn first_iteration() -> i64 {
+    1
+}
+
+impl JobArgs for DraftArgs {
+    const KIND: &'static str = "draft_generation";
+    const SCHEMA: &'static str = include_str!("../../jobs/draft_generation/schema.json");
+}
+
+/// The output of a `draft_generation` job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DraftOutput {
+    pub artifact_id: Uuid,
+    pub iteration: i64,
+}
+
+/// What the step produced.
+#[derive(Debug, Clone)]
+pub struct Drafted {
+    pub artifact: NewArtifact,
+    pub output: DraftOutput,
+}
 const WRITER: &str = include_str!("../../jobs/draft_generation/writer.md");
 const USER: &str = include_str!("../../jobs/draft_generation/user.md");
 const EDITOR: &str = include_str!("../../jobs/draft_generation/editor.md");
@@ -76,84 +124,54 @@ pub fn enforce_rules(c: Channel, text: &str, title: Option<&str>) -> String {
     }
 }
 
-pub async fn run(ctx: JobContext) -> Result<Outcome, JobError> {
-    let input = ctx.job.input.clone();
-    let channel = Channel::parse(input["channel"].as_str().unwrap_or_default())
-        .map_err(JobError::permanent)?;
-    let bv_id: Uuid =
-        serde_json::from_value(input["brand_voice_artifact_id"].clone()).permanent()?;
-    let brand_voice: Value = sqlx::query_scalar(
-        "SELECT data->'analysis' FROM artifacts WHERE id = $1 AND kind = 'brand_voice'",
-    )
-    .bind(bv_id)
-    .fetch_optional(&ctx.pool)
-    .await
-    .retryable()?
-    .ok_or_else(|| {
-        JobError::permanent(format!(
-            "brand_voice_artifact_id: no brand voice artifact {bv_id}"
-        ))
-    })?;
-    let based_on: Option<Uuid> = input
-        .get("based_on")
-        .map(|v| serde_json::from_value(v.clone()))
-        .transpose()
-        .permanent()?;
-    let previous: Option<String> = match based_on {
+pub async fn run(ctx: &Ctx, args: &DraftArgs) -> Result<Drafted, JobError> {
+    let channel = args.channel;
+    let bv_id = args.brand_voice_artifact_id;
+    let brand_voice = store::artifacts::brand_voice_analysis(&ctx.pool, bv_id)
+        .await
+        .retryable()?
+        .ok_or_else(|| {
+            JobError::permanent(format!(
+                "brand_voice_artifact_id: no brand voice artifact {bv_id}"
+            ))
+        })?;
+    let previous = match args.based_on {
         Some(id) => Some(
-            sqlx::query_scalar("SELECT content FROM artifacts WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&ctx.pool)
+            store::artifacts::content(&ctx.pool, id)
                 .await
                 .retryable()?
                 .ok_or_else(|| JobError::permanent(format!("based_on: no artifact {id}")))?,
         ),
         None => None,
     };
-    let wanted: Vec<&str> = input["catalog_item_ids"]
-        .as_array()
-        .map(|ids| ids.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
-    refresh_stale_items(&ctx, &wanted).await?;
-    let products: Vec<Value> = match input["catalog_item_ids"].as_array() {
-        Some(ids) if !ids.is_empty() => sqlx::query_scalar(
-            "SELECT jsonb_build_object('name', name, 'designer', designer, 'description', description, 'price', price)
-             FROM catalog_items WHERE external_id = ANY($1)",
-        )
-        .bind(ids.iter().filter_map(Value::as_str).collect::<Vec<_>>())
-        .fetch_all(&ctx.pool)
-        .await
-        .retryable()?,
-        _ => Vec::new(),
+    refresh_stale_items(ctx, &args.catalog_item_ids).await?;
+    let products = if args.catalog_item_ids.is_empty() {
+        Vec::new()
+    } else {
+        store::caches::catalog_products(&ctx.pool, &args.catalog_item_ids)
+            .await
+            .retryable()?
     };
-    let feedback: Vec<String> = input["feedback"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default();
+    let feedback = &args.feedback;
     let vars = json!({
         "channel": channel.as_str(),
         "channel_rules": channel_rules(channel),
         "brand_voice": brand_voice,
-        "topic": input["topic"].as_str().unwrap_or("(the writer's choice, from the brand voice)"),
-        "instructions": input["instructions"].as_str().unwrap_or("(none)"),
+        "topic": args.topic.as_deref().unwrap_or("(the writer's choice, from the brand voice)"),
+        "instructions": args.instructions.as_deref().unwrap_or("(none)"),
         "products": products,
         "previous": previous.clone().unwrap_or_else(|| "(none: first draft)".into()),
         "feedback": if feedback.is_empty() { "(none)".to_owned() } else { feedback.join("\n- ") },
     });
-    let llm = &ctx.services.llm;
-    let scope = ctx.llm_scope();
+    let llm = &ctx.app.llm;
+    let scope = super::llm_scope(ctx);
     let mut hints = vars.clone();
     hints["feedback"] = json!(feedback);
     let call =
         |agent: &str, system: &str, user: String, schema: Option<(String, Value)>, hints: Value| {
             Call {
                 agent: agent.into(),
-                system: pipeline::render(system, &vars),
+                system: render(system, &vars),
                 user,
                 schema,
                 hints,
@@ -165,7 +183,7 @@ pub async fn run(ctx: JobContext) -> Result<Outcome, JobError> {
             &call(
                 "blog-writer",
                 WRITER,
-                pipeline::render(USER, &vars),
+                render(USER, &vars),
                 None,
                 hints.clone(),
             ),
@@ -209,75 +227,50 @@ pub async fn run(ctx: JobContext) -> Result<Outcome, JobError> {
         .as_ref()
         .and_then(|s| s["title"].as_str())
         .map(str::to_owned);
-    let text = enforce_rules(channel, &text, title.as_deref().or(input["topic"].as_str()));
-    let iteration = input["iteration"].as_i64().unwrap_or(1);
-
+    let text = enforce_rules(channel, &text, title.as_deref().or(args.topic.as_deref()));
     let artifact = NewArtifact {
         id: Uuid::now_v7(),
         project_id: ctx.job.project_id,
-        job_id: ctx.job.id,
-        kind: "draft",
+        job_id: Some(ctx.job.id),
+        kind: ArtifactKind::Draft,
         channel: Some(channel),
-        based_on_id: based_on,
-        source: "ai",
-        title: title.or_else(|| input["topic"].as_str().map(str::to_owned)),
+        based_on_id: args.based_on,
+        source: ArtifactSource::Ai,
+        title: title.or_else(|| args.topic.clone()),
         content: text,
-        data: json!({"iteration": iteration, "seo": seo, "feedback": feedback, "provider": llm.provider.label()}),
+        data: json!({"iteration": args.iteration, "seo": seo, "feedback": feedback, "provider": llm.provider.label()}),
     };
-    let mut eval_input = json!({
-        "draft_artifact_id": artifact.id,
-        "channel": channel.as_str(),
-        "brand_voice_artifact_id": bv_id,
-        "iteration": iteration,
-    });
-    for k in ["topic", "instructions", "schedule"] {
-        if let Some(v) = input.get(k) {
-            eval_input[k] = v.clone();
-        }
-    }
-    let mut eval = NewJob::new("evaluation", eval_input);
-    eval.project_id = ctx.job.project_id;
-    eval.parent_id = Some(ctx.job.id);
-    let job_id = ctx.job.id;
-    let output = json!({"artifact_id": artifact.id, "iteration": iteration});
-    let effects: queue::Effects = Arc::new(move |conn| {
-        let (a, eval) = (artifact.clone(), eval.clone());
-        Box::pin(async move {
-            pipeline::artifact_insert(conn, &a).await?;
-            pipeline::job_set_output(conn, job_id, a.id).await?;
-            queue::enqueue(conn, &eval).await?;
-            Ok(())
-        })
-    });
-    Ok(Outcome::done_with(output).with_effects(effects))
+    Ok(Drafted {
+        output: DraftOutput {
+            artifact_id: artifact.id,
+            iteration: args.iteration,
+        },
+        artifact,
+    })
 }
 
 /// Refreshes the catalogue first when an item the draft draws on is missing or past its
 /// `expires_at` and a catalogue is configured. A refresh that fails is logged and the
 /// draft is written from what the table holds: a catalogue outage does not stop drafts.
-async fn refresh_stale_items(ctx: &JobContext, ids: &[&str]) -> Result<(), JobError> {
-    if ids.is_empty() || ctx.settings.catalog.url.trim().is_empty() {
+async fn refresh_stale_items(ctx: &Ctx, ids: &[String]) -> Result<(), JobError> {
+    if ids.is_empty() || ctx.app.settings.catalog.url.trim().is_empty() {
         return Ok(());
     }
-    let fresh: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM catalog_items WHERE external_id = ANY($1) AND expires_at > now()",
-    )
-    .bind(ids)
-    .fetch_one(&ctx.pool)
-    .await
-    .retryable()?;
-    if fresh as usize >= ids.len() {
+    let fresh = store::caches::catalog_fresh(&ctx.pool, ids)
+        .await
+        .retryable()?;
+    if fresh >= ids.len() {
         return Ok(());
     }
     tracing::info!(
-        stale = ids.len() - fresh as usize,
+        stale = ids.len() - fresh,
         "catalogue items are stale: refreshing first"
     );
     let token = super::cache_refresh::catalog_token(ctx).await?;
     if let Err(e) = super::cache_refresh::refresh_catalog(
         &ctx.pool,
-        &ctx.services.fetcher,
-        &ctx.settings.catalog,
+        &ctx.app.fetcher,
+        &ctx.app.settings.catalog,
         token.as_deref(),
     )
     .await

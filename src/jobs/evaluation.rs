@@ -1,23 +1,70 @@
 //! `evaluation`: blog-reviewer scores a draft (platform_appropriateness,
 //! style_consistency, clarity, engagement, grammar, overall; 0-100); deterministic checks
-//! (length limits, the project's banned phrases) can only lower the result. Below
-//! `[pipeline] pass_score` with iterations left, the draft is rewritten with the
-//! feedback; otherwise it waits for approval (or goes straight to publishing).
+//! (length limits, the project's banned phrases) can only lower the result, which
+//! passes at `[pipeline] pass_score`. What follows (a rewrite with the feedback, an
+//! approval, or publishing) is `pipeline`'s.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 
+use chrono::{DateTime, Utc};
+use copydesk_queue::{JobArgs, JobError, ResultExt};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::JobContext;
+use super::Ctx;
 use crate::{
-    llm::Call,
-    pipeline::{self, Channel, NewArtifact},
-    queue::{self, JobError, Outcome, ResultExt},
+    domain::{ArtifactKind, ArtifactSource, Channel},
+    llm::{Call, render},
+    store::{self, artifacts::NewArtifact},
 };
 
-pub const KIND: &str = "evaluation";
-pub const SCHEMA: &str = include_str!("../../jobs/evaluation/schema.json");
+/// The input of an `evaluation` job: the draft, and what its rewrite or publication
+/// needs carried along.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluationArgs {
+    pub draft_artifact_id: Uuid,
+    pub channel: Channel,
+    pub brand_voice_artifact_id: Uuid,
+    #[serde(default = "first_iteration")]
+    pub iteration: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instructions: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<DateTime<Utc>>,
+}
+
+fn first_iteration() -> i64 {
+    1
+}
+
+impl JobArgs for EvaluationArgs {
+    const KIND: &'static str = "evaluation";
+    const SCHEMA: &'static str = include_str!("../../jobs/evaluation/schema.json");
+}
+
+/// The output of an `evaluation` job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvaluationOutput {
+    pub artifact_id: Uuid,
+    pub overall: i64,
+    pub passed: bool,
+    /// Whether the draft goes back to the writer (`pipeline` decides).
+    pub rewrite: bool,
+}
+
+/// What the step produced.
+#[derive(Debug, Clone)]
+pub struct Evaluated {
+    pub artifact: NewArtifact,
+    pub overall: i64,
+    pub passed: bool,
+    /// The reviewer's feedback and the failed checks, for a rewrite.
+    pub feedback: Vec<String>,
+}
 const SYSTEM: &str = include_str!("../../jobs/evaluation/reviewer.md");
 const USER: &str = include_str!("../../jobs/evaluation/user.md");
 const CRITERIA: [&str; 5] = [
@@ -71,39 +118,27 @@ pub fn checks(channel: Channel, draft: &str, banned: &[String]) -> Vec<(i64, Str
     found
 }
 
-pub async fn run(ctx: JobContext) -> Result<Outcome, JobError> {
-    let input = ctx.job.input.clone();
-    let channel = Channel::parse(input["channel"].as_str().unwrap_or_default())
-        .map_err(JobError::permanent)?;
-    let draft_id: Uuid = serde_json::from_value(input["draft_artifact_id"].clone()).permanent()?;
-    let bv_id: Uuid =
-        serde_json::from_value(input["brand_voice_artifact_id"].clone()).permanent()?;
-    let (draft, brand_voice, banned): (String, Value, Value) = sqlx::query_as(
-        "SELECT d.content, coalesce(b.data->'analysis', '{}'::jsonb),
-                coalesce(p.settings->'banned_phrases', '[]'::jsonb)
-         FROM artifacts d
-         LEFT JOIN artifacts b ON b.id = $2
-         LEFT JOIN projects p ON p.id = d.project_id
-         WHERE d.id = $1",
-    )
-    .bind(draft_id)
-    .bind(bv_id)
-    .fetch_optional(&ctx.pool)
-    .await
-    .retryable()?
-    .ok_or_else(|| JobError::permanent(format!("draft_artifact_id: no artifact {draft_id}")))?;
-    let banned: Vec<String> = serde_json::from_value(banned).unwrap_or_default();
-    let iteration = input["iteration"].as_i64().unwrap_or(1);
-    let vars = json!({"channel": channel.as_str(), "brand_voice": brand_voice, "draft": draft, "iteration": iteration});
+pub async fn run(ctx: &Ctx, args: &EvaluationArgs) -> Result<Evaluated, JobError> {
+    let (channel, draft_id, iteration) = (args.channel, args.draft_artifact_id, args.iteration);
+    let inputs =
+        store::artifacts::evaluation_inputs(&ctx.pool, draft_id, args.brand_voice_artifact_id)
+            .await
+            .retryable()?
+            .ok_or_else(|| {
+                JobError::permanent(format!("draft_artifact_id: no artifact {draft_id}"))
+            })?;
+    let banned: Vec<String> = serde_json::from_value(inputs.banned_phrases).unwrap_or_default();
+    let draft = inputs.draft;
+    let vars = json!({"channel": channel.as_str(), "brand_voice": inputs.brand_voice, "draft": draft, "iteration": iteration});
     let reply = ctx
-        .services
+        .app
         .llm
         .call(
-            &ctx.llm_scope(),
+            &super::llm_scope(ctx),
             &Call {
                 agent: "blog-reviewer".into(),
-                system: pipeline::render(SYSTEM, &vars),
-                user: pipeline::render(USER, &vars),
+                system: render(SYSTEM, &vars),
+                user: render(USER, &vars),
                 schema: Some(("evaluation".into(), SCORES_SCHEMA.clone())),
                 hints: vars.clone(),
             },
@@ -125,92 +160,28 @@ pub async fn run(ctx: JobContext) -> Result<Outcome, JobError> {
     feedback.extend(failed.iter().map(|(_, why)| format!("Fix: {why}.")));
     feedback.retain(|f| !f.is_empty());
 
-    let cfg = &ctx.settings.pipeline;
-    let passed = overall >= cfg.pass_score;
-    let evaluation = NewArtifact {
+    let pass_score = ctx.app.settings.pipeline.pass_score;
+    let passed = overall >= pass_score;
+    let artifact = NewArtifact {
         id: Uuid::now_v7(),
         project_id: ctx.job.project_id,
-        job_id: ctx.job.id,
-        kind: "evaluation",
+        job_id: Some(ctx.job.id),
+        kind: ArtifactKind::Evaluation,
         channel: Some(channel),
         based_on_id: Some(draft_id),
-        source: "ai",
+        source: ArtifactSource::Ai,
         title: Some(format!(
-            "Evaluation of {} draft, iteration {iteration}: {overall}/100",
-            channel.as_str()
+            "Evaluation of {channel} draft, iteration {iteration}: {overall}/100"
         )),
         content: feedback.join("\n"),
-        data: json!({"scores": scores, "passed": passed, "iteration": iteration, "threshold": cfg.pass_score}),
+        data: json!({"scores": scores, "passed": passed, "iteration": iteration, "threshold": pass_score}),
     };
-    let (job_id, project) = (ctx.job.id, ctx.job.project_id);
-    let rewrite = !passed && iteration < cfg.max_iterations;
-    let approve = !rewrite && cfg.approve_drafts;
-    let follow_up = if rewrite {
-        Some(pipeline::rewrite_job(
-            &input,
-            draft_id,
-            feedback.clone(),
-            iteration + 1,
-            project,
-            Some(job_id),
-        ))
-    } else if !approve {
-        let integration = match project {
-            Some(p) => crate::publish::integrations::for_channel(&ctx.pool, p, channel)
-                .await
-                .retryable()?,
-            None => None,
-        };
-        Some(pipeline::publishing_job(
-            &input,
-            draft_id,
-            integration,
-            ctx.settings.publish.facebook_min_schedule_minutes,
-            project,
-            Some(job_id),
-        ))
-    } else {
-        None
-    };
-    let output = Some(
-        json!({"artifact_id": evaluation.id, "overall": overall, "passed": passed, "rewrite": rewrite}),
-    );
-    let effects: queue::Effects = Arc::new(move |conn| {
-        let (e, follow_up) = (evaluation.clone(), follow_up.clone());
-        Box::pin(async move {
-            pipeline::artifact_insert(conn, &e).await?;
-            pipeline::job_set_output(conn, job_id, e.id).await?;
-            if approve {
-                pipeline::approval_create(conn, job_id, draft_id).await?;
-            } else if !rewrite {
-                // `approve_drafts = false`: the configuration is the approval, recorded
-                // as one so publishing's "approved artifacts only" rule still holds.
-                sqlx::query(
-                    "INSERT INTO approvals (job_id, artifact_id, status, decided_by, notes, decided_at, applied_at)
-                     VALUES ($1, $2, 'approved', 'copydesk', '[pipeline] approve_drafts = false', now(), now())",
-                )
-                .bind(job_id)
-                .bind(draft_id)
-                .execute(&mut *conn)
-                .await?;
-            }
-            if let Some(job) = follow_up {
-                queue::enqueue(conn, &job).await?;
-            }
-            Ok(())
-        })
-    });
-    tracing::info!(overall, passed, iteration, rewrite, "draft evaluated");
-    Ok(if approve {
-        Outcome::NeedsApproval {
-            output,
-            effects: Some(effects),
-        }
-    } else {
-        Outcome::Done {
-            output,
-            effects: Some(effects),
-        }
+    tracing::info!(overall, passed, iteration, "draft evaluated");
+    Ok(Evaluated {
+        artifact,
+        overall,
+        passed,
+        feedback,
     })
 }
 

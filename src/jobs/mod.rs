@@ -1,6 +1,10 @@
-//! The job catalogue: one module per kind (args type, handler, tests) and the one list,
-//! [`Registry::builtin`], that registers every kind. A kind's input contract is
-//! `jobs/<kind>/schema.json`, compiled in and checked at enqueue and again at claim.
+//! The job catalogue: one module per kind, each with its args type (the wire format of
+//! `jobs.input`, a [`JobArgs`] with the kind's name and `jobs/<kind>/schema.json`), its
+//! output type (`jobs.output`) and its handler. `app::registry` lists them all.
+//!
+//! Handlers do the step's work (fetches, model calls, platform calls) and return what
+//! it produced. What follows a step of the content pipeline (an approval, the next
+//! jobs) is not theirs to decide: `pipeline` turns a step's product into the finish.
 
 pub mod brand_voice_analysis;
 pub mod cache_refresh;
@@ -10,182 +14,129 @@ pub mod evaluation;
 pub mod noop;
 pub mod publishing;
 
-use std::{
-    collections::BTreeMap,
-    sync::{Arc, LazyLock},
-};
+use std::sync::Arc;
 
-use futures::future::BoxFuture;
-use serde_json::Value;
-use sqlx::PgPool;
+pub use copydesk_queue::JobArgs;
+use copydesk_queue::JobError;
 
-use crate::{
-    config::Settings,
-    queue::{ClaimedJob, Error, JobError, Outcome},
-};
+use crate::{config::Settings, fetch::Fetcher, keys, llm};
 
-/// What a handler gets: the claimed job and the process's shared resources.
-#[derive(Clone)]
-pub struct JobContext {
-    pub job: ClaimedJob,
-    pub pool: PgPool,
+/// What every handler of a process shares: the settings and the clients.
+#[derive(Debug)]
+pub struct Services {
     pub settings: Arc<Settings>,
-    pub services: Arc<crate::queue::runner::Services>,
+    pub llm: llm::Llm,
+    pub fetcher: Fetcher,
+    /// Fernet keys from `COPYDESK_FERNET_KEYS`; the error is kept, not raised, so a
+    /// worker without keys still runs every job that needs none (publishing fails
+    /// with the error instead).
+    pub keys: Result<Arc<keys::Keys>, keys::KeyError>,
+    /// The HTTP client for publishing platforms.
+    pub publish_http: reqwest::Client,
 }
 
-impl JobContext {
-    /// The scope model calls of this job are recorded and budgeted under.
-    pub fn llm_scope(&self) -> crate::llm::Scope {
-        crate::llm::Scope {
-            pool: self.pool.clone(),
-            job_id: self.job.id,
-            attempt: self.job.attempts,
-            project_id: self.job.project_id,
+/// The application context the engine hands every handler.
+pub type App = Arc<Services>;
+
+/// A claimed job with the process's services: what a handler gets.
+pub type Ctx = copydesk_queue::JobContext<App>;
+
+/// The scope a job's model calls are recorded and budgeted under.
+pub fn llm_scope(ctx: &Ctx) -> llm::Scope {
+    llm::Scope {
+        pool: ctx.pool.clone(),
+        job_id: ctx.job.id,
+        attempt: ctx.job.attempts,
+        project_id: ctx.job.project_id,
+    }
+}
+
+/// A model call's failure as the job sees it: retried when a later attempt could
+/// succeed (after the provider's wait, when it gave one), failed for good otherwise.
+impl From<llm::Error> for JobError {
+    fn from(e: llm::Error) -> Self {
+        let (retryable, after) = (e.is_retryable(), e.retry_after());
+        let err = if retryable {
+            JobError::transient(e.to_string())
+        } else {
+            JobError::permanent(e.to_string())
+        };
+        match after {
+            Some(d) => err.retry_after(d),
+            None => err,
         }
     }
 }
 
-/// A kind's handler.
-pub type HandlerFn =
-    Arc<dyn Fn(JobContext) -> BoxFuture<'static, Result<Outcome, JobError>> + Send + Sync>;
-
-/// One registered kind.
-#[derive(Clone)]
-pub struct Kind {
-    pub name: String,
-    pub schema: Option<Arc<jsonschema::Validator>>,
-    pub handler: HandlerFn,
-}
-
-/// The kinds a worker can run.
-#[derive(Clone, Default)]
-pub struct Registry {
-    kinds: BTreeMap<String, Kind>,
-}
-
-static BUILTIN: LazyLock<Registry> = LazyLock::new(|| {
-    Registry::default()
-        .with(noop::KIND, Some(noop::SCHEMA), |ctx| {
-            Box::pin(noop::run(ctx))
-        })
-        .with(cleanup::KIND, Some(cleanup::SCHEMA), |ctx| {
-            Box::pin(cleanup::run(ctx))
-        })
-        .with(
-            brand_voice_analysis::KIND,
-            Some(brand_voice_analysis::SCHEMA),
-            |ctx| Box::pin(brand_voice_analysis::run(ctx)),
-        )
-        .with(
-            draft_generation::KIND,
-            Some(draft_generation::SCHEMA),
-            |ctx| Box::pin(draft_generation::run(ctx)),
-        )
-        .with(evaluation::KIND, Some(evaluation::SCHEMA), |ctx| {
-            Box::pin(evaluation::run(ctx))
-        })
-        .with(publishing::KIND, Some(publishing::SCHEMA), |ctx| {
-            Box::pin(publishing::run(ctx))
-        })
-        .with(cache_refresh::KIND, Some(cache_refresh::SCHEMA), |ctx| {
-            Box::pin(cache_refresh::run(ctx))
-        })
-});
-
-impl Registry {
-    /// Every kind copydesk ships.
-    pub fn builtin() -> Self {
-        BUILTIN.clone()
-    }
-
-    /// Adds (or replaces) a kind. `schema` is JSON Schema text; it must compile.
-    pub fn with<F>(mut self, name: &str, schema: Option<&str>, handler: F) -> Self
-    where
-        F: Fn(JobContext) -> BoxFuture<'static, Result<Outcome, JobError>> + Send + Sync + 'static,
-    {
-        let schema = schema.map(|text| {
-            let value: Value = serde_json::from_str(text)
-                .unwrap_or_else(|e| panic!("schema of {name} is not JSON: {e}"));
-            Arc::new(
-                jsonschema::validator_for(&value)
-                    .unwrap_or_else(|e| panic!("schema of {name} is not a valid JSON Schema: {e}")),
-            )
-        });
-        self.kinds.insert(
-            name.to_owned(),
-            Kind {
-                name: name.to_owned(),
-                schema,
-                handler: Arc::new(handler),
-            },
-        );
-        self
-    }
-
-    pub fn get(&self, name: &str) -> Option<&Kind> {
-        self.kinds.get(name)
-    }
-
-    pub fn names(&self) -> Vec<&str> {
-        self.kinds.keys().map(String::as_str).collect()
-    }
-
-    /// Checks `input` against the kind's schema.
-    pub fn validate(&self, kind: &str, input: &Value) -> Result<(), Error> {
-        let k = self
-            .get(kind)
-            .ok_or_else(|| Error::UnknownKind(kind.to_owned(), self.names().join(", ")))?;
-        if let Some(schema) = &k.schema {
-            let problems: Vec<String> = schema
-                .iter_errors(input)
-                .map(|e| {
-                    let path = e.instance_path().to_string();
-                    let at = if path.is_empty() {
-                        "the top level".to_owned()
-                    } else {
-                        path
-                    };
-                    format!("at {at}: {e}")
-                })
-                .collect();
-            if !problems.is_empty() {
-                return Err(Error::InvalidInput {
-                    kind: kind.to_owned(),
-                    detail: problems.join("; "),
-                });
-            }
+/// A store failure as the job sees it: the database failing is worth retrying; a
+/// missing row or a refused value is not.
+impl From<crate::store::Error> for JobError {
+    fn from(e: crate::store::Error) -> Self {
+        if e.is_transient() {
+            JobError::transient(e.to_string())
+        } else {
+            JobError::permanent(e.to_string())
         }
-        Ok(())
     }
 }
 
-/// Validates `input` for a built-in `kind` (what `enqueue` and the CLI call).
-pub fn validate_input(kind: &str, input: &Value) -> Result<(), Error> {
-    BUILTIN.validate(kind, input)
+/// The kind of a step's input or output read back from a row, for anyone who shows
+/// it (`jobs show`, the demo).
+pub fn output_of<T: serde::de::DeserializeOwned>(output: Option<&serde_json::Value>) -> Option<T> {
+    output.and_then(|o| serde_json::from_value(o.clone()).ok())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use serde_json::json;
+    use serde_json::Value;
 
-    #[test]
-    fn invalid_input_names_the_field() {
-        let err = validate_input("noop", &json!({"sleep_ms": 700000})).unwrap_err();
-        let msg = err.to_string();
-        assert!(msg.contains("/sleep_ms"), "{msg}");
-        assert!(msg.contains("600000"), "{msg}");
-        let err = validate_input("noop", &json!({"sleep": 1})).unwrap_err();
-        assert!(err.to_string().contains("sleep"), "{err}");
-        assert!(validate_input("noop", &json!({})).is_ok());
+    use super::*;
+
+    /// Each kind's stored example (`jobs/<kind>/example.json`) matches its schema,
+    /// decodes into its args type and encodes back to the same JSON.
+    fn round_trip<A: JobArgs>(example: &str) {
+        let stored: Value = serde_json::from_str(example)
+            .unwrap_or_else(|e| panic!("{}: example.json is not JSON: {e}", A::KIND));
+        let catalog = copydesk_queue::Registry::<()>::new()
+            .with(A::KIND, Some(A::SCHEMA), |_| async {
+                Ok(copydesk_queue::Outcome::done())
+            })
+            .catalog();
+        catalog
+            .validate(A::KIND, &stored)
+            .unwrap_or_else(|e| panic!("{}: example.json breaks schema.json: {e}", A::KIND));
+        let args: A = serde_json::from_value(stored.clone())
+            .unwrap_or_else(|e| panic!("{}: example.json does not decode: {e}", A::KIND));
+        assert_eq!(serde_json::to_value(&args).unwrap(), stored, "{}", A::KIND);
     }
 
     #[test]
-    fn unknown_kind_lists_the_known_ones() {
-        let err = validate_input("nope", &json!({})).unwrap_err().to_string();
-        assert!(
-            err.contains("nope") && err.contains("noop") && err.contains("cleanup"),
-            "{err}"
-        );
+    fn every_kinds_stored_example_round_trips_and_matches_its_schema() {
+        round_trip::<noop::NoopArgs>(include_str!("../../jobs/noop/example.json"));
+        round_trip::<cleanup::CleanupArgs>(include_str!("../../jobs/cleanup/example.json"));
+        round_trip::<cache_refresh::CacheRefreshArgs>(include_str!(
+            "../../jobs/cache_refresh/example.json"
+        ));
+        round_trip::<brand_voice_analysis::BrandVoiceArgs>(include_str!(
+            "../../jobs/brand_voice_analysis/example.json"
+        ));
+        round_trip::<draft_generation::DraftArgs>(include_str!(
+            "../../jobs/draft_generation/example.json"
+        ));
+        round_trip::<evaluation::EvaluationArgs>(include_str!(
+            "../../jobs/evaluation/example.json"
+        ));
+        round_trip::<publishing::PublishingArgs>(include_str!(
+            "../../jobs/publishing/example.json"
+        ));
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_by_the_args_types_too() {
+        let err = serde_json::from_value::<draft_generation::DraftArgs>(serde_json::json!({
+            "channel": "x", "brand_voice_artifact_id": uuid::Uuid::nil(), "chanel": "x"
+        }))
+        .unwrap_err();
+        assert!(err.to_string().contains("chanel"), "{err}");
     }
 }

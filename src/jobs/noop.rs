@@ -3,13 +3,10 @@
 
 use std::time::Duration;
 
+use copydesk_queue::{JobArgs, JobError, Outcome};
 use serde::{Deserialize, Serialize};
 
-use super::JobContext;
-use crate::queue::{JobError, Outcome, ResultExt};
-
-pub const KIND: &str = "noop";
-pub const SCHEMA: &str = include_str!("../../jobs/noop/schema.json");
+use super::Ctx;
 
 /// The input of a `noop` job (a wire format: fields are only ever added).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -20,25 +17,14 @@ pub struct NoopArgs {
     pub sleep_ms: Option<u64>,
 }
 
-pub async fn run(ctx: JobContext) -> Result<Outcome, JobError> {
-    let args: NoopArgs = serde_json::from_value(ctx.job.input).permanent()?;
+impl JobArgs for NoopArgs {
+    const KIND: &'static str = "noop";
+    const SCHEMA: &'static str = include_str!("../../jobs/noop/schema.json");
+}
+
+pub async fn run(_ctx: Ctx, args: NoopArgs) -> Result<Outcome, JobError> {
     if let Some(ms) = args.sleep_ms.filter(|ms| *ms > 0) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     Ok(Outcome::done())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn args_round_trip_the_stored_example() {
-        let stored = r#"{"sleep_ms":250}"#;
-        let args: NoopArgs = serde_json::from_str(stored).unwrap();
-        assert_eq!(args.sleep_ms, Some(250));
-        assert_eq!(serde_json::to_string(&args).unwrap(), stored);
-        let empty: NoopArgs = serde_json::from_str("{}").unwrap();
-        assert_eq!(empty, NoopArgs::default());
-    }
 }

@@ -15,94 +15,108 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
+use copydesk_queue::{Effects, JobArgs, JobError, Outcome, ResultExt, text_enum};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::JobContext;
+use super::Ctx;
 use crate::{
-    pipeline::{self, Channel, NewArtifact},
-    publish::{self, CallError, Ctx, Platform, Post, Published, integrations},
-    queue::{self, JobError, Outcome, ResultExt},
+    domain::{ArtifactKind, ArtifactSource, AttemptState, Channel, IntegrationStatus, Platform},
+    publish::{
+        self, CallError, Ctx as PublishCtx, Post, Published,
+        attempts::{self, NewAttempt},
+        integrations,
+    },
+    store::{self, artifacts::NewArtifact},
 };
 
-pub const KIND: &str = "publishing";
-pub const SCHEMA: &str = include_str!("../../jobs/publishing/schema.json");
-
-#[derive(Debug, Deserialize)]
-struct Input {
-    artifact_id: Uuid,
-    integration_id: Option<Uuid>,
-    publish_at: Option<DateTime<Utc>>,
+/// The input of a `publishing` job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishingArgs {
+    /// The approved draft.
+    pub artifact_id: Uuid,
+    /// Where to; without it, the project's integration for the draft's channel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integration_id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<Channel>,
+    /// Handed to platforms that schedule natively (the job's `run_at` is when it runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish_at: Option<DateTime<Utc>>,
 }
 
-#[derive(sqlx::FromRow)]
-struct Draft {
-    channel: Option<String>,
-    title: Option<String>,
-    content: String,
-    project_id: Option<Uuid>,
-    approved: bool,
+impl JobArgs for PublishingArgs {
+    const KIND: &'static str = "publishing";
+    const SCHEMA: &'static str = include_str!("../../jobs/publishing/schema.json");
 }
 
-#[derive(sqlx::FromRow)]
-struct Attempt {
-    id: Uuid,
-    attempt: i32,
-    state: String,
-    external_id: Option<String>,
-    url: Option<String>,
+text_enum! {
+    /// How a publication came to be recorded.
+    pub enum How("publication method") {
+        /// This attempt posted it.
+        Posted = "posted",
+        /// An earlier attempt's answer was lost; the platform showed its post.
+        Reconciled = "reconciled",
+        /// The platform refused this attempt as a duplicate of the earlier one's post.
+        ReconciledAfterDuplicate = "reconciled after a duplicate refusal",
+        /// An earlier attempt recorded the post before the job could finish.
+        Recorded = "recorded",
+    }
 }
 
-pub async fn run(ctx: JobContext) -> Result<Outcome, JobError> {
-    let input: Input = serde_json::from_value(ctx.job.input.clone()).permanent()?;
-    let artifact = input.artifact_id;
-    let draft: Draft = sqlx::query_as(
-        "SELECT a.channel, a.title, a.content, a.project_id,
-                EXISTS (SELECT 1 FROM approvals p WHERE p.artifact_id = a.id AND p.status = 'approved') AS approved
-         FROM artifacts a WHERE a.id = $1",
-    )
-    .bind(artifact)
-    .fetch_optional(&ctx.pool)
-    .await
-    .retryable()?
-    .ok_or_else(|| JobError::permanent(format!("artifact_id: no artifact {artifact}")))?;
+/// The output of a `publishing` job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PublishingOutput {
+    pub artifact_id: Uuid,
+    pub platform: Platform,
+    pub external_id: String,
+    pub url: String,
+    pub scheduled_for: Option<DateTime<Utc>>,
+    pub how: How,
+}
+
+pub async fn run(ctx: Ctx, args: PublishingArgs) -> Result<Outcome, JobError> {
+    let artifact = args.artifact_id;
+    let draft = store::artifacts::publishable(&ctx.pool, artifact).await?;
+    if draft.kind != ArtifactKind::Draft {
+        return Err(JobError::permanent(format!(
+            "artifact {artifact} is a {}, not a draft",
+            draft.kind
+        )));
+    }
     if !draft.approved {
         return Err(JobError::permanent(format!(
             "artifact {artifact} has no approved approval: refusing to publish it"
         )));
     }
-    let channel = Channel::parse(draft.channel.as_deref().unwrap_or_default()).map_err(|e| {
-        JobError::permanent(format!(
-            "artifact {artifact} has no publishable channel: {e}"
-        ))
+    let channel = draft.channel.ok_or_else(|| {
+        JobError::permanent(format!("artifact {artifact} has no channel to publish to"))
     })?;
     let project = draft.project_id.or(ctx.job.project_id);
-    let integration_id = match input.integration_id {
+    let integration_id = match args.integration_id {
         Some(id) => id,
         None => {
             let found = match project {
-                Some(p) => integrations::for_channel(&ctx.pool, p, channel)
-                    .await
-                    .retryable()?,
+                Some(p) => store::integrations::for_channel(&ctx.pool, p, channel).await?,
                 None => None,
             };
             found.map(|(id, _)| id).ok_or_else(|| {
                 JobError::permanent(format!(
-                    "no integration for the {} channel in this project (add one with `copydesk integrations set --platform {}`)",
-                    channel.as_str(),
+                    "no integration for the {channel} channel in this project (add one with `copydesk integrations set --platform {}`)",
                     Platform::for_channel(channel)[0]
                 ))
             })?
         }
     };
-    let keys = ctx.services.keys.clone().map_err(|e| {
+    let keys = ctx.app.keys.clone().map_err(|e| {
         JobError::permanent(format!("cannot read the integration's credentials: {e}"))
     })?;
     let (integration, creds) = integrations::load(&ctx.pool, &keys, integration_id)
         .await
         .map_err(|e| match e {
-            integrations::Error::Db(e) => {
+            publish::Error::Store(e) if e.is_transient() => {
                 JobError::transient(format!("loading integration {integration_id}: {e}"))
             }
             other => JobError::permanent(other.to_string()),
@@ -110,8 +124,7 @@ pub async fn run(ctx: JobContext) -> Result<Outcome, JobError> {
     let platform = integration.platform;
     if platform.channel() != channel {
         return Err(JobError::permanent(format!(
-            "integration {integration_id} publishes to {platform}, which does not take {} drafts",
-            channel.as_str()
+            "integration {integration_id} publishes to {platform}, which does not take {channel} drafts"
         )));
     }
     if project.is_some_and(|p| p != integration.project_id) {
@@ -119,7 +132,7 @@ pub async fn run(ctx: JobContext) -> Result<Outcome, JobError> {
             "integration {integration_id} belongs to another project than artifact {artifact}"
         )));
     }
-    if integration.status != "connected" {
+    if integration.status != IntegrationStatus::Connected {
         return Err(JobError::permanent(format!(
             "integration {integration_id} ({platform}) is {}{}: fix it (`copydesk integrations set`, then `copydesk integrations test {integration_id}`) and retry this job",
             integration.status,
@@ -130,27 +143,7 @@ pub async fn run(ctx: JobContext) -> Result<Outcome, JobError> {
                 .unwrap_or_default()
         )));
     }
-    let title = draft
-        .title
-        .clone()
-        .filter(|t| !t.trim().is_empty())
-        .unwrap_or_else(|| {
-            draft
-                .content
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .chars()
-                .take(80)
-                .collect()
-        });
-    let post = Post {
-        channel,
-        title,
-        body: draft.content.clone(),
-        slug: publish::slug_for(draft.title.as_deref().unwrap_or_default(), ctx.job.id),
-        publish_at: input.publish_at,
-    };
+    let post = post_of(&draft, channel, ctx.job.id, args.publish_at);
     publish::validate(platform, &post)
         .map_err(|e| JobError::permanent(format!("not sent to {platform}: {e}")))?;
 
@@ -159,7 +152,7 @@ pub async fn run(ctx: JobContext) -> Result<Outcome, JobError> {
         && at > Utc::now()
         && !publish::facebook::natively_schedulable(
             at,
-            ctx.settings.publish.facebook_min_schedule_minutes,
+            ctx.app.settings.publish.facebook_min_schedule_minutes,
         )
     {
         // Too close for Facebook's scheduler (the job ran late): post at the time.
@@ -169,28 +162,22 @@ pub async fn run(ctx: JobContext) -> Result<Outcome, JobError> {
         ))
         .retry_after(wait));
     }
-    let pctx = Ctx::new(
-        ctx.services.publish_http.clone(),
+    let pctx = PublishCtx::new(
+        ctx.app.publish_http.clone(),
         ctx.pool.clone(),
-        ctx.settings.publish.clone(),
+        ctx.app.settings.publish.clone(),
         (integration, creds),
         Some((ctx.job.id, ctx.job.attempts)),
         Some(keys),
     );
-    let finish = |p: Published, how: &'static str, attempt: Option<Uuid>| {
+    let finish = |p: Published, how: How, attempt: Option<Uuid>| {
         publication(&ctx, &pctx, &post, artifact, p, how, attempt)
     };
 
-    let earlier: Vec<Attempt> = sqlx::query_as(
-        "SELECT id, attempt, state, external_id, url FROM publish_attempts
-         WHERE job_id = $1 AND integration_id = $2 ORDER BY created_at",
-    )
-    .bind(ctx.job.id)
-    .bind(integration_id)
-    .fetch_all(&ctx.pool)
-    .await
-    .retryable()?;
-    if let Some(sent) = earlier.iter().find(|a| a.state == "sent") {
+    let earlier = attempts::for_job(&ctx.pool, ctx.job.id, integration_id)
+        .await
+        .retryable()?;
+    if let Some(sent) = earlier.iter().find(|a| a.state == AttemptState::Sent) {
         tracing::info!(
             attempt = sent.attempt,
             "an earlier attempt recorded the post: finishing with it"
@@ -201,10 +188,13 @@ pub async fn run(ctx: JobContext) -> Result<Outcome, JobError> {
             response: json!({"recorded_by_attempt": sent.attempt}),
             scheduled_for: None,
         };
-        return Ok(finish(p, "recorded", Some(sent.id)));
+        return Ok(finish(p, How::Recorded, Some(sent.id)));
     }
-    let unknown: Vec<&Attempt> = earlier.iter().filter(|a| a.state == "sending").collect();
-    if !unknown.is_empty() {
+    let unknown: Vec<&attempts::Attempt> = earlier
+        .iter()
+        .filter(|a| a.state == AttemptState::Sending)
+        .collect();
+    if let Some(first) = unknown.first() {
         let which = unknown
             .iter()
             .map(|a| a.attempt.to_string())
@@ -212,22 +202,25 @@ pub async fn run(ctx: JobContext) -> Result<Outcome, JobError> {
             .join(", ");
         tracing::info!(attempts = %which, "earlier attempts have no recorded outcome: reconciling");
         let ids: Vec<Uuid> = unknown.iter().map(|a| a.id).collect();
-        match publish::find(&pctx, &post).await {
+        match publish::find(&pctx, &post, first.created_at).await {
             Ok(Some(p)) => {
-                mark_attempts(&ctx, &ids, "sent", Some(&p), None).await?;
+                attempts::mark(&ctx.pool, &ids, AttemptState::Sent, Some(&p), None)
+                    .await
+                    .retryable()?;
                 tracing::info!(external_id = %p.external_id, "found the earlier attempt's post: not posting again");
-                return Ok(finish(p, "reconciled", ids.last().copied()));
+                return Ok(finish(p, How::Reconciled, ids.last().copied()));
             }
             Ok(None) => {
                 tracing::info!("the platform has no post from the earlier attempts: posting");
-                mark_attempts(
-                    &ctx,
+                attempts::mark(
+                    &ctx.pool,
                     &ids,
-                    "not_sent",
+                    AttemptState::NotSent,
                     None,
                     Some("reconciled: the platform has no such post"),
                 )
-                .await?;
+                .await
+                .retryable()?;
             }
             Err(
                 e @ (CallError::Throttled { .. }
@@ -248,41 +241,51 @@ pub async fn run(ctx: JobContext) -> Result<Outcome, JobError> {
         }
     }
 
-    let attempt_id: Uuid = sqlx::query_scalar(
-        "INSERT INTO publish_attempts (job_id, attempt, artifact_id, integration_id, platform, lookup_key)
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+    let lookup_key = if channel == Channel::Blog {
+        &post.slug
+    } else {
+        &post.body
+    };
+    let attempt = attempts::record_sending(
+        &ctx.pool,
+        &NewAttempt {
+            job_id: ctx.job.id,
+            attempt: ctx.job.attempts,
+            artifact_id: artifact,
+            integration_id,
+            platform,
+            lookup_key,
+        },
     )
-    .bind(ctx.job.id)
-    .bind(ctx.job.attempts)
-    .bind(artifact)
-    .bind(integration_id)
-    .bind(platform.as_str())
-    .bind(if platform.channel() == Channel::Blog { &post.slug } else { &post.body })
-    .fetch_one(&ctx.pool)
     .await
     .retryable()?;
-    let ids = [attempt_id];
+    let ids = [attempt.id];
+    let mark = |state, p: Option<&Published>, error: Option<&str>| {
+        let pool = ctx.pool.clone();
+        let (p, error) = (p.cloned(), error.map(str::to_owned));
+        async move {
+            attempts::mark(&pool, &ids, state, p.as_ref(), error.as_deref())
+                .await
+                .retryable()
+        }
+    };
     match publish::create(&pctx, &post).await {
         Ok(p) => {
-            mark_attempts(&ctx, &ids, "sent", Some(&p), None).await?;
-            Ok(finish(p, "posted", Some(attempt_id)))
+            mark(AttemptState::Sent, Some(&p), None).await?;
+            Ok(finish(p, How::Posted, Some(attempt.id)))
         }
         Err(CallError::Duplicate(m)) => {
             tracing::info!(refusal = %m, "the platform refused the post as a duplicate: reconciling");
-            match publish::find(&pctx, &post).await {
+            match publish::find(&pctx, &post, attempt.created_at).await {
                 Ok(Some(p)) => {
-                    mark_attempts(&ctx, &ids, "sent", Some(&p), Some(&m)).await?;
-                    Ok(finish(
-                        p,
-                        "reconciled after a duplicate refusal",
-                        Some(attempt_id),
-                    ))
+                    mark(AttemptState::Sent, Some(&p), Some(&m)).await?;
+                    Ok(finish(p, How::ReconciledAfterDuplicate, Some(attempt.id)))
                 }
                 Ok(None)
                 | Err(CallError::Auth(_) | CallError::Rejected(_) | CallError::Duplicate(_)) => {
-                    mark_attempts(&ctx, &ids, "not_sent", None, Some(&m)).await?;
+                    mark(AttemptState::NotSent, None, Some(&m)).await?;
                     Err(JobError::permanent(format!(
-                        "{platform} refused the post as a duplicate ({m}), but no matching post was found among the recent ones: \
+                        "{platform} refused the post as a duplicate ({m}), but no matching post of this job was found among the recent ones: \
                          check {} for {}",
                         where_to_look(&pctx),
                         what_to_look_for(&post, platform)
@@ -292,7 +295,7 @@ pub async fn run(ctx: JobContext) -> Result<Outcome, JobError> {
             }
         }
         Err(e @ (CallError::Throttled { .. } | CallError::NotSent(_))) => {
-            mark_attempts(&ctx, &ids, "not_sent", None, Some(&e.to_string())).await?;
+            mark(AttemptState::NotSent, None, Some(&e.to_string())).await?;
             Err(transient(e, "posting"))
         }
         Err(CallError::Unknown {
@@ -300,10 +303,7 @@ pub async fn run(ctx: JobContext) -> Result<Outcome, JobError> {
             retry_after,
         }) => {
             // Left `sending`: the next attempt reconciles before it posts.
-            sqlx::query("UPDATE publish_attempts SET error = $2, updated_at = now() WHERE id = $1")
-                .bind(attempt_id)
-                .bind(&m)
-                .execute(&ctx.pool)
+            attempts::note_unknown(&ctx.pool, attempt.id, &m)
                 .await
                 .retryable()?;
             let e = JobError::transient(format!(
@@ -315,8 +315,8 @@ pub async fn run(ctx: JobContext) -> Result<Outcome, JobError> {
             })
         }
         Err(CallError::Auth(m)) => {
-            mark_attempts(&ctx, &ids, "not_sent", None, Some(&m)).await?;
-            integrations::mark_error(&ctx.pool, integration_id, &m)
+            mark(AttemptState::NotSent, None, Some(&m)).await?;
+            store::integrations::mark_error(&ctx.pool, integration_id, &m)
                 .await
                 .retryable()?;
             Err(JobError::permanent(format!(
@@ -324,11 +324,49 @@ pub async fn run(ctx: JobContext) -> Result<Outcome, JobError> {
             )))
         }
         Err(CallError::Rejected(m)) => {
-            mark_attempts(&ctx, &ids, "not_sent", None, Some(&m)).await?;
+            mark(AttemptState::NotSent, None, Some(&m)).await?;
             Err(JobError::permanent(format!(
                 "{platform} refused the post: {m}"
             )))
         }
+    }
+}
+
+/// The draft as the destination takes it. A blog post's leading `# Title` heading is
+/// taken off (WordPress and Shopify show the title themselves) and names the post when
+/// the draft has no title; the slug is the job's own.
+fn post_of(
+    draft: &store::artifacts::Publishable,
+    channel: Channel,
+    job: Uuid,
+    publish_at: Option<DateTime<Utc>>,
+) -> Post {
+    let (heading, body) = if channel == Channel::Blog {
+        publish::split_title_heading(&draft.content)
+    } else {
+        (None, draft.content.clone())
+    };
+    let title = draft
+        .title
+        .clone()
+        .filter(|t| !t.trim().is_empty())
+        .or(heading)
+        .unwrap_or_else(|| {
+            body.lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or_default()
+                .trim_start_matches('#')
+                .trim()
+                .chars()
+                .take(80)
+                .collect()
+        });
+    Post {
+        channel,
+        slug: publish::slug_for(&title, job),
+        title,
+        body,
+        publish_at,
     }
 }
 
@@ -346,7 +384,7 @@ fn transient(e: CallError, doing: &str) -> JobError {
     }
 }
 
-fn where_to_look(ctx: &Ctx) -> String {
+fn where_to_look(ctx: &PublishCtx) -> String {
     let i = &ctx.integration;
     match i.platform {
         Platform::Wordpress => format!("the WordPress site {}", i.meta("site_url").unwrap_or("?")),
@@ -381,36 +419,14 @@ fn what_to_look_for(post: &Post, platform: Platform) -> String {
     }
 }
 
-async fn mark_attempts(
-    ctx: &JobContext,
-    ids: &[Uuid],
-    state: &str,
-    p: Option<&Published>,
-    error: Option<&str>,
-) -> Result<(), JobError> {
-    sqlx::query(
-        "UPDATE publish_attempts SET state = $2, external_id = $3, url = $4, error = coalesce($5, error), updated_at = now()
-         WHERE id = ANY($1)",
-    )
-    .bind(ids)
-    .bind(state)
-    .bind(p.map(|p| &p.external_id))
-    .bind(p.map(|p| &p.url))
-    .bind(error)
-    .execute(&ctx.pool)
-    .await
-    .retryable()?;
-    Ok(())
-}
-
 /// Done, with the `publication` artifact written in the finish transaction.
 fn publication(
-    ctx: &JobContext,
-    pctx: &Ctx,
+    ctx: &Ctx,
+    pctx: &PublishCtx,
     post: &Post,
     draft: Uuid,
     p: Published,
-    how: &'static str,
+    how: How,
     attempt: Option<Uuid>,
 ) -> Outcome {
     let integration = &pctx.integration;
@@ -419,11 +435,11 @@ fn publication(
     let artifact = NewArtifact {
         id: Uuid::now_v7(),
         project_id: Some(integration.project_id),
-        job_id: ctx.job.id,
-        kind: "publication",
+        job_id: Some(ctx.job.id),
+        kind: ArtifactKind::Publication,
         channel: Some(post.channel),
         based_on_id: Some(draft),
-        source: "system",
+        source: ArtifactSource::System,
         title: Some(post.title.clone()),
         content: p.url.clone(),
         data: json!({
@@ -437,29 +453,23 @@ fn publication(
             "response": response,
         }),
     };
-    let output = json!({
-        "artifact_id": artifact.id,
-        "platform": integration.platform,
-        "external_id": p.external_id,
-        "url": p.url,
-        "scheduled_for": p.scheduled_for,
-        "how": how,
-    });
+    let output = PublishingOutput {
+        artifact_id: artifact.id,
+        platform: integration.platform,
+        external_id: p.external_id,
+        url: p.url,
+        scheduled_for: p.scheduled_for,
+        how,
+    };
     let (job_id, integration_id) = (ctx.job.id, integration.id);
-    let effects: queue::Effects = Arc::new(move |conn| {
+    let effects: Effects = Arc::new(move |conn| {
         let a = artifact.clone();
         Box::pin(async move {
-            pipeline::artifact_insert(conn, &a).await?;
-            pipeline::job_set_output(conn, job_id, a.id).await?;
-            sqlx::query(
-                "UPDATE integrations SET last_sync_at = now(), status = 'connected', last_error = NULL, updated_at = now()
-                 WHERE id = $1",
-            )
-            .bind(integration_id)
-            .execute(&mut *conn)
-            .await?;
+            store::artifacts::insert(&mut *conn, &a).await?;
+            copydesk_queue::sql::job_set_output_artifact(&mut *conn, job_id, a.id).await?;
+            store::integrations::mark_ok(&mut *conn, integration_id).await?;
             Ok(())
         })
     });
-    Outcome::done_with(output).with_effects(effects)
+    Outcome::done_with(json!(output)).with_effects(effects)
 }

@@ -1,7 +1,8 @@
 //! Model calls: one OpenAI-compatible chat-completions client (OpenRouter by default),
 //! the deterministic `offline` provider, agent configs read at call time, budgets, and a
-//! `runs` row for every call, written as the call ends in its own transaction so cost is
-//! never lost even when the job later fails.
+//! `runs` row for every call (through the one ledger writer, `store::runs`), written as
+//! the call ends in its own statement so cost is never lost even when the job later
+//! fails. Errors are this layer's own ([`Error`]); the handlers map them to job errors.
 
 pub mod offline;
 pub mod openai;
@@ -12,7 +13,61 @@ use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::{config::LlmSettings, queue::JobError};
+pub use crate::store::agents::AgentConfig;
+use crate::{config::LlmSettings, store};
+
+/// Why a model call was not made or did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The provider is not configured the way `[llm] provider` asks.
+    #[error("{0}")]
+    Config(String),
+    #[error("agent {0:?} has no row in agent_model_configs")]
+    UnknownAgent(String),
+    #[error(
+        "project {project} has spent ${spent:.4} of its ${budget:.2} budget: no further model call is made"
+    )]
+    OverBudget {
+        project: Uuid,
+        spent: f64,
+        budget: f64,
+    },
+    /// Every try failed; `retryable` says whether a later attempt could succeed.
+    #[error("{agent} call failed: {message}")]
+    Failed {
+        agent: String,
+        message: String,
+        retryable: bool,
+        retry_after: Option<Duration>,
+    },
+    #[error("{doing}: {source}")]
+    Store {
+        doing: String,
+        #[source]
+        source: store::Error,
+    },
+}
+
+impl Error {
+    /// Whether trying the call again later could succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Failed { retryable, .. } => *retryable,
+            Self::Store { .. } => true,
+            Self::Config(_) | Self::UnknownAgent(_) | Self::OverBudget { .. } => false,
+        }
+    }
+
+    /// The wait the provider asked for, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Failed { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The provider label written to `runs` and shown in output for offline calls.
 pub const OFFLINE: &str = "offline";
@@ -52,7 +107,7 @@ impl Provider {
     /// Chooses the provider from `[llm] provider` and the environment
     /// (`COPYDESK_LLM_API_KEY` or `OPENROUTER_API_KEY`, `COPYDESK_LLM_BASE_URL`).
     /// Offline is chosen only when neither a key nor a base URL is configured.
-    pub fn from_env(cfg: &LlmSettings) -> Result<Self, String> {
+    pub fn from_env(cfg: &LlmSettings) -> Result<Self> {
         let key = ["COPYDESK_LLM_API_KEY", "OPENROUTER_API_KEY"]
             .iter()
             .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
@@ -66,13 +121,15 @@ impl Provider {
         };
         match cfg.provider.as_str() {
             "offline" => Ok(Provider::Offline),
-            "remote" if key.is_none() && base.is_none() => Err(
+            "remote" if key.is_none() && base.is_none() => Err(Error::Config(
                 "[llm] provider = \"remote\" but neither COPYDESK_LLM_API_KEY (or OPENROUTER_API_KEY) nor COPYDESK_LLM_BASE_URL is set".into(),
-            ),
+            )),
             "remote" => Ok(remote(base, key)),
             "auto" if key.is_some() || base.is_some() => Ok(remote(base, key)),
             "auto" => Ok(Provider::Offline),
-            other => Err(format!("[llm] provider = {other:?}: expected \"auto\", \"remote\" or \"offline\"")),
+            other => Err(Error::Config(format!(
+                "[llm] provider = {other:?}: expected \"auto\", \"remote\" or \"offline\""
+            ))),
         }
     }
 
@@ -82,15 +139,6 @@ impl Provider {
             Provider::Offline => OFFLINE,
         }
     }
-}
-
-/// One agent's model settings, read from `agent_model_configs` at call time.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct AgentConfig {
-    pub agent: String,
-    pub model_id: String,
-    pub temperature: f32,
-    pub max_tokens: i32,
 }
 
 /// One model call.
@@ -163,9 +211,15 @@ impl Llm {
 
     /// Makes one model call for `scope`'s job: budget check, agent config, tries with
     /// backoff (honouring Retry-After), a `runs` row per try, JSON validation.
-    pub async fn call(&self, scope: &Scope, call: &Call) -> Result<Reply, JobError> {
+    pub async fn call(&self, scope: &Scope, call: &Call) -> Result<Reply> {
         check_budget(scope).await?;
-        let agent = load_agent(&scope.pool, &call.agent).await?;
+        let agent = store::agents::get(&scope.pool, &call.agent)
+            .await
+            .map_err(|source| Error::Store {
+                doing: "reading agent_model_configs".into(),
+                source,
+            })?
+            .ok_or_else(|| Error::UnknownAgent(call.agent.clone()))?;
         let attempts = self.cfg.max_call_attempts.max(1);
         let mut last: Option<TryError> = None;
         for n in 1..=attempts {
@@ -212,10 +266,12 @@ impl Llm {
                     .await?;
                     tracing::warn!(agent = %call.agent, try_ = n, error = %e.message, "model call failed");
                     if !e.transient {
-                        return Err(JobError::permanent(format!(
-                            "{} call failed: {}",
-                            call.agent, e.message
-                        )));
+                        return Err(Error::Failed {
+                            agent: call.agent.clone(),
+                            message: e.message,
+                            retryable: false,
+                            retry_after: None,
+                        });
                     }
                     let wait = e
                         .retry_after
@@ -233,49 +289,36 @@ impl Llm {
             }
         }
         let e = last.expect("at least one try");
-        let err = JobError::transient(format!("{} call failed: {}", call.agent, e.message));
-        Err(match e.retry_after {
-            Some(d) => err.retry_after(d),
-            None => err,
+        Err(Error::Failed {
+            agent: call.agent.clone(),
+            message: e.message,
+            retryable: true,
+            retry_after: e.retry_after,
         })
     }
 }
 
 /// Refuses the call once the project's runs have reached its `budget_usd`.
-async fn check_budget(scope: &Scope) -> Result<(), JobError> {
+async fn check_budget(scope: &Scope) -> Result<()> {
     let Some(project) = scope.project_id else {
         return Ok(());
     };
-    let row: Option<(Option<f64>, f64)> = sqlx::query_as(
-        "SELECT p.budget_usd::float8,
-                coalesce((SELECT sum(cost_usd) FROM runs r WHERE r.project_id = p.id), 0)::float8
-         FROM projects p WHERE p.id = $1",
-    )
-    .bind(project)
-    .fetch_optional(&scope.pool)
-    .await
-    .map_err(|e| JobError::transient(format!("reading the budget of project {project}: {e}")))?;
+    let row = store::runs::budget(&scope.pool, project)
+        .await
+        .map_err(|source| Error::Store {
+            doing: format!("reading the budget of project {project}"),
+            source,
+        })?;
     if let Some((Some(budget), spent)) = row
         && spent >= budget
     {
-        return Err(JobError::permanent(format!(
-            "project {project} has spent ${spent:.4} of its ${budget:.2} budget: no further model call is made"
-        )));
+        return Err(Error::OverBudget {
+            project,
+            spent,
+            budget,
+        });
     }
     Ok(())
-}
-
-async fn load_agent(pool: &PgPool, agent: &str) -> Result<AgentConfig, JobError> {
-    sqlx::query_as(
-        "SELECT agent, model_id, temperature, max_tokens FROM agent_model_configs WHERE agent = $1",
-    )
-    .bind(agent)
-    .fetch_optional(pool)
-    .await
-    .map_err(|e| JobError::transient(format!("reading agent_model_configs: {e}")))?
-    .ok_or_else(|| {
-        JobError::permanent(format!("agent {agent:?} has no row in agent_model_configs"))
-    })
 }
 
 async fn record_run(
@@ -286,32 +329,52 @@ async fn record_run(
     provider: &str,
     duration_ms: i32,
     error: Option<&str>,
-) -> Result<(), JobError> {
-    sqlx::query(
-        "INSERT INTO runs (job_id, project_id, attempt, agent, provider, model, prompt_tokens,
-                           completion_tokens, cost_usd, duration_ms, status, error)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-    )
-    .bind(scope.job_id)
-    .bind(scope.project_id)
-    .bind(scope.attempt)
-    .bind(agent)
-    .bind(reply.map_or(provider, |r| r.provider.as_str()))
-    .bind(reply.map_or(model, |r| r.model.as_str()))
-    .bind(reply.map_or(0, |r| r.prompt_tokens))
-    .bind(reply.map_or(0, |r| r.completion_tokens))
-    .bind(reply.map_or(0.0, |r| r.cost_usd))
-    .bind(duration_ms)
-    .bind(if error.is_some() { "error" } else { "ok" })
-    .bind(error)
-    .execute(&scope.pool)
-    .await
-    .map_err(|e| JobError::transient(format!("recording a run of {agent}: {e}")))?;
-    Ok(())
+) -> Result<()> {
+    let run = store::runs::NewRun {
+        job_id: Some(scope.job_id),
+        project_id: scope.project_id,
+        attempt: scope.attempt,
+        agent,
+        provider: reply.map_or(provider, |r| r.provider.as_str()),
+        model: reply.map_or(model, |r| r.model.as_str()),
+        prompt_tokens: reply.map_or(0, |r| r.prompt_tokens),
+        completion_tokens: reply.map_or(0, |r| r.completion_tokens),
+        cost_usd: reply.map_or(0.0, |r| r.cost_usd),
+        duration_ms,
+        error,
+    };
+    store::runs::record(&scope.pool, &run)
+        .await
+        .map_err(|source| Error::Store {
+            doing: format!("recording a run of {agent}"),
+            source,
+        })
 }
 
+/// Fills `{{name}}` placeholders of a prompt template from a JSON object (strings as
+/// they are, anything else as JSON). Unknown placeholders are left as they are.
+pub fn render(template: &str, vars: &Value) -> String {
+    let mut out = template.to_owned();
+    if let Some(map) = vars.as_object() {
+        for (k, v) in map {
+            let text = match v {
+                Value::String(s) => s.clone(),
+                Value::Null => String::new(),
+                other => serde_json::to_string_pretty(other).unwrap_or_default(),
+            };
+            out = out.replace(&format!("{{{{{k}}}}}"), &text);
+        }
+    }
+    out
+}
+
+/// A structured answer that is not JSON, or does not match the schema asked for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct MalformedAnswer(String);
+
 /// Parses a model's JSON answer (tolerating a Markdown code fence) and validates it.
-pub fn parse_json(text: &str, schema: &Value) -> Result<Value, String> {
+pub fn parse_json(text: &str, schema: &Value) -> std::result::Result<Value, MalformedAnswer> {
     let t = text.trim();
     let t = t
         .strip_prefix("```json")
@@ -319,9 +382,10 @@ pub fn parse_json(text: &str, schema: &Value) -> Result<Value, String> {
         .map(|r| r.trim_end().trim_end_matches("```"))
         .unwrap_or(t)
         .trim();
-    let value: Value =
-        serde_json::from_str(t).map_err(|e| format!("the answer is not JSON ({e})"))?;
-    let validator = jsonschema::validator_for(schema).map_err(|e| format!("bad schema: {e}"))?;
+    let value: Value = serde_json::from_str(t)
+        .map_err(|e| MalformedAnswer(format!("the answer is not JSON ({e})")))?;
+    let validator = jsonschema::validator_for(schema)
+        .map_err(|e| MalformedAnswer(format!("bad schema: {e}")))?;
     let problems: Vec<String> = validator
         .iter_errors(&value)
         .map(|e| format!("at {}: {e}", e.instance_path()))
@@ -329,10 +393,10 @@ pub fn parse_json(text: &str, schema: &Value) -> Result<Value, String> {
     if problems.is_empty() {
         Ok(value)
     } else {
-        Err(format!(
+        Err(MalformedAnswer(format!(
             "the JSON answer does not match the schema: {}",
             problems.join("; ")
-        ))
+        )))
     }
 }
 
@@ -367,10 +431,21 @@ mod tests {
     }
 
     #[test]
+    fn render_fills_placeholders() {
+        let t = "Write about {{topic}} for {{channel}}. Voice: {{voice}}";
+        let out = render(
+            t,
+            &serde_json::json!({"topic": "linen", "channel": "x", "voice": {"tone": ["warm"]}}),
+        );
+        assert!(out.starts_with("Write about linen for x. Voice: {"));
+        assert!(out.contains("warm"));
+    }
+
+    #[test]
     fn json_answers_in_a_code_fence_are_accepted_and_checked() {
         let schema = serde_json::json!({"type": "object", "required": ["overall"]});
         assert!(parse_json("```json\n{\"overall\": 80}\n```", &schema).is_ok());
         let err = parse_json("{\"score\": 80}", &schema).unwrap_err();
-        assert!(err.contains("overall"), "{err}");
+        assert!(err.to_string().contains("overall"), "{err}");
     }
 }

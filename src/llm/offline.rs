@@ -17,7 +17,7 @@ const EXAMPLE_MARK: &str = "For example,";
 
 pub fn reply(agent: &AgentConfig, call: &Call) -> Reply {
     let h = &call.hints;
-    let (text, json) = match agent.agent.as_str() {
+    let (text, json) = match agent.agent_id.as_str() {
         "brand-voice-analyzer" => {
             let v = brand_voice(h);
             (v.to_string(), Some(v))

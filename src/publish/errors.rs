@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{Platform, Reply};
+use super::Reply;
+use crate::domain::Platform;
 use crate::keys::Credentials;
 
 /// How a platform call failed.
@@ -156,7 +157,7 @@ fn throttled(r: &Reply) -> Option<Option<Duration>> {
 /// (minutes, in `X-Business-Use-Case-Usage` or `X-App-Usage`).
 pub fn retry_after(h: &reqwest::header::HeaderMap) -> Option<Duration> {
     let get = |name: &str| h.get(name).and_then(|v| v.to_str().ok());
-    if let Some(d) = get("retry-after").and_then(crate::llm::openai::parse_retry_after) {
+    if let Some(d) = get("retry-after").and_then(crate::retry_after::parse) {
         return Some(d);
     }
     if let Some(reset) = get("x-rate-limit-reset").and_then(|v| v.trim().parse::<i64>().ok()) {

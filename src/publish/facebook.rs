@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use super::{CallError, Ctx, Post, Published};
+use super::{CallError, Candidate, Ctx, Post, Published};
 
 fn graph(ctx: &Ctx) -> Result<(String, String), CallError> {
     let version = ctx
@@ -65,10 +65,12 @@ pub async fn create(ctx: &Ctx, post: &Post) -> Result<Published, CallError> {
     Ok(published(id, reply.body.clone(), scheduled))
 }
 
-/// Looks among the page's recent and scheduled posts for the same message.
-pub async fn find(ctx: &Ctx, post: &Post) -> Result<Option<Published>, CallError> {
+/// The page's recent and scheduled posts with the same message, with their
+/// `created_time`.
+pub async fn find(ctx: &Ctx, post: &Post) -> Result<Vec<Candidate>, CallError> {
     let (base, page) = graph(ctx)?;
     let limit = ctx.settings.reconcile_recent_posts.to_string();
+    let mut found = Vec::new();
     for edge in ["feed", "scheduled_posts"] {
         let req = ctx
             .http
@@ -79,21 +81,27 @@ pub async fn find(ctx: &Ctx, post: &Post) -> Result<Option<Published>, CallError
                 ("limit", limit.as_str()),
             ]);
         let reply = ctx.send(&format!("GET /{{page-id}}/{edge}"), req).await?;
-        if let Some(found) = reply.body["data"].as_array().and_then(|d| {
-            d.iter().find(|p| {
-                p["message"]
-                    .as_str()
-                    .is_some_and(|m| super::same_text(m, &post.body))
-            })
-        }) && let Some(id) = found["id"].as_str()
-        {
-            let scheduled = (edge == "scheduled_posts")
-                .then_some(post.publish_at)
-                .flatten();
-            return Ok(Some(published(id, found.clone(), scheduled)));
+        let scheduled = (edge == "scheduled_posts")
+            .then_some(post.publish_at)
+            .flatten();
+        for p in reply.body["data"].as_array().into_iter().flatten() {
+            let same = p["message"]
+                .as_str()
+                .is_some_and(|m| super::same_text(m, &post.body));
+            if let (true, Some(id)) = (same, p["id"].as_str()) {
+                found.push(Candidate {
+                    created: p["created_time"].as_str().and_then(|t| {
+                        // Graph API times look like 2026-11-22T10:00:00+0000.
+                        chrono::DateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S%z")
+                            .ok()
+                            .map(|d| d.with_timezone(&chrono::Utc))
+                    }),
+                    post: published(id, p.clone(), scheduled),
+                });
+            }
         }
     }
-    Ok(None)
+    Ok(found)
 }
 
 pub async fn check(ctx: &Ctx) -> Result<String, CallError> {

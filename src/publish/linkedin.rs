@@ -6,7 +6,7 @@
 
 use serde_json::json;
 
-use super::{CallError, Ctx, Post, Published};
+use super::{CallError, Candidate, Ctx, Post, Published};
 
 /// Escapes text for LinkedIn's little-text format, turning `#word` into a hashtag.
 pub fn little_text(text: &str) -> String {
@@ -94,9 +94,10 @@ pub async fn create(ctx: &Ctx, post: &Post) -> Result<Published, CallError> {
     })
 }
 
-/// Lists the author's recent posts (needs the `r_*_social` read scope; without it the
-/// 403 says we cannot be sure, and the job asks the operator to check).
-pub async fn find(ctx: &Ctx, post: &Post) -> Result<Option<Published>, CallError> {
+/// The author's recent posts with this text, with their `createdAt` (needs the
+/// `r_*_social` read scope; without it the 403 says we cannot be sure, and the job asks
+/// the operator to check).
+pub async fn find(ctx: &Ctx, post: &Post) -> Result<Vec<Candidate>, CallError> {
     let base = ctx.base("https://api.linkedin.com");
     let author = author(ctx)?;
     let count = ctx.settings.reconcile_recent_posts.to_string();
@@ -107,23 +108,30 @@ pub async fn find(ctx: &Ctx, post: &Post) -> Result<Option<Published>, CallError
     ]);
     let reply = ctx.send("GET /rest/posts?q=author", req).await?;
     let want = little_text(&post.body);
-    Ok(reply.body["elements"].as_array().and_then(|els| {
-        els.iter()
-            .find(|e| {
-                e["commentary"]
-                    .as_str()
-                    .is_some_and(|c| super::same_text(c, &want) || super::same_text(c, &post.body))
-            })
-            .and_then(|e| {
-                let urn = e["id"].as_str()?.to_owned();
-                Some(Published {
+    Ok(reply.body["elements"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| {
+            e["commentary"]
+                .as_str()
+                .is_some_and(|c| super::same_text(c, &want) || super::same_text(c, &post.body))
+        })
+        .filter_map(|e| {
+            let urn = e["id"].as_str()?.to_owned();
+            Some(Candidate {
+                created: e["createdAt"]
+                    .as_i64()
+                    .and_then(chrono::DateTime::from_timestamp_millis),
+                post: Published {
                     url: url_of(&urn),
                     external_id: urn,
                     response: e.clone(),
                     scheduled_for: None,
-                })
+                },
             })
-    }))
+        })
+        .collect())
 }
 
 pub async fn check(ctx: &Ctx) -> Result<String, CallError> {

@@ -1,15 +1,16 @@
 //! Publishing: one module per destination, each a thin client of the platform's real
 //! API over reqwest, plus what they share: integrations (encrypted credentials), the
-//! HTTP call that records a `runs` row and classifies the answer, and the post itself.
+//! record of attempts (`attempts.rs`), the HTTP call that records a `runs` row and
+//! classifies the answer, and the post itself.
 //!
 //! A destination offers four things: `validate` (limits, before any call), `create`
-//! (the one POST), `find` (reconciliation: is an earlier attempt's post there?) and
-//! `check` (the cheapest authenticated read, for `copydesk integrations test`).
-//! The publishing job (`jobs/publishing.rs`) decides when each is called.
+//! (the one POST), `find` (reconciliation: is this job's post there?) and `check` (the
+//! cheapest authenticated read, for `copydesk integrations test`). The publishing job
+//! (`jobs/publishing.rs`) decides when each is called.
 
+pub mod attempts;
 pub mod errors;
 pub mod facebook;
-pub mod fake;
 pub mod integrations;
 pub mod linkedin;
 pub mod shopify;
@@ -25,9 +26,30 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 pub use errors::CallError;
-pub use integrations::{Integration, Platform};
+pub use integrations::Integration;
 
-use crate::{config::PublishSettings, keys::Credentials, pipeline::Channel};
+use crate::{
+    config::PublishSettings,
+    domain::{Channel, Platform},
+    keys::{Credentials, KeyError},
+    store,
+};
+
+/// Errors of publishing outside a platform call: credentials, integrations, the store.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
+/// A post no platform call is made for: it breaks the destination's rules.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Unpublishable(pub String);
 
 /// What is published: an approved draft, shaped for one destination.
 #[derive(Debug, Clone)]
@@ -191,21 +213,21 @@ impl Ctx {
             Some((j, a)) => (Some(j), a),
             None => (None, 0),
         };
-        let r = sqlx::query(
-            "INSERT INTO runs (job_id, project_id, attempt, agent, provider, model, duration_ms, status, error)
-             VALUES ($1, $2, $3, 'publisher', $4, $5, $6, $7, $8)",
-        )
-        .bind(job)
-        .bind(self.integration.project_id)
-        .bind(attempt)
-        .bind(self.platform().as_str())
-        .bind(op)
-        .bind(ms)
-        .bind(if error.is_some() { "error" } else { "ok" })
-        .bind(error.map(|e| e.to_string()))
-        .execute(&self.pool)
-        .await;
-        if let Err(e) = r {
+        let error = error.map(|e| e.to_string());
+        let run = store::runs::NewRun {
+            job_id: job,
+            project_id: Some(self.integration.project_id),
+            attempt,
+            agent: "publisher",
+            provider: self.platform().as_str(),
+            model: op,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            cost_usd: 0.0,
+            duration_ms: ms,
+            error: error.as_deref(),
+        };
+        if let Err(e) = store::runs::record(&self.pool, &run).await {
             tracing::error!(error = %e, op, "could not record a runs row for a platform call");
         }
     }
@@ -214,19 +236,21 @@ impl Ctx {
 /// Checks the post against the destination's limits; no call is made. Lengths come
 /// from [`Channel::max_chars`], the same limits draft generation writes to; X counts
 /// weighted characters (`x::weighted_len`).
-pub fn validate(platform: Platform, post: &Post) -> Result<(), String> {
+pub fn validate(platform: Platform, post: &Post) -> Result<(), Unpublishable> {
     if post.body.trim().is_empty() {
-        return Err("the draft is empty".into());
+        return Err(Unpublishable("the draft is empty".into()));
     }
     match (platform, post.channel.max_chars()) {
-        (Platform::Wordpress | Platform::Shopify, _) if post.title.trim().is_empty() => Err(
-            format!("a {platform} post needs a title; the draft has none"),
-        ),
+        (Platform::Wordpress | Platform::Shopify, _) if post.title.trim().is_empty() => {
+            Err(Unpublishable(format!(
+                "a {platform} post needs a title; the draft has none"
+            )))
+        }
         (Platform::X, _) => x::validate(post),
-        (_, Some(max)) if post.body.chars().count() > max => Err(format!(
+        (_, Some(max)) if post.body.chars().count() > max => Err(Unpublishable(format!(
             "the {platform} post has {} characters; {platform} takes at most {max}",
             post.body.chars().count()
-        )),
+        ))),
         _ => Ok(()),
     }
 }
@@ -242,15 +266,60 @@ pub async fn create(ctx: &Ctx, post: &Post) -> Result<Published, CallError> {
     }
 }
 
-/// Looks for a post an earlier attempt may have made.
-pub async fn find(ctx: &Ctx, post: &Post) -> Result<Option<Published>, CallError> {
-    match ctx.platform() {
-        Platform::Wordpress => wordpress::find(ctx, post).await,
-        Platform::Shopify => shopify::find(ctx, post).await,
-        Platform::Linkedin => linkedin::find(ctx, post).await,
-        Platform::X => x::find(ctx, post).await,
-        Platform::Facebook => facebook::find(ctx, post).await,
+/// A post a platform lookup found that looks like ours, with when the platform says it
+/// was created (when it says).
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub post: Published,
+    pub created: Option<DateTime<Utc>>,
+}
+
+/// How far a platform's clock may lag the database's before a post made for an
+/// attempt looks older than the attempt.
+pub const CLOCK_SKEW: chrono::Duration = chrono::Duration::minutes(2);
+
+/// Looks for the post an earlier attempt of this job may have made. A platform's lookup
+/// finds posts that carry this job's identifier (WordPress slug, Shopify handle) or its
+/// text (LinkedIn, X, Facebook); one counts as this job's only when it was created after
+/// the attempt was recorded (`since`, less [`CLOCK_SKEW`]) and no other job recorded it
+/// as its own. Oldest first, so two lost answers of one job find its first post.
+pub async fn find(
+    ctx: &Ctx,
+    post: &Post,
+    since: DateTime<Utc>,
+) -> Result<Option<Published>, CallError> {
+    let mut found = match ctx.platform() {
+        Platform::Wordpress => wordpress::find(ctx, post).await?,
+        Platform::Shopify => shopify::find(ctx, post).await?,
+        Platform::Linkedin => linkedin::find(ctx, post).await?,
+        Platform::X => x::find(ctx, post).await?,
+        Platform::Facebook => facebook::find(ctx, post).await?,
+    };
+    found.sort_by_key(|c| c.created);
+    for c in found {
+        if c.created.is_some_and(|t| t < since - CLOCK_SKEW) {
+            tracing::info!(external_id = %c.post.external_id, created = ?c.created, %since,
+                "a matching post predates this attempt: not ours");
+            continue;
+        }
+        if let Some((job, _)) = ctx.job {
+            let theirs = attempts::recorded_by_another_job(
+                &ctx.pool,
+                ctx.integration.id,
+                &c.post.external_id,
+                job,
+            )
+            .await
+            .map_err(|e| CallError::NotSent(format!("reading earlier attempts: {e}")))?;
+            if theirs {
+                tracing::info!(external_id = %c.post.external_id,
+                    "a matching post is recorded as another job's: not ours");
+                continue;
+            }
+        }
+        return Ok(Some(c.post));
     }
+    Ok(None)
 }
 
 /// The cheapest authenticated read; returns what it saw (an account or page name).
@@ -272,9 +341,12 @@ pub fn markdown_to_html(markdown: &str) -> String {
     html
 }
 
-/// A deterministic slug for a publishing job: the title's words (ASCII letters and
-/// digits, at most 60 characters) and the first 8 hex digits of the job id, so every
-/// attempt of one job sends the same slug and a lookup by it finds an earlier post.
+/// A slug (WordPress) or handle (Shopify) unique to a publishing job: the title's words
+/// (ASCII letters and digits, at most 60 characters) and the last 12 hex digits of the
+/// job id. Every attempt of one job sends the same slug, so a lookup by it finds an
+/// earlier attempt's post; two jobs never send the same one, even for the same title at
+/// the same moment (the tail of a UUID, v4 or v7, is random, where the head of a v7 is
+/// its creation time).
 pub fn slug_for(title: &str, job: Uuid) -> String {
     let mut words = String::new();
     for part in title
@@ -291,10 +363,27 @@ pub fn slug_for(title: &str, job: Uuid) -> String {
         words.push_str(part);
     }
     let id = job.simple().to_string();
+    let tail = &id[id.len() - 12..];
     if words.is_empty() {
-        format!("post-{}", &id[..8])
+        format!("post-{tail}")
     } else {
-        format!("{words}-{}", &id[..8])
+        format!("{words}-{tail}")
+    }
+}
+
+/// A blog draft split into its title heading and the rest: WordPress and Shopify show
+/// the post's title themselves, so a leading `# Title` line would show it twice.
+/// Returns the heading's text (when the draft starts with a level-one heading) and the
+/// body without it.
+pub fn split_title_heading(markdown: &str) -> (Option<String>, String) {
+    let trimmed = markdown.trim_start();
+    let (first, rest) = trimmed.split_once('\n').unwrap_or((trimmed, ""));
+    match first.trim_end().strip_prefix("# ") {
+        Some(heading) if !heading.trim().is_empty() => (
+            Some(heading.trim().trim_end_matches('#').trim_end().to_owned()),
+            rest.trim_start_matches(['\n', '\r']).to_owned(),
+        ),
+        _ => (None, markdown.to_owned()),
     }
 }
 
@@ -315,15 +404,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn slugs_are_deterministic_ascii_and_carry_the_job() {
-        let job = Uuid::parse_str("0192f1c4-7b1e-7000-8000-000000000000").unwrap();
+    fn slugs_are_deterministic_ascii_and_carry_the_jobs_random_bits() {
+        let job = Uuid::parse_str("0192f1c4-7b1e-7000-8000-a1b2c3d4e5f6").unwrap();
         assert_eq!(
             slug_for("Linen, Washed & Worn: 5 Ways!", job),
-            "linen-washed-worn-5-ways-0192f1c4"
+            "linen-washed-worn-5-ways-a1b2c3d4e5f6"
         );
-        assert_eq!(slug_for("Été", job), "t-0192f1c4");
-        assert_eq!(slug_for("", job), "post-0192f1c4");
-        assert!(slug_for(&"word ".repeat(40), job).len() <= 69);
+        assert_eq!(slug_for("Été", job), "t-a1b2c3d4e5f6");
+        assert_eq!(slug_for("", job), "post-a1b2c3d4e5f6");
+        assert!(slug_for(&"word ".repeat(40), job).len() <= 73);
+        // Two jobs created in the same instant (UUIDv7: same timestamp) differ.
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        assert_eq!(a.simple().to_string()[..8], b.simple().to_string()[..8]);
+        assert_ne!(slug_for("Same title", a), slug_for("Same title", b));
+    }
+
+    #[test]
+    fn a_leading_title_heading_is_split_off() {
+        assert_eq!(
+            split_title_heading("# Why linen lasts\n\nWoven slowly.\n\n## Care\n"),
+            (
+                Some("Why linen lasts".into()),
+                "Woven slowly.\n\n## Care\n".into()
+            )
+        );
+        let body = "## Why linen lasts\n\nWoven slowly.";
+        assert_eq!(split_title_heading(body), (None, body.into()));
+        let body = "Intro first.\n\n# Later heading";
+        assert_eq!(split_title_heading(body), (None, body.into()));
     }
 
     #[test]

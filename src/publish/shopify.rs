@@ -1,12 +1,12 @@
 //! Shopify blog articles, Admin REST API on a pinned version (custom-app token in
-//! `X-Shopify-Access-Token`). The article carries an explicit handle (the job's slug)
-//! so a lost answer is reconciled by handle; `published_at` schedules natively. The
+//! `X-Shopify-Access-Token`). The article carries an explicit handle (the job's own
+//! slug) so a lost answer is reconciled by handle; `published_at` schedules natively. The
 //! answer has no URL: it is built from the shop's domain, the blog's handle and the
 //! article's.
 
 use serde_json::{Value, json};
 
-use super::{CallError, Ctx, Post, Published};
+use super::{CallError, Candidate, Ctx, Post, Published};
 
 fn base(ctx: &Ctx) -> Result<String, CallError> {
     let shop = ctx.meta("shop_domain").unwrap_or_default();
@@ -90,7 +90,8 @@ pub async fn create(ctx: &Ctx, post: &Post) -> Result<Published, CallError> {
     })
 }
 
-pub async fn find(ctx: &Ctx, post: &Post) -> Result<Option<Published>, CallError> {
+/// Articles with exactly this job's handle and title, with their `created_at`.
+pub async fn find(ctx: &Ctx, post: &Post) -> Result<Vec<Candidate>, CallError> {
     let blog = blog_handle(ctx).await?;
     let url = format!("{}/blogs/{}/articles.json", base(ctx)?, blog_id(ctx)?);
     let req = authed(ctx, ctx.http.get(url))?.query(&[("handle", post.slug.as_str())]);
@@ -99,8 +100,24 @@ pub async fn find(ctx: &Ctx, post: &Post) -> Result<Option<Published>, CallError
         .await?;
     Ok(reply.body["articles"]
         .as_array()
-        .and_then(|a| a.iter().find(|x| x["handle"] == post.slug.as_str()))
-        .and_then(|a| published(ctx, &blog, a)))
+        .into_iter()
+        .flatten()
+        .filter(|a| a["handle"] == post.slug.as_str())
+        .filter(|a| {
+            a["title"]
+                .as_str()
+                .is_none_or(|t| t.trim() == post.title.trim())
+        })
+        .filter_map(|a| {
+            Some(Candidate {
+                created: a["created_at"]
+                    .as_str()
+                    .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+                    .map(|d| d.with_timezone(&chrono::Utc)),
+                post: published(ctx, &blog, a)?,
+            })
+        })
+        .collect())
 }
 
 pub async fn check(ctx: &Ctx) -> Result<String, CallError> {

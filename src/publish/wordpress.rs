@@ -1,10 +1,10 @@
 //! WordPress (self-hosted), REST API v2. Application-password Basic auth; the draft's
-//! Markdown rendered to HTML; a deterministic slug so a lost answer is reconciled by
+//! Markdown rendered to HTML; a slug unique to the job so a lost answer is reconciled by
 //! looking the slug up; `status: future` with `date_gmt` when scheduled (natively).
 
 use serde_json::{Value, json};
 
-use super::{CallError, Ctx, Post, Published};
+use super::{CallError, Candidate, Ctx, Post, Published};
 
 fn base(ctx: &Ctx) -> Result<String, CallError> {
     let site = ctx.meta("site_url").unwrap_or_default().to_owned();
@@ -24,16 +24,21 @@ fn auth(ctx: &Ctx, req: reqwest::RequestBuilder) -> Result<reqwest::RequestBuild
     ))
 }
 
+fn date_gmt(post: &Value) -> Option<chrono::DateTime<chrono::Utc>> {
+    post["date_gmt"]
+        .as_str()
+        .and_then(|d| chrono::NaiveDateTime::parse_from_str(d, "%Y-%m-%dT%H:%M:%S").ok())
+        .map(|d| d.and_utc())
+}
+
 fn published(post: &Value) -> Option<Published> {
     let id = post["id"].as_i64()?;
     Some(Published {
         external_id: id.to_string(),
         url: post["link"].as_str().unwrap_or_default().to_owned(),
         scheduled_for: (post["status"] == "future")
-            .then(|| post["date_gmt"].as_str())
-            .flatten()
-            .and_then(|d| chrono::NaiveDateTime::parse_from_str(d, "%Y-%m-%dT%H:%M:%S").ok())
-            .map(|d| d.and_utc()),
+            .then(|| date_gmt(post))
+            .flatten(),
         response: post.clone(),
     })
 }
@@ -63,7 +68,9 @@ pub async fn create(ctx: &Ctx, post: &Post) -> Result<Published, CallError> {
     Ok(p)
 }
 
-pub async fn find(ctx: &Ctx, post: &Post) -> Result<Option<Published>, CallError> {
+/// Posts with exactly this job's slug and title (`date_gmt` is when it was published,
+/// or will be).
+pub async fn find(ctx: &Ctx, post: &Post) -> Result<Vec<Candidate>, CallError> {
     let req = auth(ctx, ctx.http.get(format!("{}/posts", base(ctx)?)))?.query(&[
         ("slug", post.slug.as_str()),
         ("status", "publish,future,draft,pending,private"),
@@ -73,8 +80,22 @@ pub async fn find(ctx: &Ctx, post: &Post) -> Result<Option<Published>, CallError
     Ok(reply
         .body
         .as_array()
-        .and_then(|posts| posts.iter().find(|p| p["slug"] == post.slug.as_str()))
-        .and_then(published))
+        .into_iter()
+        .flatten()
+        .filter(|p| p["slug"] == post.slug.as_str())
+        .filter(|p| {
+            let title = p["title"]["raw"]
+                .as_str()
+                .or(p["title"]["rendered"].as_str());
+            title.is_none_or(|t| t.trim() == post.title.trim())
+        })
+        .filter_map(|p| {
+            Some(Candidate {
+                created: date_gmt(p),
+                post: published(p)?,
+            })
+        })
+        .collect())
 }
 
 pub async fn check(ctx: &Ctx) -> Result<String, CallError> {

@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 use unicode_normalization::UnicodeNormalization;
 use unicode_segmentation::UnicodeSegmentation;
 
-use super::{CallError, Ctx, Post, Published, integrations};
-use crate::keys::Credentials;
+use super::{CallError, Candidate, Ctx, Post, Published, Unpublishable};
+use crate::{keys::Credentials, store};
 
 pub const MAX_WEIGHTED: usize = 280;
 
@@ -68,12 +68,12 @@ fn grapheme_weight(g: &str) -> usize {
         .sum()
 }
 
-pub fn validate(post: &Post) -> Result<(), String> {
+pub fn validate(post: &Post) -> Result<(), Unpublishable> {
     let n = weighted_len(&post.body);
     if n > MAX_WEIGHTED {
-        return Err(format!(
+        return Err(Unpublishable(format!(
             "the post weighs {n} characters as X counts them (URLs 23, emoji and CJK 2); X takes at most {MAX_WEIGHTED}"
-        ));
+        )));
     }
     Ok(())
 }
@@ -261,7 +261,8 @@ async fn refresh(ctx: &Ctx) -> Result<(), CallError> {
         let at = chrono::Utc::now() + chrono::Duration::seconds(secs);
         next.0.insert("expires_at".into(), json!(at.to_rfc3339()));
     }
-    integrations::store_credentials(&ctx.pool, &keys, ctx.integration.id, &next)
+    let token = keys.encrypt_json(&Value::Object(next.0.clone()));
+    store::integrations::set_credentials(&ctx.pool, ctx.integration.id, &token)
         .await
         .map_err(|e| CallError::unknown(format!("storing the refreshed x token: {e}")))?;
     tracing::info!(integration = %ctx.integration.id, "refreshed the x OAuth 2.0 token");
@@ -333,7 +334,8 @@ async fn me(ctx: &Ctx) -> Result<Value, CallError> {
     Ok(reply.body["data"].clone())
 }
 
-pub async fn find(ctx: &Ctx, post: &Post) -> Result<Option<Published>, CallError> {
+/// The account's recent posts with this text, with their `created_at`.
+pub async fn find(ctx: &Ctx, post: &Post) -> Result<Vec<Candidate>, CallError> {
     let user = match ctx.meta("user_id") {
         Some(id) => id.to_owned(),
         None => me(ctx).await?["id"]
@@ -353,28 +355,36 @@ pub async fn find(ctx: &Ctx, post: &Post) -> Result<Option<Published>, CallError
             ctx.http.get(&url),
             "GET",
             &url,
-            &[("max_results", &max)],
+            &[("max_results", &max), ("tweet.fields", "created_at")],
         )?;
         ctx.send("GET /2/users/{id}/tweets", req).await
     })
     .await?;
-    Ok(reply.body["data"].as_array().and_then(|ts| {
-        ts.iter()
-            .find(|t| {
-                t["text"]
+    Ok(reply.body["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| {
+            t["text"]
+                .as_str()
+                .is_some_and(|x| super::same_text(x, &post.body))
+        })
+        .filter_map(|t| {
+            let id = t["id"].as_str()?;
+            Some(Candidate {
+                created: t["created_at"]
                     .as_str()
-                    .is_some_and(|x| super::same_text(x, &post.body))
-            })
-            .and_then(|t| {
-                let id = t["id"].as_str()?;
-                Some(Published {
+                    .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+                    .map(|d| d.with_timezone(&chrono::Utc)),
+                post: Published {
                     external_id: id.to_owned(),
                     url: url_of(ctx, id),
                     response: t.clone(),
                     scheduled_for: None,
-                })
+                },
             })
-    }))
+        })
+        .collect())
 }
 
 pub async fn check(ctx: &Ctx) -> Result<String, CallError> {

@@ -10,10 +10,11 @@ use std::{
 };
 
 use copydesk::{
+    app,
     config::Settings,
     db::embedded::{Cluster, Options},
-    jobs::Registry,
-    queue::runner::Runner,
+    jobs::{App, Services},
+    queue::{Catalog, Registry, Runner},
 };
 use sqlx::{PgPool, postgres::PgPoolOptions};
 use uuid::Uuid;
@@ -117,14 +118,19 @@ pub fn fast_settings() -> Settings {
     s
 }
 
-pub fn runner(db: &TestDb, settings: Settings, registry: Registry) -> Runner {
-    let services = copydesk::queue::runner::Services::from_settings(&settings).unwrap();
-    Runner {
-        pool: db.pool.clone(),
-        settings: Arc::new(settings),
-        registry,
-        services: Arc::new(services),
-    }
+/// The services a worker process builds from `settings` (and the environment).
+pub fn services(settings: Settings) -> Services {
+    app::services(Arc::new(settings)).unwrap()
+}
+
+/// A runner of `registry`'s kinds over the test's database.
+pub fn runner(db: &TestDb, settings: Settings, registry: Registry<App>) -> Runner<App> {
+    app::runner(db.pool.clone(), registry, services(settings))
+}
+
+/// The kinds copydesk ships (what `enqueue` checks against).
+pub fn catalog() -> Catalog {
+    app::catalog()
 }
 
 /// Lets a test register kinds the migration does not know.

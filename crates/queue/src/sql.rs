@@ -9,7 +9,7 @@ use serde_json::Value;
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
-use super::{ClaimedJob, Enqueued, Job, NewJob, Result};
+use crate::{ClaimedJob, Enqueued, Job, JobStatus, NewJob, Result};
 
 /// The NOTIFY channel workers LISTEN on; the payload is the job's kind.
 pub const JOBS_CHANNEL: &str = "copydesk_jobs";
@@ -180,7 +180,7 @@ pub async fn job_finish_many(
     db: impl PgExecutor<'_>,
     worker: &str,
     rows: &[FinishRow],
-) -> Result<Vec<(Uuid, String, String)>> {
+) -> Result<Vec<(Uuid, String, JobStatus)>> {
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
     let attempts: Vec<i32> = rows.iter().map(|r| r.attempts).collect();
     let outcomes: Vec<&str> = rows.iter().map(|r| r.outcome).collect();
@@ -250,7 +250,7 @@ pub async fn job_heartbeat(
 pub async fn job_rescue_expired(
     db: impl PgExecutor<'_>,
     limit: i64,
-) -> Result<Vec<(Uuid, String, String)>> {
+) -> Result<Vec<(Uuid, String, JobStatus)>> {
     Ok(sqlx::query_as(
         "WITH expired AS (
              SELECT id FROM jobs
@@ -273,22 +273,19 @@ pub async fn job_rescue_expired(
     .await?)
 }
 
-/// Puts running jobs held by `workers` back to `queued` without using up an attempt
-/// (shutdown, or claimed but never started). With `ids`, only those jobs.
+/// Puts every running job held by `workers` back to `queued` without using up an
+/// attempt (shutdown: in flight past the grace period, or claimed but never started).
 pub async fn job_release(
     db: impl PgExecutor<'_>,
     workers: &[String],
-    ids: Option<&[Uuid]>,
 ) -> Result<Vec<(Uuid, String)>> {
     Ok(sqlx::query_as(
         "UPDATE jobs SET status = 'queued', attempts = greatest(attempts - 1, 0),
                 locked_by = NULL, locked_until = NULL, run_at = now(), updated_at = now()
          WHERE status = 'running' AND locked_by = ANY($1)
-           AND ($2::uuid[] IS NULL OR id = ANY($2))
          RETURNING id, kind",
     )
     .bind(workers)
-    .bind(ids)
     .fetch_all(db)
     .await?)
 }
@@ -323,7 +320,7 @@ pub async fn job_get(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Job>> {
 /// Newest jobs first, optionally of one status and/or kind.
 pub async fn job_list(
     db: impl PgExecutor<'_>,
-    status: Option<&str>,
+    status: Option<JobStatus>,
     kind: Option<&str>,
     limit: i64,
 ) -> Result<Vec<Job>> {
@@ -371,7 +368,7 @@ pub async fn job_cancel(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Job>
 #[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
 pub struct StatsRow {
     pub kind: String,
-    pub status: String,
+    pub status: JobStatus,
     pub jobs: i64,
     /// Seconds the oldest ready queued job has waited (queued rows only).
     pub oldest_ready_secs: Option<f64>,
@@ -393,7 +390,7 @@ pub async fn queue_stats(db: impl PgExecutor<'_>) -> Result<Vec<StatsRow>> {
 /// Deletes up to `limit` jobs of `status` that finished more than `days` ago.
 pub async fn job_delete_finished(
     db: impl PgExecutor<'_>,
-    status: &str,
+    status: JobStatus,
     days: i32,
     limit: i64,
 ) -> Result<u64> {
@@ -413,7 +410,11 @@ pub async fn job_delete_finished(
 }
 
 /// Counts what [`job_delete_finished`] would delete, for `--dry-run`.
-pub async fn job_count_finished(db: impl PgExecutor<'_>, status: &str, days: i32) -> Result<u64> {
+pub async fn job_count_finished(
+    db: impl PgExecutor<'_>,
+    status: JobStatus,
+    days: i32,
+) -> Result<u64> {
     let n: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM jobs WHERE status = $1 AND finished_at < now() - $2 * interval '1 day'",
     )
@@ -432,4 +433,48 @@ pub async fn job_count_expired(db: impl PgExecutor<'_>) -> Result<u64> {
     .fetch_one(db)
     .await?;
     Ok(n as u64)
+}
+
+/// The status of one job, if it exists.
+pub async fn job_status(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<JobStatus>> {
+    Ok(sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
+        .bind(id)
+        .fetch_optional(db)
+        .await?)
+}
+
+/// Points a job's `output_artifact_id` at what its step produced (inside its finish).
+pub async fn job_set_output_artifact(
+    db: impl PgExecutor<'_>,
+    job: Uuid,
+    artifact: Uuid,
+) -> Result<()> {
+    sqlx::query("UPDATE jobs SET output_artifact_id = $2 WHERE id = $1")
+        .bind(job)
+        .bind(artifact)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Ends a job waiting for a person (`needs_approval`) as `status`, with `error` as its
+/// last error when given. Returns whether the job was waiting.
+pub async fn job_end_waiting(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    status: JobStatus,
+    error: Option<&str>,
+) -> Result<bool> {
+    Ok(sqlx::query(
+        "UPDATE jobs SET status = $2, last_error = coalesce($3, last_error), finished_at = now(),
+                updated_at = now()
+         WHERE id = $1 AND status = 'needs_approval'",
+    )
+    .bind(id)
+    .bind(status)
+    .bind(error)
+    .execute(db)
+    .await?
+    .rows_affected()
+        == 1)
 }

@@ -1,8 +1,11 @@
 //! Local stand-ins for the five platforms, speaking their real protocols: the same
 //! paths, methods, auth headers and body shapes, answering with the real response and
-//! error shapes (see ../shared/reference/external-apis.md). `copydesk demo` publishes
-//! to them, and the tests drive them: they keep every post, check every request as the
-//! platform would, and can be told to throttle, revoke a token or hold an answer back.
+//! error shapes (WordPress REST v2, Shopify Admin REST, LinkedIn Posts, X API v2,
+//! Facebook Graph). `copydesk demo` publishes to them, and the tests drive them: they
+//! keep every post (with the time they made it), check every request as the platform
+//! would, and can be told to throttle, revoke a token, hold an answer back, lose an
+//! answer after keeping the post, or fail before keeping it. Nothing in `publish/`
+//! knows they exist.
 //!
 //! Each platform lives under its own prefix (`/wordpress`, `/shopify`, `/linkedin`,
 //! `/x`, `/facebook`); an integration reaches it through metadata `api_base` (WordPress:
@@ -23,7 +26,7 @@ use axum::{
 use base64::Engine;
 use serde_json::{Value, json};
 
-use super::Platform;
+use crate::domain::Platform;
 
 const WP_USER: &str = "editor";
 const WP_PASSWORD: &str = "abcd efgh ijkl mnop qrst uvwx";
@@ -45,6 +48,8 @@ pub struct FakePost {
     pub slug: Option<String>,
     pub status: String,
     pub scheduled_for: Option<i64>,
+    /// When the platform made it (Unix seconds, this machine's clock).
+    pub created: i64,
 }
 
 #[derive(Debug, Default)]
@@ -57,6 +62,8 @@ struct State {
     hold: Option<Duration>,
     /// Create calls keep the post, then answer 502 (the answer is lost to the caller).
     lose_answers: HashSet<Platform>,
+    /// Create calls answer 502 without keeping the post (the gateway failed first).
+    drop_creates: HashSet<Platform>,
     /// Reads (GET) are refused with 403, as without the read scopes.
     deny_reads: HashSet<Platform>,
     /// X's current OAuth 2.0 pair (rotated on refresh).
@@ -186,6 +193,16 @@ impl FakePlatforms {
         }
     }
 
+    /// Create calls to `platform` answer 502 Bad Gateway without keeping the post.
+    pub fn drop_creates(&self, platform: Platform, on: bool) {
+        let mut s = self.state.lock().expect("not poisoned");
+        if on {
+            s.drop_creates.insert(platform);
+        } else {
+            s.drop_creates.remove(&platform);
+        }
+    }
+
     /// GET calls to `platform` are refused with 403 (no read permission).
     pub fn deny_reads(&self, platform: Platform) {
         self.state
@@ -241,7 +258,7 @@ async fn handle(
 ) -> Response {
     let path = uri.path().to_owned();
     let (platform, rest) = match path.trim_start_matches('/').split_once('/') {
-        Some((p, rest)) => match Platform::parse(p) {
+        Some((p, rest)) => match p.parse::<Platform>() {
             Ok(p) => (p, format!("/{rest}")),
             Err(_) => return problem(404, json!({"error": "no such platform"})),
         },
@@ -265,6 +282,9 @@ async fn handle(
                        "message": "Not enough permissions to access: partnerApiPostsExternal.FINDER-author"}),
             );
         }
+        if is_create && s.drop_creates.contains(&platform) {
+            return bad_gateway();
+        }
         (s.hold, s.lose_answers.contains(&platform))
     };
     let (hold, lose) = hold;
@@ -282,16 +302,28 @@ async fn handle(
         tokio::time::sleep(d).await;
     }
     if is_create && res.status().is_success() && lose {
-        let mut bad = (
-            StatusCode::BAD_GATEWAY,
-            "<html><body>502 Bad Gateway</body></html>",
-        )
-            .into_response();
-        bad.headers_mut()
-            .insert("retry-after", HeaderValue::from_static("1"));
-        return bad;
+        return bad_gateway();
     }
     res
+}
+
+fn bad_gateway() -> Response {
+    let mut bad = (
+        StatusCode::BAD_GATEWAY,
+        "<html><body>502 Bad Gateway</body></html>",
+    )
+        .into_response();
+    bad.headers_mut()
+        .insert("retry-after", HeaderValue::from_static("1"));
+    bad
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+fn rfc3339(t: i64) -> Option<String> {
+    chrono::DateTime::from_timestamp(t, 0).map(|d| d.to_rfc3339())
 }
 
 fn throttled(platform: Platform) -> Response {
@@ -383,7 +415,7 @@ fn wordpress(
             "id": p.id.parse::<i64>().unwrap_or(0),
             "slug": p.slug,
             "status": p.status,
-            "date_gmt": p.scheduled_for.and_then(|t| chrono::DateTime::from_timestamp(t, 0)).map(|d| d.format("%Y-%m-%dT%H:%M:%S").to_string()),
+            "date_gmt": chrono::DateTime::from_timestamp(p.scheduled_for.unwrap_or(p.created), 0).map(|d| d.format("%Y-%m-%dT%H:%M:%S").to_string()),
             "link": format!("http://{addr}/wordpress/{}/", p.slug.clone().unwrap_or_default()),
             "title": {"raw": p.text, "rendered": p.text},
             "content": {"raw": p.body, "rendered": p.body},
@@ -461,6 +493,7 @@ fn wordpress(
                 slug: Some(slug),
                 status,
                 scheduled_for: scheduled,
+                created: now(),
             };
             let answer = post_json(&post);
             s.posts.push(post);
@@ -504,7 +537,8 @@ fn shopify(
             "title": p.text,
             "handle": p.slug,
             "body_html": p.body,
-            "published_at": p.scheduled_for.and_then(|t| chrono::DateTime::from_timestamp(t, 0)).map(|d| d.to_rfc3339()),
+            "published_at": p.scheduled_for.and_then(rfc3339),
+            "created_at": rfc3339(p.created),
         })
     };
     let mut s = state.lock().expect("not poisoned");
@@ -562,6 +596,7 @@ fn shopify(
                     slug: Some(handle),
                     status: "published".into(),
                     scheduled_for: at,
+                    created: now(),
                 };
                 let answer = article_json(&post);
                 s.posts.push(post);
@@ -660,7 +695,7 @@ fn linkedin(
             .iter()
             .rev()
             .filter(|p| p.platform == Platform::Linkedin)
-            .map(|p| json!({"id": p.id, "author": q.get("author"), "commentary": p.body, "lifecycleState": "PUBLISHED"}))
+            .map(|p| json!({"id": p.id, "author": q.get("author"), "commentary": p.body, "lifecycleState": "PUBLISHED", "createdAt": p.created * 1000}))
             .collect();
         return axum::Json(json!({"elements": elements, "paging": {"start": 0, "count": 10}}))
             .into_response();
@@ -698,6 +733,7 @@ fn linkedin(
         slug: None,
         status: "PUBLISHED".into(),
         scheduled_for: None,
+        created: now(),
     });
     let mut res = StatusCode::CREATED.into_response();
     res.headers_mut()
@@ -741,17 +777,29 @@ fn x(
         )
         .into_response(),
         ("GET", r) if r == format!("/2/users/{USER}/tweets") => {
-            let max: usize = query(uri)
+            let q = query(uri);
+            let max: usize = q
                 .get("max_results")
                 .and_then(|m| m.parse().ok())
                 .unwrap_or(10);
+            // X returns created_at only when asked for it.
+            let with_created = q
+                .get("tweet.fields")
+                .is_some_and(|f| f.split(',').any(|f| f == "created_at"));
             let data: Vec<Value> = s
                 .posts
                 .iter()
                 .rev()
                 .filter(|p| p.platform == Platform::X)
                 .take(max)
-                .map(|p| json!({"id": p.id, "text": p.text, "edit_history_tweet_ids": [p.id]}))
+                .map(|p| {
+                    let mut t =
+                        json!({"id": p.id, "text": p.text, "edit_history_tweet_ids": [p.id]});
+                    if with_created {
+                        t["created_at"] = json!(rfc3339(p.created));
+                    }
+                    t
+                })
                 .collect();
             axum::Json(json!({"data": data, "meta": {"result_count": data.len()}})).into_response()
         }
@@ -763,7 +811,7 @@ fn x(
                     json!({"title": "Invalid Request", "detail": "One or more parameters to your request was invalid.", "type": "https://api.twitter.com/2/problems/invalid-request"}),
                 );
             };
-            if super::x::weighted_len(&text) > 280 {
+            if crate::publish::x::weighted_len(&text) > 280 {
                 return problem(
                     400,
                     json!({"title": "Invalid Request", "detail": "Your Tweet text is too long.", "type": "https://api.twitter.com/2/problems/invalid-request"}),
@@ -787,6 +835,7 @@ fn x(
                 slug: None,
                 status: "published".into(),
                 scheduled_for: None,
+                created: now(),
             });
             created(json!({"data": {"id": id, "text": text, "edit_history_tweet_ids": [id]}}))
         }
@@ -870,6 +919,7 @@ fn facebook(
                 }
                 .into(),
                 scheduled_for: scheduled,
+                created: now(),
             });
             axum::Json(json!({"id": id})).into_response()
         }
@@ -885,8 +935,15 @@ fn facebook(
                         .posts
                         .iter()
                         .rev()
-                        .filter(|p| p.platform == Platform::Facebook && (p.status == "scheduled") == want_scheduled)
-                        .map(|p| json!({"id": p.id, "message": p.text, "created_time": "2026-11-22T10:00:00+0000"}))
+                        .filter(|p| {
+                            p.platform == Platform::Facebook
+                                && (p.status == "scheduled") == want_scheduled
+                        })
+                        .map(|p| {
+                            let created = chrono::DateTime::from_timestamp(p.created, 0)
+                                .map(|d| d.format("%Y-%m-%dT%H:%M:%S%z").to_string());
+                            json!({"id": p.id, "message": p.text, "created_time": created})
+                        })
                         .collect();
                     axum::Json(json!({"data": data})).into_response()
                 }

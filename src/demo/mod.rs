@@ -1,12 +1,14 @@
 //! `copydesk demo`: the content pipeline end to end on the embedded Postgres with no
 //! configuration and no key. A sample store page is served on loopback; the offline
 //! provider writes unless a key is configured; every step is shown as it happens; the
-//! demo approves as `demo`; approved drafts are published to local fakes of WordPress,
-//! LinkedIn, X and Facebook that speak the real protocols (`publish::fake`); it ends
-//! with the posts, the drafts, their scores and a cost table.
-//! `copydesk demo --noop N` runs a plain queue workload instead.
+//! demo approves as `demo`; approved drafts are published to local stand-ins of
+//! WordPress, LinkedIn, X and Facebook that speak the real protocols
+//! (`platforms.rs`, which the tests use too); it ends with the posts, the drafts, their
+//! scores and a cost table. `copydesk demo --noop N` runs a plain queue workload
+//! instead.
 
 mod noop;
+pub mod platforms;
 
 use std::{
     collections::BTreeMap,
@@ -15,22 +17,28 @@ use std::{
     time::{Duration, Instant},
 };
 
-use clap::Args;
-use serde_json::json;
+use copydesk_queue::JobStatus;
 use uuid::Uuid;
 
-use super::Env;
 use crate::{
-    jobs::Registry,
-    keys::Keys,
-    pipeline::{approvals, status},
-    publish::{Platform, fake::FakePlatforms, integrations},
-    queue::{
-        self, NewJob,
-        runner::{Runner, Services},
+    app::{
+        self, Env,
         worker::{WorkerOptions, run as run_worker},
     },
+    domain::{ApprovalStatus, Channel, Platform},
+    jobs::{
+        brand_voice_analysis::BrandVoiceOutput, evaluation::EvaluationOutput, output_of,
+        publishing::PublishingOutput,
+    },
+    keys::Keys,
+    pipeline::{
+        Plan, decisions,
+        start::{ProjectRef, start},
+    },
+    publish::integrations,
+    store,
 };
+use platforms::FakePlatforms;
 
 const STORE_PAGE: &str = include_str!("store.html");
 
@@ -42,33 +50,22 @@ const DESTINATIONS: [Platform; 4] = [
     Platform::Facebook,
 ];
 
-/// A job of the demo's project, as the progress display reads it.
-#[derive(sqlx::FromRow)]
-struct StepRow {
-    id: Uuid,
-    kind: String,
-    status: String,
-    channel: Option<String>,
-    last_error: Option<String>,
-    output: Option<serde_json::Value>,
-}
-
-#[derive(Debug, Args)]
-pub struct DemoArgs {
-    /// Run N plain noop jobs instead of the content pipeline (a queue workout).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    pub noop: Option<u32>,
-}
-
-pub async fn run(args: DemoArgs, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
+/// Runs the demo: the content pipeline, or with `noop`, that many plain jobs.
+pub async fn run(noop: Option<u32>, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
     let env = Env::open().await?;
     match &env.db.cluster {
-        Some(c) => writeln!(out, "postgres: embedded cluster, {}", c.url("copydesk"))?,
+        Some(c) => {
+            writeln!(out, "postgres: embedded cluster, {}", c.url("copydesk"))?;
+            writeln!(out, "postgres data: {}", c.data_dir().display())?;
+            if let Some(why) = c.relocated() {
+                writeln!(out, "postgres note: {why}")?;
+            }
+        }
         None => writeln!(out, "postgres: DATABASE_URL")?,
     }
     let applied = crate::db::migrate(&env.db.pool).await?;
     writeln!(out, "migrations: {applied} applied, schema current")?;
-    let result = match args.noop {
+    let result = match noop {
         Some(n) => noop::run(n, &env, out).await,
         None => pipeline(&env, out).await,
     };
@@ -92,7 +89,7 @@ async fn pipeline(env: &Env, out: &mut (dyn Write + Send)) -> anyhow::Result<()>
     let platforms = FakePlatforms::start().await?;
     let mut settings = (*env.settings).clone();
     settings.fetch.allow_loopback = true;
-    let mut services = Services::from_settings(&settings).map_err(anyhow::Error::msg)?;
+    let mut services = app::services(Arc::new(settings))?;
     // Credentials are stored encrypted; without COPYDESK_FERNET_KEYS the demo uses a
     // key of its own for this run only.
     let ephemeral = services.keys.is_err();
@@ -117,31 +114,28 @@ async fn pipeline(env: &Env, out: &mut (dyn Write + Send)) -> anyhow::Result<()>
             ""
         }
     )?;
-    let runner = Runner {
-        pool: pool.clone(),
-        settings: Arc::new(settings),
-        registry: Registry::builtin(),
-        services: Arc::new(services),
-    };
+    let runner = app::runner(pool.clone(), app::registry(), services);
 
     let mut tx = pool.begin().await?;
-    let project: Uuid = sqlx::query_scalar(
-        "INSERT INTO projects (name, store_url) VALUES ('Linen & Loom (demo)', $1) RETURNING id",
+    let plan = Plan {
+        channels: Channel::ALL.to_vec(),
+        topic: Some("Why our linen lasts a decade".into()),
+        instructions: None,
+        schedule: None,
+    };
+    let project = start(
+        &mut tx,
+        runner.catalog(),
+        ProjectRef::New("Linen & Loom (demo)".into()),
+        &store_url,
+        plan,
     )
-    .bind(&store_url)
-    .fetch_one(&mut *tx)
-    .await?;
-    let start = NewJob::new(
-        "brand_voice_analysis",
-        json!({"store_url": store_url, "pipeline": {
-            "channels": ["blog", "linkedin", "x", "facebook"], "topic": "Why our linen lasts a decade"}}),
-    )
-    .project(project);
-    queue::enqueue(&mut tx, &start).await?;
+    .await?
+    .project_id;
     tx.commit().await?;
     for platform in DESTINATIONS {
         let (creds, metadata) = platforms.integration(platform);
-        integrations::set(&pool, &keys, project, platform, &creds, &metadata).await?;
+        integrations::connect(&pool, &keys, project, platform, &creds, &metadata).await?;
     }
     writeln!(
         out,
@@ -157,71 +151,52 @@ async fn pipeline(env: &Env, out: &mut (dyn Write + Send)) -> anyhow::Result<()>
 
     let started = Instant::now();
     let deadline = started + Duration::from_secs(300);
-    let mut seen: BTreeMap<Uuid, String> = BTreeMap::new();
+    let mut seen: BTreeMap<Uuid, JobStatus> = BTreeMap::new();
     let mut approved: Vec<Uuid> = Vec::new();
     loop {
         // Show every job's new state as it happens.
-        let jobs: Vec<StepRow> = sqlx::query_as(
-            "SELECT id, kind, status, input->>'channel' AS channel, last_error, output FROM jobs
-             WHERE project_id = $1 ORDER BY created_at, id",
-        )
-        .bind(project)
-        .fetch_all(&pool)
-        .await?;
-        for StepRow {
-            id,
-            kind,
-            status,
-            channel,
-            last_error: error,
-            output,
-        } in &jobs
-        {
-            if seen.get(id) == Some(status) || status == "queued" {
+        let jobs = store::status::project_jobs(&pool, project).await?;
+        for j in &jobs {
+            if seen.get(&j.id) == Some(&j.status) || j.status == JobStatus::Queued {
                 continue;
             }
-            seen.insert(*id, status.clone());
-            let what = match (kind.as_str(), output) {
-                ("evaluation", Some(o)) => format!(
-                    "score {}/100{}",
-                    o["overall"],
-                    if o["rewrite"] == true {
-                        ", rewriting with the reviewer's feedback"
-                    } else {
-                        ""
-                    }
-                ),
-                ("brand_voice_analysis", Some(o)) if o["from_cache"] == true => {
-                    "from the 7-day cache".into()
-                }
-                ("publishing", Some(o)) => format!(
-                    "{} {} ({})",
-                    o["platform"].as_str().unwrap_or_default(),
-                    o["url"].as_str().unwrap_or_default(),
-                    o["how"].as_str().unwrap_or_default()
-                ),
-                _ => error.clone().unwrap_or_default(),
-            };
+            seen.insert(j.id, j.status);
+            let o = j.output.as_ref();
+            let what = match j.kind.as_str() {
+                "evaluation" => output_of::<EvaluationOutput>(o).map(|e| {
+                    format!(
+                        "score {}/100{}",
+                        e.overall,
+                        if e.rewrite {
+                            ", rewriting with the reviewer's feedback"
+                        } else {
+                            ""
+                        }
+                    )
+                }),
+                "brand_voice_analysis" => output_of::<BrandVoiceOutput>(o)
+                    .filter(|b| b.from_cache)
+                    .map(|_| "from the 7-day cache".to_owned()),
+                "publishing" => output_of::<PublishingOutput>(o)
+                    .map(|p| format!("{} {} ({})", p.platform, p.url, p.how)),
+                _ => None,
+            }
+            .unwrap_or_else(|| j.last_error.clone().unwrap_or_default());
             writeln!(
                 out,
                 "[{:>5.1}s] {:<21} {:<9} {:<15} {what}",
                 started.elapsed().as_secs_f64(),
-                kind,
-                channel.as_deref().unwrap_or(""),
-                status
+                j.kind,
+                j.channel.map(Channel::as_str).unwrap_or(""),
+                j.status
             )?;
         }
         // Approve what waits, as a person would.
-        for a in approvals::list(&pool, Some("pending"), 50).await? {
-            let belongs: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM jobs WHERE id = $1 AND project_id = $2)",
-            )
-            .bind(a.job_id)
-            .bind(project)
-            .fetch_one(&pool)
-            .await?;
-            if belongs && !approved.contains(&a.id) {
-                approvals::decide(&pool, a.id, true, "demo", Some("looks good")).await?;
+        for a in
+            store::approvals::list(&pool, Some(ApprovalStatus::Pending), Some(project), 50).await?
+        {
+            if !approved.contains(&a.id) {
+                decisions::decide(&pool, a.id, true, "demo", Some("looks good")).await?;
                 approved.push(a.id);
                 writeln!(
                     out,
@@ -231,14 +206,10 @@ async fn pipeline(env: &Env, out: &mut (dyn Write + Send)) -> anyhow::Result<()>
                 )?;
             }
         }
-        let open = jobs
-            .iter()
-            .any(|j| matches!(j.status.as_str(), "queued" | "running" | "needs_approval"));
+        let open = jobs.iter().any(|j| !j.status.is_finished());
         let published = jobs
             .iter()
-            .filter(|j| {
-                j.kind == "publishing" && !matches!(j.status.as_str(), "queued" | "running")
-            })
+            .filter(|j| j.kind == "publishing" && j.status.is_finished())
             .count();
         if !open && published == DESTINATIONS.len() {
             break;
@@ -276,30 +247,27 @@ async fn pipeline(env: &Env, out: &mut (dyn Write + Send)) -> anyhow::Result<()>
     // The fakes are gone with this process: say so rather than leave integrations that
     // look usable, and drop them if their key was this run's own (nothing could read
     // them again, and `keys rotate` would stop at them).
-    sqlx::query(if ephemeral {
-        "DELETE FROM integrations WHERE project_id = $1"
+    if ephemeral {
+        store::integrations::delete_project(&pool, project).await?;
     } else {
-        "UPDATE integrations SET status = 'disconnected', last_error = 'demo platform stopped with the demo'
-         WHERE project_id = $1"
-    })
-    .bind(project)
-    .execute(&pool)
-    .await?;
-    let drafts: Vec<(String, i32, String, String)> = sqlx::query_as(
-        "SELECT DISTINCT ON (channel) channel, version, source, content FROM artifacts
-         WHERE project_id = $1 AND kind = 'draft' ORDER BY channel, created_at DESC",
-    )
-    .bind(project)
-    .fetch_all(&pool)
-    .await?;
-    for (channel, version, source, content) in drafts {
+        store::integrations::disconnect_project(
+            &pool,
+            project,
+            "demo platform stopped with the demo",
+        )
+        .await?;
+    }
+    for d in store::artifacts::latest_drafts(&pool, project).await? {
         writeln!(
             out,
-            "── {channel} draft v{version} ({source}) ──\n{}\n",
-            content.trim()
+            "── {} draft v{} ({}) ──\n{}\n",
+            d.channel,
+            d.version,
+            d.source,
+            d.content.trim()
         )?;
     }
-    super::approvals::write_status(out, &status::show(&pool, project).await?)?;
+    crate::report::project_status(out, &store::status::project(&pool, project).await?)?;
     writeln!(
         out,
         "\nnext: `copydesk pipeline show {project}`, `copydesk approvals list`, `copydesk artifacts search linen`"

@@ -6,13 +6,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::json;
+use copydesk_queue::{NewJob, ops};
 use uuid::Uuid;
 
-use crate::cli::Env;
-use crate::queue::{
-    self, NewJob, ops,
-    worker::{WorkerOptions, run as run_worker},
+use crate::{
+    app::{
+        Env,
+        worker::{WorkerOptions, run as run_worker},
+    },
+    jobs::noop::NoopArgs,
 };
 
 pub async fn run(jobs: u32, env: &Env, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
@@ -24,12 +26,8 @@ pub async fn run(jobs: u32, env: &Env, out: &mut (dyn Write + Send)) -> anyhow::
     let later = chrono::Utc::now() + chrono::Duration::seconds(2);
     let jobs: Vec<NewJob> = (0..n)
         .map(|i| {
-            let input = if i % 5 == 0 {
-                json!({ "sleep_ms": 50 + (i * 37) % 400 })
-            } else {
-                json!({})
-            };
-            let mut j = NewJob::new("noop", input);
+            let sleep_ms = (i % 5 == 0).then_some(50 + (i as u64 * 37) % 400);
+            let mut j = NewJob::of(&NoopArgs { sleep_ms });
             if i % 10 == 0 {
                 j = j.priority(10);
             }
@@ -39,9 +37,10 @@ pub async fn run(jobs: u32, env: &Env, out: &mut (dyn Write + Send)) -> anyhow::
             j
         })
         .collect();
+    let runner = env.runner()?;
     let started = Instant::now();
     let mut tx = pool.begin().await?;
-    let ids: Vec<Uuid> = queue::enqueue_many(&mut tx, &jobs)
+    let ids: Vec<Uuid> = copydesk_queue::enqueue_many(&mut tx, runner.catalog(), &jobs)
         .await?
         .into_iter()
         .map(|e| e.id)
@@ -62,7 +61,7 @@ pub async fn run(jobs: u32, env: &Env, out: &mut (dyn Write + Send)) -> anyhow::
         http: None,
         scheduler: false,
     };
-    let worker = tokio::spawn(run_worker(env.runner()?, opts, async move {
+    let worker = tokio::spawn(run_worker(runner, opts, async move {
         let _ = stop_rx.await;
     }));
 
@@ -138,7 +137,7 @@ pub async fn run(jobs: u32, env: &Env, out: &mut (dyn Write + Send)) -> anyhow::
         p99.unwrap_or_default()
     )?;
     writeln!(out, "queue stats (whole queue):")?;
-    crate::cli::jobs::write_stats(out, &ops::stats(&pool).await?)?;
+    crate::report::queue_stats(out, &ops::stats(&pool).await?)?;
     writeln!(
         out,
         "\nnext: `copydesk jobs list`, `copydesk jobs show ID`, `psql \"$(copydesk db url)\"`"

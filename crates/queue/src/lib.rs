@@ -1,7 +1,14 @@
-//! The queue on the `jobs` table: enqueue, claim, heartbeat, rescue and finish, and the
-//! apalis backend that drives them.
+//! The copydesk queue engine: a Postgres `jobs` table driven through apalis.
 //!
-//! Job states (moved only by the functions of this module and `pipeline`):
+//! It enqueues (inside the caller's transaction), claims in one statement, keeps leases,
+//! rescues what dead workers left, and commits finishes in batches, each fenced on its
+//! own lease. It knows nothing of what jobs do: the application hands it a [`Registry`]
+//! of kinds (input contract and handler) and a context of its own, `C`, that every
+//! handler receives. This crate depends on no part of the application, so the compiler
+//! keeps the engine under it.
+//!
+//! Job states (moved only by this crate's statements, and by the application's
+//! approval decisions, which end a `needs_approval` job):
 //!
 //! ```mermaid
 //! stateDiagram-v2
@@ -14,6 +21,8 @@
 //!     running --> queued: lease expired (rescue) / shutdown release
 //!     queued --> cancelled: cancel
 //!     running --> cancelled: cancel (result discarded)
+//!     needs_approval --> done: decision applied (approved, or rewritten)
+//!     needs_approval --> failed: decision applied (rejected for good)
 //!     failed --> queued: retry (attempts reset)
 //!     cancelled --> queued: retry (attempts reset)
 //! ```
@@ -23,10 +32,13 @@
 //! external call** (the claim commits at once; a handler's writes commit with its finish).
 
 pub mod backend;
+pub mod config;
 pub mod ops;
 pub mod outcome;
+pub mod registry;
 pub mod runner;
 pub mod sql;
+pub mod text;
 pub mod worker;
 
 use chrono::{DateTime, Utc};
@@ -36,6 +48,33 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 pub use outcome::{Effects, JobError, Outcome, ResultExt};
+pub use registry::{Catalog, JobArgs, JobContext, Registry};
+pub use runner::Runner;
+
+#[doc(hidden)]
+pub mod __private {
+    pub use serde;
+    pub use sqlx;
+}
+
+text_enum! {
+    /// Where a job stands (`jobs.status`).
+    pub enum JobStatus("job status") {
+        Queued = "queued",
+        Running = "running",
+        Done = "done",
+        Failed = "failed",
+        NeedsApproval = "needs_approval",
+        Cancelled = "cancelled",
+    }
+}
+
+impl JobStatus {
+    /// Whether the job will not run again unless someone retries it.
+    pub fn is_finished(self) -> bool {
+        matches!(self, Self::Done | Self::Failed | Self::Cancelled)
+    }
+}
 
 /// Errors of the queue layer.
 #[derive(Debug, thiserror::Error)]
@@ -51,10 +90,19 @@ pub enum Error {
     #[error("job {id} is {status}: {action} needs {needs}")]
     WrongState {
         id: Uuid,
-        status: String,
+        status: JobStatus,
         action: &'static str,
         needs: &'static str,
     },
+    #[error("periodic job {name:?}: {schedule:?} is not a cron expression: {why}")]
+    BadSchedule {
+        name: String,
+        schedule: String,
+        why: String,
+    },
+    /// A write the application made inside a finish (its effects) failed.
+    #[error("{0}")]
+    Effect(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -75,6 +123,7 @@ pub struct NewJob {
 }
 
 impl NewJob {
+    /// A job of `kind` with untyped input (checked against the kind's schema at enqueue).
     pub fn new(kind: impl Into<String>, input: Value) -> Self {
         Self {
             kind: kind.into(),
@@ -82,24 +131,31 @@ impl NewJob {
             ..Self::default()
         }
     }
-    pub fn project(mut self, id: Uuid) -> Self {
-        self.project_id = Some(id);
+    /// A job of `A`'s kind with `args` as its input.
+    pub fn of<A: JobArgs>(args: &A) -> Self {
+        // Args types are plain structs of strings, numbers, ids and lists: they always
+        // serialise.
+        let input = serde_json::to_value(args).expect("job args serialise to JSON");
+        Self::new(A::KIND, input)
+    }
+    pub fn project(mut self, id: impl Into<Option<Uuid>>) -> Self {
+        self.project_id = id.into();
         self
     }
-    pub fn parent(mut self, id: Uuid) -> Self {
-        self.parent_id = Some(id);
+    pub fn parent(mut self, id: impl Into<Option<Uuid>>) -> Self {
+        self.parent_id = id.into();
         self
     }
-    pub fn input_artifact(mut self, id: Uuid) -> Self {
-        self.input_artifact_id = Some(id);
+    pub fn input_artifact(mut self, id: impl Into<Option<Uuid>>) -> Self {
+        self.input_artifact_id = id.into();
         self
     }
     pub fn priority(mut self, p: i32) -> Self {
         self.priority = Some(p);
         self
     }
-    pub fn run_at(mut self, at: DateTime<Utc>) -> Self {
-        self.run_at = Some(at);
+    pub fn run_at(mut self, at: impl Into<Option<DateTime<Utc>>>) -> Self {
+        self.run_at = at.into();
         self
     }
     pub fn max_attempts(mut self, n: i32) -> Self {
@@ -124,7 +180,7 @@ pub struct Enqueued {
 pub struct Job {
     pub id: Uuid,
     pub kind: String,
-    pub status: String,
+    pub status: JobStatus,
     pub project_id: Option<Uuid>,
     pub input: Value,
     pub output: Option<Value>,
@@ -165,25 +221,32 @@ pub struct ClaimedJob {
 
 /// Enqueues one job inside the caller's transaction (or on a plain connection).
 ///
-/// The input is validated against `jobs/<kind>/schema.json` first. With an idempotency
-/// key that is already taken, the existing job is returned and nothing is inserted.
-pub async fn enqueue(conn: &mut PgConnection, job: &NewJob) -> Result<Enqueued> {
-    Ok(enqueue_many(conn, std::slice::from_ref(job)).await?[0])
+/// The input is validated against the kind's schema in `catalog` first. With an
+/// idempotency key that is already taken, the existing job is returned and nothing is
+/// inserted.
+pub async fn enqueue(conn: &mut PgConnection, catalog: &Catalog, job: &NewJob) -> Result<Enqueued> {
+    Ok(enqueue_many(conn, catalog, std::slice::from_ref(job)).await?[0])
 }
 
 /// Enqueues many jobs in one round trip, inside the caller's transaction.
 ///
 /// Returns one [`Enqueued`] per input job, in order. Every input is validated before
 /// anything is written: one bad job refuses the whole call, naming its index.
-pub async fn enqueue_many(conn: &mut PgConnection, jobs: &[NewJob]) -> Result<Vec<Enqueued>> {
+pub async fn enqueue_many(
+    conn: &mut PgConnection,
+    catalog: &Catalog,
+    jobs: &[NewJob],
+) -> Result<Vec<Enqueued>> {
     for (i, job) in jobs.iter().enumerate() {
-        crate::jobs::validate_input(&job.kind, &job.input).map_err(|e| match e {
-            Error::InvalidInput { kind, detail } if jobs.len() > 1 => Error::InvalidInput {
-                kind,
-                detail: format!("job #{i}: {detail}"),
-            },
-            other => other,
-        })?;
+        catalog
+            .validate(&job.kind, &job.input)
+            .map_err(|e| match e {
+                Error::InvalidInput { kind, detail } if jobs.len() > 1 => Error::InvalidInput {
+                    kind,
+                    detail: format!("job #{i}: {detail}"),
+                },
+                other => other,
+            })?;
     }
     sql::job_insert_many(conn, jobs).await
 }

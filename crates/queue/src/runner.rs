@@ -13,45 +13,32 @@ use sqlx::PgPool;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::{ClaimedJob, Outcome, Result, sql};
 use crate::{
-    config::{RetrySettings, Settings},
-    jobs::{JobContext, Registry},
+    ClaimedJob, JobStatus, Outcome, Result,
+    config::{QueueConfig, RetrySettings},
+    registry::{Catalog, JobContext, Registry},
+    sql,
 };
 
-/// What a worker needs to run jobs: the pool, the settings, the kinds it knows, and the
-/// clients handlers share (model calls, guarded fetches).
-#[derive(Clone)]
-pub struct Runner {
+/// What a worker needs to run jobs: the pool, the engine's settings, the kinds it
+/// knows, and the application's context `C`, handed to every handler.
+pub struct Runner<C> {
     pub pool: PgPool,
-    pub settings: Arc<Settings>,
-    pub registry: Registry,
-    pub services: Arc<Services>,
+    pub config: Arc<QueueConfig>,
+    pub registry: Registry<C>,
+    pub app: C,
+    catalog: Catalog,
 }
 
-/// Clients shared by every job of a process.
-#[derive(Debug)]
-pub struct Services {
-    pub llm: crate::llm::Llm,
-    pub fetcher: crate::fetch::Fetcher,
-    /// Fernet keys from `COPYDESK_FERNET_KEYS`; the error is kept, not raised, so a
-    /// worker without keys still runs every job that needs none (publishing fails
-    /// with the error instead).
-    pub keys: Result<Arc<crate::keys::Keys>, crate::keys::KeyError>,
-    /// The HTTP client for publishing platforms.
-    pub publish_http: reqwest::Client,
-}
-
-impl Services {
-    /// Builds the clients from the settings and the environment (provider, keys).
-    pub fn from_settings(settings: &Settings) -> Result<Self, String> {
-        let provider = crate::llm::Provider::from_env(&settings.llm)?;
-        Ok(Self {
-            llm: crate::llm::Llm::new(provider, &settings.llm),
-            fetcher: crate::fetch::Fetcher::new(&settings.fetch),
-            keys: crate::keys::Keys::from_env().map(Arc::new),
-            publish_http: crate::publish::client(&settings.publish),
-        })
+impl<C: Clone> Clone for Runner<C> {
+    fn clone(&self) -> Self {
+        Self {
+            pool: self.pool.clone(),
+            config: self.config.clone(),
+            registry: self.registry.clone(),
+            app: self.app.clone(),
+            catalog: self.catalog.clone(),
+        }
     }
 }
 
@@ -69,12 +56,29 @@ pub struct Finished {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Written {
     /// The row now has this status.
-    Status(String),
+    Status(JobStatus),
     /// The lease was lost (rescued, cancelled, or released): nothing was written.
     LostLease,
 }
 
-impl Runner {
+impl<C: Clone + Send + Sync + 'static> Runner<C> {
+    /// A runner of `registry`'s kinds with `app` as every handler's context.
+    pub fn new(pool: PgPool, config: QueueConfig, registry: Registry<C>, app: C) -> Self {
+        let catalog = registry.catalog();
+        Self {
+            pool,
+            config: Arc::new(config),
+            registry,
+            app,
+            catalog,
+        }
+    }
+
+    /// The input contracts of the runner's kinds (what `enqueue` checks against).
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
     /// Runs one attempt: checks the input, calls the handler inside the job's span,
     /// turns a panic into a failed attempt. Never panics and never errors.
     pub async fn execute(&self, job: ClaimedJob) -> Finished {
@@ -106,12 +110,12 @@ impl Runner {
     }
 
     async fn call(&self, job: ClaimedJob) -> Outcome {
-        let Some(kind) = self.registry.get(&job.kind) else {
+        let Some(handler) = self.registry.handler(&job.kind) else {
             return Outcome::Fail {
                 error: format!("no handler for kind {:?} in this worker", job.kind),
             };
         };
-        if let Err(e) = self.registry.validate(&job.kind, &job.input) {
+        if let Err(e) = self.catalog.validate(&job.kind, &job.input) {
             return Outcome::Fail {
                 error: e.to_string(),
             };
@@ -119,10 +123,10 @@ impl Runner {
         let ctx = JobContext {
             job,
             pool: self.pool.clone(),
-            settings: self.settings.clone(),
-            services: self.services.clone(),
+            catalog: self.catalog.clone(),
+            app: self.app.clone(),
         };
-        match AssertUnwindSafe((kind.handler)(ctx)).catch_unwind().await {
+        match AssertUnwindSafe(handler(ctx)).catch_unwind().await {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(e)) => e.into(),
             Err(panic) => {
@@ -203,7 +207,7 @@ pub async fn finish(
             .with_max_delay(Duration::from_secs(5))
             .with_max_times(12),
     )
-    .when(|e| matches!(e, super::Error::Sql(s) if is_connection_error(s)))
+    .when(|e| matches!(e, crate::Error::Sql(s) if is_connection_error(s)))
     .notify(|e, d| tracing::warn!(error = %e, retry_in = ?d, "finishing jobs failed; retrying"))
     .await?;
     // One lookup per job (batches run to `[worker] finish_batch`, 1,000 by default).
@@ -267,7 +271,7 @@ async fn finish_once(
     if !plain.is_empty() {
         let rows: Vec<sql::FinishRow> = plain.iter().map(|f| finish_row(f, retry)).collect();
         for (id, kind, status) in sql::job_finish_many(&mut *tx, worker, &rows).await? {
-            if status == "queued" {
+            if status == JobStatus::Queued {
                 requeued.push(kind);
             }
             written.push((id, Written::Status(status)));
@@ -286,7 +290,7 @@ async fn finish_once(
                 sp.commit().await?;
                 written.push((id, Written::Status(status)));
             }
-            Err(super::Error::Sql(e)) if is_connection_error(&e) => return Err(e.into()),
+            Err(crate::Error::Sql(e)) if is_connection_error(&e) => return Err(e.into()),
             Err(e) => {
                 sp.rollback().await?;
                 let failed = Finished {
@@ -299,7 +303,7 @@ async fn finish_once(
                 for (id, kind, status) in
                     sql::job_finish_many(&mut *tx, worker, &[finish_row(&failed, retry)]).await?
                 {
-                    if status == "queued" {
+                    if status == JobStatus::Queued {
                         requeued.push(kind);
                     }
                     written.push((id, Written::Status(status)));
@@ -313,7 +317,7 @@ async fn finish_once(
     Ok(written)
 }
 
-fn effects_of(o: &Outcome) -> Option<&super::Effects> {
+fn effects_of(o: &Outcome) -> Option<&crate::Effects> {
     match o {
         Outcome::Done { effects, .. } | Outcome::NeedsApproval { effects, .. } => effects.as_ref(),
         _ => None,
@@ -322,10 +326,13 @@ fn effects_of(o: &Outcome) -> Option<&super::Effects> {
 
 /// Claims one ready job of `kinds` (in order) and runs it to the end, finish included.
 /// Returns the job and its new status, or `None` when nothing was ready.
-pub async fn run_once(runner: &Runner, kinds: &[&str]) -> Result<Option<(Uuid, Written)>> {
+pub async fn run_once<C: Clone + Send + Sync + 'static>(
+    runner: &Runner<C>,
+    kinds: &[&str],
+) -> Result<Option<(Uuid, Written)>> {
     let worker = format!("run-once:{}", Uuid::new_v4());
     for kind in kinds {
-        let lease = runner.settings.worker.lease();
+        let lease = runner.config.worker.lease();
         let Some(job) = sql::job_claim(&runner.pool, &worker, kind, 1, lease)
             .await?
             .into_iter()
@@ -334,7 +341,7 @@ pub async fn run_once(runner: &Runner, kinds: &[&str]) -> Result<Option<(Uuid, W
             continue;
         };
         let done = runner.execute(job).await;
-        let written = finish(&runner.pool, &worker, &[done], &runner.settings.retry).await?;
+        let written = finish(&runner.pool, &worker, &[done], &runner.config.retry).await?;
         return Ok(written.into_iter().next());
     }
     Ok(None)

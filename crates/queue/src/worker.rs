@@ -1,28 +1,49 @@
 //! A worker process: one apalis worker per kind over [`JobsBackend`], one lease keeper,
-//! one LISTEN connection waking them, the cleanup scheduler (apalis-cron), the optional
-//! HTTP endpoints, and graceful shutdown.
+//! one LISTEN connection waking them (and whatever else the application listens for),
+//! periodic enqueues (apalis-cron), and graceful shutdown.
 //!
 //! Shutdown: when `shutdown` resolves, the workers stop claiming; in-flight jobs get
 //! `[worker] shutdown_grace_secs` to finish and report; whatever is still running after
 //! that is put back to `queued` (its attempt not counted) before `run` returns.
 
-use std::{
-    collections::HashMap, future::Future, net::SocketAddr, str::FromStr, sync::Arc, time::Duration,
-};
+use std::{collections::HashMap, future::Future, str::FromStr, sync::Arc, time::Duration};
 
 use apalis_core::{
     error::BoxDynError, monitor::Monitor, task::data::Data, worker::builder::WorkerBuilder,
 };
 use apalis_cron::{CronScheduler, Tick};
+use chrono::{DateTime, Utc};
 use sqlx::{PgPool, postgres::PgListener};
 use tokio::sync::Notify;
 
-use super::{
-    NewJob, Result,
+use crate::{
+    Catalog, Error, NewJob, Result,
     backend::{InFlight, JobService, JobsBackend, Wake, finisher, keep_leases},
     runner::Runner,
     sql,
 };
+
+/// Jobs enqueued on a cron schedule by every worker process that runs it; each job
+/// should carry an idempotency key derived from the tick, so however many processes
+/// tick, each tick enqueues once.
+#[derive(Clone)]
+pub struct Periodic {
+    /// Names the schedule in logs and errors.
+    pub name: String,
+    /// Cron with seconds (`sec min hour day month weekday`).
+    pub schedule: String,
+    /// The jobs of one tick.
+    pub jobs: Arc<dyn Fn(DateTime<Utc>) -> Vec<NewJob> + Send + Sync>,
+}
+
+impl std::fmt::Debug for Periodic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Periodic")
+            .field("name", &self.name)
+            .field("schedule", &self.schedule)
+            .finish()
+    }
+}
 
 /// What to run in this process.
 #[derive(Debug, Clone, Default)]
@@ -31,10 +52,11 @@ pub struct WorkerOptions {
     pub kinds: Option<Vec<String>>,
     /// Overrides every kind's concurrency.
     pub concurrency: Option<usize>,
-    /// Serve /healthz, /readyz and /metrics here.
-    pub http: Option<SocketAddr>,
-    /// Run the cleanup scheduler (when `[cleanup] enabled` too).
-    pub scheduler: bool,
+    /// Cron-scheduled enqueues.
+    pub periodic: Vec<Periodic>,
+    /// Other NOTIFY channels the process's LISTEN connection wakes: each wake is
+    /// notified on every notification of its channel, and after a reconnect.
+    pub channels: Vec<(String, Wake)>,
 }
 
 /// What a worker process did, reported when it stops.
@@ -45,11 +67,11 @@ pub struct WorkerSummary {
 }
 
 /// Runs workers until `shutdown` resolves, then drains and releases.
-pub async fn run(
-    mut runner: Runner,
+pub async fn run<C: Clone + Send + Sync + 'static>(
+    mut runner: Runner<C>,
     opts: WorkerOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<WorkerSummary> {
+) -> Result<WorkerSummary> {
     let kinds: Vec<String> = match &opts.kinds {
         Some(k) => k.clone(),
         None => runner
@@ -60,18 +82,31 @@ pub async fn run(
             .collect(),
     };
     for k in &kinds {
-        if runner.registry.get(k).is_none() {
-            anyhow::bail!(
-                "unknown job kind {k:?} in --kinds: known kinds are {}",
-                runner.registry.names().join(", ")
-            );
+        if runner.registry.handler(k).is_none() {
+            return Err(Error::UnknownKind(
+                k.clone(),
+                runner.registry.names().join(", "),
+            ));
         }
     }
+    let schedules = opts
+        .periodic
+        .iter()
+        .map(|p| {
+            cron::Schedule::from_str(&p.schedule)
+                .map(|s| (p.clone(), s))
+                .map_err(|e| Error::BadSchedule {
+                    name: p.name.clone(),
+                    schedule: p.schedule.clone(),
+                    why: e.to_string(),
+                })
+        })
+        .collect::<Result<Vec<_>>>()?;
     if let Some(c) = opts.concurrency {
-        let mut s = (*runner.settings).clone();
-        s.worker.concurrency = c;
-        s.worker.kinds.clear();
-        runner.settings = Arc::new(s);
+        let mut config = (*runner.config).clone();
+        config.worker.concurrency = c;
+        config.worker.kinds.clear();
+        runner.config = Arc::new(config);
     }
     let prefix = format!(
         "{}:{}:{:04x}",
@@ -83,21 +118,11 @@ pub async fn run(
         .iter()
         .map(|k| (k.clone(), Arc::new(Notify::new())))
         .collect();
-    let approvals_wake: Wake = Arc::new(Notify::new());
     let listener = tokio::spawn(listen(
         runner.pool.clone(),
         wakes.clone(),
-        approvals_wake.clone(),
+        opts.channels.clone(),
     ));
-    // Decisions are applied by every process that runs a step which asks for them.
-    let applier = kinds
-        .iter()
-        .any(|k| k == "brand_voice_analysis" || k == "evaluation")
-        .then(|| tokio::spawn(apply_approvals(runner.clone(), approvals_wake.clone())));
-    let http = match opts.http {
-        Some(addr) => Some(tokio::spawn(crate::http::serve(runner.pool.clone(), addr))),
-        None => None,
-    };
 
     let mut monitor = Monitor::new();
     let mut names = Vec::new();
@@ -106,21 +131,21 @@ pub async fn run(
     for kind in &kinds {
         let name = format!("{prefix}/{kind}");
         names.push(name.clone());
-        let concurrency = runner.settings.worker.concurrency_for(kind);
+        let concurrency = runner.config.worker.concurrency_for(kind);
         let in_flight: InFlight = Arc::default();
         leased.push((name.clone(), in_flight.clone()));
         let room: Wake = Arc::new(Notify::new());
         let (finished_tx, finished_rx) = tokio::sync::mpsc::unbounded_channel();
         let finished_rx = Arc::new(tokio::sync::Mutex::new(finished_rx));
-        for _ in 0..runner.settings.worker.finishers.max(1) {
+        for _ in 0..runner.config.worker.finishers.max(1) {
             finishers.push(tokio::spawn(finisher(
                 runner.pool.clone(),
                 name.clone(),
-                runner.settings.retry.clone(),
+                runner.config.retry.clone(),
                 finished_rx.clone(),
                 in_flight.clone(),
                 room.clone(),
-                runner.settings.worker.finish_batch.max(1),
+                runner.config.worker.finish_batch.max(1),
             )));
         }
         let (runner, wake, kind) = (runner.clone(), wakes[kind].clone(), kind.clone());
@@ -143,49 +168,24 @@ pub async fn run(
     }
     let lease_keeper = tokio::spawn(keep_leases(
         runner.pool.clone(),
-        runner.settings.worker.clone(),
+        runner.config.worker.clone(),
         leased.clone(),
     ));
-    let cleanup = &runner.settings.cleanup;
-    if opts.scheduler && cleanup.enabled {
-        let schedule = cron::Schedule::from_str(&cleanup.schedule).map_err(|e| {
-            anyhow::anyhow!(
-                "[cleanup] schedule {:?} is not a cron expression: {e}",
-                cleanup.schedule
-            )
-        })?;
-        let pool = runner.pool.clone();
-        let name = format!("{prefix}/scheduler");
-        tracing::info!(worker = %name, schedule = %cleanup.schedule, "starting cleanup scheduler");
+    for (periodic, schedule) in schedules {
+        let name = format!("{prefix}/periodic:{}", periodic.name);
+        tracing::info!(worker = %name, schedule = %periodic.schedule, "starting periodic enqueues");
+        let (pool, catalog) = (runner.pool.clone(), runner.catalog().clone());
         monitor = monitor.register(move |_| {
             WorkerBuilder::new(name.as_str())
                 .backend(CronScheduler::new(schedule.clone()))
                 .data(pool.clone())
-                .build(enqueue_cleanup)
-        });
-    }
-    let catalog = &runner.settings.catalog;
-    if opts.scheduler && catalog.enabled {
-        let schedule = cron::Schedule::from_str(&catalog.schedule).map_err(|e| {
-            anyhow::anyhow!(
-                "[catalog] schedule {:?} is not a cron expression: {e}",
-                catalog.schedule
-            )
-        })?;
-        let pool = runner.pool.clone();
-        let with_catalog = !catalog.url.trim().is_empty();
-        let name = format!("{prefix}/cache-scheduler");
-        tracing::info!(worker = %name, schedule = %catalog.schedule, "starting cache refresh scheduler");
-        monitor = monitor.register(move |_| {
-            WorkerBuilder::new(name.as_str())
-                .backend(CronScheduler::new(schedule.clone()))
-                .data(pool.clone())
-                .data(CatalogConfigured(with_catalog))
-                .build(enqueue_cache_refresh)
+                .data(catalog.clone())
+                .data(periodic.clone())
+                .build(enqueue_periodic)
         });
     }
 
-    let grace = runner.settings.worker.shutdown_grace();
+    let grace = runner.config.worker.shutdown_grace();
     let result = monitor
         .shutdown_timeout(grace)
         .run_with_signal(async move {
@@ -217,12 +217,6 @@ pub async fn run(
         }
     }
     listener.abort();
-    if let Some(a) = applier {
-        a.abort();
-    }
-    if let Some(h) = http {
-        h.abort();
-    }
     let released = release(&runner.pool, &names).await;
     lease_keeper.abort();
     if released > 0 {
@@ -235,59 +229,26 @@ pub async fn run(
     })
 }
 
-/// The scheduler's handler: one `cleanup` job per tick, however many processes tick.
-async fn enqueue_cleanup(tick: Tick, pool: Data<PgPool>) -> Result<(), BoxDynError> {
-    let at = chrono::DateTime::from_timestamp(tick.get_timestamp() as i64, 0)
-        .unwrap_or_default()
-        .to_rfc3339();
-    let job = NewJob::new(
-        crate::jobs::cleanup::KIND,
-        serde_json::json!({ "tick": at }),
-    )
-    .idempotency_key(format!("cleanup:{at}"));
-    let mut conn = pool.acquire().await?;
-    let e = super::enqueue(&mut conn, &job).await?;
-    tracing::info!(job_id = %e.id, created = e.created, tick = %at, "scheduled cleanup");
-    Ok(())
-}
-
-#[derive(Clone, Copy)]
-struct CatalogConfigured(bool);
-
-/// The cache scheduler's handler: per tick, one `cache_refresh` of brand voices and,
-/// when a catalogue is configured, one of the catalogue (idempotent per tick).
-async fn enqueue_cache_refresh(
+/// A periodic schedule's handler: the jobs of one tick, in one statement.
+async fn enqueue_periodic(
     tick: Tick,
     pool: Data<PgPool>,
-    catalog: Data<CatalogConfigured>,
+    catalog: Data<Catalog>,
+    periodic: Data<Periodic>,
 ) -> Result<(), BoxDynError> {
-    let at = chrono::DateTime::from_timestamp(tick.get_timestamp() as i64, 0)
-        .unwrap_or_default()
-        .to_rfc3339();
-    let sources: &[&str] = if catalog.0.0 {
-        &["catalog", "brand_voice"]
-    } else {
-        &["brand_voice"]
-    };
-    let jobs: Vec<NewJob> = sources
-        .iter()
-        .map(|s| {
-            NewJob::new(
-                crate::jobs::cache_refresh::KIND,
-                serde_json::json!({ "source": s }),
-            )
-            .idempotency_key(format!("cache_refresh:{s}:{at}"))
-        })
-        .collect();
+    let at = DateTime::from_timestamp(tick.get_timestamp() as i64, 0).unwrap_or_default();
+    let jobs = (periodic.jobs)(at);
     let mut conn = pool.acquire().await?;
-    let e = super::enqueue_many(&mut conn, &jobs).await?;
-    tracing::info!(jobs = e.len(), tick = %at, "scheduled cache refresh");
+    let enqueued = crate::enqueue_many(&mut conn, &catalog, &jobs).await?;
+    let created = enqueued.iter().filter(|e| e.created).count();
+    tracing::info!(schedule = %periodic.name, jobs = jobs.len(), created, tick = %at.to_rfc3339(),
+        "periodic enqueue");
     Ok(())
 }
 
 async fn release(pool: &PgPool, names: &[String]) -> usize {
     for attempt in 0..5 {
-        match sql::job_release(pool, names, None).await {
+        match sql::job_release(pool, names).await {
             Ok(rows) => {
                 let kinds: Vec<&str> = rows.iter().map(|(_, k)| k.as_str()).collect();
                 let _ = sql::job_notify(pool, &kinds).await;
@@ -305,37 +266,17 @@ async fn release(pool: &PgPool, names: &[String]) -> usize {
     0
 }
 
-/// Applies decided approvals whenever a decision is announced, and on the poll
-/// interval (a decision made while no worker listened is still applied).
-async fn apply_approvals(runner: Runner, wake: Wake) {
-    let poll = runner.settings.worker.poll_interval();
-    loop {
-        match crate::pipeline::approvals::apply_decided(&runner.pool, &runner.settings, 50).await {
-            Ok(done) => {
-                for a in &done {
-                    tracing::info!(approval_id = %a.approval_id, status = %a.status,
-                        enqueued = a.enqueued.len(), job_status = %a.job_status, "applied an approval decision");
-                }
-                if done.len() == 50 {
-                    continue;
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "applying approval decisions failed; will try again")
-            }
-        }
-        let _ = tokio::time::timeout(poll, wake.notified()).await;
-    }
-}
-
 /// Holds one LISTEN connection and wakes the worker of the kind each NOTIFY names (and
-/// the approvals applier on decisions). After a reconnect every worker is woken, since
-/// notifications may have been missed.
-async fn listen(pool: PgPool, wakes: HashMap<String, Wake>, approvals: Wake) {
+/// the application's wakes of its other channels). After a reconnect everything is
+/// woken, since notifications may have been missed.
+async fn listen(pool: PgPool, wakes: HashMap<String, Wake>, channels: Vec<(String, Wake)>) {
     let wake_all = || {
         wakes.values().for_each(|w| w.notify_one());
-        approvals.notify_one();
+        channels.iter().for_each(|(_, w)| w.notify_one());
     };
+    let names: Vec<&str> = std::iter::once(sql::JOBS_CHANNEL)
+        .chain(channels.iter().map(|(c, _)| c.as_str()))
+        .collect();
     loop {
         let mut listener = match PgListener::connect_with(&pool).await {
             Ok(l) => l,
@@ -345,10 +286,7 @@ async fn listen(pool: PgPool, wakes: HashMap<String, Wake>, approvals: Wake) {
                 continue;
             }
         };
-        if let Err(e) = listener
-            .listen_all([sql::JOBS_CHANNEL, crate::pipeline::approvals::CHANNEL])
-            .await
-        {
+        if let Err(e) = listener.listen_all(names.iter().copied()).await {
             tracing::warn!(error = %e, "LISTEN failed; retrying");
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
@@ -356,14 +294,15 @@ async fn listen(pool: PgPool, wakes: HashMap<String, Wake>, approvals: Wake) {
         wake_all();
         loop {
             match listener.try_recv().await {
-                Ok(Some(n)) if n.channel() == crate::pipeline::approvals::CHANNEL => {
-                    approvals.notify_one();
-                }
-                Ok(Some(n)) => {
+                Ok(Some(n)) if n.channel() == sql::JOBS_CHANNEL => {
                     if let Some(w) = wakes.get(n.payload()) {
                         w.notify_one();
                     }
                 }
+                Ok(Some(n)) => channels
+                    .iter()
+                    .filter(|(c, _)| c == n.channel())
+                    .for_each(|(_, w)| w.notify_one()),
                 Ok(None) => {
                     tracing::warn!("LISTEN connection lost; reconnecting");
                     wake_all();

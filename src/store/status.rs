@@ -1,35 +1,28 @@
-//! What operators ask of a project: each channel's state, current draft, score and
-//! approval, and what the model calls cost; drafts edited by people; full-text search.
+//! Read models across tables: a project's pipeline at a glance (`pipeline show`), one
+//! job with everything attached to it (`jobs show`), and a project's jobs (the demo's
+//! progress).
 
 use serde::Serialize;
+use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::queue::{self, Error};
+use super::{Error, Result};
+use crate::domain::{ApprovalStatus, ArtifactSource, Channel};
+use copydesk_queue::{Job, JobStatus};
 
 /// One channel of a project's pipeline.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct ChannelStatus {
-    pub channel: String,
+    pub channel: Channel,
     pub state: String,
     pub draft_id: Option<Uuid>,
     pub draft_version: Option<i32>,
-    pub draft_source: Option<String>,
+    pub draft_source: Option<ArtifactSource>,
     pub title: Option<String>,
     pub score: Option<i32>,
-    pub approval: Option<String>,
+    pub approval: Option<ApprovalStatus>,
     pub last_error: Option<String>,
-}
-
-/// Model-call cost of a project, per provider and model.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-pub struct CostLine {
-    pub provider: String,
-    pub model: String,
-    pub calls: i64,
-    pub prompt_tokens: i64,
-    pub completion_tokens: i64,
-    pub cost_usd: f64,
 }
 
 /// A project's pipeline at a glance.
@@ -39,16 +32,18 @@ pub struct ProjectStatus {
     pub name: String,
     pub brand_voice: Option<String>,
     pub channels: Vec<ChannelStatus>,
-    pub cost: Vec<CostLine>,
+    pub cost: Vec<super::runs::CostLine>,
     pub total_cost_usd: f64,
 }
 
-pub async fn show(pool: &PgPool, project: Uuid) -> queue::Result<ProjectStatus> {
-    let name: String = sqlx::query_scalar("SELECT name FROM projects WHERE id = $1")
-        .bind(project)
-        .fetch_optional(pool)
+/// Each channel's state, current draft, score and approval, and the cost so far.
+pub async fn project(pool: &PgPool, project: Uuid) -> Result<ProjectStatus> {
+    let name = super::projects::name(pool, project)
         .await?
-        .ok_or(Error::NotFound(project))?;
+        .ok_or(Error::NotFound {
+            what: "project",
+            id: project,
+        })?;
     let brand_voice: Option<String> = sqlx::query_scalar(
         "SELECT CASE j.status WHEN 'needs_approval' THEN 'waiting for approval'
                               WHEN 'done' THEN 'approved' ELSE j.status END
@@ -105,15 +100,7 @@ pub async fn show(pool: &PgPool, project: Uuid) -> queue::Result<ProjectStatus> 
     .bind(project)
     .fetch_all(pool)
     .await?;
-    let cost: Vec<CostLine> = sqlx::query_as(
-        "SELECT provider, coalesce(model, '-') AS model, count(*) AS calls,
-                sum(prompt_tokens)::bigint AS prompt_tokens, sum(completion_tokens)::bigint AS completion_tokens,
-                sum(cost_usd)::float8 AS cost_usd
-         FROM runs WHERE project_id = $1 GROUP BY 1, 2 ORDER BY 1, 2",
-    )
-    .bind(project)
-    .fetch_all(pool)
-    .await?;
+    let cost = super::runs::cost_by_model(pool, project).await?;
     let total_cost_usd = cost.iter().map(|c| c.cost_usd).sum();
     Ok(ProjectStatus {
         project_id: project,
@@ -125,90 +112,65 @@ pub async fn show(pool: &PgPool, project: Uuid) -> queue::Result<ProjectStatus> 
     })
 }
 
-/// Stores a person's edit of a draft as a new `human` version based on it; a pending
-/// approval of the draft then refers to the edited version. Returns the new artifact.
-pub async fn edit_draft(
-    pool: &PgPool,
-    draft: Uuid,
-    content: &str,
-    by: &str,
-) -> queue::Result<Uuid> {
-    if content.trim().is_empty() {
-        return Err(Error::InvalidInput {
-            kind: "draft".into(),
-            detail: "the edited text is empty".into(),
-        });
-    }
-    let mut tx = pool.begin().await?;
-    let kind: Option<String> =
-        sqlx::query_scalar("SELECT kind FROM artifacts WHERE id = $1 FOR UPDATE")
-            .bind(draft)
-            .fetch_optional(&mut *tx)
-            .await?;
-    match kind.as_deref() {
-        None => return Err(Error::NotFound(draft)),
-        Some("draft") => {}
-        Some(other) => {
-            return Err(Error::InvalidInput {
-                kind: other.into(),
-                detail: format!("artifact {draft} is a {other}, not a draft"),
-            });
-        }
-    }
-    let id: Uuid = sqlx::query_scalar(
-        "INSERT INTO artifacts (project_id, job_id, kind, channel, version, based_on_id, source, title, content, data)
-         SELECT project_id, job_id, 'draft', channel, version + 1, id, 'human', title, $2,
-                data || jsonb_build_object('edited_by', $3::text)
-         FROM artifacts WHERE id = $1
-         RETURNING id",
-    )
-    .bind(draft)
-    .bind(content)
-    .bind(by)
-    .fetch_one(&mut *tx)
-    .await?;
-    sqlx::query(
-        "UPDATE approvals SET artifact_id = $2 WHERE artifact_id = $1 AND status = 'pending'",
-    )
-    .bind(draft)
-    .bind(id)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(id)
+/// One job with everything attached to it.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobDetail {
+    #[serde(flatten)]
+    pub job: Job,
+    pub runs: Vec<Value>,
+    pub artifacts: Vec<Value>,
+    pub approvals: Vec<Value>,
 }
 
-/// One full-text search hit.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-pub struct Hit {
+/// A job with its runs, artifacts and approvals.
+pub async fn job(pool: &PgPool, id: Uuid) -> Result<JobDetail> {
+    let job = copydesk_queue::sql::job_get(pool, id)
+        .await
+        .map_err(|e| match e {
+            copydesk_queue::Error::Sql(e) => Error::Sql(e),
+            other => Error::Invalid(other.to_string()),
+        })?
+        .ok_or(Error::NotFound { what: "job", id })?;
+    let rows = |q: &'static str| async move {
+        sqlx::query_scalar::<_, Value>(q)
+            .bind(id)
+            .fetch_all(pool)
+            .await
+    };
+    Ok(JobDetail {
+        runs: super::runs::for_job(pool, id).await?,
+        artifacts: rows(
+            "SELECT jsonb_build_object('id', id, 'kind', kind, 'channel', channel, 'version', version,
+                    'source', source, 'title', title, 'created_at', created_at)
+             FROM artifacts WHERE job_id = $1 ORDER BY created_at",
+        )
+        .await?,
+        approvals: rows(
+            "SELECT to_jsonb(a) - 'job_id' FROM approvals a WHERE job_id = $1 ORDER BY created_at",
+        )
+        .await?,
+        job,
+    })
+}
+
+/// A job of a project, as the demo's progress display reads it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ProjectJob {
     pub id: Uuid,
-    pub project_id: Option<Uuid>,
     pub kind: String,
-    pub channel: Option<String>,
-    pub version: i32,
-    pub title: Option<String>,
-    pub snippet: String,
-    pub rank: f32,
+    pub status: JobStatus,
+    pub channel: Option<Channel>,
+    pub last_error: Option<String>,
+    pub output: Option<Value>,
 }
 
-/// Searches artifacts' titles and contents (web-search syntax: words, "phrases", -not).
-pub async fn search(
-    pool: &PgPool,
-    words: &str,
-    project: Option<Uuid>,
-    limit: i64,
-) -> queue::Result<Vec<Hit>> {
+/// A project's jobs, oldest first.
+pub async fn project_jobs(pool: &PgPool, project: Uuid) -> Result<Vec<ProjectJob>> {
     Ok(sqlx::query_as(
-        "SELECT a.id, a.project_id, a.kind, a.channel, a.version, a.title,
-                ts_headline('english', a.content, q, 'MaxFragments=1, MaxWords=18, MinWords=6') AS snippet,
-                ts_rank(a.search, q) AS rank
-         FROM artifacts a, websearch_to_tsquery('english', $1) q
-         WHERE a.search @@ q AND ($2::uuid IS NULL OR a.project_id = $2)
-         ORDER BY rank DESC, a.created_at DESC LIMIT $3",
+        "SELECT id, kind, status, input->>'channel' AS channel, last_error, output FROM jobs
+         WHERE project_id = $1 ORDER BY created_at, id",
     )
-    .bind(words)
     .bind(project)
-    .bind(limit)
     .fetch_all(pool)
     .await?)
 }

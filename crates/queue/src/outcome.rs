@@ -67,6 +67,14 @@ impl Outcome {
             other => other,
         }
     }
+    /// Done, or (when `waits`) done and waiting for a person: the same output and
+    /// effects either way.
+    pub fn waiting_if(self, waits: bool) -> Self {
+        match self {
+            Self::Done { output, effects } if waits => Self::NeedsApproval { output, effects },
+            other => other,
+        }
+    }
     /// The status word written to the row (`retry` becomes `queued` or `failed`).
     pub fn label(&self) -> &'static str {
         match self {

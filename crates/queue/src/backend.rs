@@ -35,10 +35,9 @@ use sqlx::PgPool;
 use tokio::sync::{Notify, futures::OwnedNotified, mpsc};
 use uuid::Uuid;
 
-use crate::config::WorkerSettings;
-
-use super::{
-    ClaimedJob, Error,
+use crate::{
+    ClaimedJob, Error, JobStatus,
+    config::{RetrySettings, WorkerSettings},
     runner::{Finished, Runner, finish},
     sql,
 };
@@ -101,7 +100,7 @@ pub async fn rescue_expired(pool: &PgPool) {
             }
             let kinds: Vec<&str> = rows
                 .iter()
-                .filter(|r| r.2 == "queued")
+                .filter(|r| r.2 == JobStatus::Queued)
                 .map(|r| r.1.as_str())
                 .collect();
             let _ = sql::job_notify(pool, &kinds).await;
@@ -124,8 +123,8 @@ type ClaimResult = (usize, Result<Vec<ClaimedJob>, Error>);
 /// Finishing is not its business: [`JobService`] hands each finished attempt to the
 /// kind's [`finisher`], which commits them in batches on its own task while this keeps
 /// claiming — claim and finish never wait for each other.
-pub struct JobsBackend {
-    runner: Runner,
+pub struct JobsBackend<C> {
+    runner: Runner<C>,
     kind: String,
     /// Most jobs one claim asks for.
     batch: usize,
@@ -143,11 +142,15 @@ pub struct JobsBackend {
     poll: tokio::time::Interval,
 }
 
-impl JobsBackend {
+// No field is pinned structurally (the futures it polls are boxed), so the backend may
+// move whatever the application's context is.
+impl<C> Unpin for JobsBackend<C> {}
+
+impl<C: Clone + Send + Sync + 'static> JobsBackend<C> {
     /// A backend claiming `kind` jobs, woken by `wake` (NOTIFY), `room` (its finisher
     /// freed slots) and every poll interval; what it claims goes into `in_flight`.
-    pub fn new(runner: Runner, kind: &str, wake: Wake, room: Wake, in_flight: InFlight) -> Self {
-        let w = &runner.settings.worker;
+    pub fn new(runner: Runner<C>, kind: &str, wake: Wake, room: Wake, in_flight: InFlight) -> Self {
+        let w = &runner.config.worker;
         let concurrency = w.concurrency_for(kind);
         let capacity = concurrency + w.prefetch;
         let batch = w.batch_size.max(1).min(capacity);
@@ -204,7 +207,7 @@ impl JobsBackend {
             worker.to_owned(),
             self.kind.clone(),
         );
-        let lease = self.runner.settings.worker.lease();
+        let lease = self.runner.config.worker.lease();
         let in_flight = self.in_flight.clone();
         in_flight
             .claims
@@ -226,7 +229,7 @@ impl JobsBackend {
     }
 }
 
-impl Backend for JobsBackend {
+impl<C: Clone + Send + Sync + 'static> Backend for JobsBackend<C> {
     type Task = Task<ClaimedJob>;
     type Error = Error;
 
@@ -306,7 +309,7 @@ impl Backend for JobsBackend {
     }
 }
 
-impl BackendConfig for JobsBackend {
+impl<C: Clone + Send + Sync + 'static> BackendConfig for JobsBackend<C> {
     type Args = ClaimedJob;
     type Id = uuid::Uuid;
     type Kind = Ephemeral;
@@ -330,7 +333,7 @@ impl BackendConfig for JobsBackend {
 pub async fn finisher(
     pool: PgPool,
     worker: String,
-    retry: crate::config::RetrySettings,
+    retry: RetrySettings,
     finished: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Finished>>>,
     in_flight: InFlight,
     room: Wake,
@@ -364,13 +367,21 @@ pub async fn finisher(
 
 /// The tower service apalis calls for each claimed job: runs it through the [`Runner`]
 /// and hands the result to the kind's [`finisher`].
-#[derive(Clone)]
-pub struct JobService {
-    pub runner: Runner,
+pub struct JobService<C> {
+    pub runner: Runner<C>,
     pub finished: mpsc::UnboundedSender<Finished>,
 }
 
-impl tower::Service<Task<ClaimedJob>> for JobService {
+impl<C: Clone> Clone for JobService<C> {
+    fn clone(&self) -> Self {
+        Self {
+            runner: self.runner.clone(),
+            finished: self.finished.clone(),
+        }
+    }
+}
+
+impl<C: Clone + Send + Sync + 'static> tower::Service<Task<ClaimedJob>> for JobService<C> {
     type Response = ();
     type Error = Infallible;
     type Future = BoxFuture<'static, Result<(), Infallible>>;

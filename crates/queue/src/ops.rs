@@ -1,0 +1,144 @@
+//! What operators do to jobs: get, list, retry, cancel, stats. The CLI and (later) the
+//! HTTP API call these same functions.
+
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::{Error, Job, JobStatus, Result, sql};
+
+/// One job by id.
+pub async fn get(pool: &PgPool, id: Uuid) -> Result<Job> {
+    sql::job_get(pool, id).await?.ok_or(Error::NotFound(id))
+}
+
+/// A failed or cancelled job back to `queued`, attempts reset; wakes its workers.
+pub async fn retry(pool: &PgPool, id: Uuid) -> Result<Job> {
+    let mut tx = pool.begin().await?;
+    let Some(job) = sql::job_retry(&mut *tx, id).await? else {
+        return Err(wrong_state(&mut tx, id, "retry", "failed or cancelled").await);
+    };
+    sql::job_notify(&mut *tx, &[job.kind.as_str()]).await?;
+    tx.commit().await?;
+    Ok(job)
+}
+
+/// A queued job to `cancelled` at once; a running one too, its result discarded when
+/// its worker reports (the fence no longer matches).
+pub async fn cancel(pool: &PgPool, id: Uuid) -> Result<Job> {
+    let mut tx = pool.begin().await?;
+    let Some(job) = sql::job_cancel(&mut *tx, id).await? else {
+        return Err(wrong_state(&mut tx, id, "cancel", "queued or running").await);
+    };
+    tx.commit().await?;
+    Ok(job)
+}
+
+async fn wrong_state(
+    conn: &mut PgConnection,
+    id: Uuid,
+    action: &'static str,
+    needs: &'static str,
+) -> Error {
+    match sql::job_status(conn, id).await {
+        Ok(Some(status)) => Error::WrongState {
+            id,
+            status,
+            action,
+            needs,
+        },
+        Ok(None) => Error::NotFound(id),
+        Err(e) => e,
+    }
+}
+
+/// `queue stats`: counts per kind and status, the oldest ready job's age, and what
+/// finished in the last five minutes.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueStats {
+    pub rows: Vec<sql::StatsRow>,
+    pub oldest_ready_secs: Option<f64>,
+    pub done_last_5m: i64,
+    pub failed_last_5m: i64,
+}
+
+pub async fn stats(pool: &PgPool) -> Result<QueueStats> {
+    let rows = sql::queue_stats(pool).await?;
+    let oldest_ready_secs = rows
+        .iter()
+        .filter_map(|r| r.oldest_ready_secs)
+        .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
+    let sum = |status: JobStatus| {
+        rows.iter()
+            .filter(|r| r.status == status)
+            .map(|r| r.finished_last_5m)
+            .sum()
+    };
+    Ok(QueueStats {
+        oldest_ready_secs,
+        done_last_5m: sum(JobStatus::Done),
+        failed_last_5m: sum(JobStatus::Failed),
+        rows,
+    })
+}
+
+/// What [`delete_finished`] removed, per status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Retention {
+    pub done: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+}
+
+/// Deletes finished jobs older than their status's retention (days), `batch` rows per
+/// statement so the queue is never locked for long; with `dry_run`, only counts them.
+pub async fn delete_finished(
+    pool: &PgPool,
+    days: [(JobStatus, i32); 3],
+    batch: i64,
+    dry_run: bool,
+) -> Result<Retention> {
+    let mut r = Retention::default();
+    for (status, days) in days {
+        let n = if dry_run {
+            sql::job_count_finished(pool, status, days).await?
+        } else {
+            let mut total = 0;
+            loop {
+                let n = sql::job_delete_finished(pool, status, days, batch).await?;
+                total += n;
+                if (n as i64) < batch {
+                    break total;
+                }
+            }
+        };
+        match status {
+            JobStatus::Done => r.done += n,
+            JobStatus::Failed => r.failed += n,
+            _ => r.cancelled += n,
+        }
+    }
+    Ok(r)
+}
+
+/// Returns every job whose lease ran out to the queue (`batch` per statement) and
+/// wakes its workers; with `dry_run`, only counts them.
+pub async fn rescue_expired(pool: &PgPool, batch: i64, dry_run: bool) -> Result<u64> {
+    if dry_run {
+        return sql::job_count_expired(pool).await;
+    }
+    let mut total = 0;
+    loop {
+        let rescued = sql::job_rescue_expired(pool, batch).await?;
+        total += rescued.len() as u64;
+        let kinds: Vec<&str> = rescued
+            .iter()
+            .filter(|(_, _, s)| *s == JobStatus::Queued)
+            .map(|(_, k, _)| k.as_str())
+            .collect();
+        sql::job_notify(pool, &kinds).await?;
+        if (rescued.len() as i64) < batch {
+            return Ok(total);
+        }
+    }
+}

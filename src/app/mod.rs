@@ -1,0 +1,100 @@
+//! The composition root: the one place that knows every part of the application. It
+//! builds the services handlers share (model client, guarded fetcher, keys, the
+//! publishers' HTTP client), the registry of kinds (each kind's args type and handler,
+//! the pipeline's steps among them), the runner the engine drives, and a worker process
+//! (`worker.rs`: the engine's workers, the periodic enqueues, the approvals applier and
+//! the HTTP endpoints).
+
+pub mod worker;
+
+use std::sync::{Arc, LazyLock};
+
+use anyhow::Context;
+use copydesk_queue::{Catalog, Registry, Runner};
+use sqlx::PgPool;
+
+use crate::{
+    config::Settings,
+    db::Database,
+    fetch::Fetcher,
+    jobs::{
+        App, Services, brand_voice_analysis::BrandVoiceArgs, cache_refresh::CacheRefreshArgs,
+        cleanup::CleanupArgs, draft_generation::DraftArgs, evaluation::EvaluationArgs,
+        noop::NoopArgs, publishing::PublishingArgs,
+    },
+    keys::Keys,
+    llm, pipeline, publish,
+};
+
+static REGISTRY: LazyLock<Registry<App>> = LazyLock::new(|| {
+    use crate::jobs::{cache_refresh, cleanup, noop, publishing};
+    Registry::new()
+        .register::<NoopArgs, _, _>(noop::run)
+        .register::<CleanupArgs, _, _>(cleanup::run)
+        .register::<CacheRefreshArgs, _, _>(cache_refresh::run)
+        .register::<BrandVoiceArgs, _, _>(pipeline::steps::brand_voice_analysis)
+        .register::<DraftArgs, _, _>(pipeline::steps::draft_generation)
+        .register::<EvaluationArgs, _, _>(pipeline::steps::evaluation)
+        .register::<PublishingArgs, _, _>(publishing::run)
+});
+
+/// Every kind copydesk ships: the one list. Adding a kind means its module in `jobs/`,
+/// a line here, `jobs/<kind>/` and a migration for its name.
+pub fn registry() -> Registry<App> {
+    REGISTRY.clone()
+}
+
+/// The input contracts of every kind copydesk ships (what `enqueue` checks).
+pub fn catalog() -> Catalog {
+    REGISTRY.catalog()
+}
+
+/// The services handlers share, from the settings and the environment (the model
+/// provider's key or base URL, the Fernet keys).
+pub fn services(settings: Arc<Settings>) -> Result<Services, llm::Error> {
+    let provider = llm::Provider::from_env(&settings.llm)?;
+    Ok(Services {
+        llm: llm::Llm::new(provider, &settings.llm),
+        fetcher: Fetcher::new(&settings.fetch),
+        keys: Keys::from_env().map(Arc::new),
+        publish_http: publish::client(&settings.publish),
+        settings,
+    })
+}
+
+/// A runner of `registry`'s kinds over `pool`, with `services` as every handler's
+/// context.
+pub fn runner(pool: PgPool, registry: Registry<App>, services: Services) -> Runner<App> {
+    Runner::new(
+        pool,
+        services.settings.queue(),
+        registry,
+        Arc::new(services),
+    )
+}
+
+/// An opened database with the settings: what commands work with.
+pub struct Env {
+    pub settings: Arc<Settings>,
+    pub db: Database,
+}
+
+impl Env {
+    /// Reads the settings and opens `DATABASE_URL` or the embedded cluster.
+    pub async fn open() -> anyhow::Result<Self> {
+        let settings = Arc::new(Settings::load()?);
+        let db = Database::open(&settings)
+            .await
+            .context("opening the database")?;
+        Ok(Self { settings, db })
+    }
+
+    /// A runner of every kind copydesk ships, with services from the environment.
+    pub fn runner(&self) -> anyhow::Result<Runner<App>> {
+        Ok(runner(
+            self.db.pool.clone(),
+            registry(),
+            services(self.settings.clone())?,
+        ))
+    }
+}

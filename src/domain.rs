@@ -1,0 +1,120 @@
+//! The words every layer shares: what a draft is written for, where it is published,
+//! and the states of the rows the application owns. Each is an enum in the code and
+//! the same plain text in the database (the migrations' CHECK constraints list the
+//! same words), so plain-SQL users see no difference.
+
+use copydesk_queue::text_enum;
+
+text_enum! {
+    /// What a draft is written for.
+    pub enum Channel("channel") {
+        Blog = "blog",
+        Linkedin = "linkedin",
+        X = "x",
+        Facebook = "facebook",
+    }
+}
+
+impl Channel {
+    /// The most characters a post may have (`None`: no limit). X counts weighted
+    /// characters (`publish::x::weighted_len`).
+    pub fn max_chars(self) -> Option<usize> {
+        match self {
+            Channel::Blog => None,
+            Channel::Linkedin => Some(3000),
+            Channel::X => Some(280),
+            Channel::Facebook => Some(63_206),
+        }
+    }
+}
+
+text_enum! {
+    /// A destination: where an approved draft is published.
+    pub enum Platform("platform") {
+        Wordpress = "wordpress",
+        Shopify = "shopify",
+        Linkedin = "linkedin",
+        X = "x",
+        Facebook = "facebook",
+    }
+}
+
+impl Platform {
+    /// The channel whose drafts this destination publishes.
+    pub fn channel(self) -> Channel {
+        match self {
+            Platform::Wordpress | Platform::Shopify => Channel::Blog,
+            Platform::Linkedin => Channel::Linkedin,
+            Platform::X => Channel::X,
+            Platform::Facebook => Channel::Facebook,
+        }
+    }
+
+    /// The destinations of a channel, in the order the pipeline prefers them.
+    pub fn for_channel(channel: Channel) -> &'static [Platform] {
+        match channel {
+            Channel::Blog => &[Platform::Wordpress, Platform::Shopify],
+            Channel::Linkedin => &[Platform::Linkedin],
+            Channel::X => &[Platform::X],
+            Channel::Facebook => &[Platform::Facebook],
+        }
+    }
+}
+
+text_enum! {
+    /// What an artifact is (`artifacts.kind`).
+    pub enum ArtifactKind("artifact kind") {
+        BrandVoice = "brand_voice",
+        Draft = "draft",
+        Evaluation = "evaluation",
+        Publication = "publication",
+        Source = "source",
+    }
+}
+
+text_enum! {
+    /// Who made an artifact (`artifacts.source`).
+    pub enum ArtifactSource("artifact source") {
+        Ai = "ai",
+        Human = "human",
+        System = "system",
+    }
+}
+
+text_enum! {
+    /// A person's decision (`approvals.status`).
+    pub enum ApprovalStatus("approval status") {
+        Pending = "pending",
+        Approved = "approved",
+        Rejected = "rejected",
+    }
+}
+
+text_enum! {
+    /// Whether an integration's credentials work (`integrations.status`).
+    pub enum IntegrationStatus("integration status") {
+        Connected = "connected",
+        Disconnected = "disconnected",
+        Error = "error",
+    }
+}
+
+text_enum! {
+    /// How one external call ended (`runs.status`).
+    pub enum RunStatus("run status") {
+        Ok = "ok",
+        Error = "error",
+    }
+}
+
+text_enum! {
+    /// What became of one attempt to post (`publish_attempts.state`).
+    pub enum AttemptState("publish attempt state") {
+        /// Recorded before the request left; its outcome is not known (yet).
+        Sending = "sending",
+        /// The platform has the post; its id and URL are recorded.
+        Sent = "sent",
+        /// Nothing went out (refused, throttled, or reconciled as absent).
+        NotSent = "not_sent",
+    }
+}

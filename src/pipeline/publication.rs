@@ -1,0 +1,151 @@
+//! Requesting a publication: the one way a `publishing` job is enqueued, whether the
+//! pipeline asks (a draft approved, or `approve_drafts = false`) or an operator does
+//! (`copydesk publish`). The same rules hold for both: the artifact is an approved
+//! draft; the integration takes its channel and belongs to its project; a draft
+//! already published to that integration is not published again unless asked
+//! (`again`); and the idempotency key makes asking twice enqueue once.
+
+use chrono::{DateTime, Utc};
+use copydesk_queue::{Catalog, Enqueued, NewJob};
+use serde::Serialize;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::{Error, Result};
+use crate::{
+    domain::{ArtifactKind, Platform},
+    jobs::publishing::PublishingArgs,
+    publish::integrations::schedule,
+    store,
+};
+
+/// What to publish, where and when.
+#[derive(Debug, Clone)]
+pub struct PublicationRequest {
+    /// The approved draft.
+    pub artifact: Uuid,
+    /// Where to; `None`: the project's integration for the draft's channel (a blog to
+    /// WordPress, else Shopify). Without one the job still goes in and fails naming
+    /// the missing integration, so an approved draft never disappears silently.
+    pub integration: Option<Uuid>,
+    /// When to publish (now when absent or past).
+    pub at: Option<DateTime<Utc>>,
+    /// Publish even though a publication to this integration exists.
+    pub again: bool,
+    /// The job that asked (the evaluation whose draft was approved).
+    pub parent: Option<Uuid>,
+}
+
+/// What a request enqueued.
+#[derive(Debug, Clone, Serialize)]
+pub struct Requested {
+    pub job: Enqueued,
+    pub integration: Option<Uuid>,
+    pub platform: Option<Platform>,
+    /// When the job runs (`None`: now).
+    pub run_at: Option<DateTime<Utc>>,
+    /// The time handed to a platform that schedules natively.
+    pub publish_at: Option<DateTime<Utc>>,
+}
+
+/// The idempotency key of a publication: one job per draft and integration, and one
+/// more for each `again` after a publication exists.
+pub fn idempotency_key(artifact: Uuid, integration: Option<Uuid>, again: Option<usize>) -> String {
+    let mut key = format!("publish:{artifact}");
+    if let Some(i) = integration {
+        key.push_str(&format!(":{i}"));
+    }
+    if let Some(n) = again {
+        key.push_str(&format!(":again:{n}"));
+    }
+    key
+}
+
+/// Checks the request and enqueues its `publishing` job inside the caller's
+/// transaction.
+pub async fn request(
+    conn: &mut PgConnection,
+    catalog: &Catalog,
+    facebook_min_schedule_minutes: i64,
+    req: &PublicationRequest,
+) -> Result<Requested> {
+    let draft = store::artifacts::publishable(&mut *conn, req.artifact).await?;
+    if draft.kind != ArtifactKind::Draft {
+        return Err(Error::NotADraft {
+            id: draft.id,
+            kind: draft.kind,
+        });
+    }
+    if !draft.approved {
+        return Err(Error::NotApproved(draft.id));
+    }
+    let channel = draft.channel.ok_or(Error::NoChannel(draft.id))?;
+    let integration = match (req.integration, draft.project_id) {
+        (Some(id), _) => {
+            let i = store::integrations::get(&mut *conn, id).await?;
+            if i.platform.channel() != channel {
+                return Err(Error::WrongChannel {
+                    integration: id,
+                    platform: i.platform,
+                    channel,
+                });
+            }
+            if draft.project_id.is_some_and(|p| p != i.project_id) {
+                return Err(Error::OtherProject {
+                    integration: id,
+                    artifact: draft.id,
+                });
+            }
+            Some((id, i.platform, i.project_id))
+        }
+        (None, Some(project)) => store::integrations::for_channel(&mut *conn, project, channel)
+            .await?
+            .map(|(id, platform)| (id, platform, project)),
+        (None, None) => None,
+    };
+    let mut again = None;
+    if let Some((id, platform, _)) = integration {
+        let earlier = store::artifacts::publications(&mut *conn, draft.id, id).await?;
+        match (earlier.last(), req.again) {
+            (Some(url), false) => {
+                return Err(Error::AlreadyPublished {
+                    artifact: draft.id,
+                    platform,
+                    url: url.clone(),
+                });
+            }
+            (Some(_), true) => again = Some(earlier.len()),
+            (None, _) => {}
+        }
+    }
+    let (run_at, publish_at) = match integration {
+        Some((_, platform, _)) => {
+            schedule(platform, req.at, Utc::now(), facebook_min_schedule_minutes)
+        }
+        None => (req.at.filter(|at| *at > Utc::now()), None),
+    };
+    let args = PublishingArgs {
+        artifact_id: draft.id,
+        integration_id: integration.map(|(id, _, _)| id),
+        channel: Some(channel),
+        publish_at,
+    };
+    let job = NewJob::of(&args)
+        .project(integration.map(|(_, _, p)| p).or(draft.project_id))
+        .parent(req.parent)
+        .input_artifact(draft.id)
+        .run_at(run_at)
+        .idempotency_key(idempotency_key(
+            draft.id,
+            integration.map(|(id, _, _)| id),
+            again,
+        ));
+    let job = copydesk_queue::enqueue(conn, catalog, &job).await?;
+    Ok(Requested {
+        job,
+        integration: integration.map(|(id, _, _)| id),
+        platform: integration.map(|(_, p, _)| p),
+        run_at,
+        publish_at,
+    })
+}

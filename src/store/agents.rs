@@ -1,0 +1,28 @@
+//! `agent_model_configs`: each agent's model, temperature and max_tokens, read at every
+//! call (so an operator's UPDATE takes effect on the next call).
+
+use serde::Serialize;
+use sqlx::PgExecutor;
+
+use super::Result;
+
+/// One agent's model settings.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct AgentConfig {
+    pub agent_id: String,
+    pub agent_label: String,
+    pub model_id: String,
+    pub temperature: f32,
+    pub max_tokens: i32,
+}
+
+/// The agent's settings, if it has a row.
+pub async fn get(db: impl PgExecutor<'_>, agent: &str) -> Result<Option<AgentConfig>> {
+    Ok(sqlx::query_as(
+        "SELECT agent_id, agent_label, model_id, temperature, max_tokens
+         FROM agent_model_configs WHERE agent_id = $1",
+    )
+    .bind(agent)
+    .fetch_optional(db)
+    .await?)
+}

@@ -1,0 +1,181 @@
+//! `integrations`: a project's account on one destination. Credentials are stored as
+//! Fernet tokens (`keys.rs` encrypts and decrypts them, outside this module); every row
+//! type here is the non-secret part.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::{PgConnection, PgExecutor, PgPool};
+use uuid::Uuid;
+
+use super::{Error, Result};
+use crate::domain::{Channel, IntegrationStatus, Platform};
+
+/// An integration as anyone may see it: no credentials.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Integration {
+    pub id: Uuid,
+    pub project_id: Uuid,
+    pub platform: Platform,
+    pub metadata: Value,
+    pub status: IntegrationStatus,
+    pub last_error: Option<String>,
+    pub last_sync_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Integration {
+    /// A non-empty metadata string field.
+    pub fn meta(&self, field: &str) -> Option<&str> {
+        self.metadata
+            .get(field)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    }
+}
+
+const COLUMNS: &str =
+    "id, project_id, platform, metadata, status, last_error, last_sync_at, updated_at";
+
+/// Stores (or replaces) a project's integration with a platform; status `connected`.
+pub async fn upsert(
+    db: impl PgExecutor<'_>,
+    project: Uuid,
+    platform: Platform,
+    credentials: &[u8],
+    metadata: &Value,
+) -> Result<Uuid> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO integrations (project_id, platform, credentials, metadata)
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT (project_id, platform) DO UPDATE
+           SET credentials = excluded.credentials, metadata = excluded.metadata,
+               status = 'connected', last_error = NULL, updated_at = now()
+         RETURNING id",
+    )
+    .bind(project)
+    .bind(platform)
+    .bind(credentials)
+    .bind(metadata)
+    .fetch_one(db)
+    .await?)
+}
+
+pub async fn list(pool: &PgPool, project: Option<Uuid>) -> Result<Vec<Integration>> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM integrations WHERE ($1::uuid IS NULL OR project_id = $1)
+         ORDER BY project_id, platform"
+    )))
+    .bind(project)
+    .fetch_all(pool)
+    .await?)
+}
+
+pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> Result<Integration> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM integrations WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(db)
+    .await?
+    .ok_or(Error::NotFound {
+        what: "integration",
+        id,
+    })
+}
+
+/// The encrypted credentials of an integration.
+pub async fn credentials(db: impl PgExecutor<'_>, id: Uuid) -> Result<Vec<u8>> {
+    sqlx::query_scalar("SELECT credentials FROM integrations WHERE id = $1")
+        .bind(id)
+        .fetch_optional(db)
+        .await?
+        .ok_or(Error::NotFound {
+            what: "integration",
+            id,
+        })
+}
+
+/// Replaces the encrypted credentials (a refreshed token pair, a key rotation).
+pub async fn set_credentials(db: impl PgExecutor<'_>, id: Uuid, credentials: &[u8]) -> Result<()> {
+    sqlx::query("UPDATE integrations SET credentials = $2, updated_at = now() WHERE id = $1")
+        .bind(id)
+        .bind(credentials)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Every integration's encrypted credentials, locked for the caller's transaction.
+pub async fn all_credentials_for_update(conn: &mut PgConnection) -> Result<Vec<(Uuid, Vec<u8>)>> {
+    Ok(
+        sqlx::query_as("SELECT id, credentials FROM integrations ORDER BY id FOR UPDATE")
+            .fetch_all(conn)
+            .await?,
+    )
+}
+
+/// The project's integration for a channel (WordPress before Shopify for blogs).
+pub async fn for_channel(
+    db: impl PgExecutor<'_>,
+    project: Uuid,
+    channel: Channel,
+) -> Result<Option<(Uuid, Platform)>> {
+    let platforms = Platform::for_channel(channel);
+    Ok(sqlx::query_as(
+        "SELECT id, platform FROM integrations WHERE project_id = $1 AND platform = ANY($2)
+         ORDER BY array_position($2, platform) LIMIT 1",
+    )
+    .bind(project)
+    .bind(platforms)
+    .fetch_optional(db)
+    .await?)
+}
+
+/// Marks the integration broken (401/403, token errors), with the platform's words.
+pub async fn mark_error(db: impl PgExecutor<'_>, id: Uuid, error: &str) -> Result<()> {
+    sqlx::query(
+        "UPDATE integrations SET status = 'error', last_error = $2, updated_at = now() WHERE id = $1",
+    )
+    .bind(id)
+    .bind(error)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Marks the integration working after a successful authenticated call.
+pub async fn mark_ok(db: impl PgExecutor<'_>, id: Uuid) -> Result<()> {
+    sqlx::query(
+        "UPDATE integrations SET status = 'connected', last_error = NULL, last_sync_at = now(), updated_at = now()
+         WHERE id = $1",
+    )
+    .bind(id)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Every integration of a project is `disconnected`, with `why` as its last error.
+pub async fn disconnect_project(db: impl PgExecutor<'_>, project: Uuid, why: &str) -> Result<u64> {
+    Ok(sqlx::query(
+        "UPDATE integrations SET status = 'disconnected', last_error = $2, updated_at = now()
+         WHERE project_id = $1",
+    )
+    .bind(project)
+    .bind(why)
+    .execute(db)
+    .await?
+    .rows_affected())
+}
+
+/// Deletes every integration of a project.
+pub async fn delete_project(db: impl PgExecutor<'_>, project: Uuid) -> Result<u64> {
+    Ok(
+        sqlx::query("DELETE FROM integrations WHERE project_id = $1")
+            .bind(project)
+            .execute(db)
+            .await?
+            .rows_affected(),
+    )
+}
