@@ -64,6 +64,18 @@ fn call(agent: &str, schema: Option<Value>) -> Call {
 #[tokio::test]
 async fn requests_carry_the_agents_model_and_temperature_and_runs_record_usage() {
     let db = test_db().await;
+    // The blogwriter shape: agent_id, a label for every seeded agent, timestamps.
+    let labelled: Vec<(String, String)> = sqlx::query_as(
+        "SELECT agent_id, agent_label FROM agent_model_configs WHERE created_at <= updated_at ORDER BY agent_id",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(labelled.len(), 6, "{labelled:?}");
+    assert!(
+        labelled.contains(&("seo-specialist".into(), "SEO Specialist".into())),
+        "{labelled:?}"
+    );
     let server = MockServer::start().await;
     sqlx::query("UPDATE agent_model_configs SET model_id = 'test/model-a', temperature = 0.25, max_tokens = 777 WHERE agent_id = 'blog-editor'")
         .execute(&db.pool)

@@ -417,3 +417,166 @@ async fn a_human_edit_becomes_the_version_the_pending_approval_refers_to() {
         copydesk::pipeline::decisions::decide(&db.pool, approval, false, "bob", Some("no")).await;
     assert!(again.unwrap_err().to_string().contains("needs pending"));
 }
+
+/// A job waiting for a person about `artifact`, with its approval decided as `status`
+/// (with `notes`), as another service's plain SQL might leave them.
+async fn decided(
+    db: &TestDb,
+    project: Uuid,
+    kind: &str,
+    input: serde_json::Value,
+    artifact: Uuid,
+    status: &str,
+    notes: Option<&str>,
+) -> (Uuid, Uuid) {
+    let job: Uuid = sqlx::query_scalar(
+        "INSERT INTO jobs (kind, status, project_id, input, attempts) VALUES ($1, 'needs_approval', $2, $3, 1)
+         RETURNING id",
+    )
+    .bind(kind)
+    .bind(project)
+    .bind(input)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let approval: Uuid = sqlx::query_scalar(
+        "INSERT INTO approvals (job_id, artifact_id) VALUES ($1, $2) RETURNING id",
+    )
+    .bind(job)
+    .bind(artifact)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE approvals SET status = $2, notes = $3, decided_by = 'sql' WHERE id = $1")
+        .bind(approval)
+        .bind(status)
+        .bind(notes)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    (job, approval)
+}
+
+async fn artifact(db: &TestDb, project: Uuid, kind: &str, channel: Option<&str>) -> Uuid {
+    sqlx::query_scalar(
+        "INSERT INTO artifacts (project_id, kind, channel, content) VALUES ($1, $2, $3, 'Linen lasts.') RETURNING id",
+    )
+    .bind(project)
+    .bind(kind)
+    .bind(channel)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_decision_that_cannot_be_applied_fails_alone_and_says_why() {
+    let db = test_db().await;
+    let settings = fast_settings();
+    let p = project(&db, "linen").await;
+    let voice = artifact(&db, p, "brand_voice", None).await;
+    let draft = artifact(&db, p, "draft", Some("x")).await;
+    let eval = |draft: Uuid| json!({"draft_artifact_id": draft, "channel": "x", "brand_voice_artifact_id": voice, "iteration": 1});
+    // Decided in this order; the two poisoned ones come first.
+    let (bad_plan_job, bad_plan) = decided(
+        &db,
+        p,
+        "brand_voice_analysis",
+        json!({"store_url": "https://linen.example", "pipeline": {"channels": ["tiktok"]}}),
+        voice,
+        "approved",
+        None,
+    )
+    .await;
+    let (voice_job, voice_ok) = decided(
+        &db,
+        p,
+        "brand_voice_analysis",
+        json!({"store_url": "https://linen.example", "pipeline": {"channels": ["linkedin", "x"]}}),
+        voice,
+        "approved",
+        None,
+    )
+    .await;
+    // An approval of an evaluation that points at the brand voice, not a draft.
+    let (not_draft_job, not_draft) =
+        decided(&db, p, "evaluation", eval(voice), voice, "approved", None).await;
+    let (publish_job, publish_ok) =
+        decided(&db, p, "evaluation", eval(draft), draft, "approved", None).await;
+    let (rewrite_job, rewrite_ok) = decided(
+        &db,
+        p,
+        "evaluation",
+        eval(draft),
+        draft,
+        "rejected",
+        Some("Shorter, please."),
+    )
+    .await;
+
+    let applied = copydesk::pipeline::decisions::apply_decided(&db.pool, &catalog(), &settings, 50)
+        .await
+        .unwrap();
+    assert_eq!(applied.len(), 5, "{applied:?}");
+    let by_id = |id: Uuid| applied.iter().find(|a| a.approval_id == id).unwrap();
+    assert_eq!(by_id(voice_ok).enqueued.len(), 2, "a draft per channel");
+    assert_eq!(by_id(publish_ok).enqueued.len(), 1, "a publication");
+    assert_eq!(by_id(rewrite_ok).enqueued.len(), 1, "a rewrite");
+    for (id, job) in [
+        (voice_ok, voice_job),
+        (publish_ok, publish_job),
+        (rewrite_ok, rewrite_job),
+    ] {
+        assert_eq!(by_id(id).error, None);
+        assert_eq!(by_id(id).job_status, Some(JobStatus::Done));
+        assert_eq!(status_of(&db.pool, job).await, "done");
+    }
+    let (kinds, published): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE kind = 'draft_generation'), count(*) FILTER (WHERE kind = 'publishing')
+         FROM jobs WHERE status = 'queued'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!((kinds, published), (3, 1));
+
+    // The poisoned ones: rolled back alone, the reason on the row, the job still waiting.
+    for (id, job, why) in [
+        (bad_plan, bad_plan_job, "unknown channel \"tiktok\""),
+        (not_draft, not_draft_job, "is a brand_voice, not a draft"),
+    ] {
+        let a = by_id(id);
+        assert!(a.enqueued.is_empty() && a.job_status.is_none(), "{a:?}");
+        assert!(
+            a.error.as_deref().unwrap_or_default().contains(why),
+            "{a:?}"
+        );
+        let (last_error, applied_at, later): (
+            Option<String>,
+            Option<chrono::DateTime<chrono::Utc>>,
+            bool,
+        ) = sqlx::query_as(
+            "SELECT last_error, applied_at, apply_after > now() FROM approvals WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        assert!(last_error.unwrap_or_default().contains(why));
+        assert!(applied_at.is_none() && later);
+        assert_eq!(status_of(&db.pool, job).await, "needs_approval");
+    }
+    // They wait for their backoff: the next pass applies nothing again.
+    let again = copydesk::pipeline::decisions::apply_decided(&db.pool, &catalog(), &settings, 50)
+        .await
+        .unwrap();
+    assert!(again.is_empty(), "{again:?}");
+    // `approvals show` tells the operator.
+    let shown = copydesk::store::approvals::show(&db.pool, bad_plan)
+        .await
+        .unwrap();
+    assert!(
+        shown["last_error"].as_str().unwrap().contains("tiktok"),
+        "{shown}"
+    );
+}

@@ -270,6 +270,87 @@ fn the_embedded_cluster_is_reused_and_stopped_by_its_last_user() {
     assert!(!pid_file.exists(), "the last user stopped it");
 }
 
+/// `copydesk demo` with no configuration, run from a folder only its owner can enter
+/// (root's home is 0700, and so is `mktemp -d`): as root, the server runs as the
+/// `postgres` user, which cannot reach `./.copydesk` there, so the cluster's files go
+/// where it can, and the demo says where.
+#[test]
+fn the_demo_runs_from_a_folder_the_server_user_cannot_enter() {
+    use std::os::unix::fs::PermissionsExt;
+    let outer = tempfile::Builder::new()
+        .prefix("cdd")
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir_in("/tmp")
+        .unwrap();
+    let cwd = outer.path().join("project");
+    std::fs::create_dir(&cwd).unwrap();
+    std::fs::set_permissions(&cwd, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_copydesk"))
+        .arg("demo")
+        .current_dir(&cwd)
+        .env_remove("DATABASE_URL")
+        .env_remove("COPYDESK_HOME")
+        .env_remove("COPYDESK_CONFIG")
+        .env_remove("COPYDESK_LLM_API_KEY")
+        .env_remove("OPENROUTER_API_KEY")
+        .env_remove("COPYDESK_LLM_BASE_URL")
+        .env_remove("COPYDESK_FERNET_KEYS")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let data = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("postgres data: "))
+        .map(std::path::PathBuf::from);
+    // Whatever happens, leave no cluster behind.
+    struct Cleanup(Option<std::path::PathBuf>);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            if let Some(dir) = self.0.as_ref().and_then(|d| d.parent()) {
+                if !dir.starts_with("/tmp") {
+                    let _ = std::fs::remove_dir_all(dir);
+                    // The `copydesk` folder above it, when no other cluster lives there.
+                    let _ = dir.parent().map(std::fs::remove_dir);
+                }
+            }
+        }
+    }
+    let _cleanup = Cleanup(data.clone());
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for channel in ["blog", "facebook", "linkedin", "x"] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.trim_start().starts_with(channel) && l.contains("published")),
+            "{channel} published: {stdout}"
+        );
+    }
+    let data = data.expect("the demo says where the data lives");
+    assert!(data.join("PG_VERSION").exists(), "{}", data.display());
+    assert!(
+        !data.join("postmaster.pid").exists(),
+        "the demo stopped its cluster"
+    );
+    if nix::unistd::geteuid().is_root() {
+        assert!(
+            !data.starts_with(&cwd),
+            "the postgres user cannot reach {}, so the data is elsewhere: {}",
+            cwd.display(),
+            data.display()
+        );
+        assert!(
+            stdout.contains("postgres note: the postgres user cannot reach"),
+            "{stdout}"
+        );
+    } else {
+        assert!(data.starts_with(&cwd), "{}", data.display());
+    }
+}
+
 #[test]
 fn missing_postgres_binaries_say_what_to_install() {
     let home = tempfile::Builder::new()

@@ -874,3 +874,178 @@ async fn a_lost_answer_is_reconciled_and_an_unconfirmable_one_asks_the_operator(
         "{error}"
     );
 }
+
+/// Runs publishing jobs until `job` has finished (a retry waits for its Retry-After).
+async fn run_until_finished(db: &TestDb, r: &Runner<App>, job: Uuid) {
+    wait_for(Duration::from_secs(20), "the job to finish", || async {
+        drain(r).await;
+        matches!(status_of(&db.pool, job).await.as_str(), "done" | "failed")
+    })
+    .await;
+}
+
+async fn external_id(db: &TestDb, job: Uuid) -> String {
+    sqlx::query_scalar("SELECT output->>'external_id' FROM jobs WHERE id = $1")
+        .bind(job)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
+
+/// Two publishing jobs whose posts look alike, the second one's answer lost: its retry
+/// finds its own post, never the first job's. Blog destinations are told apart by the
+/// job's own slug or handle (the random tail of its id: two jobs created in the same
+/// instant for drafts of the same title used to send the same slug, and WordPress
+/// quietly stored the second as `…-2`); social posts, which carry no identifier, by
+/// when they were made and by which job recorded them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_never_takes_another_jobs_post_for_its_own() {
+    let db = test_db().await;
+    let fake = FakePlatforms::start().await.unwrap();
+    let k = Keys::generate();
+    let settings = fast_settings();
+    let r = publish_runner(&db, settings.clone(), &k);
+
+    // Two projects publishing to the same WordPress site, and two to the same shop,
+    // with drafts of the same title.
+    for platform in [Platform::Wordpress, Platform::Shopify] {
+        let (p1, p2) = (project(&db).await, project(&db).await);
+        connect(&db, &fake, &k, p1, platform).await;
+        connect(&db, &fake, &k, p2, platform).await;
+        let (_, a1) = draft_awaiting_approval(&db, p1, "blog", "Why linen lasts", BLOG, None).await;
+        let (_, a2) = draft_awaiting_approval(&db, p2, "blog", "Why linen lasts", BLOG, None).await;
+        let first = approve(&db, &settings, a1).await;
+        run_until_finished(&db, &r, first).await;
+        // Within the same second: the same 8 leading hex digits of a v7 id.
+        let second = approve(&db, &settings, a2).await;
+        fake.lose_answers(platform, true);
+        drain(&r).await;
+        assert_eq!(status_of(&db.pool, second).await, "queued", "{platform}");
+        fake.lose_answers(platform, false);
+        run_until_finished(&db, &r, second).await;
+        assert_eq!(status_of(&db.pool, second).await, "done", "{platform}");
+        let posts = fake.posts_on(platform);
+        assert_eq!(posts.len(), 2, "{platform}: {posts:?}");
+        assert_ne!(posts[0].slug, posts[1].slug, "{platform}");
+        assert_eq!(external_id(&db, first).await, posts[0].id, "{platform}");
+        assert_eq!(
+            external_id(&db, second).await,
+            posts[1].id,
+            "{platform}: the second job found its own post"
+        );
+        let output: Value = sqlx::query_scalar("SELECT output FROM jobs WHERE id = $1")
+            .bind(second)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(output["how"], "reconciled", "{platform}");
+    }
+
+    // Social posts: the same draft published once, then again on purpose (`--again`);
+    // the second job's request fails before the platform keeps anything. Its retry
+    // sees the first job's post, with the same text: not its own.
+    let p = project(&db).await;
+    for platform in [Platform::Linkedin, Platform::X, Platform::Facebook] {
+        let integration = connect(&db, &fake, &k, p, platform).await;
+        let text = format!("Linen that lasts, again on {platform}.");
+        let channel = platform.channel().as_str();
+        let (draft, a) = draft_awaiting_approval(&db, p, channel, "", &text, None).await;
+        let first = approve(&db, &settings, a).await;
+        run_until_finished(&db, &r, first).await;
+        assert_eq!(status_of(&db.pool, first).await, "done", "{platform}");
+        let mut conn = db.pool.acquire().await.unwrap();
+        let again = copydesk::pipeline::publication::request(
+            &mut conn,
+            &catalog(),
+            settings.publish.facebook_min_schedule_minutes,
+            &copydesk::pipeline::publication::PublicationRequest {
+                artifact: draft,
+                integration: Some(integration),
+                at: None,
+                again: true,
+                parent: None,
+            },
+        )
+        .await
+        .unwrap();
+        drop(conn);
+        let second = again.job.id;
+        fake.drop_creates(platform, true);
+        drain(&r).await;
+        assert_eq!(status_of(&db.pool, second).await, "queued", "{platform}");
+        fake.drop_creates(platform, false);
+        run_until_finished(&db, &r, second).await;
+        let posts = fake.posts_on(platform);
+        let error = attempts_and_error(&db.pool, second)
+            .await
+            .1
+            .unwrap_or_default();
+        if platform == Platform::Linkedin {
+            // LinkedIn takes the same text twice: the second job posts its own.
+            assert_eq!(status_of(&db.pool, second).await, "done", "{error}");
+            assert_eq!(posts.len(), 2, "{posts:?}");
+            assert_eq!(external_id(&db, second).await, posts[1].id);
+            assert_ne!(
+                external_id(&db, first).await,
+                external_id(&db, second).await
+            );
+        } else {
+            // X and Facebook refuse the same text as a duplicate: the only matching
+            // post is the first job's, so the second job says so instead of claiming it.
+            assert_eq!(status_of(&db.pool, second).await, "failed", "{platform}");
+            assert!(
+                error.contains("refused the post as a duplicate")
+                    && error.contains("no matching post of this job"),
+                "{platform}: {error}"
+            );
+            assert_eq!(posts.len(), 1, "{platform}: {posts:?}");
+            let claimed = count(
+                &db.pool,
+                &format!(
+                    "SELECT count(*) FROM publish_attempts WHERE job_id = '{second}' AND state = 'sent'"
+                ),
+            )
+            .await;
+            assert_eq!(
+                claimed, 0,
+                "{platform}: the first job's post stays the first job's"
+            );
+        }
+    }
+}
+
+/// WordPress and Shopify show the post's title themselves: a blog draft that starts
+/// with its title as a `#` heading is published without it (and names the post when
+/// the draft has no title of its own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blog_drafts_title_heading_is_not_published_twice() {
+    let db = test_db().await;
+    let fake = FakePlatforms::start().await.unwrap();
+    let k = Keys::generate();
+    let settings = fast_settings();
+    let r = publish_runner(&db, settings.clone(), &k);
+    let draft = "# Why linen lasts\n\nWoven **slowly** in small mills.\n\n## Care\n\nWash cool.\n";
+    for (platform, title) in [
+        (Platform::Wordpress, "Why linen lasts"),
+        (Platform::Shopify, ""),
+    ] {
+        let p = project(&db).await;
+        connect(&db, &fake, &k, p, platform).await;
+        let (_, a) = draft_awaiting_approval(&db, p, "blog", title, draft, None).await;
+        let job = approve(&db, &settings, a).await;
+        run_until_finished(&db, &r, job).await;
+        assert_eq!(status_of(&db.pool, job).await, "done", "{platform}");
+        let post = fake.posts_on(platform).pop().unwrap();
+        assert_eq!(post.text, "Why linen lasts", "{platform}: the title");
+        assert!(
+            !post.body.contains("<h1>") && !post.body.contains("Why linen lasts"),
+            "{platform}: the title is not in the body: {}",
+            post.body
+        );
+        assert!(
+            post.body.contains("<strong>slowly</strong>") && post.body.contains("<h2>Care</h2>"),
+            "{platform}: {}",
+            post.body
+        );
+    }
+}
