@@ -12,6 +12,8 @@ UPDATE agent_model_configs SET agent_label = CASE agent_id
     ELSE initcap(replace(agent_id, '-', ' ')) END;
 ALTER TABLE agent_model_configs ALTER COLUMN agent_label SET NOT NULL;
 ALTER TABLE agent_model_configs ADD COLUMN created_at timestamptz NOT NULL DEFAULT now();
+-- The seeded rows were made when they were last updated.
+UPDATE agent_model_configs SET created_at = updated_at;
 
 -- A decision whose application failed says why, and is tried again after a backoff,
 -- without holding up the decisions behind it.
