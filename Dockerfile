@@ -4,6 +4,8 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
+# The queue engine is a crate of its own in the workspace.
+COPY crates ./crates
 COPY src ./src
 COPY migrations ./migrations
 COPY config ./config

@@ -87,7 +87,7 @@ pub fn periodic(settings: &Settings) -> Vec<Periodic> {
     let mut all = Vec::new();
     if settings.cleanup.enabled {
         all.push(Periodic {
-            name: "cleanup".into(),
+            name: CleanupArgs::KIND.into(),
             schedule: settings.cleanup.schedule.clone(),
             jobs: Arc::new(|at| {
                 let at = at.to_rfc3339();
@@ -107,7 +107,7 @@ pub fn periodic(settings: &Settings) -> Vec<Periodic> {
             &[CacheSource::Catalog, CacheSource::BrandVoice]
         };
         all.push(Periodic {
-            name: "cache_refresh".into(),
+            name: CacheRefreshArgs::KIND.into(),
             schedule: settings.catalog.schedule.clone(),
             jobs: Arc::new(move |at| {
                 let at = at.to_rfc3339();

@@ -457,7 +457,7 @@ fn server_user() -> Result<Option<ServerUser>> {
 
 /// Whether `user` can enter `dir` (every folder above it searchable): asked of the
 /// system itself, by starting the server binary there as that user.
-fn reachable(dir: &Path, bin: &Path, user: &ServerUser) -> std::result::Result<(), String> {
+fn reachable(dir: &Path, bin: &Path, user: &ServerUser) -> std::io::Result<()> {
     let out = Command::new(bin.join("postgres"))
         .arg("--version")
         .current_dir(dir)
@@ -468,10 +468,11 @@ fn reachable(dir: &Path, bin: &Path, user: &ServerUser) -> std::result::Result<(
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status();
-    match out {
-        Ok(s) if s.success() => Ok(()),
-        Ok(s) => Err(format!("postgres --version exited with {s}")),
-        Err(e) => Err(e.to_string()),
+    match out? {
+        s if s.success() => Ok(()),
+        s => Err(std::io::Error::other(format!(
+            "postgres --version exited with {s}"
+        ))),
     }
 }
 
@@ -499,7 +500,7 @@ fn server_dir(home: &Path, bin: &Path, user: &ServerUser) -> Result<(PathBuf, Op
     reachable(&dir, bin, user).map_err(|e| Error::Unreachable {
         home: home.to_owned(),
         fallback: dir.clone(),
-        why: e,
+        why: e.to_string(),
     })?;
     let note = format!(
         "the postgres user cannot reach {} ({why}), so the cluster's files live in {} instead",

@@ -27,8 +27,11 @@ use crate::{
     },
     domain::{ApprovalStatus, Channel, Platform},
     jobs::{
-        brand_voice_analysis::BrandVoiceOutput, evaluation::EvaluationOutput, output_of,
-        publishing::PublishingOutput,
+        JobArgs,
+        brand_voice_analysis::{BrandVoiceArgs, BrandVoiceOutput},
+        evaluation::{EvaluationArgs, EvaluationOutput},
+        output_of,
+        publishing::{PublishingArgs, PublishingOutput},
     },
     keys::Keys,
     pipeline::{
@@ -163,7 +166,7 @@ async fn pipeline(env: &Env, out: &mut (dyn Write + Send)) -> anyhow::Result<()>
             seen.insert(j.id, j.status);
             let o = j.output.as_ref();
             let what = match j.kind.as_str() {
-                "evaluation" => output_of::<EvaluationOutput>(o).map(|e| {
+                EvaluationArgs::KIND => output_of::<EvaluationOutput>(o).map(|e| {
                     format!(
                         "score {}/100{}",
                         e.overall,
@@ -174,10 +177,10 @@ async fn pipeline(env: &Env, out: &mut (dyn Write + Send)) -> anyhow::Result<()>
                         }
                     )
                 }),
-                "brand_voice_analysis" => output_of::<BrandVoiceOutput>(o)
+                BrandVoiceArgs::KIND => output_of::<BrandVoiceOutput>(o)
                     .filter(|b| b.from_cache)
                     .map(|_| "from the 7-day cache".to_owned()),
-                "publishing" => output_of::<PublishingOutput>(o)
+                PublishingArgs::KIND => output_of::<PublishingOutput>(o)
                     .map(|p| format!("{} {} ({})", p.platform, p.url, p.how)),
                 _ => None,
             }
@@ -209,7 +212,7 @@ async fn pipeline(env: &Env, out: &mut (dyn Write + Send)) -> anyhow::Result<()>
         let open = jobs.iter().any(|j| !j.status.is_finished());
         let published = jobs
             .iter()
-            .filter(|j| j.kind == "publishing" && j.status.is_finished())
+            .filter(|j| j.kind == PublishingArgs::KIND && j.status.is_finished())
             .count();
         if !open && published == DESTINATIONS.len() {
             break;

@@ -14,7 +14,7 @@ use crate::{
         Env,
         worker::{WorkerOptions, run as run_worker},
     },
-    jobs::noop::NoopArgs,
+    jobs::{JobArgs, noop::NoopArgs},
 };
 
 pub async fn run(jobs: u32, env: &Env, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
@@ -56,7 +56,7 @@ pub async fn run(jobs: u32, env: &Env, out: &mut (dyn Write + Send)) -> anyhow::
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let opts = WorkerOptions {
-        kinds: Some(vec!["noop".into()]),
+        kinds: Some(vec![NoopArgs::KIND.into()]),
         concurrency: Some(16),
         http: None,
         scheduler: false,

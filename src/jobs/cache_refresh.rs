@@ -122,14 +122,18 @@ fn text(v: &Value) -> Option<String> {
     }
 }
 
+/// Why a catalogue item was skipped (the others are kept).
+#[derive(Debug)]
+struct Skipped(String);
+
 /// One catalogue item as the API gives it, mapped to our columns, or why it is skipped.
-fn item(raw: &Value) -> Result<CatalogItem, String> {
+fn item(raw: &Value) -> Result<CatalogItem, Skipped> {
     let external_id = text(&raw["external_id"])
         .or_else(|| text(&raw["id"]))
-        .ok_or("no id")?;
+        .ok_or_else(|| Skipped("no id".into()))?;
     let name = text(&raw["name"])
         .or_else(|| text(&raw["title"]))
-        .ok_or_else(|| format!("item {external_id} has no name"))?;
+        .ok_or_else(|| Skipped(format!("item {external_id} has no name")))?;
     let price = match &raw["price"] {
         Value::Number(n) => n.as_f64(),
         Value::String(s) => s.trim().parse().ok(),
@@ -213,7 +217,7 @@ pub async fn refresh_catalog(
                 Ok(i) => {
                     items.insert(i.external_id.clone(), i);
                 }
-                Err(why) => {
+                Err(Skipped(why)) => {
                     counts.skipped += 1;
                     tracing::warn!(page, why, "catalogue item skipped");
                 }
