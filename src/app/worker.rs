@@ -2,7 +2,7 @@
 //! periodic enqueues (cleanup, cache refresh), the approvals applier, and the HTTP
 //! endpoints, until shutdown.
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use copydesk_queue::{
     NewJob, Runner,
@@ -151,8 +151,7 @@ async fn apply_decisions(runner: Runner<App>, wake: Wake) {
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, "applying approval decisions failed; will try again");
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                tracing::warn!(error = %e, "applying approval decisions failed; will try again")
             }
         }
         let _ = tokio::time::timeout(poll, wake.notified()).await;

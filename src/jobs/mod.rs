@@ -80,8 +80,8 @@ impl From<crate::store::Error> for JobError {
     }
 }
 
-/// The kind of a step's input or output read back from a row, for anyone who shows
-/// it (`jobs show`, the demo).
+/// A job's `output` read back as its kind's output type (`None` when there is none or
+/// it is not of that type), for anyone who shows it (the demo).
 pub fn output_of<T: serde::de::DeserializeOwned>(output: Option<&serde_json::Value>) -> Option<T> {
     output.and_then(|o| serde_json::from_value(o.clone()).ok())
 }
