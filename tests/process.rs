@@ -40,6 +40,18 @@ async fn four_worker_processes_do_ten_thousand_jobs_each_claimed_once() {
     let mut workers: Vec<_> = (0..4)
         .map(|_| spawn_worker(&db, &["--kinds", "noop", "--no-scheduler"], &[]))
         .collect();
+    // Every worker is up (it LISTENs once its signal handlers are in place): on a busy
+    // machine the other three can finish all the jobs before the fourth has started,
+    // and a SIGTERM before its handlers exist would kill it.
+    wait_for(Duration::from_secs(60), "four workers listening", || async {
+        count(
+            &db.pool,
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+        )
+        .await
+            == 4
+    })
+    .await;
     wait_for(Duration::from_secs(240), "10,000 jobs done", || async {
         count(&db.pool, "SELECT count(*) FROM jobs WHERE status = 'done'").await == 10_000
     })
