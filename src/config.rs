@@ -127,6 +127,29 @@ pub struct LlmSettings {
     pub headers: BTreeMap<String, String>,
     #[serde(default)]
     pub prices: BTreeMap<String, Price>,
+    /// How structured answers are asked for: `auto` negotiates per server and model.
+    pub structured_mode: ModeSetting,
+    /// Pins per agent id or model server (`host` or `host:port` of the base URL).
+    #[serde(default)]
+    pub structured_modes: BTreeMap<String, ModeSetting>,
+    /// Seconds a learned step-down is trusted before the stronger mode is tried again.
+    pub mode_retry_after_secs: u64,
+    /// Consecutive failures after which a model is skipped by every job for a while.
+    pub model_failures_before_cooldown: u32,
+    /// Seconds a failing model is skipped.
+    pub model_cooldown_secs: u64,
+    /// Fraction of a project's budget at which copydesk warns (spent + reserved).
+    pub budget_soft_limit: f64,
+}
+
+copydesk_queue::text_enum! {
+    /// `[llm] structured_mode`: negotiate (`auto`), or always use one mode.
+    pub enum ModeSetting("structured mode") {
+        Auto = "auto",
+        JsonSchema = "json_schema",
+        JsonObject = "json_object",
+        Prompt = "prompt",
+    }
 }
 
 /// USD per million tokens.
@@ -135,6 +158,9 @@ pub struct LlmSettings {
 pub struct Price {
     pub prompt: f64,
     pub completion: f64,
+    /// Prompt tokens the provider served from its cache (`prompt` when absent).
+    #[serde(default)]
+    pub cached_prompt: Option<f64>,
 }
 
 /// `[fetch]`

@@ -118,3 +118,39 @@ text_enum! {
         NotSent = "not_sent",
     }
 }
+
+text_enum! {
+    /// How a structured answer is asked of a model server, strongest first
+    /// (`runs.structured_mode`, `llm_modes.mode`).
+    pub enum StructuredMode("structured mode") {
+        /// `response_format: {"type": "json_schema", ...}` with the schema, strict.
+        JsonSchema = "json_schema",
+        /// `response_format: {"type": "json_object"}`, the schema stated in the prompt.
+        JsonObject = "json_object",
+        /// No `response_format`; the schema stated in the prompt.
+        Prompt = "prompt",
+    }
+}
+
+impl StructuredMode {
+    /// The next weaker mode, if any.
+    pub fn weaker(self) -> Option<Self> {
+        match self {
+            Self::JsonSchema => Some(Self::JsonObject),
+            Self::JsonObject => Some(Self::Prompt),
+            Self::Prompt => None,
+        }
+    }
+}
+
+text_enum! {
+    /// Where a run's cost came from (`runs.cost_source`).
+    pub enum CostSource("cost source") {
+        /// The provider's `usage.cost`.
+        Provider = "provider",
+        /// Tokens times `[llm.prices]`.
+        PriceTable = "price_table",
+        /// Neither: the model has no price (it costs nothing as far as copydesk knows).
+        Unpriced = "unpriced",
+    }
+}

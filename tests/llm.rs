@@ -230,16 +230,31 @@ async fn a_malformed_json_answer_is_retried_then_fails_clearly() {
     );
     assert!(
         err.to_string().contains(
-            "blog-reviewer call failed: malformed evaluation answer: the answer is not JSON"
+            "blog-reviewer call failed: malformed evaluation answer: the answer holds no JSON object"
         ),
         "{err}"
     );
+    // Prose under json_schema, then under json_object: the server ignored each mode, so
+    // the call stepped down twice without counting a try; then each of the tries in
+    // prompt mode asked once more with the problem shown (a repair turn).
     let n = Settings::defaults().llm.max_call_attempts as usize;
-    assert_eq!(server.received_requests().await.unwrap().len(), n);
+    assert_eq!(server.received_requests().await.unwrap().len(), 2 + 2 * n);
+    let modes: Vec<(Option<String>, i64)> = sqlx::query_as(
+        "SELECT structured_mode, count(*) FROM runs WHERE job_id = $1 AND status = 'error' AND prompt_tokens = 50
+         GROUP BY 1 ORDER BY min(created_at)",
+    )
+    .bind(s.job_id)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
     assert_eq!(
-        count(&db.pool, &format!("SELECT count(*) FROM runs WHERE job_id = '{}' AND status = 'error' AND prompt_tokens = 50", s.job_id)).await,
-        n as i64,
-        "the tokens of malformed answers are still accounted"
+        modes,
+        vec![
+            (Some("json_schema".into()), 1),
+            (Some("json_object".into()), 1),
+            (Some("prompt".into()), 2 * n as i64)
+        ],
+        "every request is a runs row with its mode, and the tokens are still accounted"
     );
 }
 

@@ -1,20 +1,45 @@
-//! Model calls: one OpenAI-compatible chat-completions client (OpenRouter by default),
-//! the deterministic `offline` provider, agent configs read at call time, budgets, and a
-//! `runs` row for every call (through the one ledger writer, `store::runs`), written as
-//! the call ends in its own statement so cost is never lost even when the job later
-//! fails. Errors are this layer's own ([`Error`]); the handlers map them to job errors.
+//! Model calls: one OpenAI-compatible chat-completions client (OpenRouter by default;
+//! OpenAI, Ollama, vLLM, llama.cpp, LM Studio by base URL) and the deterministic
+//! `offline` provider.
+//!
+//! A call reads its agent's config at call time and goes through the agent's model and
+//! then its fallbacks (`agent_model_configs.fallback_model_ids`), skipping models that
+//! every job has seen fail lately. A structured call asks in the strongest mode the
+//! server accepts for the model (`json_schema`, `json_object`, `prompt`), stepping down
+//! at once when the server refuses the mode or ignores it, and remembering what worked
+//! for every process. Its answer is repaired (`repair.rs`) and validated; an answer that
+//! is still wrong is asked again once with the problem shown to the model. Every request
+//! first reserves its worst-case cost against the project's budget (`store::budgets`) and
+//! ends with a `runs` row (model, mode, tokens, cost and where it came from, notes) that
+//! settles the reservation, in its own transaction, so cost is never lost even when the
+//! job later fails. Errors are this layer's own ([`Error`]); handlers map them to job
+//! errors.
 
+mod memory;
 pub mod offline;
 pub mod openai;
+pub mod repair;
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
 pub use crate::store::agents::AgentConfig;
-use crate::{config::LlmSettings, store};
+use crate::{
+    config::{LlmSettings, ModeSetting},
+    domain::{CostSource, StructuredMode},
+    store::{self, budgets::Reservation, runs::NewRun},
+};
+use memory::Memory;
+use openai::{Completion, Failure, RepairTurn};
+
+/// The provider label written to `runs` and shown in output for offline calls.
+pub const OFFLINE: &str = "offline";
 
 /// Why a model call was not made or did not succeed.
 #[derive(Debug, thiserror::Error)]
@@ -25,12 +50,16 @@ pub enum Error {
     #[error("agent {0:?} has no row in agent_model_configs")]
     UnknownAgent(String),
     #[error(
-        "project {project} has spent ${spent:.4} of its ${budget:.2} budget: no further model call is made"
+        "project {project} has spent ${spent:.4} (and reserved ${reserved:.4}) of its ${budget:.2} budget: \
+         no call of {agent} (worst case ${cost:.4}) is made"
     )]
     OverBudget {
         project: Uuid,
+        agent: String,
         spent: f64,
+        reserved: f64,
         budget: f64,
+        cost: f64,
     },
     /// Every try failed; `retryable` says whether a later attempt could succeed.
     #[error("{agent} call failed: {message}")]
@@ -68,9 +97,6 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// The provider label written to `runs` and shown in output for offline calls.
-pub const OFFLINE: &str = "offline";
 
 /// An API key: never printed, never in `Debug` output.
 #[derive(Clone)]
@@ -147,7 +173,7 @@ pub struct Call {
     pub agent: String,
     pub system: String,
     pub user: String,
-    /// Ask for JSON matching this schema (name, schema), parse and validate it.
+    /// Ask for JSON matching this schema (name, schema), repair and validate it.
     pub schema: Option<(String, Value)>,
     /// The structured inputs the prompts were made from; the offline provider writes
     /// its text from them (remote providers never see them).
@@ -158,13 +184,18 @@ pub struct Call {
 #[derive(Debug, Clone)]
 pub struct Reply {
     pub text: String,
-    /// The parsed and validated JSON, when the call asked for a schema.
+    /// The parsed, repaired and validated JSON, when the call asked for a schema.
     pub json: Option<Value>,
     pub provider: String,
+    /// The model that answered (a fallback when the agent's own model was down).
     pub model: String,
+    /// How the structured answer was asked for.
+    pub mode: Option<StructuredMode>,
     pub prompt_tokens: i32,
     pub completion_tokens: i32,
     pub cost_usd: f64,
+    /// What was mended in the answer, or how it came about (a fallback).
+    pub notes: Vec<String>,
 }
 
 /// Which job a call is made for: its runs rows and budget hang off this.
@@ -182,16 +213,23 @@ pub struct Llm {
     pub provider: Provider,
     pub cfg: LlmSettings,
     http: reqwest::Client,
+    memory: Arc<Memory>,
 }
 
-/// How one try of a call ended, before classification into a job error.
-#[derive(Debug)]
-pub(crate) struct TryError {
-    pub message: String,
-    pub transient: bool,
-    pub retry_after: Option<Duration>,
-    /// Tokens and cost spent even though the try failed (e.g. a malformed answer).
-    pub spent: Option<Reply>,
+/// One request's outcome, as the runs row records it.
+struct Try<'a> {
+    model: &'a str,
+    mode: Option<StructuredMode>,
+    started: Instant,
+    reservation: Option<Reservation>,
+}
+
+/// How a call goes on after a request.
+enum Next {
+    /// Ask again (same model): a repair turn, a step-down, or after a wait.
+    Again,
+    /// Go to the next model of the chain.
+    NextModel,
 }
 
 impl Llm {
@@ -206,13 +244,13 @@ impl Llm {
             provider,
             cfg: cfg.clone(),
             http,
+            memory: Arc::default(),
         }
     }
 
-    /// Makes one model call for `scope`'s job: budget check, agent config, tries with
-    /// backoff (honouring Retry-After), a `runs` row per try, JSON validation.
+    /// Makes one model call for `scope`'s job: agent config, budget reservations, the
+    /// model chain, mode negotiation, repair, a `runs` row per request.
     pub async fn call(&self, scope: &Scope, call: &Call) -> Result<Reply> {
-        check_budget(scope).await?;
         let agent = store::agents::get(&scope.pool, &call.agent)
             .await
             .map_err(|source| Error::Store {
@@ -220,135 +258,632 @@ impl Llm {
                 source,
             })?
             .ok_or_else(|| Error::UnknownAgent(call.agent.clone()))?;
-        let attempts = self.cfg.max_call_attempts.max(1);
-        let mut last: Option<TryError> = None;
-        for n in 1..=attempts {
-            let started = Instant::now();
-            let result = match &self.provider {
-                Provider::Offline => Ok(offline::reply(&agent, call)),
-                Provider::Remote { base_url, api_key } => {
-                    openai::complete(
-                        &self.http,
-                        &self.cfg,
-                        base_url,
-                        api_key.as_ref(),
-                        &agent,
-                        call,
-                    )
+        match &self.provider {
+            Provider::Offline => self.offline(scope, call, &agent).await,
+            Provider::Remote { base_url, api_key } => {
+                self.remote(scope, call, &agent, base_url, api_key.as_ref())
                     .await
-                }
+            }
+        }
+    }
+
+    async fn offline(&self, scope: &Scope, call: &Call, agent: &AgentConfig) -> Result<Reply> {
+        let started = Instant::now();
+        let reservation = self.reserve(scope, agent, 0.0).await?;
+        let reply = offline::reply(agent, call);
+        let run = NewRun {
+            job_id: Some(scope.job_id),
+            project_id: scope.project_id,
+            attempt: scope.attempt,
+            prompt_tokens: reply.prompt_tokens,
+            completion_tokens: reply.completion_tokens,
+            duration_ms: started.elapsed().as_millis() as i32,
+            ..NewRun::call(&call.agent, OFFLINE, OFFLINE)
+        };
+        self.settle(scope, reservation, &run).await?;
+        Ok(reply)
+    }
+
+    async fn remote(
+        &self,
+        scope: &Scope,
+        call: &Call,
+        agent: &AgentConfig,
+        base_url: &str,
+        key: Option<&Secret>,
+    ) -> Result<Reply> {
+        let chain = self.chain(scope, agent, base_url).await?;
+        let attempts = self.cfg.max_call_attempts.max(1);
+        let cap = Duration::from_secs(self.cfg.max_retry_wait_secs);
+        let mut last = String::new();
+        let mut last_wait = None;
+        for (hop, model) in chain.iter().enumerate() {
+            let has_next = hop + 1 < chain.len();
+            let pinned = self.pinned(agent, base_url);
+            let mut mode = match (&call.schema, pinned) {
+                (None, _) => None,
+                (Some(_), Some(m)) => Some(m),
+                (Some(_), None) => Some(self.learned_mode(scope, base_url, model).await),
             };
-            let ms = started.elapsed().as_millis() as i32;
-            match result {
-                Ok(reply) => {
-                    record_run(
-                        scope,
-                        &call.agent,
-                        Some(&reply),
-                        &agent.model_id,
-                        self.provider.label(),
-                        ms,
-                        None,
-                    )
-                    .await?;
-                    return Ok(reply);
-                }
-                Err(e) => {
-                    record_run(
-                        scope,
-                        &call.agent,
-                        e.spent.as_ref(),
-                        &agent.model_id,
-                        self.provider.label(),
-                        ms,
-                        Some(&e.message),
-                    )
-                    .await?;
-                    tracing::warn!(agent = %call.agent, try_ = n, error = %e.message, "model call failed");
-                    if !e.transient {
-                        return Err(Error::Failed {
-                            agent: call.agent.clone(),
-                            message: e.message,
-                            retryable: false,
-                            retry_after: None,
-                        });
+            let mut tries = 0;
+            let mut repair: Option<RepairTurn> = None;
+            let mut notes: Vec<String> = Vec::new();
+            if hop > 0 {
+                notes.push(format!("fallback from {}", chain[hop - 1]));
+            }
+            loop {
+                let estimate = self.worst_case(model, call, agent, repair.as_ref());
+                let t = Try {
+                    model,
+                    mode,
+                    started: Instant::now(),
+                    reservation: self.reserve(scope, agent, estimate).await?,
+                };
+                let sent = openai::send(
+                    &self.http,
+                    &self.cfg,
+                    base_url,
+                    key,
+                    agent,
+                    model,
+                    call,
+                    mode,
+                    repair.as_ref(),
+                )
+                .await;
+                let outcome = match sent {
+                    Ok(c) => match self
+                        .answered(scope, call, base_url, &t, c, repair.is_some(), &mut notes)
+                        .await?
+                    {
+                        Ok(reply) => return Ok(reply),
+                        Err(problem) => Err(problem),
+                    },
+                    Err(f) => Ok(f),
+                };
+                let next = match outcome {
+                    // The answer could not be used.
+                    Err(Unanswered::IgnoredMode(text)) => {
+                        let weaker = mode.and_then(StructuredMode::weaker);
+                        match (weaker, pinned) {
+                            (Some(w), None) => {
+                                self.step_down(scope, base_url, model, w).await;
+                                notes.push(format!(
+                                    "{} ignored {}: stepped down to {w}",
+                                    model,
+                                    mode.map(|m| m.as_str()).unwrap_or_default()
+                                ));
+                                mode = Some(w);
+                                Next::Again
+                            }
+                            _ => {
+                                tries += 1;
+                                last = format!("the answer holds no JSON object: {}", clip(&text));
+                                repair = None;
+                                Next::Again
+                            }
+                        }
                     }
-                    let wait = e
-                        .retry_after
-                        .unwrap_or_else(|| Duration::from_millis(500 * 2u64.pow(n - 1)));
-                    let cap = Duration::from_secs(self.cfg.max_retry_wait_secs);
-                    if n < attempts && wait <= cap {
-                        tokio::time::sleep(wait).await;
-                    } else if n < attempts {
-                        // Too long to wait here: retry the job at that time instead.
-                        last = Some(e);
-                        break;
+                    Err(Unanswered::Unusable { answer, problem }) => {
+                        if repair.is_none() {
+                            repair = Some(RepairTurn {
+                                answer,
+                                problem: problem.clone(),
+                            });
+                            notes.push(format!("asked again once: {problem}"));
+                        } else {
+                            tries += 1;
+                            repair = None;
+                        }
+                        last = format!("malformed {} answer: {problem}", schema_name(call));
+                        Next::Again
                     }
-                    last = Some(e);
+                    Err(Unanswered::CutOff) => {
+                        tries += 1;
+                        last = format!(
+                            "the answer was cut off at max_tokens ({})",
+                            agent.max_tokens
+                        );
+                        Next::Again
+                    }
+                    // The request failed.
+                    Ok(f) => {
+                        self.failed(scope, call, &t, &f, &notes).await?;
+                        last = f.message().to_owned();
+                        match f {
+                            Failure::ModeRefused(m) => {
+                                let weaker = mode.and_then(StructuredMode::weaker);
+                                match (weaker, pinned) {
+                                    (Some(w), None) => {
+                                        self.step_down(scope, base_url, model, w).await;
+                                        notes.push(format!(
+                                            "{} refused {}: stepped down to {w}",
+                                            model,
+                                            mode.map(|m| m.as_str()).unwrap_or_default()
+                                        ));
+                                        mode = Some(w);
+                                        Next::Again
+                                    }
+                                    _ => {
+                                        return Err(Error::Failed {
+                                            agent: call.agent.clone(),
+                                            message: format!(
+                                                "{m} (the {} structured mode is {}; set [llm] structured_mode or [llm.structured_modes] to one the server takes)",
+                                                mode.map(|m| m.as_str()).unwrap_or_default(),
+                                                if pinned.is_some() {
+                                                    "pinned"
+                                                } else {
+                                                    "the weakest"
+                                                }
+                                            ),
+                                            retryable: false,
+                                            retry_after: None,
+                                        });
+                                    }
+                                }
+                            }
+                            Failure::Refused(m) => {
+                                return Err(Error::Failed {
+                                    agent: call.agent.clone(),
+                                    message: m,
+                                    retryable: false,
+                                    retry_after: None,
+                                });
+                            }
+                            Failure::Unavailable { retry_after, .. } => {
+                                self.sick(scope, base_url, model, &last).await;
+                                last_wait = retry_after;
+                                if has_next {
+                                    Next::NextModel
+                                } else {
+                                    tries += 1;
+                                    self.pause(retry_after, tries, cap).await
+                                }
+                            }
+                            Failure::Throttled { retry_after, .. } => {
+                                last_wait = retry_after;
+                                let long = retry_after.is_some_and(|d| d > cap);
+                                if long && has_next {
+                                    Next::NextModel
+                                } else if long {
+                                    // Too long to wait here: the job retries at that time.
+                                    return Err(self.give_up(call, &last, retry_after));
+                                } else {
+                                    tries += 1;
+                                    self.pause(retry_after, tries, cap).await
+                                }
+                            }
+                            Failure::Malformed { .. } => {
+                                tries += 1;
+                                self.pause(None, tries, cap).await
+                            }
+                        }
+                    }
+                };
+                match next {
+                    Next::NextModel => break,
+                    // This model's tries are used up: the next one, or give up.
+                    Next::Again if tries >= attempts && has_next => break,
+                    Next::Again if tries >= attempts => {
+                        return Err(self.give_up(call, &last, last_wait));
+                    }
+                    Next::Again => {}
                 }
             }
         }
-        let e = last.expect("at least one try");
-        Err(Error::Failed {
+        Err(self.give_up(call, &last, last_wait))
+    }
+
+    fn give_up(&self, call: &Call, last: &str, retry_after: Option<Duration>) -> Error {
+        Error::Failed {
             agent: call.agent.clone(),
-            message: e.message,
+            message: last.to_owned(),
             retryable: true,
-            retry_after: e.retry_after,
-        })
+            retry_after,
+        }
     }
-}
 
-/// Refuses the call once the project's runs have reached its `budget_usd`.
-async fn check_budget(scope: &Scope) -> Result<()> {
-    let Some(project) = scope.project_id else {
-        return Ok(());
-    };
-    let row = store::runs::budget(&scope.pool, project)
-        .await
-        .map_err(|source| Error::Store {
-            doing: format!("reading the budget of project {project}"),
-            source,
-        })?;
-    if let Some((Some(budget), spent)) = row
-        && spent >= budget
-    {
-        return Err(Error::OverBudget {
-            project,
-            spent,
-            budget,
+    /// Waits before the next try on the same model: the provider's wait, else a backoff.
+    async fn pause(&self, retry_after: Option<Duration>, tries: u32, cap: Duration) -> Next {
+        let wait =
+            retry_after.unwrap_or_else(|| Duration::from_millis(500 * 2u64.pow(tries.min(6) - 1)));
+        if tries < self.cfg.max_call_attempts.max(1) {
+            tokio::time::sleep(wait.min(cap)).await;
+        }
+        Next::Again
+    }
+
+    /// The agent's model and fallbacks, without those cooling down (all of them, in
+    /// order, when every one is).
+    async fn chain(
+        &self,
+        scope: &Scope,
+        agent: &AgentConfig,
+        base_url: &str,
+    ) -> Result<Vec<String>> {
+        let mut chain = vec![agent.model_id.clone()];
+        for m in &agent.fallback_model_ids {
+            if !chain.contains(m) {
+                chain.push(m.clone());
+            }
+        }
+        if chain.len() == 1 {
+            return Ok(chain);
+        }
+        let cooling = store::models::cooldowns(&scope.pool, base_url, &chain)
+            .await
+            .map_err(|source| Error::Store {
+                doing: "reading model cooldowns".into(),
+                source,
+            })?;
+        let ready: Vec<String> = chain
+            .iter()
+            .filter(|m| !cooling.contains_key(*m))
+            .cloned()
+            .collect();
+        for (m, until) in &cooling {
+            tracing::info!(model = %m, until = %until, "model cooling down: skipped");
+        }
+        Ok(if ready.is_empty() { chain } else { ready })
+    }
+
+    /// A mode pinned for the agent or the server, or globally.
+    fn pinned(&self, agent: &AgentConfig, base_url: &str) -> Option<StructuredMode> {
+        let host = url::Url::parse(base_url).ok().and_then(|u| {
+            u.host_str().map(|h| match u.port() {
+                Some(p) => format!("{h}:{p}"),
+                None => h.to_owned(),
+            })
         });
+        let setting = self
+            .cfg
+            .structured_modes
+            .get(&agent.agent_id)
+            .or_else(|| host.as_ref().and_then(|h| self.cfg.structured_modes.get(h)))
+            .copied()
+            .unwrap_or(self.cfg.structured_mode);
+        match setting {
+            ModeSetting::Auto => None,
+            ModeSetting::JsonSchema => Some(StructuredMode::JsonSchema),
+            ModeSetting::JsonObject => Some(StructuredMode::JsonObject),
+            ModeSetting::Prompt => Some(StructuredMode::Prompt),
+        }
     }
-    Ok(())
+
+    /// The mode to start with: what this server took for the model, or the strongest
+    /// once the step-down is older than `[llm] mode_retry_after_secs`.
+    async fn learned_mode(&self, scope: &Scope, base_url: &str, model: &str) -> StructuredMode {
+        let learned = self.memory.mode(&scope.pool, base_url, model).await;
+        match learned {
+            Some((m, at))
+                if m != StructuredMode::JsonSchema
+                    && chrono::Utc::now() - at
+                        > chrono::Duration::seconds(self.cfg.mode_retry_after_secs as i64) =>
+            {
+                tracing::info!(model, learned = %m, "trying the strongest structured mode again");
+                StructuredMode::JsonSchema
+            }
+            Some((m, _)) => m,
+            None => StructuredMode::JsonSchema,
+        }
+    }
+
+    async fn step_down(&self, scope: &Scope, base_url: &str, model: &str, to: StructuredMode) {
+        tracing::info!(model, mode = %to, "the server did not take the structured mode: stepping down");
+        self.memory.remember(&scope.pool, base_url, model, to).await;
+    }
+
+    /// Counts a failure of `model` for every job; it may start a cooldown.
+    async fn sick(&self, scope: &Scope, base_url: &str, model: &str, error: &str) {
+        match store::models::record_failure(
+            &scope.pool,
+            base_url,
+            model,
+            error,
+            self.cfg.model_failures_before_cooldown,
+            self.cfg.model_cooldown_secs,
+        )
+        .await
+        {
+            Ok(Some(until)) => {
+                tracing::warn!(model, %until, "model cooling down after repeated failures")
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(model, error = %e, "could not record a model failure"),
+        }
+    }
+
+    /// What a request may cost at worst: its prompt (estimated generously from its size)
+    /// and `max_tokens` of answer, at the model's price; nothing for a model without one.
+    fn worst_case(
+        &self,
+        model: &str,
+        call: &Call,
+        agent: &AgentConfig,
+        repair: Option<&RepairTurn>,
+    ) -> f64 {
+        let Some(p) = self.cfg.prices.get(model) else {
+            return 0.0;
+        };
+        let mut bytes = call.system.len() + call.user.len();
+        if let Some((_, schema)) = &call.schema {
+            bytes += schema.to_string().len() + 200;
+        }
+        if let Some(r) = repair {
+            bytes += r.answer.len() + r.problem.len() + 200;
+        }
+        // Tokenizers make at least one token of two bytes of ordinary text; 32 tokens
+        // per message cover the chat template.
+        let prompt = (bytes / 2 + 128) as f64;
+        (prompt * p.prompt + f64::from(agent.max_tokens.max(0)) * p.completion) / 1e6
+    }
+
+    /// Reserves `amount` for the scope's project (none without a project).
+    async fn reserve(
+        &self,
+        scope: &Scope,
+        agent: &AgentConfig,
+        amount: f64,
+    ) -> Result<Option<Reservation>> {
+        let Some(project) = scope.project_id else {
+            return Ok(None);
+        };
+        let ttl = Duration::from_secs(self.cfg.timeout_secs.saturating_mul(2) + 60);
+        let reserved =
+            store::budgets::reserve(&scope.pool, project, Some(scope.job_id), amount, ttl)
+                .await
+                .map_err(|source| Error::Store {
+                    doing: format!("reserving the budget of project {project}"),
+                    source,
+                })?;
+        match reserved {
+            Some(r) => {
+                if let (Some(budget), spent, held) = r.state
+                    && budget > 0.0
+                    && (spent + held) >= budget * self.cfg.budget_soft_limit
+                {
+                    tracing::warn!(%project, spent, reserved = held, budget,
+                        "project is past its budget's soft limit");
+                }
+                Ok(Some(r))
+            }
+            None => {
+                let s = store::budgets::state(&scope.pool, project)
+                    .await
+                    .map_err(|source| Error::Store {
+                        doing: format!("reading the budget of project {project}"),
+                        source,
+                    })?;
+                let s = s.unwrap_or(store::budgets::BudgetState {
+                    budget_usd: None,
+                    spent_usd: 0.0,
+                    reserved_usd: 0.0,
+                    left_usd: None,
+                });
+                Err(Error::OverBudget {
+                    project,
+                    agent: agent.agent_id.clone(),
+                    spent: s.spent_usd,
+                    reserved: s.reserved_usd,
+                    budget: s.budget_usd.unwrap_or(0.0),
+                    cost: amount,
+                })
+            }
+        }
+    }
+
+    /// Records a request's runs row and settles its reservation.
+    async fn settle(
+        &self,
+        scope: &Scope,
+        reservation: Option<Reservation>,
+        run: &NewRun<'_>,
+    ) -> Result<()> {
+        if let Some(r) = &reservation
+            && run.cost_usd > r.amount_usd + 1e-9
+        {
+            tracing::warn!(
+                reserved = r.amount_usd,
+                cost = run.cost_usd,
+                agent = run.agent,
+                "a call cost more than its reservation (its prompt was larger than estimated)"
+            );
+        }
+        store::budgets::settle(&scope.pool, reservation.map(|r| r.id), run)
+            .await
+            .map_err(|source| Error::Store {
+                doing: format!("recording a run of {}", run.agent),
+                source,
+            })
+    }
+
+    /// The cost of an answer: the provider's figure, else the price table, else none.
+    fn cost(&self, usage: &openai::Usage, models: [&str; 2]) -> (f64, CostSource) {
+        if let Some(c) = usage.cost_usd {
+            return (c, CostSource::Provider);
+        }
+        match models.iter().find_map(|m| self.cfg.prices.get(*m)) {
+            Some(p) => {
+                let cached = f64::from(usage.cached_tokens.min(usage.prompt_tokens));
+                let fresh = f64::from(usage.prompt_tokens) - cached;
+                let cost = (fresh * p.prompt
+                    + cached * p.cached_prompt.unwrap_or(p.prompt)
+                    + f64::from(usage.completion_tokens) * p.completion)
+                    / 1e6;
+                (cost, CostSource::PriceTable)
+            }
+            None => (0.0, CostSource::Unpriced),
+        }
+    }
+
+    /// A failed request's runs row.
+    async fn failed(
+        &self,
+        scope: &Scope,
+        call: &Call,
+        t: &Try<'_>,
+        f: &Failure,
+        notes: &[String],
+    ) -> Result<()> {
+        tracing::warn!(agent = %call.agent, model = t.model, mode = ?t.mode, error = %f.message(), "model call failed");
+        let usage = match f {
+            Failure::Malformed { usage, .. } => *usage,
+            _ => openai::Usage::default(),
+        };
+        let (cost, source) = self.cost(&usage, [t.model, t.model]);
+        let notes = (!notes.is_empty()).then(|| notes.join("; "));
+        let run = NewRun {
+            job_id: Some(scope.job_id),
+            project_id: scope.project_id,
+            attempt: scope.attempt,
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            cached_tokens: usage.cached_tokens,
+            reasoning_tokens: usage.reasoning_tokens,
+            cost_usd: cost,
+            cost_source: Some(source),
+            structured_mode: t.mode,
+            duration_ms: t.started.elapsed().as_millis() as i32,
+            error: Some(f.message()),
+            notes: notes.as_deref(),
+            ..NewRun::call(&call.agent, self.provider.label(), t.model)
+        };
+        self.settle(scope, t.reservation, &run).await
+    }
+
+    /// An answer came: repaired, validated and recorded. `Ok(Err(..))` when it cannot
+    /// be used (its runs row is written all the same).
+    #[allow(clippy::too_many_arguments)]
+    async fn answered(
+        &self,
+        scope: &Scope,
+        call: &Call,
+        base_url: &str,
+        t: &Try<'_>,
+        c: Completion,
+        repaired_turn: bool,
+        notes: &mut Vec<String>,
+    ) -> Result<std::result::Result<Reply, Unanswered>> {
+        let answered_by = c.model.clone().unwrap_or_else(|| t.model.to_owned());
+        let (cost, source) = self.cost(&c.usage, [answered_by.as_str(), t.model]);
+        let cut_off = c.finish_reason == "length";
+        let outcome: std::result::Result<Option<repair::Repaired>, Unanswered> = match &call.schema
+        {
+            None if cut_off => Err(Unanswered::CutOff),
+            None => Ok(None),
+            Some((_, schema)) => match repair::repair(&c.text, schema, cut_off) {
+                Ok(r) => Ok(Some(r)),
+                Err(repair::Unusable::NoJson)
+                    if matches!(
+                        t.mode,
+                        Some(StructuredMode::JsonSchema | StructuredMode::JsonObject)
+                    ) && !repaired_turn =>
+                {
+                    Err(Unanswered::IgnoredMode(c.text.clone()))
+                }
+                Err(e) => Err(Unanswered::Unusable {
+                    answer: c.text.clone(),
+                    problem: e.to_string(),
+                }),
+            },
+        };
+        let mut row_notes = notes.clone();
+        if let Ok(Some(r)) = &outcome {
+            row_notes.extend(r.notes.iter().map(|n| format!("repaired: {n}")));
+        }
+        let error = match &outcome {
+            Ok(_) => None,
+            Err(Unanswered::IgnoredMode(_)) => Some(format!(
+                "the answer ignored response_format {}",
+                t.mode.map(|m| m.as_str()).unwrap_or_default()
+            )),
+            Err(Unanswered::Unusable { problem, .. }) => {
+                Some(format!("malformed {} answer: {problem}", schema_name(call)))
+            }
+            Err(Unanswered::CutOff) => Some("the answer was cut off at max_tokens".to_owned()),
+        };
+        if let Some(e) = &error {
+            tracing::warn!(agent = %call.agent, model = t.model, mode = ?t.mode, error = %e, "model answer not usable");
+        }
+        let joined = (!row_notes.is_empty()).then(|| row_notes.join("; "));
+        let provider = c
+            .provider
+            .clone()
+            .unwrap_or_else(|| self.provider.label().to_owned());
+        let run = NewRun {
+            job_id: Some(scope.job_id),
+            project_id: scope.project_id,
+            attempt: scope.attempt,
+            prompt_tokens: c.usage.prompt_tokens,
+            completion_tokens: c.usage.completion_tokens,
+            cached_tokens: c.usage.cached_tokens,
+            reasoning_tokens: c.usage.reasoning_tokens,
+            cost_usd: cost,
+            cost_source: Some(source),
+            structured_mode: t.mode,
+            duration_ms: t.started.elapsed().as_millis() as i32,
+            error: error.as_deref(),
+            notes: joined.as_deref(),
+            ..NewRun::call(&call.agent, &provider, &answered_by)
+        };
+        self.settle(scope, t.reservation, &run).await?;
+        let repaired = match outcome {
+            Ok(r) => r,
+            Err(u) => return Ok(Err(u)),
+        };
+        if let Err(e) = store::models::record_success(&scope.pool, base_url, t.model).await {
+            tracing::warn!(error = %e, "could not record a model's success");
+        }
+        if let Some(mode) = t.mode
+            && self.pinned_mode_unset()
+        {
+            self.memory
+                .succeeded(&scope.pool, base_url, t.model, mode)
+                .await;
+        }
+        let (json, mends) = match repaired {
+            Some(r) => (Some(r.value), r.notes),
+            None => (None, Vec::new()),
+        };
+        notes.extend(mends);
+        Ok(Ok(Reply {
+            text: c.text,
+            json,
+            provider,
+            model: answered_by,
+            mode: t.mode,
+            prompt_tokens: c.usage.prompt_tokens,
+            completion_tokens: c.usage.completion_tokens,
+            cost_usd: cost,
+            notes: notes.clone(),
+        }))
+    }
+
+    fn pinned_mode_unset(&self) -> bool {
+        self.cfg.structured_mode == ModeSetting::Auto
+    }
 }
 
-async fn record_run(
-    scope: &Scope,
-    agent: &str,
-    reply: Option<&Reply>,
-    model: &str,
-    provider: &str,
-    duration_ms: i32,
-    error: Option<&str>,
-) -> Result<()> {
-    let run = store::runs::NewRun {
-        job_id: Some(scope.job_id),
-        project_id: scope.project_id,
-        attempt: scope.attempt,
-        agent,
-        provider: reply.map_or(provider, |r| r.provider.as_str()),
-        model: reply.map_or(model, |r| r.model.as_str()),
-        prompt_tokens: reply.map_or(0, |r| r.prompt_tokens),
-        completion_tokens: reply.map_or(0, |r| r.completion_tokens),
-        cost_usd: reply.map_or(0.0, |r| r.cost_usd),
-        duration_ms,
-        error,
-    };
-    store::runs::record(&scope.pool, &run)
-        .await
-        .map_err(|source| Error::Store {
-            doing: format!("recording a run of {agent}"),
-            source,
-        })
+/// An answer that came but cannot be used.
+enum Unanswered {
+    /// No JSON at all although a JSON mode was asked for: the server ignored the mode.
+    IgnoredMode(String),
+    /// JSON that is still wrong after repair (or not JSON, in prompt mode).
+    Unusable { answer: String, problem: String },
+    /// A text answer cut off at `max_tokens`.
+    CutOff,
+}
+
+fn schema_name(call: &Call) -> &str {
+    call.schema.as_ref().map_or("text", |(n, _)| n.as_str())
+}
+
+fn clip(s: &str) -> String {
+    let mut out: String = s.chars().take(120).collect();
+    if out.len() < s.len() {
+        out.push('…');
+    }
+    out
 }
 
 /// Fills `{{name}}` placeholders of a prompt template from a JSON object (strings as
@@ -366,38 +901,6 @@ pub fn render(template: &str, vars: &Value) -> String {
         }
     }
     out
-}
-
-/// A structured answer that is not JSON, or does not match the schema asked for.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct MalformedAnswer(String);
-
-/// Parses a model's JSON answer (tolerating a Markdown code fence) and validates it.
-pub fn parse_json(text: &str, schema: &Value) -> std::result::Result<Value, MalformedAnswer> {
-    let t = text.trim();
-    let t = t
-        .strip_prefix("```json")
-        .or_else(|| t.strip_prefix("```"))
-        .map(|r| r.trim_end().trim_end_matches("```"))
-        .unwrap_or(t)
-        .trim();
-    let value: Value = serde_json::from_str(t)
-        .map_err(|e| MalformedAnswer(format!("the answer is not JSON ({e})")))?;
-    let validator = jsonschema::validator_for(schema)
-        .map_err(|e| MalformedAnswer(format!("bad schema: {e}")))?;
-    let problems: Vec<String> = validator
-        .iter_errors(&value)
-        .map(|e| format!("at {}: {e}", e.instance_path()))
-        .collect();
-    if problems.is_empty() {
-        Ok(value)
-    } else {
-        Err(MalformedAnswer(format!(
-            "the JSON answer does not match the schema: {}",
-            problems.join("; ")
-        )))
-    }
 }
 
 #[cfg(test)]
@@ -439,13 +942,5 @@ mod tests {
         );
         assert!(out.starts_with("Write about linen for x. Voice: {"));
         assert!(out.contains("warm"));
-    }
-
-    #[test]
-    fn json_answers_in_a_code_fence_are_accepted_and_checked() {
-        let schema = serde_json::json!({"type": "object", "required": ["overall"]});
-        assert!(parse_json("```json\n{\"overall\": 80}\n```", &schema).is_ok());
-        let err = parse_json("{\"score\": 80}", &schema).unwrap_err();
-        assert!(err.to_string().contains("overall"), "{err}");
     }
 }

@@ -41,7 +41,9 @@ pub fn reply(agent: &AgentConfig, call: &Call) -> Reply {
         json,
         provider: OFFLINE.into(),
         model: OFFLINE.into(),
+        mode: None,
         cost_usd: 0.0,
+        notes: Vec::new(),
     }
 }
 

@@ -218,14 +218,9 @@ impl Ctx {
             job_id: job,
             project_id: Some(self.integration.project_id),
             attempt,
-            agent: "publisher",
-            provider: self.platform().as_str(),
-            model: op,
-            prompt_tokens: 0,
-            completion_tokens: 0,
-            cost_usd: 0.0,
             duration_ms: ms,
             error: error.as_deref(),
+            ..store::runs::NewRun::call("publisher", self.platform().as_str(), op)
         };
         if let Err(e) = store::runs::record(&self.pool, &run).await {
             tracing::error!(error = %e, op, "could not record a runs row for a platform call");

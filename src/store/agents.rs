@@ -14,12 +14,14 @@ pub struct AgentConfig {
     pub model_id: String,
     pub temperature: f32,
     pub max_tokens: i32,
+    /// Models tried in order when `model_id` is down, overloaded or unknown.
+    pub fallback_model_ids: Vec<String>,
 }
 
 /// The agent's settings, if it has a row.
 pub async fn get(db: impl PgExecutor<'_>, agent: &str) -> Result<Option<AgentConfig>> {
     Ok(sqlx::query_as(
-        "SELECT agent_id, agent_label, model_id, temperature, max_tokens
+        "SELECT agent_id, agent_label, model_id, temperature, max_tokens, fallback_model_ids
          FROM agent_model_configs WHERE agent_id = $1",
     )
     .bind(agent)

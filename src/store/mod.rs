@@ -8,8 +8,10 @@
 pub mod agents;
 pub mod approvals;
 pub mod artifacts;
+pub mod budgets;
 pub mod caches;
 pub mod integrations;
+pub mod models;
 pub mod projects;
 pub mod runs;
 pub mod settings;

@@ -9,7 +9,7 @@ use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
 use super::Result;
-use crate::domain::RunStatus;
+use crate::domain::{CostSource, RunStatus, StructuredMode};
 
 /// One finished external call.
 #[derive(Debug, Clone)]
@@ -26,17 +26,51 @@ pub struct NewRun<'a> {
     pub model: &'a str,
     pub prompt_tokens: i32,
     pub completion_tokens: i32,
+    /// Prompt tokens the provider served from its cache.
+    pub cached_tokens: i32,
+    /// Completion tokens spent on reasoning.
+    pub reasoning_tokens: i32,
     pub cost_usd: f64,
+    pub cost_source: Option<CostSource>,
+    /// How a structured answer was asked for.
+    pub structured_mode: Option<StructuredMode>,
     pub duration_ms: i32,
     pub error: Option<&'a str>,
+    /// What copydesk did about the answer (repairs, a fallback, a step-down).
+    pub notes: Option<&'a str>,
+}
+
+impl<'a> NewRun<'a> {
+    /// A call that cost nothing in tokens (a platform call).
+    pub fn call(agent: &'a str, provider: &'a str, model: &'a str) -> Self {
+        Self {
+            job_id: None,
+            project_id: None,
+            attempt: 0,
+            agent,
+            provider,
+            model,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            cached_tokens: 0,
+            reasoning_tokens: 0,
+            cost_usd: 0.0,
+            cost_source: None,
+            structured_mode: None,
+            duration_ms: 0,
+            error: None,
+            notes: None,
+        }
+    }
 }
 
 /// Writes one `runs` row.
 pub async fn record(db: impl PgExecutor<'_>, run: &NewRun<'_>) -> Result<()> {
     sqlx::query(
         "INSERT INTO runs (job_id, project_id, attempt, agent, provider, model, prompt_tokens,
-                           completion_tokens, cost_usd, duration_ms, status, error)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                           completion_tokens, cost_usd, duration_ms, status, error,
+                           cached_tokens, reasoning_tokens, cost_source, structured_mode, notes)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
     )
     .bind(run.job_id)
     .bind(run.project_id)
@@ -54,22 +88,14 @@ pub async fn record(db: impl PgExecutor<'_>, run: &NewRun<'_>) -> Result<()> {
         RunStatus::Ok
     })
     .bind(run.error)
+    .bind(run.cached_tokens)
+    .bind(run.reasoning_tokens)
+    .bind(run.cost_source)
+    .bind(run.structured_mode)
+    .bind(run.notes)
     .execute(db)
     .await?;
     Ok(())
-}
-
-/// A project's budget and what its runs have cost so far; `None` when there is no
-/// such project.
-pub async fn budget(pool: &PgPool, project: Uuid) -> Result<Option<(Option<f64>, f64)>> {
-    Ok(sqlx::query_as(
-        "SELECT p.budget_usd::float8,
-                coalesce((SELECT sum(cost_usd) FROM runs r WHERE r.project_id = p.id), 0)::float8
-         FROM projects p WHERE p.id = $1",
-    )
-    .bind(project)
-    .fetch_optional(pool)
-    .await?)
 }
 
 /// External-call cost of a project, per provider and model.
@@ -80,14 +106,20 @@ pub struct CostLine {
     pub calls: i64,
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
+    pub cached_tokens: i64,
+    pub reasoning_tokens: i64,
     pub cost_usd: f64,
+    /// Calls whose model has no price: their cost is unknown, counted as nothing.
+    pub unpriced_calls: i64,
 }
 
 pub async fn cost_by_model(pool: &PgPool, project: Uuid) -> Result<Vec<CostLine>> {
     Ok(sqlx::query_as(
         "SELECT provider, coalesce(model, '-') AS model, count(*) AS calls,
                 sum(prompt_tokens)::bigint AS prompt_tokens, sum(completion_tokens)::bigint AS completion_tokens,
-                sum(cost_usd)::float8 AS cost_usd
+                sum(cached_tokens)::bigint AS cached_tokens, sum(reasoning_tokens)::bigint AS reasoning_tokens,
+                sum(cost_usd)::float8 AS cost_usd,
+                count(*) FILTER (WHERE cost_source = 'unpriced') AS unpriced_calls
          FROM runs WHERE project_id = $1 GROUP BY 1, 2 ORDER BY 1, 2",
     )
     .bind(project)
