@@ -41,6 +41,7 @@ pub fn project_status(out: &mut (dyn Write + Send), s: &ProjectStatus) -> std::i
                     })
                     .unwrap_or_default(),
                 c.score.map(|v| format!("{v}/100")).unwrap_or_default(),
+                c.model.clone().unwrap_or_default(),
                 c.title.clone().unwrap_or_default(),
                 c.last_error.clone().unwrap_or_default(),
             ]
@@ -50,7 +51,15 @@ pub fn project_status(out: &mut (dyn Write + Send), s: &ProjectStatus) -> std::i
         out,
         "{}",
         table(
-            &["CHANNEL", "STATE", "DRAFT", "SCORE", "TITLE", "LAST ERROR"],
+            &[
+                "CHANNEL",
+                "STATE",
+                "DRAFT",
+                "SCORE",
+                "MODEL",
+                "TITLE",
+                "LAST ERROR"
+            ],
             rows
         )
     )?;
@@ -64,7 +73,11 @@ pub fn project_status(out: &mut (dyn Write + Send), s: &ProjectStatus) -> std::i
                 c.calls.to_string(),
                 c.prompt_tokens.to_string(),
                 c.completion_tokens.to_string(),
-                format!("${:.4}", c.cost_usd),
+                if c.unpriced_calls > 0 {
+                    format!("${:.4} ({} unpriced)", c.cost_usd, c.unpriced_calls)
+                } else {
+                    format!("${:.4}", c.cost_usd)
+                },
             ]
         })
         .collect();
@@ -84,6 +97,25 @@ pub fn project_status(out: &mut (dyn Write + Send), s: &ProjectStatus) -> std::i
         )
     )?;
     writeln!(out, "total cost: ${:.4}", s.total_cost_usd)?;
+    let b = &s.budget;
+    match (b.budget_usd, b.left_usd) {
+        (Some(budget), Some(left)) => writeln!(
+            out,
+            "budget: ${budget:.2}; spent ${:.4}, reserved ${:.4}, left ${left:.4}",
+            b.spent_usd, b.reserved_usd
+        )?,
+        _ => writeln!(
+            out,
+            "budget: none; spent ${:.4}, reserved ${:.4}",
+            b.spent_usd, b.reserved_usd
+        )?,
+    }
+    if s.cost.iter().any(|c| c.unpriced_calls > 0) {
+        writeln!(
+            out,
+            "note: unpriced calls are models with no price in [llm.prices] whose provider reported no cost: counted as $0"
+        )?;
+    }
     Ok(())
 }
 

@@ -44,5 +44,12 @@ pub async fn run(args: CleanupArgs, env: &Env, out: &mut (dyn Write + Send)) -> 
         "{rescue} {} expired lease(s); {archive} {} idle project(s)",
         r.rescued_leases, r.archived_projects
     )?;
+    if !r.dry_run {
+        writeln!(
+            out,
+            "gave back {} budget reservation(s) of model calls whose process died",
+            r.released_reservations
+        )?;
+    }
     Ok(())
 }

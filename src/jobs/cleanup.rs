@@ -1,5 +1,6 @@
 //! `cleanup`: retention and housekeeping. Deletes finished jobs past their retention
-//! (per status), expired cache rows, rescues expired leases and archives idle projects.
+//! (per status), expired cache rows, rescues expired leases, archives idle projects and
+//! gives back budget reservations whose call's process died.
 //! Every delete runs in batches of `[cleanup] batch_size`, each its own short
 //! statement, so cleanup never holds long locks on the queue. `runs` rows are never
 //! deleted: they are the cost history.
@@ -42,6 +43,9 @@ pub struct CleanupReport {
     pub deleted_brand_voice_cache: u64,
     pub deleted_catalog_items: u64,
     pub archived_projects: u64,
+    /// Budget reservations of model calls whose process died, given back.
+    #[serde(default)]
+    pub released_reservations: u64,
 }
 
 /// Errors of a cleanup pass.
@@ -96,5 +100,10 @@ pub async fn cleanup(
             dry_run,
         )
         .await?,
+        released_reservations: if dry_run {
+            0
+        } else {
+            store::budgets::sweep_expired(pool, None).await?
+        },
     })
 }

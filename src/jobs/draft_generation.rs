@@ -177,7 +177,12 @@ pub async fn run(ctx: &Ctx, args: &DraftArgs) -> Result<Drafted, JobError> {
                 hints,
             }
         };
-    let draft = llm
+    // Which model wrote each step (a fallback when an agent's own model was down).
+    let mut models = serde_json::Map::new();
+    let mut note = |agent: &str, reply: &crate::llm::Reply| {
+        models.insert(agent.to_owned(), json!(reply.model));
+    };
+    let reply = llm
         .call(
             &scope,
             &call(
@@ -188,22 +193,25 @@ pub async fn run(ctx: &Ctx, args: &DraftArgs) -> Result<Drafted, JobError> {
                 hints.clone(),
             ),
         )
-        .await?
-        .text;
+        .await?;
+    note("blog-writer", &reply);
+    let draft = reply.text;
     let mut edit_hints = hints.clone();
     edit_hints["draft"] = json!(draft);
-    let mut text = llm
+    let reply = llm
         .call(
             &scope,
             &call("blog-editor", EDITOR, draft.clone(), None, edit_hints),
         )
-        .await?
-        .text;
+        .await?;
+    note("blog-editor", &reply);
+    let mut written_by = reply.model.clone();
+    let mut text = reply.text;
     let mut seo: Option<Value> = None;
     if channel == Channel::Blog {
         let mut h = hints.clone();
         h["draft"] = json!(text);
-        seo = llm
+        let reply = llm
             .call(
                 &scope,
                 &call(
@@ -214,14 +222,17 @@ pub async fn run(ctx: &Ctx, args: &DraftArgs) -> Result<Drafted, JobError> {
                     h.clone(),
                 ),
             )
-            .await?
-            .json;
+            .await?;
+        note("seo-specialist", &reply);
+        seo = reply.json;
         h["seo"] = seo.clone().unwrap_or(Value::Null);
         let user = format!("SEO: {}\n\n{text}", seo.clone().unwrap_or(Value::Null));
-        text = llm
+        let reply = llm
             .call(&scope, &call("senior-editor", SENIOR, user, None, h))
-            .await?
-            .text;
+            .await?;
+        note("senior-editor", &reply);
+        written_by = reply.model.clone();
+        text = reply.text;
     }
     let title = seo
         .as_ref()
@@ -238,7 +249,8 @@ pub async fn run(ctx: &Ctx, args: &DraftArgs) -> Result<Drafted, JobError> {
         source: ArtifactSource::Ai,
         title: title.or_else(|| args.topic.clone()),
         content: text,
-        data: json!({"iteration": args.iteration, "seo": seo, "feedback": feedback, "provider": llm.provider.label()}),
+        data: json!({"iteration": args.iteration, "seo": seo, "feedback": feedback,
+                     "provider": llm.provider.label(), "model": written_by, "models": models}),
     };
     Ok(Drafted {
         output: DraftOutput {

@@ -174,7 +174,8 @@ pub async fn run(ctx: &Ctx, args: &EvaluationArgs) -> Result<Evaluated, JobError
             "Evaluation of {channel} draft, iteration {iteration}: {overall}/100"
         )),
         content: feedback.join("\n"),
-        data: json!({"scores": scores, "passed": passed, "iteration": iteration, "threshold": pass_score}),
+        data: json!({"scores": scores, "passed": passed, "iteration": iteration,
+                     "threshold": pass_score, "model": reply.model, "repairs": reply.notes}),
     };
     tracing::info!(overall, passed, iteration, "draft evaluated");
     Ok(Evaluated {

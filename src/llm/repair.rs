@@ -141,76 +141,88 @@ fn balanced_end(s: &str) -> Option<usize> {
 }
 
 /// An object that starts but never ends (the answer was cut off), closed: an open
-/// string is ended, a dangling key or comma dropped, open arrays and objects closed.
+/// string is ended, and while that does not make JSON, the last member (a dangling key,
+/// a half number) is dropped; open arrays and objects are closed.
 fn close_truncated(text: &str) -> Option<Value> {
     let start = text.find('{')?;
-    let s = &text[start..];
-    let (mut stack, mut in_string, mut escaped) = (Vec::new(), false, false);
-    for c in s.chars() {
-        if in_string {
-            match (escaped, c) {
-                (true, _) => escaped = false,
-                (false, '\\') => escaped = true,
-                (false, '"') => in_string = false,
+    let mut s = text[start..].trim_end().to_owned();
+    for _ in 0..16 {
+        let scan = Scan::of(&s);
+        if scan.stack.is_empty() {
+            return None;
+        }
+        let mut candidate = s.clone();
+        if scan.escaped {
+            candidate.pop();
+        }
+        if scan.in_string {
+            candidate.push('"');
+        }
+        let trimmed = candidate.trim_end().trim_end_matches(',').trim_end();
+        // A key with no value yet is dropped with its member, below.
+        if !trimmed.ends_with(':') {
+            let mut closed = trimmed.to_owned();
+            for closer in scan.stack.iter().rev() {
+                closed.push(*closer);
+            }
+            if let Ok(v @ Value::Object(_)) = serde_json::from_str::<Value>(&closed) {
+                return Some(v);
+            }
+        }
+        // Drop the last member and try again.
+        let cut = scan.last_separator?;
+        s.truncate(cut);
+        let t = s.trim_end().len();
+        s.truncate(t);
+    }
+    None
+}
+
+/// Where a text stands at its end: open brackets, inside a string or not, and the last
+/// `,` or `{`/`[` outside a string (where a member can be cut off).
+struct Scan {
+    stack: Vec<char>,
+    in_string: bool,
+    escaped: bool,
+    last_separator: Option<usize>,
+}
+
+impl Scan {
+    fn of(s: &str) -> Self {
+        let mut scan = Scan {
+            stack: Vec::new(),
+            in_string: false,
+            escaped: false,
+            last_separator: None,
+        };
+        for (i, c) in s.char_indices() {
+            if scan.in_string {
+                match (scan.escaped, c) {
+                    (true, _) => scan.escaped = false,
+                    (false, '\\') => scan.escaped = true,
+                    (false, '"') => scan.in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match c {
+                '"' => scan.in_string = true,
+                '{' => {
+                    scan.stack.push('}');
+                    scan.last_separator = Some(i + 1);
+                }
+                '[' => {
+                    scan.stack.push(']');
+                    scan.last_separator = Some(i + 1);
+                }
+                '}' | ']' => {
+                    scan.stack.pop();
+                }
+                ',' => scan.last_separator = Some(i),
                 _ => {}
             }
-            continue;
         }
-        match c {
-            '"' => in_string = true,
-            '{' => stack.push('}'),
-            '[' => stack.push(']'),
-            '}' | ']' => {
-                stack.pop();
-            }
-            _ => {}
-        }
-    }
-    if stack.is_empty() {
-        return None;
-    }
-    let mut out = s.to_owned();
-    if escaped {
-        out.pop();
-    }
-    if in_string {
-        out.push('"');
-    }
-    // Drop what cannot stand: a trailing comma, a key with no value, a half number.
-    loop {
-        let t = out.trim_end();
-        if let Some(stripped) = t.strip_suffix(',') {
-            out = stripped.to_owned();
-        } else if t.ends_with(':') {
-            // `"key":` — drop the key too.
-            let without = t.trim_end_matches(':').trim_end();
-            match without.rfind(['{', ',']) {
-                Some(i)
-                    if without[i..]
-                        .trim_start_matches([',', '{'])
-                        .trim()
-                        .starts_with('"') =>
-                {
-                    let keep = if without.as_bytes()[i] == b'{' {
-                        i + 1
-                    } else {
-                        i
-                    };
-                    out = without[..keep].to_owned();
-                }
-                _ => return None,
-            }
-        } else {
-            out = t.to_owned();
-            break;
-        }
-    }
-    for closer in stack.iter().rev() {
-        out.push(*closer);
-    }
-    match serde_json::from_str::<Value>(&out) {
-        Ok(v @ Value::Object(_)) => Some(v),
-        _ => None,
+        scan
     }
 }
 
@@ -415,6 +427,17 @@ mod tests {
         assert_eq!(
             r.value["feedback"], "",
             "the dangling key was dropped, then defaulted"
+        );
+        // Cut off in a key: the dangling key is dropped.
+        let r = repair(
+            r#"{"overall": 75, "feedback": "Good", "tags": [], "mo"#,
+            &scores(),
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            r.value,
+            json!({"overall": 75, "feedback": "Good", "tags": []})
         );
         // Cut off before the score: nothing to close it into.
         let err = repair(r#"{"feedback": "Good", "overa"#, &scores(), true).unwrap_err();

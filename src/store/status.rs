@@ -20,6 +20,8 @@ pub struct ChannelStatus {
     pub draft_version: Option<i32>,
     pub draft_source: Option<ArtifactSource>,
     pub title: Option<String>,
+    /// The model that wrote the current draft (a fallback when the agent's was down).
+    pub model: Option<String>,
     pub score: Option<i32>,
     pub approval: Option<ApprovalStatus>,
     pub last_error: Option<String>,
@@ -34,6 +36,8 @@ pub struct ProjectStatus {
     pub channels: Vec<ChannelStatus>,
     pub cost: Vec<super::runs::CostLine>,
     pub total_cost_usd: f64,
+    /// Spent, reserved (calls in flight) and left of the project's budget.
+    pub budget: super::budgets::BudgetState,
 }
 
 /// Each channel's state, current draft, score and approval, and the cost so far.
@@ -59,7 +63,7 @@ pub async fn project(pool: &PgPool, project: Uuid) -> Result<ProjectStatus> {
              UNION SELECT DISTINCT input->>'channel' FROM jobs
              WHERE project_id = $1 AND kind IN ('draft_generation', 'evaluation', 'publishing')),
          draft AS (
-             SELECT DISTINCT ON (channel) channel, id, version, source, title FROM artifacts
+             SELECT DISTINCT ON (channel) channel, id, version, source, title, data->>'model' AS model FROM artifacts
              WHERE project_id = $1 AND kind = 'draft' ORDER BY channel, created_at DESC, id DESC),
          score AS (
              SELECT DISTINCT ON (channel) channel, (data->'scores'->>'overall')::int AS score FROM artifacts
@@ -84,7 +88,7 @@ pub async fn project(pool: &PgPool, project: Uuid) -> Result<ProjectStatus> {
                      WHEN failed.channel IS NOT NULL THEN 'failed'
                      ELSE 'waiting' END AS state,
                 draft.id AS draft_id, draft.version AS draft_version, draft.source AS draft_source,
-                draft.title, score.score, ap.status AS approval,
+                draft.title, draft.model, score.score, ap.status AS approval,
                 coalesce(pub.last_error, failed.last_error) AS last_error
          FROM ch
          LEFT JOIN draft USING (channel)
@@ -101,6 +105,12 @@ pub async fn project(pool: &PgPool, project: Uuid) -> Result<ProjectStatus> {
     .fetch_all(pool)
     .await?;
     let cost = super::runs::cost_by_model(pool, project).await?;
+    let budget = super::budgets::state(pool, project)
+        .await?
+        .ok_or(Error::NotFound {
+            what: "project",
+            id: project,
+        })?;
     let total_cost_usd = cost.iter().map(|c| c.cost_usd).sum();
     Ok(ProjectStatus {
         project_id: project,
@@ -109,6 +119,7 @@ pub async fn project(pool: &PgPool, project: Uuid) -> Result<ProjectStatus> {
         channels,
         cost,
         total_cost_usd,
+        budget,
     })
 }
 

@@ -1,0 +1,667 @@
+//! Model servers as they are met: an in-process OpenAI-compatible server that refuses
+//! `json_schema` (with 400, 422 or 500 and a validation message), takes only
+//! `json_object`, ignores `response_format` and answers prose around the JSON, gives
+//! scores as strings, stops at `max_tokens` in the middle of the object, or fails for
+//! one model only. For each, the pipeline runs from brand voice to a draft waiting for
+//! approval, no job attempt is spent on a mode refusal, and the runs rows say what
+//! happened (modes, repairs, hops). And budgets hold when calls run at once.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use copydesk::{
+    app,
+    jobs::{App, Services},
+    llm::{Call, Llm, Provider, Scope},
+    queue::{self, NewJob, Runner, runner::run_once},
+    store,
+};
+use serde_json::{Value, json};
+use uuid::Uuid;
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate, matchers::method};
+
+/// How the fake server behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Server {
+    /// Takes `json_schema` and answers exactly.
+    Strict,
+    /// `json_schema`: 400 with an OpenAI-style error naming response_format.
+    Refuses400,
+    /// `json_schema`: 422 as FastAPI servers answer (vLLM, llama-cpp-python).
+    Refuses422,
+    /// `json_schema`: 500 with a validation message (llama.cpp forks).
+    Refuses500,
+    /// Only `json_object`: the error is a bare string (as LM Studio sends its own).
+    OnlyJsonObject,
+    /// Ignores `response_format`; wraps its JSON in prose and a fence.
+    IgnoresFormat,
+    /// Gives scores as strings ("91", "85/100").
+    StringScores,
+    /// Stops at max_tokens in the middle of each JSON answer.
+    Truncates,
+    /// `primary/model` answers 503; `backup/model` works.
+    DownModel,
+}
+
+const STORE: &str = "<html><head><title>Linen &amp; Loom</title></head><body>
+<h1>Linen woven slowly</h1><p>Our linen is woven in small mills and mended for free.</p></body></html>";
+
+fn brand_voice() -> Value {
+    json!({"tone": ["warm", "plain"], "audience": "people who keep things", "vocabulary": ["linen", "mend"],
+           "do": ["be concrete"], "dont": ["hype"], "sample_phrases": ["Made slowly."]})
+}
+
+fn scores() -> Value {
+    json!({"platform_appropriateness": 90, "style_consistency": 88, "clarity": 91, "engagement": 86,
+           "grammar": 95, "overall": 90, "feedback": "Clear and warm; keep the repairs line."})
+}
+
+fn seo() -> Value {
+    json!({"title": "Why linen lasts", "meta_description": "Linen, made slowly and mended.", "keywords": ["linen"]})
+}
+
+/// The fake server: answers each agent in the shape it asks for, as `behaviour` says.
+struct Fake(Arc<Mutex<Server>>);
+
+fn error(status: u16, body: Value) -> ResponseTemplate {
+    ResponseTemplate::new(status).set_body_json(body)
+}
+
+impl Respond for Fake {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let behaviour = *self.0.lock().unwrap();
+        let body: Value = serde_json::from_slice(&req.body).unwrap();
+        let format = body["response_format"]["type"].as_str().map(str::to_owned);
+        let model = body["model"].as_str().unwrap_or_default().to_owned();
+        let schema_mode = format.as_deref() == Some("json_schema");
+        match behaviour {
+            Server::DownModel if model == "primary/model" => {
+                return error(
+                    503,
+                    json!({"error": {"message": "upstream overloaded", "code": 503}}),
+                );
+            }
+            Server::Refuses400 if schema_mode => {
+                return error(
+                    400,
+                    json!({"error": {"message": "response_format.type 'json_schema' is not supported by this server",
+                                                   "type": "invalid_request_error"}}),
+                );
+            }
+            Server::Refuses422 if schema_mode => {
+                return error(
+                    422,
+                    json!({"detail": [{"type": "literal_error", "loc": ["body", "response_format", "type"],
+                                                     "msg": "Input should be 'text' or 'json_object'", "input": "json_schema"}]}),
+                );
+            }
+            Server::Refuses500 if schema_mode => {
+                return error(
+                    500,
+                    json!({"error": {"code": 500, "type": "server_error",
+                    "message": "response_format type must be one of \"text\" or \"json_object\", but got: json_schema"}}),
+                );
+            }
+            Server::OnlyJsonObject if schema_mode => {
+                return error(
+                    400,
+                    json!({"error": "'response_format.type' must be 'json_object' or 'text'"}),
+                );
+            }
+            _ => {}
+        }
+        // Which schema is asked for: its name in json_schema mode, else the schema the
+        // prompt states (the last one, for a repair turn); none for a text answer.
+        let asked = match body["response_format"]["json_schema"]["name"].as_str() {
+            Some(name) => name.to_owned(),
+            None => {
+                let prompts: String = body["messages"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter_map(|m| m["content"].as_str())
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                prompts
+                    .rfind("JSON Schema:")
+                    .map(|i| prompts[i..].to_owned())
+                    .unwrap_or_default()
+            }
+        };
+        let structured =
+            if asked.contains("evaluation") || asked.contains("platform_appropriateness") {
+                Some(scores())
+            } else if asked.contains("seo") || asked.contains("meta_description") {
+                Some(seo())
+            } else if asked.contains("brand_voice") || asked.contains("sample_phrases") {
+                Some(brand_voice())
+            } else {
+                None
+            };
+        let (content, finish) = match structured {
+            None => (
+                "Our linen lasts: woven slowly, mended for free. What do you keep for years?"
+                    .to_owned(),
+                "stop",
+            ),
+            Some(mut v) => match behaviour {
+                Server::IgnoresFormat => (
+                    format!("Here is what I found:\n```json\n{v}\n```\nHope it helps!"),
+                    "stop",
+                ),
+                Server::StringScores if v.get("overall").is_some() => {
+                    v["overall"] = json!("90");
+                    v["clarity"] = json!("91/100");
+                    v["engagement"] = json!(86.4);
+                    (v.to_string(), "stop")
+                }
+                // Cut off in the last value, written in the schema's order as models
+                // write it, as max_tokens does.
+                Server::Truncates if v.get("overall").is_some() => (
+                    r#"{"platform_appropriateness": 90, "style_consistency": 88, "clarity": 91, "engagement": 86, "grammar": 95, "overall": 90, "feedback": "Clear and warm; keep the rep"#.to_owned(),
+                    "length",
+                ),
+                Server::Truncates if v.get("sample_phrases").is_some() => (
+                    r#"{"tone": ["warm", "plain"], "audience": "people who keep things", "vocabulary": ["linen", "mend"], "do": ["be concrete"], "dont": ["hype"], "sample_phrases": ["Made slowly.", "Mended for fr"#.to_owned(),
+                    "length",
+                ),
+                _ => (v.to_string(), "stop"),
+            },
+        };
+        ResponseTemplate::new(200).set_body_json(json!({
+            "id": "chatcmpl-1", "object": "chat.completion", "model": model,
+            "choices": [{"index": 0, "finish_reason": finish, "message": {"role": "assistant", "content": content}}],
+            "usage": {"prompt_tokens": 120, "completion_tokens": 40, "total_tokens": 160,
+                      "prompt_tokens_details": {"cached_tokens": 100},
+                      "completion_tokens_details": {"reasoning_tokens": 12}}
+        }))
+    }
+}
+
+struct World {
+    db: TestDb,
+    llm: MockServer,
+    _store: MockServer,
+    behaviour: Arc<Mutex<Server>>,
+    runner: Runner<App>,
+    project: Uuid,
+    store_url: String,
+}
+
+async fn world(behaviour: Server) -> World {
+    let db = test_db().await;
+    let store = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(STORE, "text/html"))
+        .mount(&store)
+        .await;
+    let llm = MockServer::start().await;
+    let shared = Arc::new(Mutex::new(behaviour));
+    Mock::given(method("POST"))
+        .respond_with(Fake(shared.clone()))
+        .mount(&llm)
+        .await;
+    sqlx::query(
+        "UPDATE agent_model_configs SET model_id = 'primary/model', fallback_model_ids = '{backup/model}'",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let mut settings = fast_settings();
+    settings.pipeline.approve_brand_voice = false;
+    let runner = remote_runner(&db, &llm, settings);
+    let project: Uuid =
+        sqlx::query_scalar("INSERT INTO projects (name) VALUES ('linen') RETURNING id")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    World {
+        store_url: store.uri(),
+        db,
+        llm,
+        _store: store,
+        behaviour: shared,
+        runner,
+        project,
+    }
+}
+
+fn remote_llm(server: &MockServer, settings: &copydesk::config::Settings) -> Llm {
+    Llm::new(
+        Provider::Remote {
+            base_url: format!("{}/v1", server.uri()),
+            api_key: None,
+        },
+        &settings.llm,
+    )
+}
+
+fn remote_runner(
+    db: &TestDb,
+    server: &MockServer,
+    settings: copydesk::config::Settings,
+) -> Runner<App> {
+    let services = Services {
+        llm: remote_llm(server, &settings),
+        ..services(settings)
+    };
+    app::runner(db.pool.clone(), app::registry(), services)
+}
+
+/// Starts the pipeline for the blog and runs it to the draft's approval.
+async fn run_to_approval(w: &World) {
+    let mut conn = w.db.pool.acquire().await.unwrap();
+    let start = NewJob::new(
+        "brand_voice_analysis",
+        json!({"store_url": w.store_url, "pipeline": {"channels": ["blog"], "topic": "Why linen lasts"}}),
+    )
+    .project(w.project);
+    queue::enqueue(&mut conn, &catalog(), &start).await.unwrap();
+    let kinds = ["brand_voice_analysis", "draft_generation", "evaluation"];
+    while run_once(&w.runner, &kinds).await.unwrap().is_some() {}
+    let jobs: Vec<(String, String, i32, Option<String>)> =
+        sqlx::query_as("SELECT kind, status, attempts, last_error FROM jobs ORDER BY created_at")
+            .fetch_all(&w.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        jobs.iter()
+            .map(|(k, s, a, _)| (k.as_str(), s.as_str(), *a))
+            .collect::<Vec<_>>(),
+        vec![
+            ("brand_voice_analysis", "done", 1),
+            ("draft_generation", "done", 1),
+            ("evaluation", "needs_approval", 1),
+        ],
+        "each step in one attempt, the draft waiting for a person: {jobs:?}"
+    );
+}
+
+/// One runs row.
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct Run {
+    agent: String,
+    model: String,
+    structured_mode: Option<String>,
+    status: String,
+    error: Option<String>,
+    notes: Option<String>,
+}
+
+async fn runs(db: &TestDb) -> Vec<Run> {
+    sqlx::query_as(
+        "SELECT agent, model, structured_mode, status, error, notes FROM runs
+         WHERE agent <> 'publisher' ORDER BY created_at, id",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap()
+}
+
+const STRUCTURED: [&str; 3] = ["brand-voice-analyzer", "seo-specialist", "blog-reviewer"];
+
+fn ok_rows<'a>(runs: &'a [Run], agent: &str) -> Vec<&'a Run> {
+    runs.iter()
+        .filter(|r| r.agent == agent && r.status == "ok")
+        .collect()
+}
+
+async fn json_schema_requests(server: &MockServer) -> usize {
+    server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            serde_json::from_slice::<Value>(&r.body).unwrap()["response_format"]["type"]
+                == "json_schema"
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_takes_json_schema_is_asked_in_json_schema() {
+    let w = world(Server::Strict).await;
+    run_to_approval(&w).await;
+    let runs = runs(&w.db).await;
+    assert!(runs.iter().all(|r| r.status == "ok"), "{runs:#?}");
+    for agent in STRUCTURED {
+        let rows = ok_rows(&runs, agent);
+        assert_eq!(rows.len(), 1, "{agent}: {runs:#?}");
+        assert_eq!(rows[0].structured_mode.as_deref(), Some("json_schema"));
+        assert_eq!(rows[0].notes, None, "{agent}: nothing to mend");
+    }
+    let tokens: (i64, i64) =
+        sqlx::query_as("SELECT sum(cached_tokens), sum(reasoning_tokens) FROM runs")
+            .fetch_one(&w.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        tokens,
+        (6 * 100, 6 * 12),
+        "cached and reasoning tokens are counted"
+    );
+}
+
+/// A server that refuses `json_schema` (however it says so) is asked in `json_object`
+/// from then on: one refused request, no attempt spent, remembered for every process.
+async fn refused_schema(behaviour: Server, says: &str) {
+    let w = world(behaviour).await;
+    run_to_approval(&w).await;
+    let runs = runs(&w.db).await;
+    let refused: Vec<&Run> = runs.iter().filter(|r| r.status == "error").collect();
+    assert_eq!(refused.len(), 1, "{behaviour:?}: {runs:#?}");
+    assert_eq!(refused[0].agent, "brand-voice-analyzer");
+    assert_eq!(refused[0].structured_mode.as_deref(), Some("json_schema"));
+    assert!(
+        refused[0]
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains(says),
+        "{behaviour:?}: {:?}",
+        refused[0].error
+    );
+    for agent in STRUCTURED {
+        let rows = ok_rows(&runs, agent);
+        assert_eq!(rows.len(), 1, "{agent}");
+        assert_eq!(
+            rows[0].structured_mode.as_deref(),
+            Some("json_object"),
+            "{behaviour:?} {agent}"
+        );
+    }
+    assert!(
+        ok_rows(&runs, "brand-voice-analyzer")[0]
+            .notes
+            .as_deref()
+            .unwrap_or_default()
+            .contains("stepped down to json_object"),
+        "{runs:#?}"
+    );
+    assert_eq!(
+        json_schema_requests(&w.llm).await,
+        1,
+        "asked once, then remembered"
+    );
+    let learned: String =
+        sqlx::query_scalar("SELECT mode FROM llm_modes WHERE model = 'primary/model'")
+            .fetch_one(&w.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(learned, "json_object");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_400_refusing_json_schema_steps_down_without_spending_an_attempt() {
+    refused_schema(Server::Refuses400, "HTTP 400").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_422_refusing_json_schema_steps_down_without_spending_an_attempt() {
+    refused_schema(Server::Refuses422, "HTTP 422").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_500_refusing_json_schema_steps_down_without_spending_an_attempt() {
+    refused_schema(Server::Refuses500, "HTTP 500").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_takes_only_json_object_is_asked_in_json_object() {
+    refused_schema(Server::OnlyJsonObject, "must be 'json_object'").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_one_process_learned_another_uses_and_the_strong_mode_is_tried_again_later() {
+    let w = world(Server::Refuses400).await;
+    run_to_approval(&w).await;
+    assert_eq!(json_schema_requests(&w.llm).await, 1);
+    let call = Call {
+        agent: "blog-reviewer".into(),
+        system: "Score the draft.".into(),
+        user: "Linen lasts.".into(),
+        schema: Some((
+            "evaluation".into(),
+            json!({"title": "evaluation", "type": "object", "required": ["overall"], "additionalProperties": false,
+                   "properties": {"overall": {"type": "integer", "minimum": 0, "maximum": 100}}}),
+        )),
+        hints: json!({}),
+    };
+    let scope = Scope {
+        pool: w.db.pool.clone(),
+        job_id: Uuid::new_v4(),
+        attempt: 1,
+        project_id: None,
+    };
+    // Another process (a client with nothing in memory) reads what was learned.
+    let mut settings = fast_settings();
+    let other = remote_llm(&w.llm, &settings);
+    let reply = other.call(&scope, &call).await.unwrap();
+    assert_eq!(reply.mode.map(|m| m.as_str()), Some("json_object"));
+    assert_eq!(
+        json_schema_requests(&w.llm).await,
+        1,
+        "no json_schema request"
+    );
+    // After [llm] mode_retry_after_secs the strongest mode is tried again; the server
+    // takes it now, and every process learns that.
+    *w.behaviour.lock().unwrap() = Server::Strict;
+    settings.llm.mode_retry_after_secs = 0;
+    let later = remote_llm(&w.llm, &settings);
+    let reply = later.call(&scope, &call).await.unwrap();
+    assert_eq!(reply.mode.map(|m| m.as_str()), Some("json_schema"));
+    let learned: String =
+        sqlx::query_scalar("SELECT mode FROM llm_modes WHERE model = 'primary/model'")
+            .fetch_one(&w.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(learned, "json_schema");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prose_around_the_json_is_taken_off_and_noted() {
+    let w = world(Server::IgnoresFormat).await;
+    run_to_approval(&w).await;
+    let runs = runs(&w.db).await;
+    assert!(runs.iter().all(|r| r.status == "ok"), "{runs:#?}");
+    for agent in STRUCTURED {
+        let row = ok_rows(&runs, agent)[0];
+        assert_eq!(row.structured_mode.as_deref(), Some("json_schema"));
+        assert!(
+            row.notes
+                .as_deref()
+                .unwrap_or_default()
+                .contains("took the JSON object out"),
+            "{agent}: {row:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scores_given_as_strings_are_read_as_numbers_and_noted() {
+    let w = world(Server::StringScores).await;
+    run_to_approval(&w).await;
+    let runs = runs(&w.db).await;
+    let review = ok_rows(&runs, "blog-reviewer")[0];
+    let notes = review.notes.as_deref().unwrap_or_default();
+    assert!(
+        notes.contains("read the string \"90\"") && notes.contains("rounded 86.4"),
+        "{notes}"
+    );
+    let overall: i64 = sqlx::query_scalar(
+        "SELECT (data->'scores'->>'overall')::bigint FROM artifacts WHERE kind = 'evaluation'",
+    )
+    .fetch_one(&w.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(overall, 90);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_cut_off_at_max_tokens_is_closed_and_noted() {
+    let w = world(Server::Truncates).await;
+    run_to_approval(&w).await;
+    let runs = runs(&w.db).await;
+    for agent in ["brand-voice-analyzer", "blog-reviewer"] {
+        let row = ok_rows(&runs, agent)[0];
+        assert!(
+            row.notes
+                .as_deref()
+                .unwrap_or_default()
+                .contains("cut off at max_tokens"),
+            "{agent}: {row:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_that_is_down_hands_over_to_its_fallback_and_cools_down() {
+    let w = world(Server::DownModel).await;
+    run_to_approval(&w).await;
+    let runs = runs(&w.db).await;
+    let down: Vec<&Run> = runs.iter().filter(|r| r.model == "primary/model").collect();
+    assert!(
+        down.iter()
+            .all(|r| r.status == "error" && r.error.as_deref().unwrap_or_default().contains("503")),
+        "{down:#?}"
+    );
+    assert_eq!(
+        down.len(),
+        copydesk::config::Settings::defaults()
+            .llm
+            .model_failures_before_cooldown as usize,
+        "then it cools down and every call goes to the fallback at once: {runs:#?}"
+    );
+    let answered: Vec<&Run> = runs.iter().filter(|r| r.status == "ok").collect();
+    assert_eq!(answered.len(), 6, "six calls for a blog draft: {runs:#?}");
+    assert!(answered.iter().all(|r| r.model == "backup/model"));
+    assert!(
+        answered[0]
+            .notes
+            .as_deref()
+            .unwrap_or_default()
+            .contains("fallback from primary/model"),
+        "{:?}",
+        answered[0]
+    );
+    let cooling: bool = sqlx::query_scalar(
+        "SELECT cooldown_until > now() FROM llm_model_health WHERE model = 'primary/model'",
+    )
+    .fetch_one(&w.db.pool)
+    .await
+    .unwrap();
+    assert!(cooling);
+    // `pipeline show` says which model wrote the draft.
+    let status = store::status::project(&w.db.pool, w.project).await.unwrap();
+    assert_eq!(status.channels[0].model.as_deref(), Some("backup/model"));
+    let mut text = Vec::new();
+    copydesk::report::project_status(&mut text, &status).unwrap();
+    assert!(String::from_utf8(text).unwrap().contains("backup/model"));
+}
+
+/// Eight evaluation calls at once against a budget that covers three: three reserve
+/// their worst case and are made, five are refused before any request; what is
+/// committed never exceeds what was reserved, nor the budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_cannot_overspend_a_budget() {
+    let db = test_db().await;
+    let llm = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_delay(std::time::Duration::from_millis(1500))
+                .set_body_json(json!({
+                    "model": "priced/model",
+                    "choices": [{"finish_reason": "stop", "message": {"content": "{\"overall\": 80}"}}],
+                    "usage": {"prompt_tokens": 500, "completion_tokens": 20}
+                })),
+        )
+        .mount(&llm)
+        .await;
+    sqlx::query(
+        "UPDATE agent_model_configs SET model_id = 'priced/model', max_tokens = 1000 WHERE agent_id = 'blog-reviewer'",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let mut settings = fast_settings();
+    settings.llm.prices.insert(
+        "priced/model".into(),
+        copydesk::config::Price {
+            prompt: 1000.0,
+            completion: 1000.0,
+            cached_prompt: None,
+        },
+    );
+    // Worst case per call: the prompt estimate (about 300 tokens) and 1,000 tokens of
+    // answer at $1,000 per million, $1.298; a budget of $4 covers three ($3.894).
+    let call = Call {
+        agent: "blog-reviewer".into(),
+        system: "Score the draft.".into(),
+        user: "Linen lasts.".into(),
+        schema: Some((
+            "evaluation".into(),
+            json!({"type": "object", "required": ["overall"], "additionalProperties": false,
+                   "properties": {"overall": {"type": "integer"}}}),
+        )),
+        hints: json!({}),
+    };
+    let project: Uuid = sqlx::query_scalar(
+        "INSERT INTO projects (name, budget_usd) VALUES ('thrifty', 4.0) RETURNING id",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let client = remote_llm(&llm, &settings);
+    let calls = (0..8).map(|_| {
+        let (client, call, pool) = (client.clone(), call.clone(), db.pool.clone());
+        tokio::spawn(async move {
+            let scope = Scope {
+                pool,
+                job_id: Uuid::new_v4(),
+                attempt: 1,
+                project_id: Some(project),
+            };
+            client.call(&scope, &call).await
+        })
+    });
+    let results = futures::future::join_all(calls).await;
+    let (made, refused): (Vec<_>, Vec<_>) = results
+        .into_iter()
+        .map(|r| r.unwrap())
+        .partition(|r| r.is_ok());
+    assert_eq!(made.len(), 3, "{refused:?}");
+    assert_eq!(refused.len(), 5);
+    for r in &refused {
+        let e = r.as_ref().unwrap_err();
+        assert!(!e.is_retryable());
+        assert!(e.to_string().contains("budget"), "{e}");
+    }
+    assert_eq!(
+        llm.received_requests().await.unwrap().len(),
+        3,
+        "no request for a call that could not reserve"
+    );
+    let b = store::budgets::state(&db.pool, project)
+        .await
+        .unwrap()
+        .unwrap();
+    let spent: f64 =
+        sqlx::query_scalar("SELECT sum(cost_usd)::float8 FROM runs WHERE project_id = $1")
+            .bind(project)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert!((b.spent_usd - spent).abs() < 1e-9, "{b:?} {spent}");
+    assert!(b.spent_usd <= 4.0, "{b:?}");
+    assert_eq!(b.reserved_usd, 0.0, "every reservation settled");
+    // Each call committed its real cost: (500 + 20) tokens at $1,000 per million.
+    assert!((spent - 3.0 * 0.52).abs() < 1e-6, "{spent}");
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM llm_reservations").await,
+        0
+    );
+}
