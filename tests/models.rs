@@ -43,6 +43,8 @@ enum Server {
     Truncates,
     /// `primary/model` answers 503; `backup/model` works.
     DownModel,
+    /// The server does not know `primary/model` (404); `backup/model` works.
+    UnknownModel,
 }
 
 const STORE: &str = "<html><head><title>Linen &amp; Loom</title></head><body>
@@ -81,6 +83,13 @@ impl Respond for Fake {
                 return error(
                     503,
                     json!({"error": {"message": "upstream overloaded", "code": 503}}),
+                );
+            }
+            Server::UnknownModel if model == "primary/model" => {
+                return error(
+                    404,
+                    json!({"error": {"message": "The model `primary/model` does not exist",
+                                     "type": "invalid_request_error", "code": "model_not_found"}}),
                 );
             }
             Server::Refuses400 if schema_mode => {
@@ -519,13 +528,22 @@ async fn an_answer_cut_off_at_max_tokens_is_closed_and_noted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_model_that_is_down_hands_over_to_its_fallback_and_cools_down() {
-    let w = world(Server::DownModel).await;
+    fallback(Server::DownModel, "503").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_the_server_does_not_know_hands_over_to_its_fallback() {
+    fallback(Server::UnknownModel, "does not exist").await;
+}
+
+async fn fallback(behaviour: Server, says: &str) {
+    let w = world(behaviour).await;
     run_to_approval(&w).await;
     let runs = runs(&w.db).await;
     let down: Vec<&Run> = runs.iter().filter(|r| r.model == "primary/model").collect();
     assert!(
         down.iter()
-            .all(|r| r.status == "error" && r.error.as_deref().unwrap_or_default().contains("503")),
+            .all(|r| r.status == "error" && r.error.as_deref().unwrap_or_default().contains(says)),
         "{down:#?}"
     );
     assert_eq!(
@@ -559,7 +577,11 @@ async fn a_model_that_is_down_hands_over_to_its_fallback_and_cools_down() {
     assert_eq!(status.channels[0].model.as_deref(), Some("backup/model"));
     let mut text = Vec::new();
     copydesk::report::project_status(&mut text, &status).unwrap();
-    assert!(String::from_utf8(text).unwrap().contains("backup/model"));
+    let text = String::from_utf8(text).unwrap();
+    assert!(text.contains("backup/model"), "{text}");
+    // Neither model has a price and the server reports no cost: flagged, not guessed.
+    assert!(text.contains("unpriced"), "{text}");
+    assert!(status.cost.iter().all(|c| c.cost_usd == 0.0));
 }
 
 /// Eight evaluation calls at once against a budget that covers three: three reserve
