@@ -687,3 +687,57 @@ async fn concurrent_calls_cannot_overspend_a_budget() {
         0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mode_pinned_per_agent_or_server_is_used_alone() {
+    let w = world(Server::Strict).await;
+    let host = url::Url::parse(&w.llm.uri()).unwrap();
+    let host = format!("{}:{}", host.host_str().unwrap(), host.port().unwrap());
+    let mut settings = fast_settings();
+    settings.llm.structured_modes.insert(
+        "blog-reviewer".into(),
+        copydesk::config::ModeSetting::Prompt,
+    );
+    settings
+        .llm
+        .structured_modes
+        .insert(host, copydesk::config::ModeSetting::JsonObject);
+    let client = remote_llm(&w.llm, &settings);
+    let scope = Scope {
+        pool: w.db.pool.clone(),
+        job_id: Uuid::new_v4(),
+        attempt: 1,
+        project_id: None,
+    };
+    let call = |agent: &str| Call {
+        agent: agent.into(),
+        system: "Answer.".into(),
+        user: "Linen lasts.".into(),
+        schema: Some((
+            "evaluation".into(),
+            json!({"title": "evaluation", "type": "object", "required": ["overall"],
+                   "properties": {"overall": {"type": "integer"}}}),
+        )),
+        hints: json!({}),
+    };
+    let by_agent = client.call(&scope, &call("blog-reviewer")).await.unwrap();
+    assert_eq!(by_agent.mode.map(|m| m.as_str()), Some("prompt"));
+    let by_server = client.call(&scope, &call("seo-specialist")).await.unwrap();
+    assert_eq!(by_server.mode.map(|m| m.as_str()), Some("json_object"));
+    let formats: Vec<Value> = w
+        .llm
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            serde_json::from_slice::<Value>(&r.body).unwrap()["response_format"]["type"].clone()
+        })
+        .collect();
+    assert_eq!(formats, vec![Value::Null, json!("json_object")]);
+    assert_eq!(
+        count(&w.db.pool, "SELECT count(*) FROM llm_modes").await,
+        0,
+        "a pinned mode is not learned"
+    );
+}

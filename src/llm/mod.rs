@@ -220,6 +220,8 @@ pub struct Llm {
 struct Try<'a> {
     model: &'a str,
     mode: Option<StructuredMode>,
+    /// The mode was negotiated (not pinned): what works is worth remembering.
+    negotiated: bool,
     started: Instant,
     reservation: Option<Reservation>,
 }
@@ -316,6 +318,7 @@ impl Llm {
                 let t = Try {
                     model,
                     mode,
+                    negotiated: pinned.is_none(),
                     started: Instant::now(),
                     reservation: self.reserve(scope, agent, estimate).await?,
                 };
@@ -835,7 +838,7 @@ impl Llm {
             tracing::warn!(error = %e, "could not record a model's success");
         }
         if let Some(mode) = t.mode
-            && self.pinned_mode_unset()
+            && t.negotiated
         {
             self.memory
                 .succeeded(&scope.pool, base_url, t.model, mode)
@@ -857,10 +860,6 @@ impl Llm {
             cost_usd: cost,
             notes: notes.clone(),
         }))
-    }
-
-    fn pinned_mode_unset(&self) -> bool {
-        self.cfg.structured_mode == ModeSetting::Auto
     }
 }
 
