@@ -565,6 +565,15 @@ async fn fallback(behaviour: Server, says: &str) {
         "{:?}",
         answered[0]
     );
+    assert!(
+        answered[3]
+            .notes
+            .as_deref()
+            .unwrap_or_default()
+            .contains("skipped primary/model (cooling down)"),
+        "{:?}",
+        answered[3]
+    );
     let cooling: bool = sqlx::query_scalar(
         "SELECT cooldown_until > now() FROM llm_model_health WHERE model = 'primary/model'",
     )

@@ -294,7 +294,7 @@ impl Llm {
         base_url: &str,
         key: Option<&Secret>,
     ) -> Result<Reply> {
-        let chain = self.chain(scope, agent, base_url).await?;
+        let (chain, skipped) = self.chain(scope, agent, base_url).await?;
         let attempts = self.cfg.max_call_attempts.max(1);
         let cap = Duration::from_secs(self.cfg.max_retry_wait_secs);
         let mut last = String::new();
@@ -312,6 +312,8 @@ impl Llm {
             let mut notes: Vec<String> = Vec::new();
             if hop > 0 {
                 notes.push(format!("fallback from {}", chain[hop - 1]));
+            } else if !skipped.is_empty() {
+                notes.push(format!("skipped {} (cooling down)", skipped.join(", ")));
             }
             loop {
                 let estimate = self.worst_case(model, call, agent, repair.as_ref());
@@ -497,13 +499,13 @@ impl Llm {
     }
 
     /// The agent's model and fallbacks, without those cooling down (all of them, in
-    /// order, when every one is).
+    /// order, when every one is), and those skipped.
     async fn chain(
         &self,
         scope: &Scope,
         agent: &AgentConfig,
         base_url: &str,
-    ) -> Result<Vec<String>> {
+    ) -> Result<(Vec<String>, Vec<String>)> {
         let mut chain = vec![agent.model_id.clone()];
         for m in &agent.fallback_model_ids {
             if !chain.contains(m) {
@@ -511,7 +513,7 @@ impl Llm {
             }
         }
         if chain.len() == 1 {
-            return Ok(chain);
+            return Ok((chain, Vec::new()));
         }
         let cooling = store::models::cooldowns(&scope.pool, base_url, &chain)
             .await
@@ -519,15 +521,18 @@ impl Llm {
                 doing: "reading model cooldowns".into(),
                 source,
             })?;
-        let ready: Vec<String> = chain
+        let (ready, skipped): (Vec<String>, Vec<String>) = chain
             .iter()
-            .filter(|m| !cooling.contains_key(*m))
             .cloned()
-            .collect();
+            .partition(|m| !cooling.contains_key(m));
         for (m, until) in &cooling {
             tracing::info!(model = %m, until = %until, "model cooling down: skipped");
         }
-        Ok(if ready.is_empty() { chain } else { ready })
+        Ok(if ready.is_empty() {
+            (chain, Vec::new())
+        } else {
+            (ready, skipped)
+        })
     }
 
     /// A mode pinned for the agent or the server, or globally.
