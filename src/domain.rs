@@ -154,3 +154,21 @@ text_enum! {
         Unpriced = "unpriced",
     }
 }
+
+text_enum! {
+    /// What an API token may do (`api_tokens.role`): each role may do what the ones
+    /// before it may.
+    pub enum TokenRole("token role") {
+        /// Reads.
+        Viewer = "viewer",
+        /// Also decides approvals and edits drafts.
+        Approver = "approver",
+        /// Also retries, cancels, enqueues, publishes and tests integrations.
+        Operator = "operator",
+        /// Also manages integrations, settings and tokens.
+        Admin = "admin",
+    }
+}
+
+/// The tenant every row belongs to until there are others (`tenants.slug = 'default'`).
+pub const DEFAULT_TENANT: uuid::Uuid = uuid::uuid!("00000000-0000-0000-0000-000000000001");

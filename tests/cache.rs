@@ -86,6 +86,7 @@ async fn catalogue_refresh_counts_inserts_updates_and_unchanged_rows() {
     store::settings::put(
         &db.pool,
         Some(&Keys::parse(&k).unwrap()),
+        None,
         "catalog_token",
         "cat-token-42",
     )
@@ -221,6 +222,7 @@ async fn drafts_refresh_stale_catalogue_items_first() {
     store::settings::put(
         &db.pool,
         Some(&Keys::parse(&k).unwrap()),
+        None,
         "catalog_token",
         "cat-token-42",
     )

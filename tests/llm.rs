@@ -47,6 +47,7 @@ fn scope(db: &TestDb, project: Option<Uuid>) -> Scope {
         pool: db.pool.clone(),
         job_id: Uuid::new_v4(),
         attempt: 1,
+        tenant_id: copydesk::domain::DEFAULT_TENANT,
         project_id: project,
     }
 }

@@ -443,6 +443,7 @@ async fn what_one_process_learned_another_uses_and_the_strong_mode_is_tried_agai
         pool: w.db.pool.clone(),
         job_id: Uuid::new_v4(),
         attempt: 1,
+        tenant_id: copydesk::domain::DEFAULT_TENANT,
         project_id: None,
     };
     // Another process (a client with nothing in memory) reads what was learned.
@@ -654,6 +655,7 @@ async fn concurrent_calls_cannot_overspend_a_budget() {
                 pool,
                 job_id: Uuid::new_v4(),
                 attempt: 1,
+                tenant_id: copydesk::domain::DEFAULT_TENANT,
                 project_id: Some(project),
             };
             client.call(&scope, &call).await
@@ -716,6 +718,7 @@ async fn a_mode_pinned_per_agent_or_server_is_used_alone() {
         pool: w.db.pool.clone(),
         job_id: Uuid::new_v4(),
         attempt: 1,
+        tenant_id: copydesk::domain::DEFAULT_TENANT,
         project_id: None,
     };
     let call = |agent: &str| Call {

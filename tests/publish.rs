@@ -58,6 +58,7 @@ async fn connect(
         platform,
         &creds,
         &meta,
+        "test",
     )
     .await
     .unwrap()
@@ -577,17 +578,20 @@ async fn keys_rotate_and_a_wrong_or_missing_key_fails_clearly() {
     store::settings::put(
         &db.pool,
         Some(&Keys::parse(&old).unwrap()),
+        None,
         "catalog_token",
         "cat-secret-123",
     )
     .await
     .unwrap();
-    store::settings::put(&db.pool, None, "note", "plain")
+    store::settings::put(&db.pool, None, None, "note", "plain")
         .await
         .unwrap();
     // Rotation needs the old key to read and the new one first to write.
     let both = Keys::parse(&format!("{new},{old}")).unwrap();
-    let done = store::settings::rotate(&db.pool, &both).await.unwrap();
+    let done = store::settings::rotate(&db.pool, &both, "test")
+        .await
+        .unwrap();
     assert_eq!(
         done,
         store::settings::Rotated {
@@ -599,7 +603,7 @@ async fn keys_rotate_and_a_wrong_or_missing_key_fails_clearly() {
     let (_, creds) = integrations::load(&db.pool, &only_new, id).await.unwrap();
     assert!(creds.get("page_access_token").is_some());
     assert_eq!(
-        store::settings::secret(&db.pool, &only_new, "catalog_token")
+        store::settings::secret(&db.pool, &only_new, "catalog_token", None)
             .await
             .unwrap()
             .as_deref(),
@@ -615,7 +619,11 @@ async fn keys_rotate_and_a_wrong_or_missing_key_fails_clearly() {
     );
     // Rotating with a list that cannot read everything changes nothing.
     let stranger = Keys::parse(&Keys::generate()).unwrap();
-    assert!(store::settings::rotate(&db.pool, &stranger).await.is_err());
+    assert!(
+        store::settings::rotate(&db.pool, &stranger, "test")
+            .await
+            .is_err()
+    );
     assert!(integrations::load(&db.pool, &only_new, id).await.is_ok());
 
     // A worker with the old key alone, and one with none: the job fails and says why.
@@ -743,9 +751,12 @@ async fn no_secret_reaches_logs_rows_errors_or_json() {
     .fetch_one(&db.pool)
     .await
     .unwrap();
-    let listing =
-        serde_json::to_string(&store::integrations::list(&db.pool, Some(p)).await.unwrap())
-            .unwrap();
+    let listing = serde_json::to_string(
+        &store::integrations::list(&db.pool, Some(p), None)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
     let (_, creds) = integrations::load(&db.pool, &Keys::parse(&k).unwrap(), x_id)
         .await
         .unwrap();
@@ -964,6 +975,7 @@ async fn reconciliation_never_takes_another_jobs_post_for_its_own() {
                 at: None,
                 again: true,
                 parent: None,
+                by: None,
             },
         )
         .await

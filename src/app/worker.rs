@@ -117,6 +117,8 @@ pub fn periodic(settings: &Settings) -> Vec<Periodic> {
                         NewJob::of(&CacheRefreshArgs {
                             source: *s,
                             within_hours: None,
+                            // Each tenant's brand voices are refreshed in a job of its own.
+                            every_tenant: *s == CacheSource::BrandVoice,
                         })
                         .idempotency_key(format!("cache_refresh:{s}:{at}"))
                     })

@@ -8,7 +8,7 @@ use clap::{ArgGroup, Args, Subcommand};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{Env, JsonFlag, table};
+use super::{Env, JsonFlag, TenantFlag, table};
 use crate::{
     domain::{ApprovalStatus, Channel},
     pipeline::{
@@ -27,6 +27,8 @@ pub enum ApprovalsCommand {
         /// Only approvals of this project's jobs.
         #[arg(long, value_parser = super::parse_id)]
         project: Option<Uuid>,
+        #[command(flatten)]
+        tenant: TenantFlag,
         #[arg(long, default_value_t = 50)]
         limit: i64,
         #[command(flatten)]
@@ -39,12 +41,10 @@ pub enum ApprovalsCommand {
         #[command(flatten)]
         json: JsonFlag,
     },
-    /// Approve: the next step follows (drafts, or publishing).
+    /// Approve: the next step follows (drafts, or publishing). `--by` names who.
     Approve {
         #[arg(value_parser = super::parse_id)]
         id: Uuid,
-        #[arg(long, default_value = "cli")]
-        by: String,
         #[arg(long)]
         notes: Option<String>,
     },
@@ -54,14 +54,13 @@ pub enum ApprovalsCommand {
         id: Uuid,
         #[arg(long)]
         notes: String,
-        #[arg(long, default_value = "cli")]
-        by: String,
     },
 }
 
 pub async fn run(
     cmd: ApprovalsCommand,
     env: &Env,
+    by: &str,
     out: &mut (dyn Write + Send),
 ) -> anyhow::Result<()> {
     let pool = &env.db.pool;
@@ -69,10 +68,12 @@ pub async fn run(
         ApprovalsCommand::List {
             status,
             project,
+            tenant,
             limit,
             json,
         } => {
-            let rows = store::approvals::list(pool, status, project, limit).await?;
+            let tenant = tenant.id(env).await?;
+            let rows = store::approvals::list(pool, status, project, tenant, limit).await?;
             if json.json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
             } else if rows.is_empty() {
@@ -135,12 +136,12 @@ pub async fn run(
                 )?;
             }
         }
-        ApprovalsCommand::Approve { id, by, notes } => {
-            let a = decisions::decide(pool, id, true, &by, notes.as_deref()).await?;
+        ApprovalsCommand::Approve { id, notes } => {
+            let a = decisions::decide(pool, id, true, by, notes.as_deref()).await?;
             writeln!(out, "{} approved by {by}; workers apply it next", a.id)?;
         }
-        ApprovalsCommand::Reject { id, notes, by } => {
-            let a = decisions::decide(pool, id, false, &by, Some(&notes)).await?;
+        ApprovalsCommand::Reject { id, notes } => {
+            let a = decisions::decide(pool, id, false, by, Some(&notes)).await?;
             writeln!(out, "{} rejected by {by}; workers apply it next", a.id)?;
         }
     }
@@ -170,8 +171,6 @@ pub enum DraftsCommand {
         /// The edited text ("-" for standard input).
         #[arg(long)]
         file: std::path::PathBuf,
-        #[arg(long, default_value = "cli")]
-        by: String,
     },
 }
 
@@ -192,16 +191,17 @@ pub enum ArtifactsCommand {
 pub async fn drafts(
     cmd: DraftsCommand,
     env: &Env,
+    by: &str,
     out: &mut (dyn Write + Send),
 ) -> anyhow::Result<()> {
-    let DraftsCommand::Edit { artifact, file, by } = cmd;
+    let DraftsCommand::Edit { artifact, file } = cmd;
     let text = if file.as_os_str() == "-" {
         std::io::read_to_string(std::io::stdin())?
     } else {
         std::fs::read_to_string(&file)
             .map_err(|e| anyhow::anyhow!("reading --file {}: {e}", file.display()))?
     };
-    let id = decisions::edit_draft(&env.db.pool, artifact, &text, &by).await?;
+    let id = decisions::edit_draft(&env.db.pool, artifact, &text, by).await?;
     writeln!(out, "{id}")?;
     Ok(())
 }
@@ -259,6 +259,9 @@ pub struct StartArgs {
     /// Publish approved drafts at this time (RFC 3339).
     #[arg(long)]
     pub schedule: Option<DateTime<Utc>>,
+    /// The tenant the project is (or is created) in; `default` without it.
+    #[arg(long, value_name = "SLUG")]
+    pub tenant: Option<String>,
     #[command(flatten)]
     pub json: JsonFlag,
 }
@@ -291,8 +294,20 @@ pub async fn pipeline(
         instructions: None,
         schedule: a.schedule,
     };
+    let tenant = match &a.tenant {
+        Some(slug) => Some(store::tenants::by_slug(&env.db.pool, slug).await?),
+        None => None,
+    };
     let mut tx = env.db.pool.begin().await?;
-    let started = start(&mut tx, &crate::app::catalog(), project, &a.store_url, plan).await?;
+    let started = start(
+        &mut tx,
+        &crate::app::catalog(),
+        tenant.as_ref(),
+        project,
+        &a.store_url,
+        plan,
+    )
+    .await?;
     tx.commit().await?;
     if a.json.json {
         writeln!(

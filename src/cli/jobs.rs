@@ -5,8 +5,9 @@ use std::io::Write;
 use clap::{Args, Subcommand};
 use uuid::Uuid;
 
-use super::{Env, JsonFlag, table};
+use super::{Env, JsonFlag, TenantFlag, table};
 use crate::{
+    pipeline::operator,
     queue::{Job, JobStatus, ops, sql},
     report, store,
 };
@@ -46,6 +47,8 @@ pub struct ListArgs {
     /// Only jobs of this kind.
     #[arg(long)]
     pub kind: Option<String>,
+    #[command(flatten)]
+    pub tenant: TenantFlag,
     /// At most this many rows.
     #[arg(long, default_value_t = 50)]
     pub limit: i64,
@@ -53,11 +56,17 @@ pub struct ListArgs {
     pub json: JsonFlag,
 }
 
-pub async fn run(cmd: JobsCommand, env: &Env, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
+pub async fn run(
+    cmd: JobsCommand,
+    env: &Env,
+    by: &str,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<()> {
     let pool = &env.db.pool;
     match cmd {
         JobsCommand::List(a) => {
-            let jobs = sql::job_list(pool, a.status, a.kind.as_deref(), a.limit).await?;
+            let tenant = a.tenant.id(env).await?;
+            let jobs = sql::job_list(pool, a.status, a.kind.as_deref(), tenant, a.limit).await?;
             if a.json.json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&jobs)?)?;
             } else if jobs.is_empty() {
@@ -77,6 +86,7 @@ pub async fn run(cmd: JobsCommand, env: &Env, out: &mut (dyn Write + Send)) -> a
                     ("id", j.id.to_string()),
                     ("kind", j.kind.clone()),
                     ("status", j.status.to_string()),
+                    ("tenant", j.tenant_id.to_string()),
                     ("project", opt(j.project_id.map(|p| p.to_string()))),
                     (
                         "input artifact",
@@ -116,11 +126,11 @@ pub async fn run(cmd: JobsCommand, env: &Env, out: &mut (dyn Write + Send)) -> a
             }
         }
         JobsCommand::Retry { id, json } => {
-            let job = ops::retry(pool, id).await?;
+            let job = operator::retry(pool, id, by).await?;
             print_job(out, &job, json, "queued again (attempts reset)")?;
         }
         JobsCommand::Cancel { id, json } => {
-            let job = ops::cancel(pool, id).await?;
+            let job = operator::cancel(pool, id, by).await?;
             print_job(out, &job, json, "cancelled")?;
         }
     }

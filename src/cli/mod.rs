@@ -7,6 +7,7 @@ mod cleanup;
 mod enqueue;
 mod jobs;
 mod publish;
+mod tenants;
 mod worker;
 
 use std::{io::Write, net::SocketAddr};
@@ -25,8 +26,24 @@ pub use crate::report::table;
 #[derive(Debug, Parser)]
 #[command(name = "copydesk", version, about, long_about)]
 pub struct Cli {
+    /// Who is acting: recorded in audit_log and on decisions (default: the OS user).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub by: Option<String>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Who the audit log names: `--by`, else the OS user, else `cli`.
+    pub fn actor(&self) -> String {
+        self.by
+            .clone()
+            .or_else(|| std::env::var("USER").ok())
+            .or_else(|| std::env::var("LOGNAME").ok())
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "cli".into())
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -78,6 +95,15 @@ pub enum Command {
     /// Database helpers.
     #[command(subcommand)]
     Db(DbCommand),
+    /// The companies sharing this database, and the database roles that are each.
+    #[command(subcommand)]
+    Tenants(tenants::TenantsCommand),
+    /// Tokens for the HTTP API (the secret is shown once, when made).
+    #[command(subcommand)]
+    Tokens(tenants::TokensCommand),
+    /// Who did what to which row, and when.
+    #[command(subcommand)]
+    Audit(tenants::AuditCommand),
 }
 
 #[derive(Debug, Args)]
@@ -118,7 +144,8 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
     // A worker listens for SIGTERM from the start, before the database is up.
     let shutdown = matches!(cli.command, Command::Worker(_)).then(worker::shutdown_signal);
     let env = Env::open().await?;
-    let result = dispatch(cli.command, &env, shutdown, out).await;
+    let by = cli.actor();
+    let result = dispatch(cli.command, &env, &by, shutdown, out).await;
     env.db.pool.close().await;
     result
 }
@@ -126,6 +153,7 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
 async fn dispatch(
     command: Command,
     env: &Env,
+    by: &str,
     shutdown: Option<impl std::future::Future<Output = ()> + Send + 'static>,
     out: &mut (dyn Write + Send),
 ) -> anyhow::Result<()> {
@@ -144,16 +172,19 @@ async fn dispatch(
             worker::run(args, env, shutdown, out).await?
         }
         Command::Enqueue(args) => enqueue::run(args, env, out).await?,
-        Command::Jobs(cmd) => jobs::run(cmd, env, out).await?,
+        Command::Jobs(cmd) => jobs::run(cmd, env, by, out).await?,
         Command::Queue(QueueCommand::Stats(f)) => jobs::stats(f, env, out).await?,
         Command::Cleanup(args) => cleanup::run(args, env, out).await?,
-        Command::Approvals(cmd) => approvals::run(cmd, env, out).await?,
+        Command::Approvals(cmd) => approvals::run(cmd, env, by, out).await?,
         Command::Pipeline(cmd) => approvals::pipeline(cmd, env, out).await?,
-        Command::Drafts(cmd) => approvals::drafts(cmd, env, out).await?,
+        Command::Drafts(cmd) => approvals::drafts(cmd, env, by, out).await?,
         Command::Artifacts(cmd) => approvals::artifacts(cmd, env, out).await?,
-        Command::Publish(args) => publish::publish(args, env, out).await?,
-        Command::Integrations(cmd) => publish::integrations(cmd, env, out).await?,
-        Command::Keys(cmd) => publish::keys(cmd, env, out).await?,
+        Command::Publish(args) => publish::publish(args, env, by, out).await?,
+        Command::Integrations(cmd) => publish::integrations(cmd, env, by, out).await?,
+        Command::Keys(cmd) => publish::keys(cmd, env, by, out).await?,
+        Command::Tenants(cmd) => tenants::tenants(cmd, env, by, out).await?,
+        Command::Tokens(cmd) => tenants::tokens(cmd, env, by, out).await?,
+        Command::Audit(cmd) => tenants::audit(cmd, env, out).await?,
         Command::Settings(cmd) => publish::settings(cmd, env, out).await?,
         Command::Db(DbCommand::Url) => match &env.db.cluster {
             Some(c) => writeln!(out, "{}", c.url("copydesk"))?,
@@ -172,6 +203,48 @@ pub struct BadArg(String);
 /// Parses an id, naming the argument when it is not a UUID.
 pub fn parse_id(s: &str) -> Result<Uuid, BadArg> {
     Uuid::parse_str(s).map_err(|e| BadArg(format!("{s:?} is not an id (a UUID): {e}")))
+}
+
+/// Parses a duration: a whole number with `s`, `m`, `h` or `d` (`90d`, `12h`, `30m`).
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, BadArg> {
+    let bad = || {
+        BadArg(format!(
+            "{s:?} is not a duration: a whole number and s, m, h or d, like 90d or 12h"
+        ))
+    };
+    let t = s.trim();
+    let unit = t.chars().last().ok_or_else(bad)?;
+    let secs = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return Err(bad()),
+    };
+    let n: u64 = t[..t.len() - 1].parse().map_err(|_| bad())?;
+    if n == 0 {
+        return Err(BadArg(format!(
+            "{s:?}: a duration must be longer than zero"
+        )));
+    }
+    n.checked_mul(secs)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(bad)
+}
+
+/// `--tenant SLUG`: the tenant a command acts for or lists (all or `default` without it).
+#[derive(Debug, Clone, Args)]
+pub struct TenantFlag {
+    /// Only this tenant's rows (its slug; `copydesk tenants list` shows them).
+    #[arg(long, value_name = "SLUG")]
+    pub tenant: Option<String>,
+}
+
+impl TenantFlag {
+    /// The tenant's id, or none without the flag; an unknown slug is an error naming it.
+    pub async fn id(&self, env: &Env) -> anyhow::Result<Option<Uuid>> {
+        Ok(crate::store::tenants::resolve(&env.db.pool, self.tenant.as_deref()).await?)
+    }
 }
 
 /// Parses `--http` addresses.

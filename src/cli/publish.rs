@@ -10,7 +10,7 @@ use clap::Subcommand;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::{Env, JsonFlag, parse_id, table};
+use super::{Env, JsonFlag, TenantFlag, parse_id, table};
 use crate::{
     domain::Platform,
     keys::Keys,
@@ -48,6 +48,8 @@ pub enum IntegrationsCommand {
     List {
         #[arg(long, value_parser = parse_id)]
         project: Option<Uuid>,
+        #[command(flatten)]
+        tenant: TenantFlag,
         #[command(flatten)]
         json: JsonFlag,
     },
@@ -87,9 +89,18 @@ pub enum SettingsCommand {
         value: Option<String>,
         #[arg(long)]
         secret: bool,
+        /// Set this tenant's override instead of the global setting.
+        #[arg(long, value_name = "SLUG")]
+        tenant: Option<String>,
     },
     /// Keys of every app setting; secret values are never shown.
-    List(JsonFlag),
+    List {
+        /// The global settings and this tenant's overrides only.
+        #[arg(long, value_name = "SLUG")]
+        tenant: Option<String>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
 }
 
 pub fn keys_generate(out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
@@ -97,12 +108,17 @@ pub fn keys_generate(out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn keys(cmd: KeysCommand, env: &Env, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
+pub async fn keys(
+    cmd: KeysCommand,
+    env: &Env,
+    by: &str,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<()> {
     match cmd {
         KeysCommand::Generate => keys_generate(out),
         KeysCommand::Rotate(json) => {
             let k = Keys::from_env()?;
-            let done = store::settings::rotate(&env.db.pool, &k).await?;
+            let done = store::settings::rotate(&env.db.pool, &k, by).await?;
             if json.json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&done)?)?;
             } else {
@@ -120,6 +136,7 @@ pub async fn keys(cmd: KeysCommand, env: &Env, out: &mut (dyn Write + Send)) -> 
 pub async fn integrations(
     cmd: IntegrationsCommand,
     env: &Env,
+    by: &str,
     out: &mut (dyn Write + Send),
 ) -> anyhow::Result<()> {
     let pool = &env.db.pool;
@@ -137,11 +154,17 @@ pub async fn integrations(
             let metadata: Value =
                 serde_json::from_str(&metadata).context("--metadata is not JSON")?;
             let k = Keys::from_env()?;
-            let id = integrations::connect(pool, &k, project, platform, &creds, &metadata).await?;
+            let id =
+                integrations::connect(pool, &k, project, platform, &creds, &metadata, by).await?;
             writeln!(out, "{id}")?;
         }
-        IntegrationsCommand::List { project, json } => {
-            let list = store::integrations::list(pool, project).await?;
+        IntegrationsCommand::List {
+            project,
+            tenant,
+            json,
+        } => {
+            let tenant = tenant.id(env).await?;
+            let list = store::integrations::list(pool, project, tenant).await?;
             if json.json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
             } else if list.is_empty() {
@@ -182,7 +205,7 @@ pub async fn integrations(
         }
         IntegrationsCommand::Test { id, json } => {
             let k = Arc::new(Keys::from_env()?);
-            let t = integrations::test(pool, &env.settings.publish, k, id).await?;
+            let t = integrations::test(pool, &env.settings.publish, k, id, by).await?;
             if json.json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&t)?)?;
             } else if t.ok {
@@ -206,6 +229,7 @@ pub async fn integrations(
 pub async fn publish(
     args: PublishArgs,
     env: &Env,
+    by: &str,
     out: &mut (dyn Write + Send),
 ) -> anyhow::Result<()> {
     let request = PublicationRequest {
@@ -214,6 +238,7 @@ pub async fn publish(
         at: args.at,
         again: args.again,
         parent: None,
+        by: Some(by.to_owned()),
     };
     let mut tx = env.db.pool.begin().await?;
     let r = publication::request(
@@ -255,7 +280,13 @@ pub async fn settings(
 ) -> anyhow::Result<()> {
     let pool = &env.db.pool;
     match cmd {
-        SettingsCommand::Set { key, value, secret } => {
+        SettingsCommand::Set {
+            key,
+            value,
+            secret,
+            tenant,
+        } => {
+            let tenant = store::tenants::resolve(pool, tenant.as_deref()).await?;
             let value = match value {
                 Some(v) => v,
                 None => {
@@ -269,11 +300,12 @@ pub async fn settings(
             } else {
                 None
             };
-            store::settings::put(pool, k.as_ref(), &key, &value).await?;
+            store::settings::put(pool, k.as_ref(), tenant, &key, &value).await?;
             writeln!(out, "{key} set{}", if secret { " (encrypted)" } else { "" })?;
         }
-        SettingsCommand::List(json) => {
-            let rows = store::settings::list(pool).await?;
+        SettingsCommand::List { tenant, json } => {
+            let tenant = store::tenants::resolve(pool, tenant.as_deref()).await?;
+            let rows = store::settings::list(pool, tenant).await?;
             if json.json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
             } else if rows.is_empty() {
@@ -284,6 +316,7 @@ pub async fn settings(
                     .map(|s| {
                         vec![
                             s.key,
+                            s.tenant.unwrap_or_else(|| "(global)".into()),
                             if s.secret {
                                 "(secret)".into()
                             } else {
@@ -293,7 +326,11 @@ pub async fn settings(
                         ]
                     })
                     .collect();
-                writeln!(out, "{}", table(&["KEY", "VALUE", "UPDATED"], rows))?;
+                writeln!(
+                    out,
+                    "{}",
+                    table(&["KEY", "TENANT", "VALUE", "UPDATED"], rows)
+                )?;
             }
         }
     }

@@ -129,6 +129,7 @@ async fn pipeline(env: &Env, out: &mut (dyn Write + Send)) -> anyhow::Result<()>
     let project = start(
         &mut tx,
         runner.catalog(),
+        None,
         ProjectRef::New("Linen & Loom (demo)".into()),
         &store_url,
         plan,
@@ -138,7 +139,7 @@ async fn pipeline(env: &Env, out: &mut (dyn Write + Send)) -> anyhow::Result<()>
     tx.commit().await?;
     for platform in DESTINATIONS {
         let (creds, metadata) = platforms.integration(platform);
-        integrations::connect(&pool, &keys, project, platform, &creds, &metadata).await?;
+        integrations::connect(&pool, &keys, project, platform, &creds, &metadata, "demo").await?;
     }
     writeln!(
         out,
@@ -195,8 +196,14 @@ async fn pipeline(env: &Env, out: &mut (dyn Write + Send)) -> anyhow::Result<()>
             )?;
         }
         // Approve what waits, as a person would.
-        for a in
-            store::approvals::list(&pool, Some(ApprovalStatus::Pending), Some(project), 50).await?
+        for a in store::approvals::list(
+            &pool,
+            Some(ApprovalStatus::Pending),
+            Some(project),
+            None,
+            50,
+        )
+        .await?
         {
             if !approved.contains(&a.id) {
                 decisions::decide(&pool, a.id, true, "demo", Some("looks good")).await?;

@@ -135,7 +135,7 @@ pub async fn run(ctx: &Ctx, args: &BrandVoiceArgs) -> Result<Analysed, JobError>
 
     // A fresh analysis of the same site is reused: no fetch, no model call.
     let cached = match &key {
-        Some(k) => store::caches::brand_voice(&ctx.pool, k).await?,
+        Some(k) => store::caches::brand_voice(&ctx.pool, ctx.job.tenant_id, k).await?,
         None => None,
     };
     let (analysis, from_cache) = match cached {
@@ -201,10 +201,14 @@ pub(crate) async fn analyse(
     for s in samples {
         let sample = match s {
             Sample::Text(t) => t.clone(),
-            Sample::Artifact { artifact_id: id } => store::artifacts::source_text(&ctx.pool, *id)
-                .await
-                .retryable()?
-                .ok_or_else(|| JobError::permanent(format!("samples: no source artifact {id}")))?,
+            Sample::Artifact { artifact_id: id } => {
+                store::artifacts::source_text(&ctx.pool, *id, ctx.job.tenant_id)
+                    .await
+                    .retryable()?
+                    .ok_or_else(|| {
+                        JobError::permanent(format!("samples: no source artifact {id}"))
+                    })?
+            }
         };
         text.push('\n');
         text.push_str(&sample);

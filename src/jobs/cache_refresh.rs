@@ -1,5 +1,9 @@
 //! `cache_refresh`: keeps the caches drafts draw on fresh.
 //!
+//! Each refresh acts on its job's tenant's cache (caches are per tenant); the scheduled
+//! brand-voice refresh (`every_tenant`) also enqueues one for every other tenant with
+//! entries about to expire, so each tenant's refresh is its own job, costs and all.
+//!
 //! - `catalog`: pages through the external catalogue API (`[catalog]`), fetched
 //!   through the SSRF guard, and upserts `catalog_items` with `expires_at` a TTL on,
 //!   counting inserted, updated (the item's JSON changed) and unchanged rows. An item
@@ -9,10 +13,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use copydesk_queue::{JobArgs, JobError, Outcome, ResultExt, text_enum};
+use std::sync::Arc;
+
+use copydesk_queue::{JobArgs, JobError, NewJob, Outcome, ResultExt, text_enum};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::PgPool;
+use uuid::Uuid;
 
 use super::Ctx;
 use crate::{
@@ -37,6 +44,9 @@ pub struct CacheRefreshArgs {
     /// Brand voices: refresh those that expire within this many hours (default 24).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub within_hours: Option<i32>,
+    /// Brand voices: also enqueue a refresh for every other tenant with expiring entries.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub every_tenant: bool,
 }
 
 impl JobArgs for CacheRefreshArgs {
@@ -55,6 +65,9 @@ pub enum CacheRefreshOutput {
         refreshed: Vec<String>,
         failed: Vec<RefreshFailure>,
         not_in_use: u64,
+        /// Refreshes enqueued for other tenants (`every_tenant`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        tenants_enqueued: Vec<Uuid>,
     },
 }
 
@@ -76,11 +89,13 @@ pub struct CatalogCounts {
 }
 
 pub async fn run(ctx: Ctx, args: CacheRefreshArgs) -> Result<Outcome, JobError> {
+    let mut others = Vec::new();
     let output = match args.source {
         CacheSource::Catalog => {
             let token = catalog_token(&ctx).await?;
             let counts = refresh_catalog(
                 &ctx.pool,
+                ctx.job.tenant_id,
                 &ctx.app.fetcher,
                 &ctx.app.settings.catalog,
                 token.as_deref(),
@@ -90,28 +105,70 @@ pub async fn run(ctx: Ctx, args: CacheRefreshArgs) -> Result<Outcome, JobError> 
             CacheRefreshOutput::Catalog { counts }
         }
         CacheSource::BrandVoice => {
-            refresh_brand_voices(&ctx, args.within_hours.unwrap_or(24)).await?
+            let within = args.within_hours.unwrap_or(24);
+            if args.every_tenant {
+                others = store::caches::tenants_with_expiring_brand_voices(&ctx.pool, within)
+                    .await?
+                    .into_iter()
+                    .filter(|t| *t != ctx.job.tenant_id)
+                    .collect();
+            }
+            let mut out = refresh_brand_voices(&ctx, within).await?;
+            if let CacheRefreshOutput::BrandVoice {
+                tenants_enqueued, ..
+            } = &mut out
+            {
+                tenants_enqueued.clone_from(&others);
+            }
+            out
         }
     };
-    Ok(Outcome::done_with(json!(output)))
+    let done = Outcome::done_with(json!(output));
+    if others.is_empty() {
+        return Ok(done);
+    }
+    // One job per tenant, keyed by this job: a retried finish enqueues each once.
+    let parent = ctx.job.id;
+    let jobs: Vec<NewJob> = others
+        .iter()
+        .map(|t| {
+            NewJob::of(&CacheRefreshArgs {
+                source: CacheSource::BrandVoice,
+                within_hours: args.within_hours,
+                every_tenant: false,
+            })
+            .tenant(*t)
+            .parent(parent)
+            .idempotency_key(format!("cache_refresh:brand_voice:{parent}:{t}"))
+        })
+        .collect();
+    let catalog = ctx.catalog.clone();
+    Ok(done.with_effects(Arc::new(move |conn| {
+        let (jobs, catalog) = (jobs.clone(), catalog.clone());
+        Box::pin(async move {
+            copydesk_queue::enqueue_many(conn, &catalog, &jobs).await?;
+            Ok(())
+        })
+    })))
 }
 
 /// The catalogue token: COPYDESK_CATALOG_TOKEN, else the encrypted app setting
-/// `catalog_token`, else none.
+/// `catalog_token` (the job's tenant's override, else the global row), else none.
 pub(crate) async fn catalog_token(ctx: &Ctx) -> Result<Option<String>, JobError> {
     if let Ok(t) = std::env::var("COPYDESK_CATALOG_TOKEN")
         && !t.is_empty()
     {
         return Ok(Some(t));
     }
-    if !store::settings::has_secret(&ctx.pool, "catalog_token").await? {
+    let tenant = Some(ctx.job.tenant_id);
+    if !store::settings::has_secret(&ctx.pool, "catalog_token", tenant).await? {
         return Ok(None);
     }
     let keys =
         ctx.app.keys.clone().map_err(|e| {
             JobError::permanent(format!("the catalog_token setting is encrypted: {e}"))
         })?;
-    Ok(store::settings::secret(&ctx.pool, &keys, "catalog_token").await?)
+    Ok(store::settings::secret(&ctx.pool, &keys, "catalog_token", tenant).await?)
 }
 
 fn text(v: &Value) -> Option<String> {
@@ -164,6 +221,7 @@ fn item(raw: &Value) -> Result<CatalogItem, Skipped> {
 /// Fetches every page of the catalogue and upserts it in one transaction.
 pub async fn refresh_catalog(
     pool: &PgPool,
+    tenant: Uuid,
     fetcher: &Fetcher,
     cfg: &CatalogSettings,
     token: Option<&str>,
@@ -231,7 +289,7 @@ pub async fn refresh_catalog(
     let mut tx = pool.begin().await.retryable()?;
     let ids: Vec<&str> = items.keys().map(String::as_str).collect();
     let existing: HashMap<String, Value> =
-        store::caches::catalog_raw_for_update(&mut tx, &ids).await?;
+        store::caches::catalog_raw_for_update(&mut tx, tenant, &ids).await?;
     for i in items.values() {
         match existing.get(&i.external_id) {
             None => counts.inserted += 1,
@@ -240,7 +298,13 @@ pub async fn refresh_catalog(
         }
     }
     let all: Vec<&CatalogItem> = items.values().collect();
-    store::caches::catalog_upsert(&mut *tx, &all, cfg.ttl_hours.clamp(1, 24 * 365) as i32).await?;
+    store::caches::catalog_upsert(
+        &mut *tx,
+        tenant,
+        &all,
+        cfg.ttl_hours.clamp(1, 24 * 365) as i32,
+    )
+    .await?;
     tx.commit().await.retryable()?;
     Ok(counts)
 }
@@ -249,8 +313,9 @@ async fn refresh_brand_voices(
     ctx: &Ctx,
     within_hours: i32,
 ) -> Result<CacheRefreshOutput, JobError> {
-    let expiring = store::caches::expiring_brand_voices(&ctx.pool, within_hours).await?;
-    let projects = store::projects::active_store_urls(&ctx.pool).await?;
+    let tenant = ctx.job.tenant_id;
+    let expiring = store::caches::expiring_brand_voices(&ctx.pool, tenant, within_hours).await?;
+    let projects = store::projects::active_store_urls(&ctx.pool, tenant).await?;
     // The cache key is the normalised URL; fetch the project's own spelling of it.
     let in_use: HashMap<String, String> = projects
         .into_iter()
@@ -264,7 +329,7 @@ async fn refresh_brand_voices(
         };
         match super::brand_voice_analysis::analyse(ctx, Some(url), &[]).await {
             Ok(analysis) => {
-                store::caches::refresh_brand_voice(&ctx.pool, &key, &analysis).await?;
+                store::caches::refresh_brand_voice(&ctx.pool, tenant, &key, &analysis).await?;
                 refreshed.push(key);
             }
             Err(e) => {
@@ -286,5 +351,6 @@ async fn refresh_brand_voices(
         refreshed,
         failed,
         not_in_use,
+        tenants_enqueued: Vec::new(),
     })
 }

@@ -127,7 +127,7 @@ pub fn enforce_rules(c: Channel, text: &str, title: Option<&str>) -> String {
 pub async fn run(ctx: &Ctx, args: &DraftArgs) -> Result<Drafted, JobError> {
     let channel = args.channel;
     let bv_id = args.brand_voice_artifact_id;
-    let brand_voice = store::artifacts::brand_voice_analysis(&ctx.pool, bv_id)
+    let brand_voice = store::artifacts::brand_voice_analysis(&ctx.pool, bv_id, ctx.job.tenant_id)
         .await
         .retryable()?
         .ok_or_else(|| {
@@ -137,7 +137,7 @@ pub async fn run(ctx: &Ctx, args: &DraftArgs) -> Result<Drafted, JobError> {
         })?;
     let previous = match args.based_on {
         Some(id) => Some(
-            store::artifacts::content(&ctx.pool, id)
+            store::artifacts::content(&ctx.pool, id, ctx.job.tenant_id)
                 .await
                 .retryable()?
                 .ok_or_else(|| JobError::permanent(format!("based_on: no artifact {id}")))?,
@@ -148,7 +148,7 @@ pub async fn run(ctx: &Ctx, args: &DraftArgs) -> Result<Drafted, JobError> {
     let products = if args.catalog_item_ids.is_empty() {
         Vec::new()
     } else {
-        store::caches::catalog_products(&ctx.pool, &args.catalog_item_ids)
+        store::caches::catalog_products(&ctx.pool, ctx.job.tenant_id, &args.catalog_item_ids)
             .await
             .retryable()?
     };
@@ -268,7 +268,7 @@ async fn refresh_stale_items(ctx: &Ctx, ids: &[String]) -> Result<(), JobError> 
     if ids.is_empty() || ctx.app.settings.catalog.url.trim().is_empty() {
         return Ok(());
     }
-    let fresh = store::caches::catalog_fresh(&ctx.pool, ids)
+    let fresh = store::caches::catalog_fresh(&ctx.pool, ctx.job.tenant_id, ids)
         .await
         .retryable()?;
     if fresh >= ids.len() {
@@ -281,6 +281,7 @@ async fn refresh_stale_items(ctx: &Ctx, ids: &[String]) -> Result<(), JobError> 
     let token = super::cache_refresh::catalog_token(ctx).await?;
     if let Err(e) = super::cache_refresh::refresh_catalog(
         &ctx.pool,
+        ctx.job.tenant_id,
         &ctx.app.fetcher,
         &ctx.app.settings.catalog,
         token.as_deref(),

@@ -120,13 +120,15 @@ pub fn checks(channel: Channel, draft: &str, banned: &[String]) -> Vec<(i64, Str
 
 pub async fn run(ctx: &Ctx, args: &EvaluationArgs) -> Result<Evaluated, JobError> {
     let (channel, draft_id, iteration) = (args.channel, args.draft_artifact_id, args.iteration);
-    let inputs =
-        store::artifacts::evaluation_inputs(&ctx.pool, draft_id, args.brand_voice_artifact_id)
-            .await
-            .retryable()?
-            .ok_or_else(|| {
-                JobError::permanent(format!("draft_artifact_id: no artifact {draft_id}"))
-            })?;
+    let inputs = store::artifacts::evaluation_inputs(
+        &ctx.pool,
+        draft_id,
+        args.brand_voice_artifact_id,
+        ctx.job.tenant_id,
+    )
+    .await
+    .retryable()?
+    .ok_or_else(|| JobError::permanent(format!("draft_artifact_id: no artifact {draft_id}")))?;
     let banned: Vec<String> = serde_json::from_value(inputs.banned_phrases).unwrap_or_default();
     let draft = inputs.draft;
     let vars = json!({"channel": channel.as_str(), "brand_voice": inputs.brand_voice, "draft": draft, "iteration": iteration});

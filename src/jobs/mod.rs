@@ -47,6 +47,7 @@ pub fn llm_scope(ctx: &Ctx) -> llm::Scope {
         pool: ctx.pool.clone(),
         job_id: ctx.job.id,
         attempt: ctx.job.attempts,
+        tenant_id: ctx.job.tenant_id,
         project_id: ctx.job.project_id,
     }
 }

@@ -80,6 +80,11 @@ pub struct PublishingOutput {
 pub async fn run(ctx: Ctx, args: PublishingArgs) -> Result<Outcome, JobError> {
     let artifact = args.artifact_id;
     let draft = store::artifacts::publishable(&ctx.pool, artifact).await?;
+    if draft.tenant_id != ctx.job.tenant_id {
+        return Err(JobError::permanent(format!(
+            "artifact {artifact} belongs to another tenant than this job's: refusing to publish it"
+        )));
+    }
     if draft.kind != ArtifactKind::Draft {
         return Err(JobError::permanent(format!(
             "artifact {artifact} is a {}, not a draft",
@@ -125,6 +130,11 @@ pub async fn run(ctx: Ctx, args: PublishingArgs) -> Result<Outcome, JobError> {
     if platform.channel() != channel {
         return Err(JobError::permanent(format!(
             "integration {integration_id} publishes to {platform}, which does not take {channel} drafts"
+        )));
+    }
+    if integration.tenant_id != ctx.job.tenant_id {
+        return Err(JobError::permanent(format!(
+            "integration {integration_id} belongs to another tenant than this job's"
         )));
     }
     if project.is_some_and(|p| p != integration.project_id) {

@@ -204,6 +204,8 @@ pub struct Scope {
     pub pool: PgPool,
     pub job_id: Uuid,
     pub attempt: i32,
+    /// Whose call it is: the tenant's own agent settings win over the global ones.
+    pub tenant_id: Uuid,
     pub project_id: Option<Uuid>,
 }
 
@@ -253,7 +255,7 @@ impl Llm {
     /// Makes one model call for `scope`'s job: agent config, budget reservations, the
     /// model chain, mode negotiation, repair, a `runs` row per request.
     pub async fn call(&self, scope: &Scope, call: &Call) -> Result<Reply> {
-        let agent = store::agents::get(&scope.pool, &call.agent)
+        let agent = store::agents::get(&scope.pool, &call.agent, Some(scope.tenant_id))
             .await
             .map_err(|source| Error::Store {
                 doing: "reading agent_model_configs".into(),

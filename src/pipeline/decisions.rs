@@ -47,7 +47,26 @@ pub async fn decide(
     } else {
         ApprovalStatus::Rejected
     };
-    Ok(store::approvals::decide(pool, id, status, by, notes).await?)
+    let mut tx = pool.begin().await.map_err(store::Error::from)?;
+    let a = store::approvals::decide(&mut tx, id, status, by, notes).await?;
+    store::audit::record(
+        &mut *tx,
+        &store::audit::Entry {
+            tenant: Some(a.tenant_id),
+            actor: by,
+            action: if approve {
+                "approval.approved"
+            } else {
+                "approval.rejected"
+            },
+            target_table: Some("approvals"),
+            target_id: Some(a.id),
+            details: serde_json::json!({"artifact_id": a.artifact_id, "notes": notes}),
+        },
+    )
+    .await?;
+    tx.commit().await.map_err(store::Error::from)?;
+    Ok(a)
 }
 
 /// Stores a person's edit of a draft as a new `human` version based on it; a pending
@@ -57,8 +76,23 @@ pub async fn edit_draft(pool: &PgPool, draft: Uuid, content: &str, by: &str) -> 
         return Err(Error::Invalid("the edited text is empty".into()));
     }
     let mut tx = pool.begin().await.map_err(store::Error::from)?;
-    let id = store::artifacts::insert_human_version(&mut tx, draft, content, by).await?;
-    store::approvals::repoint_pending(&mut *tx, draft, id).await?;
+    let (id, tenant) = store::artifacts::insert_human_version(&mut tx, draft, content, by).await?;
+    let repointed = store::approvals::repoint_pending(&mut *tx, draft, id).await?;
+    store::audit::record(
+        &mut *tx,
+        &store::audit::Entry {
+            tenant: Some(tenant),
+            actor: by,
+            action: "draft.edited",
+            target_table: Some("artifacts"),
+            target_id: Some(id),
+            details: serde_json::json!({
+                "based_on_id": draft, "chars": content.chars().count(),
+                "approvals_moved": repointed,
+            }),
+        },
+    )
+    .await?;
     tx.commit().await.map_err(store::Error::from)?;
     Ok(id)
 }
@@ -163,6 +197,7 @@ async fn apply_one(
                     at: a.schedule,
                     again: false,
                     parent: Some(job),
+                    by: None,
                 };
                 let done = publication::request(
                     &mut *conn,

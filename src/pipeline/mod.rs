@@ -29,6 +29,7 @@
 //! ```
 
 pub mod decisions;
+pub mod operator;
 pub mod publication;
 pub mod start;
 pub mod steps;
@@ -66,6 +67,13 @@ pub enum Error {
     },
     #[error("integration {integration} belongs to another project than artifact {artifact}")]
     OtherProject { integration: Uuid, artifact: Uuid },
+    /// A row named by id belongs to another tenant than the one the caller acts for.
+    #[error("{what} {id} belongs to another tenant than {tenant}")]
+    OtherTenant {
+        what: &'static str,
+        id: Uuid,
+        tenant: String,
+    },
     #[error(
         "artifact {artifact} is already published to {platform} ({url}); pass --again to publish it once more"
     )]

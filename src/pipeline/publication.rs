@@ -34,6 +34,9 @@ pub struct PublicationRequest {
     pub again: bool,
     /// The job that asked (the evaluation whose draft was approved).
     pub parent: Option<Uuid>,
+    /// The person who asked (`copydesk publish --by`, the API's token): the request is
+    /// recorded in `audit_log`. `None` when the pipeline asks (the approval was).
+    pub by: Option<String>,
 }
 
 /// What a request enqueued.
@@ -83,6 +86,13 @@ pub async fn request(
     let integration = match (req.integration, draft.project_id) {
         (Some(id), _) => {
             let i = store::integrations::get(&mut *conn, id).await?;
+            if i.tenant_id != draft.tenant_id {
+                return Err(Error::OtherTenant {
+                    what: "integration",
+                    id,
+                    tenant: format!("the tenant of artifact {}", draft.id),
+                });
+            }
             if i.platform.channel() != channel {
                 return Err(Error::WrongChannel {
                     integration: id,
@@ -140,7 +150,25 @@ pub async fn request(
             integration.map(|(id, _, _)| id),
             again,
         ));
-    let job = copydesk_queue::enqueue(conn, catalog, &job).await?;
+    let job = copydesk_queue::enqueue(&mut *conn, catalog, &job).await?;
+    if let Some(by) = &req.by {
+        store::audit::record(
+            &mut *conn,
+            &store::audit::Entry {
+                tenant: Some(draft.tenant_id),
+                actor: by,
+                action: "publication.requested",
+                target_table: Some("artifacts"),
+                target_id: Some(draft.id),
+                details: serde_json::json!({
+                    "job_id": job.id, "created": job.created,
+                    "integration_id": integration.map(|(id, _, _)| id),
+                    "at": req.at, "again": req.again,
+                }),
+            },
+        )
+        .await?;
+    }
     Ok(Requested {
         job,
         integration: integration.map(|(id, _, _)| id),

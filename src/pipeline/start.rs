@@ -6,8 +6,11 @@ use serde::Serialize;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{Plan, Result};
-use crate::{jobs::brand_voice_analysis::BrandVoiceArgs, store};
+use super::{Error, Plan, Result};
+use crate::{
+    jobs::brand_voice_analysis::BrandVoiceArgs,
+    store::{self, tenants::Tenant},
+};
 
 /// The project a pipeline runs for.
 #[derive(Debug, Clone)]
@@ -24,19 +27,38 @@ pub struct Started {
     pub job: Enqueued,
 }
 
-/// Creates the project when asked and enqueues its brand voice analysis with `plan`,
-/// inside the caller's transaction.
+/// Creates the project when asked (in `tenant`; none: `default`) and enqueues its brand
+/// voice analysis with `plan`, inside the caller's transaction. An existing project
+/// must be `tenant`'s when a tenant is given.
 pub async fn start(
     conn: &mut PgConnection,
     catalog: &Catalog,
+    tenant: Option<&Tenant>,
     project: ProjectRef,
     store_url: &str,
     plan: Plan,
 ) -> Result<Started> {
     let project_id = match project {
-        ProjectRef::Existing(id) => id,
+        ProjectRef::Existing(id) => {
+            let owner =
+                store::projects::tenant(&mut *conn, id)
+                    .await?
+                    .ok_or(store::Error::NotFound {
+                        what: "project",
+                        id,
+                    })?;
+            if let Some(t) = tenant.filter(|t| t.id != owner) {
+                return Err(Error::OtherTenant {
+                    what: "project",
+                    id,
+                    tenant: t.slug.clone(),
+                });
+            }
+            id
+        }
         ProjectRef::New(name) => {
-            store::projects::create(&mut *conn, &name, Some(store_url)).await?
+            store::projects::create(&mut *conn, tenant.map(|t| t.id), &name, Some(store_url))
+                .await?
         }
     };
     let args = BrandVoiceArgs {

@@ -32,7 +32,7 @@ pub async fn brand_voice_analysis(ctx: Ctx, args: BrandVoiceArgs) -> Result<Outc
         output,
     } = brand_voice_analysis::run(&ctx, &args).await?;
     let approve = ctx.app.settings.pipeline.approve_brand_voice;
-    let (job_id, project) = (ctx.job.id, ctx.job.project_id);
+    let (job_id, project, tenant) = (ctx.job.id, ctx.job.project_id, ctx.job.tenant_id);
     let follow_ups = match (&args.pipeline, approve) {
         (Some(plan), false) => drafts_for(plan, artifact.id, project, Some(job_id)),
         _ => Vec::new(),
@@ -48,7 +48,7 @@ pub async fn brand_voice_analysis(ctx: Ctx, args: BrandVoiceArgs) -> Result<Outc
         Box::pin(async move {
             record(&mut *conn, job_id, &a).await?;
             if let Some((url, analysis)) = &cache {
-                store::caches::put_brand_voice(&mut *conn, url, analysis, a.id).await?;
+                store::caches::put_brand_voice(&mut *conn, tenant, url, analysis, a.id).await?;
             }
             if approve {
                 store::approvals::create_pending(&mut *conn, job_id, a.id).await?;
@@ -110,6 +110,7 @@ pub async fn evaluation(ctx: Ctx, args: EvaluationArgs) -> Result<Outcome, JobEr
         at: args.schedule,
         again: false,
         parent: Some(job_id),
+        by: None,
     });
     let facebook_min = ctx.app.settings.publish.facebook_min_schedule_minutes;
     let output = EvaluationOutput {

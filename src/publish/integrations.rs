@@ -89,7 +89,8 @@ pub fn check_fields(platform: Platform, creds: &Value, metadata: &Value) -> Resu
 }
 
 /// Stores (or replaces) a project's integration with a platform, credentials
-/// encrypted; status `connected`.
+/// encrypted; status `connected`. Recorded in `audit_log` as done `by` (never the
+/// credentials, only which fields were given).
 pub async fn connect(
     pool: &PgPool,
     keys: &Keys,
@@ -97,15 +98,42 @@ pub async fn connect(
     platform: Platform,
     creds: &Value,
     metadata: &Value,
+    by: &str,
 ) -> Result<Uuid, Error> {
     check_fields(platform, creds, metadata)?;
-    if !store::projects::exists(pool, project).await? {
+    let mut tx = pool.begin().await.map_err(store::Error::from)?;
+    let Some(tenant) = store::projects::tenant(&mut *tx, project).await? else {
         return Err(Error::Invalid(format!("no project {project}")));
-    }
-    Ok(
-        store::integrations::upsert(pool, project, platform, &keys.encrypt_json(creds), metadata)
-            .await?,
+    };
+    let id = store::integrations::upsert(
+        &mut *tx,
+        project,
+        platform,
+        &keys.encrypt_json(creds),
+        metadata,
     )
+    .await?;
+    let fields: Vec<&String> = creds
+        .as_object()
+        .map(|o| o.keys().collect())
+        .unwrap_or_default();
+    store::audit::record(
+        &mut *tx,
+        &store::audit::Entry {
+            tenant: Some(tenant),
+            actor: by,
+            action: "integration.set",
+            target_table: Some("integrations"),
+            target_id: Some(id),
+            details: serde_json::json!({
+                "project_id": project, "platform": platform,
+                "credential_fields": fields, "metadata": metadata,
+            }),
+        },
+    )
+    .await?;
+    tx.commit().await.map_err(store::Error::from)?;
+    Ok(id)
 }
 
 /// The integration with its credentials decrypted.
@@ -142,7 +170,35 @@ pub struct Tested {
 /// Makes the platform's cheapest authenticated read with the integration's
 /// credentials, and sets its status from the answer: `connected`, or `error` when the
 /// credentials were refused.
+///
+/// The test is recorded in `audit_log` as done `by`, with its result.
 pub async fn test(
+    pool: &PgPool,
+    settings: &PublishSettings,
+    keys: std::sync::Arc<Keys>,
+    id: Uuid,
+    by: &str,
+) -> Result<Tested, Error> {
+    let tested = test_unrecorded(pool, settings, keys, id).await?;
+    let tenant = store::integrations::get(pool, id).await?.tenant_id;
+    store::audit::record(
+        pool,
+        &store::audit::Entry {
+            tenant: Some(tenant),
+            actor: by,
+            action: "integration.tested",
+            target_table: Some("integrations"),
+            target_id: Some(id),
+            details: serde_json::json!({
+                "platform": tested.platform, "ok": tested.ok, "status": tested.status,
+            }),
+        },
+    )
+    .await?;
+    Ok(tested)
+}
+
+async fn test_unrecorded(
     pool: &PgPool,
     settings: &PublishSettings,
     keys: std::sync::Arc<Keys>,

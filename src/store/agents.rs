@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 use sqlx::PgExecutor;
+use uuid::Uuid;
 
 use super::Result;
 
@@ -18,13 +19,21 @@ pub struct AgentConfig {
     pub fallback_model_ids: Vec<String>,
 }
 
-/// The agent's settings, if it has a row.
-pub async fn get(db: impl PgExecutor<'_>, agent: &str) -> Result<Option<AgentConfig>> {
+/// The agent's settings for `tenant`: the tenant's own row if it has one, else the
+/// global row (`tenant_id IS NULL`), else none.
+pub async fn get(
+    db: impl PgExecutor<'_>,
+    agent: &str,
+    tenant: Option<Uuid>,
+) -> Result<Option<AgentConfig>> {
     Ok(sqlx::query_as(
         "SELECT agent_id, agent_label, model_id, temperature, max_tokens, fallback_model_ids
-         FROM agent_model_configs WHERE agent_id = $1",
+         FROM agent_model_configs
+         WHERE agent_id = $1 AND (tenant_id IS NULL OR tenant_id = $2)
+         ORDER BY tenant_id NULLS LAST LIMIT 1",
     )
     .bind(agent)
+    .bind(tenant)
     .fetch_optional(db)
     .await?)
 }

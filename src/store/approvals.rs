@@ -17,6 +17,7 @@ pub const CHANNEL: &str = "copydesk_approvals";
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Approval {
     pub id: Uuid,
+    pub tenant_id: Uuid,
     pub job_id: Option<Uuid>,
     pub artifact_id: Uuid,
     pub status: ApprovalStatus,
@@ -29,7 +30,7 @@ pub struct Approval {
     pub created_at: DateTime<Utc>,
 }
 
-const COLUMNS: &str = "id, job_id, artifact_id, status, decided_by, notes, decided_at, applied_at, last_error, created_at";
+const COLUMNS: &str = "id, tenant_id, job_id, artifact_id, status, decided_by, notes, decided_at, applied_at, last_error, created_at";
 
 /// A pending approval of `artifact` for the waiting `job`.
 pub async fn create_pending(db: impl PgExecutor<'_>, job: Uuid, artifact: Uuid) -> Result<Uuid> {
@@ -64,7 +65,7 @@ pub async fn create_approved(
 
 /// Records a decision on a pending approval, exactly as another service's UPDATE would.
 pub async fn decide(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     id: Uuid,
     status: ApprovalStatus,
     by: &str,
@@ -79,12 +80,12 @@ pub async fn decide(
     .bind(status)
     .bind(by)
     .bind(notes)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *conn)
     .await?;
     if let Some(a) = row {
         return Ok(a);
     }
-    Err(match get(pool, id).await? {
+    Err(match get(conn, id).await? {
         None => Error::NotFound {
             what: "approval",
             id,
@@ -109,22 +110,25 @@ pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Approval>> 
     .await?)
 }
 
-/// Approvals, newest first, optionally of one status and one project.
+/// Approvals, newest first, optionally of one status, project and tenant.
 pub async fn list(
     pool: &PgPool,
     status: Option<ApprovalStatus>,
     project: Option<Uuid>,
+    tenant: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<Approval>> {
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM approvals a
          WHERE ($1::text IS NULL OR status = $1)
            AND ($2::uuid IS NULL OR EXISTS (SELECT 1 FROM jobs j WHERE j.id = a.job_id AND j.project_id = $2))
+           AND ($4::uuid IS NULL OR tenant_id = $4)
          ORDER BY created_at DESC LIMIT $3"
     )))
     .bind(status)
     .bind(project)
     .bind(limit)
+    .bind(tenant)
     .fetch_all(pool)
     .await?)
 }

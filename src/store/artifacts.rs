@@ -47,31 +47,46 @@ pub async fn insert(db: impl PgExecutor<'_>, a: &NewArtifact) -> Result<()> {
     Ok(())
 }
 
-/// The text of a `source` artifact (a style sample).
-pub async fn source_text(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<String>> {
-    Ok(
-        sqlx::query_scalar("SELECT content FROM artifacts WHERE id = $1 AND kind = 'source'")
-            .bind(id)
-            .fetch_optional(db)
-            .await?,
-    )
-}
+// The readers a step uses take the job's tenant: a job names artifacts by id, and an id
+// of another tenant's artifact reads as no artifact at all.
 
-/// The analysis of a `brand_voice` artifact.
-pub async fn brand_voice_analysis(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Value>> {
+/// The text of `tenant`'s `source` artifact (a style sample).
+pub async fn source_text(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    tenant: Uuid,
+) -> Result<Option<String>> {
     Ok(sqlx::query_scalar(
-        "SELECT data->'analysis' FROM artifacts WHERE id = $1 AND kind = 'brand_voice'",
+        "SELECT content FROM artifacts WHERE id = $1 AND kind = 'source' AND tenant_id = $2",
     )
     .bind(id)
+    .bind(tenant)
     .fetch_optional(db)
     .await?)
 }
 
-/// Any artifact's content.
-pub async fn content(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<String>> {
+/// The analysis of `tenant`'s `brand_voice` artifact.
+pub async fn brand_voice_analysis(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    tenant: Uuid,
+) -> Result<Option<Value>> {
+    Ok(sqlx::query_scalar(
+        "SELECT data->'analysis' FROM artifacts
+         WHERE id = $1 AND kind = 'brand_voice' AND tenant_id = $2",
+    )
+    .bind(id)
+    .bind(tenant)
+    .fetch_optional(db)
+    .await?)
+}
+
+/// The content of any of `tenant`'s artifacts.
+pub async fn content(db: impl PgExecutor<'_>, id: Uuid, tenant: Uuid) -> Result<Option<String>> {
     Ok(
-        sqlx::query_scalar("SELECT content FROM artifacts WHERE id = $1")
+        sqlx::query_scalar("SELECT content FROM artifacts WHERE id = $1 AND tenant_id = $2")
             .bind(id)
+            .bind(tenant)
             .fetch_optional(db)
             .await?,
     )
@@ -90,17 +105,19 @@ pub async fn evaluation_inputs(
     db: impl PgExecutor<'_>,
     draft: Uuid,
     brand_voice: Uuid,
+    tenant: Uuid,
 ) -> Result<Option<EvaluationInputs>> {
     Ok(sqlx::query_as(
         "SELECT d.content AS draft, coalesce(b.data->'analysis', '{}'::jsonb) AS brand_voice,
                 coalesce(p.settings->'banned_phrases', '[]'::jsonb) AS banned_phrases
          FROM artifacts d
-         LEFT JOIN artifacts b ON b.id = $2
+         LEFT JOIN artifacts b ON b.id = $2 AND b.tenant_id = $3
          LEFT JOIN projects p ON p.id = d.project_id
-         WHERE d.id = $1",
+         WHERE d.id = $1 AND d.tenant_id = $3",
     )
     .bind(draft)
     .bind(brand_voice)
+    .bind(tenant)
     .fetch_optional(db)
     .await?)
 }
@@ -115,12 +132,13 @@ pub struct Publishable {
     pub title: Option<String>,
     pub content: String,
     pub project_id: Option<Uuid>,
+    pub tenant_id: Uuid,
     pub approved: bool,
 }
 
 pub async fn publishable(db: impl PgExecutor<'_>, id: Uuid) -> Result<Publishable> {
     sqlx::query_as(
-        "SELECT a.id, a.kind, a.channel, a.title, a.content, a.project_id,
+        "SELECT a.id, a.kind, a.channel, a.title, a.content, a.project_id, a.tenant_id,
                 EXISTS (SELECT 1 FROM approvals p WHERE p.artifact_id = a.id AND p.status = 'approved') AS approved
          FROM artifacts a WHERE a.id = $1",
     )
@@ -149,13 +167,14 @@ pub async fn publications(
     .await?)
 }
 
-/// A person's edit of a draft as a new `human` version based on it. Returns its id.
+/// A person's edit of a draft as a new `human` version based on it. Returns its id and
+/// tenant (the draft's).
 pub async fn insert_human_version(
     conn: &mut PgConnection,
     draft: Uuid,
     content: &str,
     by: &str,
-) -> Result<Uuid> {
+) -> Result<(Uuid, Uuid)> {
     let kind: Option<ArtifactKind> =
         sqlx::query_scalar("SELECT kind FROM artifacts WHERE id = $1 FOR UPDATE")
             .bind(draft)
@@ -175,12 +194,13 @@ pub async fn insert_human_version(
             )));
         }
     }
-    Ok(sqlx::query_scalar(
-        "INSERT INTO artifacts (project_id, job_id, kind, channel, version, based_on_id, source, title, content, data)
-         SELECT project_id, job_id, 'draft', channel, version + 1, id, 'human', title, $2,
+    Ok(sqlx::query_as(
+        "INSERT INTO artifacts (tenant_id, project_id, job_id, kind, channel, version, based_on_id, source,
+                                title, content, data)
+         SELECT tenant_id, project_id, job_id, 'draft', channel, version + 1, id, 'human', title, $2,
                 data || jsonb_build_object('edited_by', $3::text)
          FROM artifacts WHERE id = $1
-         RETURNING id",
+         RETURNING id, tenant_id",
     )
     .bind(draft)
     .bind(content)

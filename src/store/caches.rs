@@ -1,5 +1,7 @@
 //! The caches drafts draw on: `brand_voice_cache` (an analysis per normalised store URL,
 //! seven days) and `catalog_items` (the external catalogue, `[catalog] ttl_hours`).
+//! Both are per tenant: an analysis may include a tenant's private samples, and a
+//! catalogue is a store's own; no tenant ever reads another's entry.
 
 use std::collections::HashMap;
 
@@ -9,11 +11,17 @@ use uuid::Uuid;
 
 use super::Result;
 
-/// A fresh cached analysis of `url` (a normalised URL), if there is one.
-pub async fn brand_voice(db: impl PgExecutor<'_>, url: &str) -> Result<Option<Value>> {
+/// A fresh cached analysis of `url` (a normalised URL) for `tenant`, if there is one.
+pub async fn brand_voice(
+    db: impl PgExecutor<'_>,
+    tenant: Uuid,
+    url: &str,
+) -> Result<Option<Value>> {
     Ok(sqlx::query_scalar(
-        "SELECT analysis FROM brand_voice_cache WHERE url = $1 AND expires_at > now()",
+        "SELECT analysis FROM brand_voice_cache
+         WHERE tenant_id = $1 AND url = $2 AND expires_at > now()",
     )
+    .bind(tenant)
     .bind(url)
     .fetch_optional(db)
     .await?)
@@ -22,18 +30,20 @@ pub async fn brand_voice(db: impl PgExecutor<'_>, url: &str) -> Result<Option<Va
 /// Caches an analysis of `url` for seven days, from the artifact that holds it.
 pub async fn put_brand_voice(
     db: impl PgExecutor<'_>,
+    tenant: Uuid,
     url: &str,
     analysis: &Value,
     artifact: Uuid,
 ) -> Result<()> {
     sqlx::query(
-        "INSERT INTO brand_voice_cache (url, analysis, artifact_id) VALUES ($1, $2, $3)
-         ON CONFLICT (url) DO UPDATE SET analysis = $2, artifact_id = $3,
+        "INSERT INTO brand_voice_cache (tenant_id, url, analysis, artifact_id) VALUES ($4, $1, $2, $3)
+         ON CONFLICT (tenant_id, url) DO UPDATE SET analysis = $2, artifact_id = $3,
              created_at = now(), expires_at = now() + interval '7 days'",
     )
     .bind(url)
     .bind(analysis)
     .bind(artifact)
+    .bind(tenant)
     .execute(db)
     .await?;
     Ok(())
@@ -42,25 +52,40 @@ pub async fn put_brand_voice(
 /// Replaces a cached analysis with a fresh one for another seven days.
 pub async fn refresh_brand_voice(
     db: impl PgExecutor<'_>,
+    tenant: Uuid,
     url: &str,
     analysis: &Value,
 ) -> Result<()> {
     sqlx::query(
         "UPDATE brand_voice_cache SET analysis = $2, created_at = now(), expires_at = now() + interval '7 days'
-         WHERE url = $1",
+         WHERE url = $1 AND tenant_id = $3",
     )
     .bind(url)
     .bind(analysis)
+    .bind(tenant)
     .execute(db)
     .await?;
     Ok(())
 }
 
-/// Cached URLs that expire within `hours`, soonest first.
-pub async fn expiring_brand_voices(pool: &PgPool, hours: i32) -> Result<Vec<String>> {
+/// `tenant`'s cached URLs that expire within `hours`, soonest first.
+pub async fn expiring_brand_voices(pool: &PgPool, tenant: Uuid, hours: i32) -> Result<Vec<String>> {
     Ok(sqlx::query_scalar(
-        "SELECT url FROM brand_voice_cache WHERE expires_at < now() + make_interval(hours => $1)
+        "SELECT url FROM brand_voice_cache
+         WHERE tenant_id = $2 AND expires_at < now() + make_interval(hours => $1)
          ORDER BY expires_at",
+    )
+    .bind(hours)
+    .bind(tenant)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// The tenants with cached analyses that expire within `hours`.
+pub async fn tenants_with_expiring_brand_voices(pool: &PgPool, hours: i32) -> Result<Vec<Uuid>> {
+    Ok(sqlx::query_scalar(
+        "SELECT DISTINCT tenant_id FROM brand_voice_cache
+         WHERE expires_at < now() + make_interval(hours => $1) ORDER BY tenant_id",
     )
     .bind(hours)
     .fetch_all(pool)
@@ -82,39 +107,44 @@ pub struct CatalogItem {
     pub raw: Value,
 }
 
-/// The stored `raw` of each of `ids` that exists, locked for the caller's transaction.
+/// The stored `raw` of each of `tenant`'s `ids` that exists, locked for the caller's
+/// transaction.
 pub async fn catalog_raw_for_update(
     conn: &mut PgConnection,
+    tenant: Uuid,
     ids: &[&str],
 ) -> Result<HashMap<String, Value>> {
     Ok(sqlx::query_as::<_, (String, Value)>(
-        "SELECT external_id, raw FROM catalog_items WHERE external_id = ANY($1) FOR UPDATE",
+        "SELECT external_id, raw FROM catalog_items
+         WHERE tenant_id = $2 AND external_id = ANY($1) FOR UPDATE",
     )
     .bind(ids)
+    .bind(tenant)
     .fetch_all(conn)
     .await?
     .into_iter()
     .collect())
 }
 
-/// Inserts or updates `items` in one statement, each fresh for `ttl_hours`.
+/// Inserts or updates `tenant`'s `items` in one statement, each fresh for `ttl_hours`.
 pub async fn catalog_upsert(
     db: impl PgExecutor<'_>,
+    tenant: Uuid,
     items: &[&CatalogItem],
     ttl_hours: i32,
 ) -> Result<()> {
     let col =
         |f: fn(&CatalogItem) -> Option<String>| items.iter().map(|i| f(i)).collect::<Vec<_>>();
     sqlx::query(
-        "INSERT INTO catalog_items (external_id, name, designer, description, price, image_url, category, tags, raw,
-                                    fetched_at, expires_at)
-         SELECT i.external_id, i.name, i.designer, i.description, i.price::numeric(12,2), i.image_url, i.category,
+        "INSERT INTO catalog_items (tenant_id, external_id, name, designer, description, price, image_url, category,
+                                    tags, raw, fetched_at, expires_at)
+         SELECT $11, i.external_id, i.name, i.designer, i.description, i.price::numeric(12,2), i.image_url, i.category,
                 coalesce(ARRAY(SELECT jsonb_array_elements_text(i.tags)), '{}'), i.raw,
                 now(), now() + make_interval(hours => $10)
          FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[], $6::text[], $7::text[],
                      $8::jsonb[], $9::jsonb[])
               AS i(external_id, name, designer, description, price, image_url, category, tags, raw)
-         ON CONFLICT (external_id) DO UPDATE SET
+         ON CONFLICT (tenant_id, external_id) DO UPDATE SET
              name = excluded.name, designer = excluded.designer, description = excluded.description,
              price = excluded.price, image_url = excluded.image_url, category = excluded.category,
              tags = excluded.tags, raw = excluded.raw, fetched_at = excluded.fetched_at,
@@ -130,29 +160,37 @@ pub async fn catalog_upsert(
     .bind(items.iter().map(|i| json!(i.tags)).collect::<Vec<_>>())
     .bind(items.iter().map(|i| i.raw.clone()).collect::<Vec<_>>())
     .bind(ttl_hours)
+    .bind(tenant)
     .execute(db)
     .await?;
     Ok(())
 }
 
-/// How many of `ids` are in the catalogue and not expired.
-pub async fn catalog_fresh(db: impl PgExecutor<'_>, ids: &[String]) -> Result<usize> {
+/// How many of `ids` are in `tenant`'s catalogue and not expired.
+pub async fn catalog_fresh(db: impl PgExecutor<'_>, tenant: Uuid, ids: &[String]) -> Result<usize> {
     let n: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM catalog_items WHERE external_id = ANY($1) AND expires_at > now()",
+        "SELECT count(*) FROM catalog_items
+         WHERE tenant_id = $2 AND external_id = ANY($1) AND expires_at > now()",
     )
     .bind(ids)
+    .bind(tenant)
     .fetch_one(db)
     .await?;
     Ok(n as usize)
 }
 
-/// The products a draft draws on, as the prompts show them.
-pub async fn catalog_products(db: impl PgExecutor<'_>, ids: &[String]) -> Result<Vec<Value>> {
+/// The products of `tenant`'s catalogue a draft draws on, as the prompts show them.
+pub async fn catalog_products(
+    db: impl PgExecutor<'_>,
+    tenant: Uuid,
+    ids: &[String],
+) -> Result<Vec<Value>> {
     Ok(sqlx::query_scalar(
         "SELECT jsonb_build_object('name', name, 'designer', designer, 'description', description, 'price', price)
-         FROM catalog_items WHERE external_id = ANY($1)",
+         FROM catalog_items WHERE tenant_id = $2 AND external_id = ANY($1)",
     )
     .bind(ids)
+    .bind(tenant)
     .fetch_all(db)
     .await?)
 }

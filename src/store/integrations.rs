@@ -15,6 +15,7 @@ use crate::domain::{Channel, IntegrationStatus, Platform};
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Integration {
     pub id: Uuid,
+    pub tenant_id: Uuid,
     pub project_id: Uuid,
     pub platform: Platform,
     pub metadata: Value,
@@ -35,7 +36,7 @@ impl Integration {
 }
 
 const COLUMNS: &str =
-    "id, project_id, platform, metadata, status, last_error, last_sync_at, updated_at";
+    "id, tenant_id, project_id, platform, metadata, status, last_error, last_sync_at, updated_at";
 
 /// Stores (or replaces) a project's integration with a platform; status `connected`.
 pub async fn upsert(
@@ -61,12 +62,19 @@ pub async fn upsert(
     .await?)
 }
 
-pub async fn list(pool: &PgPool, project: Option<Uuid>) -> Result<Vec<Integration>> {
+/// Integrations, of one project and/or tenant or all.
+pub async fn list(
+    pool: &PgPool,
+    project: Option<Uuid>,
+    tenant: Option<Uuid>,
+) -> Result<Vec<Integration>> {
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM integrations WHERE ($1::uuid IS NULL OR project_id = $1)
+           AND ($2::uuid IS NULL OR tenant_id = $2)
          ORDER BY project_id, platform"
     )))
     .bind(project)
+    .bind(tenant)
     .fetch_all(pool)
     .await?)
 }

@@ -8,6 +8,7 @@
 pub mod agents;
 pub mod approvals;
 pub mod artifacts;
+pub mod audit;
 pub mod budgets;
 pub mod caches;
 pub mod integrations;
@@ -16,6 +17,8 @@ pub mod projects;
 pub mod runs;
 pub mod settings;
 pub mod status;
+pub mod tenants;
+pub mod tokens;
 
 use uuid::Uuid;
 

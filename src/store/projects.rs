@@ -5,13 +5,30 @@ use uuid::Uuid;
 
 use super::Result;
 
-/// Creates a project and returns its id.
-pub async fn create(db: impl PgExecutor<'_>, name: &str, store_url: Option<&str>) -> Result<Uuid> {
+/// Creates a project of `tenant` (none: the writer's, `default` for the owner) and
+/// returns its id.
+pub async fn create(
+    db: impl PgExecutor<'_>,
+    tenant: Option<Uuid>,
+    name: &str,
+    store_url: Option<&str>,
+) -> Result<Uuid> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO projects (tenant_id, name, store_url) VALUES ($3, $1, $2) RETURNING id",
+    )
+    .bind(name)
+    .bind(store_url)
+    .bind(tenant)
+    .fetch_one(db)
+    .await?)
+}
+
+/// The project's tenant, if the project exists.
+pub async fn tenant(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Uuid>> {
     Ok(
-        sqlx::query_scalar("INSERT INTO projects (name, store_url) VALUES ($1, $2) RETURNING id")
-            .bind(name)
-            .bind(store_url)
-            .fetch_one(db)
+        sqlx::query_scalar("SELECT tenant_id FROM projects WHERE id = $1")
+            .bind(id)
+            .fetch_optional(db)
             .await?,
     )
 }
@@ -31,11 +48,13 @@ pub async fn exists(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool> {
     Ok(name(db, id).await?.is_some())
 }
 
-/// The store URLs of projects that are not archived.
-pub async fn active_store_urls(pool: &PgPool) -> Result<Vec<String>> {
+/// The store URLs of `tenant`'s projects that are not archived.
+pub async fn active_store_urls(pool: &PgPool, tenant: Uuid) -> Result<Vec<String>> {
     Ok(sqlx::query_scalar(
-        "SELECT store_url FROM projects WHERE archived_at IS NULL AND store_url IS NOT NULL",
+        "SELECT store_url FROM projects
+         WHERE tenant_id = $1 AND archived_at IS NULL AND store_url IS NOT NULL",
     )
+    .bind(tenant)
     .fetch_all(pool)
     .await?)
 }

@@ -113,6 +113,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct NewJob {
     pub kind: String,
     pub input: Value,
+    /// The tenant; when absent the database decides (the project's, the parent's, or the
+    /// writer's).
+    pub tenant_id: Option<Uuid>,
     pub project_id: Option<Uuid>,
     pub input_artifact_id: Option<Uuid>,
     pub parent_id: Option<Uuid>,
@@ -137,6 +140,10 @@ impl NewJob {
         // serialise.
         let input = serde_json::to_value(args).expect("job args serialise to JSON");
         Self::new(A::KIND, input)
+    }
+    pub fn tenant(mut self, id: impl Into<Option<Uuid>>) -> Self {
+        self.tenant_id = id.into();
+        self
     }
     pub fn project(mut self, id: impl Into<Option<Uuid>>) -> Self {
         self.project_id = id.into();
@@ -181,6 +188,7 @@ pub struct Job {
     pub id: Uuid,
     pub kind: String,
     pub status: JobStatus,
+    pub tenant_id: Uuid,
     pub project_id: Option<Uuid>,
     pub input: Value,
     pub output: Option<Value>,
@@ -207,6 +215,8 @@ pub struct Job {
 pub struct ClaimedJob {
     pub id: Uuid,
     pub kind: String,
+    /// Whose job it is: what the handler reads and writes stays within it.
+    pub tenant_id: Uuid,
     pub project_id: Option<Uuid>,
     pub input: Value,
     pub input_artifact_id: Option<Uuid>,

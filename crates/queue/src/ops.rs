@@ -15,11 +15,17 @@ pub async fn get(pool: &PgPool, id: Uuid) -> Result<Job> {
 /// A failed or cancelled job back to `queued`, attempts reset; wakes its workers.
 pub async fn retry(pool: &PgPool, id: Uuid) -> Result<Job> {
     let mut tx = pool.begin().await?;
-    let Some(job) = sql::job_retry(&mut *tx, id).await? else {
-        return Err(wrong_state(&mut tx, id, "retry", "failed or cancelled").await);
-    };
-    sql::job_notify(&mut *tx, &[job.kind.as_str()]).await?;
+    let job = retry_in(&mut tx, id).await?;
     tx.commit().await?;
+    Ok(job)
+}
+
+/// [`retry`] inside the caller's transaction (the wake is sent when it commits).
+pub async fn retry_in(conn: &mut PgConnection, id: Uuid) -> Result<Job> {
+    let Some(job) = sql::job_retry(&mut *conn, id).await? else {
+        return Err(wrong_state(conn, id, "retry", "failed or cancelled").await);
+    };
+    sql::job_notify(&mut *conn, &[job.kind.as_str()]).await?;
     Ok(job)
 }
 
@@ -27,10 +33,16 @@ pub async fn retry(pool: &PgPool, id: Uuid) -> Result<Job> {
 /// its worker reports (the fence no longer matches).
 pub async fn cancel(pool: &PgPool, id: Uuid) -> Result<Job> {
     let mut tx = pool.begin().await?;
-    let Some(job) = sql::job_cancel(&mut *tx, id).await? else {
-        return Err(wrong_state(&mut tx, id, "cancel", "queued or running").await);
-    };
+    let job = cancel_in(&mut tx, id).await?;
     tx.commit().await?;
+    Ok(job)
+}
+
+/// [`cancel`] inside the caller's transaction.
+pub async fn cancel_in(conn: &mut PgConnection, id: Uuid) -> Result<Job> {
+    let Some(job) = sql::job_cancel(&mut *conn, id).await? else {
+        return Err(wrong_state(conn, id, "cancel", "queued or running").await);
+    };
     Ok(job)
 }
 

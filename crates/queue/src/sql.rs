@@ -23,7 +23,8 @@ pub async fn job_insert_many(conn: &mut PgConnection, jobs: &[NewJob]) -> Result
     let n = jobs.len();
     let mut ids = Vec::with_capacity(n);
     let (mut kinds, mut inputs) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    let (mut projects, mut artifacts, mut parents) = (
+    let (mut tenants, mut projects, mut artifacts, mut parents) = (
+        Vec::with_capacity(n),
         Vec::with_capacity(n),
         Vec::with_capacity(n),
         Vec::with_capacity(n),
@@ -39,6 +40,7 @@ pub async fn job_insert_many(conn: &mut PgConnection, jobs: &[NewJob]) -> Result
         ids.push(Uuid::now_v7());
         kinds.push(j.kind.as_str());
         inputs.push(&j.input);
+        tenants.push(j.tenant_id);
         projects.push(j.project_id);
         artifacts.push(j.input_artifact_id);
         parents.push(j.parent_id);
@@ -51,14 +53,14 @@ pub async fn job_insert_many(conn: &mut PgConnection, jobs: &[NewJob]) -> Result
     // that a library enqueue and a plain INSERT produce the same row.
     let inserted: Vec<Uuid> = sqlx::query_scalar(
         "INSERT INTO jobs (id, kind, input, project_id, input_artifact_id, parent_id,
-                           priority, run_at, max_attempts, idempotency_key)
+                           priority, run_at, max_attempts, idempotency_key, tenant_id)
          SELECT t.id, t.kind, t.input, t.project_id, t.input_artifact_id, t.parent_id,
                 coalesce(t.priority, 0), coalesce(t.run_at, now()), coalesce(t.max_attempts, 5),
-                t.idempotency_key
+                t.idempotency_key, t.tenant_id
          FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::uuid[], $5::uuid[], $6::uuid[],
-                     $7::int[], $8::timestamptz[], $9::int[], $10::text[])
+                     $7::int[], $8::timestamptz[], $9::int[], $10::text[], $11::uuid[])
               AS t(id, kind, input, project_id, input_artifact_id, parent_id,
-                   priority, run_at, max_attempts, idempotency_key)
+                   priority, run_at, max_attempts, idempotency_key, tenant_id)
          ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
          RETURNING id",
     )
@@ -72,6 +74,7 @@ pub async fn job_insert_many(conn: &mut PgConnection, jobs: &[NewJob]) -> Result
     .bind(&run_ats)
     .bind(&max_attempts)
     .bind(&keys)
+    .bind(&tenants)
     .fetch_all(&mut *conn)
     .await?;
 
@@ -140,8 +143,9 @@ pub async fn job_claim(
              ORDER BY priority DESC, run_at, id
              LIMIT $2
              FOR UPDATE SKIP LOCKED))
-         RETURNING j.id, j.kind, j.project_id, j.input, j.input_artifact_id, j.parent_id,
-                   j.priority, j.attempts, j.max_attempts, j.run_at, j.created_at, j.locked_by",
+         RETURNING j.id, j.kind, j.tenant_id, j.project_id, j.input, j.input_artifact_id,
+                   j.parent_id, j.priority, j.attempts, j.max_attempts, j.run_at, j.created_at,
+                   j.locked_by",
     )
     .persistent(false)
     .bind(kind)
@@ -303,7 +307,8 @@ pub async fn job_notify(db: impl PgExecutor<'_>, kinds: &[&str]) -> Result<()> {
     Ok(())
 }
 
-const JOB_COLUMNS: &str = "id, kind, status, project_id, input, output, input_artifact_id,
+const JOB_COLUMNS: &str =
+    "id, kind, status, tenant_id, project_id, input, output, input_artifact_id,
     output_artifact_id, parent_id, priority, run_at, attempts, max_attempts, locked_by,
     locked_until, last_error, idempotency_key, created_at, started_at, finished_at, updated_at";
 
@@ -317,21 +322,24 @@ pub async fn job_get(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Job>> {
     .await?)
 }
 
-/// Newest jobs first, optionally of one status and/or kind.
+/// Newest jobs first, optionally of one status, kind and/or tenant.
 pub async fn job_list(
     db: impl PgExecutor<'_>,
     status: Option<JobStatus>,
     kind: Option<&str>,
+    tenant: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<Job>> {
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {JOB_COLUMNS} FROM jobs
          WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR kind = $2)
+           AND ($4::uuid IS NULL OR tenant_id = $4)
          ORDER BY created_at DESC, id DESC LIMIT $3"
     )))
     .bind(status)
     .bind(kind)
     .bind(limit)
+    .bind(tenant)
     .fetch_all(db)
     .await?)
 }
