@@ -70,13 +70,12 @@ CREATE INDEX projects_tenant_idx ON projects (tenant_id) WHERE tenant_id IS NOT 
 
 DROP FUNCTION projects_tenant();
 DROP FUNCTION jobs_tenant();
-DROP FUNCTION approvals_tenant();
+DROP FUNCTION by_job_and_artifact_tenant();
 DROP FUNCTION by_project_or_job_tenant();
 DROP FUNCTION by_project_tenant();
-DROP FUNCTION publish_attempts_tenant();
 DROP FUNCTION by_artifact_tenant();
 DROP FUNCTION writer_tenant();
-DROP FUNCTION copydesk_tenant_of_project(uuid, uuid, text);
+DROP FUNCTION copydesk_same_tenant(uuid, uuid, text, text);
 DROP FUNCTION copydesk_project_tenant(uuid);
 DROP FUNCTION copydesk_job_tenant(uuid);
 DROP FUNCTION copydesk_artifact_tenant(uuid);

@@ -108,32 +108,26 @@ CREATE FUNCTION copydesk_integration_tenant(id uuid) RETURNS uuid LANGUAGE sql S
     SELECT tenant_id FROM integrations WHERE integrations.id = $1
 $$;
 
--- A row's tenant from its project, when it has one; one given that disagrees with its
--- project's is refused.
-CREATE FUNCTION copydesk_tenant_of_project(given uuid, project uuid, what text) RETURNS uuid
+-- A row's tenant given what it refers to: the referenced row's tenant when the writer
+-- gave none; the given one when it agrees; refused when they disagree (a row never
+-- refers to another tenant's project, job or artifact).
+CREATE FUNCTION copydesk_same_tenant(given uuid, owner uuid, what text, ref text) RETURNS uuid
     LANGUAGE plpgsql STABLE AS $$
-DECLARE
-    p uuid;
 BEGIN
-    IF project IS NULL THEN
-        RETURN given;
-    END IF;
-    p := copydesk_project_tenant(project);
-    IF given IS NOT NULL AND p IS NOT NULL AND given <> p THEN
-        RAISE EXCEPTION '% of tenant % refers to project % of tenant %', what, given, project, p
+    IF given IS NOT NULL AND owner IS NOT NULL AND given <> owner THEN
+        RAISE EXCEPTION '% of tenant % refers to % of tenant %', what, given, ref, owner
             USING ERRCODE = 'check_violation';
     END IF;
-    RETURN coalesce(given, p);
+    RETURN coalesce(given, owner);
 END;
 $$;
 
--- Each table's tenant when the writer gave none: its project's, else its owning row's,
--- else the writer's (the session's tenant; `default` for the owner).
+-- Each table's tenant: from the rows it refers to (a project, a job, an artifact), else
+-- the writer's (the session's tenant; `default` for the owner). The lookups run only
+-- for the references a row has: a plain job without project or parent costs none.
 CREATE FUNCTION projects_tenant() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF NEW.tenant_id IS NULL THEN
-        NEW.tenant_id := copydesk_writer_tenant();
-    END IF;
+    NEW.tenant_id := coalesce(NEW.tenant_id, copydesk_writer_tenant());
     RETURN NEW;
 END;
 $$;
@@ -141,94 +135,95 @@ $$;
 CREATE FUNCTION jobs_tenant() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF NEW.project_id IS NOT NULL THEN
-        NEW.tenant_id := copydesk_tenant_of_project(NEW.tenant_id, NEW.project_id, 'job');
+        NEW.tenant_id := copydesk_same_tenant(NEW.tenant_id, copydesk_project_tenant(NEW.project_id),
+                                              'job', 'project ' || NEW.project_id);
     END IF;
-    IF NEW.tenant_id IS NULL AND NEW.parent_id IS NOT NULL THEN
-        NEW.tenant_id := copydesk_job_tenant(NEW.parent_id);
+    IF NEW.parent_id IS NOT NULL THEN
+        NEW.tenant_id := copydesk_same_tenant(NEW.tenant_id, copydesk_job_tenant(NEW.parent_id),
+                                              'job', 'parent job ' || NEW.parent_id);
     END IF;
-    IF NEW.tenant_id IS NULL THEN
-        NEW.tenant_id := copydesk_writer_tenant();
+    IF NEW.input_artifact_id IS NOT NULL THEN
+        NEW.tenant_id := copydesk_same_tenant(NEW.tenant_id, copydesk_artifact_tenant(NEW.input_artifact_id),
+                                              'job', 'artifact ' || NEW.input_artifact_id);
     END IF;
+    NEW.tenant_id := coalesce(NEW.tenant_id, copydesk_writer_tenant());
     RETURN NEW;
 END;
 $$;
 
-CREATE FUNCTION approvals_tenant() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF NEW.tenant_id IS NULL AND NEW.job_id IS NOT NULL THEN
-        NEW.tenant_id := copydesk_job_tenant(NEW.job_id);
-    END IF;
-    IF NEW.tenant_id IS NULL THEN
-        NEW.tenant_id := coalesce(copydesk_artifact_tenant(NEW.artifact_id), copydesk_writer_tenant());
-    END IF;
-    RETURN NEW;
-END;
-$$;
-
--- Artifacts and runs: their project's tenant, else their job's, else the writer's.
+-- Artifacts and runs: their project's tenant, their job's, else the writer's.
 CREATE FUNCTION by_project_or_job_tenant() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF NEW.project_id IS NOT NULL THEN
-        NEW.tenant_id := copydesk_tenant_of_project(NEW.tenant_id, NEW.project_id, TG_TABLE_NAME);
+        NEW.tenant_id := copydesk_same_tenant(NEW.tenant_id, copydesk_project_tenant(NEW.project_id),
+                                              TG_TABLE_NAME, 'project ' || NEW.project_id);
     END IF;
-    IF NEW.tenant_id IS NULL AND NEW.job_id IS NOT NULL THEN
-        NEW.tenant_id := copydesk_job_tenant(NEW.job_id);
+    IF NEW.job_id IS NOT NULL THEN
+        NEW.tenant_id := copydesk_same_tenant(NEW.tenant_id, copydesk_job_tenant(NEW.job_id),
+                                              TG_TABLE_NAME, 'job ' || NEW.job_id);
     END IF;
-    IF NEW.tenant_id IS NULL THEN
-        NEW.tenant_id := copydesk_writer_tenant();
-    END IF;
+    NEW.tenant_id := coalesce(NEW.tenant_id, copydesk_writer_tenant());
     RETURN NEW;
 END;
 $$;
 
+-- Approvals and publish attempts: their job's and their artifact's tenant.
+CREATE FUNCTION by_job_and_artifact_tenant() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.job_id IS NOT NULL THEN
+        NEW.tenant_id := copydesk_same_tenant(NEW.tenant_id, copydesk_job_tenant(NEW.job_id),
+                                              TG_TABLE_NAME, 'job ' || NEW.job_id);
+    END IF;
+    NEW.tenant_id := copydesk_same_tenant(NEW.tenant_id, copydesk_artifact_tenant(NEW.artifact_id),
+                                          TG_TABLE_NAME, 'artifact ' || NEW.artifact_id);
+    NEW.tenant_id := coalesce(NEW.tenant_id, copydesk_writer_tenant());
+    RETURN NEW;
+END;
+$$;
+
+-- Integrations and budget reservations: their project's.
 CREATE FUNCTION by_project_tenant() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    NEW.tenant_id := copydesk_tenant_of_project(NEW.tenant_id, NEW.project_id, TG_TABLE_NAME);
-    IF NEW.tenant_id IS NULL THEN
-        NEW.tenant_id := copydesk_writer_tenant();
-    END IF;
+    NEW.tenant_id := copydesk_same_tenant(NEW.tenant_id, copydesk_project_tenant(NEW.project_id),
+                                          TG_TABLE_NAME, 'project ' || NEW.project_id);
+    NEW.tenant_id := coalesce(NEW.tenant_id, copydesk_writer_tenant());
     RETURN NEW;
 END;
 $$;
 
-CREATE FUNCTION publish_attempts_tenant() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF NEW.tenant_id IS NULL THEN
-        NEW.tenant_id := coalesce(copydesk_job_tenant(NEW.job_id), copydesk_writer_tenant());
-    END IF;
-    RETURN NEW;
-END;
-$$;
-
+-- The brand-voice cache: the analysis artifact's.
 CREATE FUNCTION by_artifact_tenant() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF NEW.tenant_id IS NULL AND NEW.artifact_id IS NOT NULL THEN
-        NEW.tenant_id := copydesk_artifact_tenant(NEW.artifact_id);
+    IF NEW.artifact_id IS NOT NULL THEN
+        NEW.tenant_id := copydesk_same_tenant(NEW.tenant_id, copydesk_artifact_tenant(NEW.artifact_id),
+                                              TG_TABLE_NAME, 'artifact ' || NEW.artifact_id);
     END IF;
-    IF NEW.tenant_id IS NULL THEN
-        NEW.tenant_id := copydesk_writer_tenant();
-    END IF;
+    NEW.tenant_id := coalesce(NEW.tenant_id, copydesk_writer_tenant());
     RETURN NEW;
 END;
 $$;
 
+-- The catalogue and the audit log: the writer's, unless given.
 CREATE FUNCTION writer_tenant() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF NEW.tenant_id IS NULL THEN
-        NEW.tenant_id := copydesk_writer_tenant();
-    END IF;
+    NEW.tenant_id := coalesce(NEW.tenant_id, copydesk_writer_tenant());
     RETURN NEW;
 END;
 $$;
 
 CREATE TRIGGER projects_tenant BEFORE INSERT ON projects FOR EACH ROW EXECUTE FUNCTION projects_tenant();
-CREATE TRIGGER jobs_tenant BEFORE INSERT ON jobs FOR EACH ROW EXECUTE FUNCTION jobs_tenant();
+-- Jobs are the hot table: a row that names its tenant and refers to nothing skips the
+-- trigger altogether (the WHEN clause is evaluated without calling PL/pgSQL).
+CREATE TRIGGER jobs_tenant BEFORE INSERT ON jobs FOR EACH ROW
+    WHEN (NEW.tenant_id IS NULL OR NEW.project_id IS NOT NULL OR NEW.parent_id IS NOT NULL
+          OR NEW.input_artifact_id IS NOT NULL)
+    EXECUTE FUNCTION jobs_tenant();
 CREATE TRIGGER artifacts_tenant BEFORE INSERT ON artifacts FOR EACH ROW EXECUTE FUNCTION by_project_or_job_tenant();
-CREATE TRIGGER approvals_tenant BEFORE INSERT ON approvals FOR EACH ROW EXECUTE FUNCTION approvals_tenant();
+CREATE TRIGGER approvals_tenant BEFORE INSERT ON approvals FOR EACH ROW EXECUTE FUNCTION by_job_and_artifact_tenant();
 CREATE TRIGGER runs_tenant BEFORE INSERT ON runs FOR EACH ROW EXECUTE FUNCTION by_project_or_job_tenant();
 CREATE TRIGGER integrations_tenant BEFORE INSERT ON integrations FOR EACH ROW EXECUTE FUNCTION by_project_tenant();
 CREATE TRIGGER llm_reservations_tenant BEFORE INSERT ON llm_reservations FOR EACH ROW EXECUTE FUNCTION by_project_tenant();
-CREATE TRIGGER publish_attempts_tenant BEFORE INSERT ON publish_attempts FOR EACH ROW EXECUTE FUNCTION publish_attempts_tenant();
+CREATE TRIGGER publish_attempts_tenant BEFORE INSERT ON publish_attempts FOR EACH ROW EXECUTE FUNCTION by_job_and_artifact_tenant();
 CREATE TRIGGER brand_voice_cache_tenant BEFORE INSERT ON brand_voice_cache FOR EACH ROW EXECUTE FUNCTION by_artifact_tenant();
 CREATE TRIGGER catalog_items_tenant BEFORE INSERT ON catalog_items FOR EACH ROW EXECUTE FUNCTION writer_tenant();
 
@@ -367,7 +362,7 @@ GRANT INSERT (project_id, job_id, kind, channel, version, based_on_id, source, t
 GRANT UPDATE (status, decided_by, notes, artifact_id) ON approvals TO copydesk_tenant;
 GRANT EXECUTE ON FUNCTION copydesk_session_tenant(), copydesk_writer_tenant(),
     copydesk_project_tenant(uuid), copydesk_job_tenant(uuid), copydesk_artifact_tenant(uuid),
-    copydesk_integration_tenant(uuid), copydesk_tenant_of_project(uuid, uuid, text) TO copydesk_tenant;
+    copydesk_integration_tenant(uuid), copydesk_same_tenant(uuid, uuid, text, text) TO copydesk_tenant;
 
 -- The views read as the session reading them, so tenant sessions count their own rows.
 ALTER VIEW queue_overview SET (security_invoker = true);

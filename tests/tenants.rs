@@ -261,6 +261,30 @@ async fn a_tenant_role_sees_and_changes_only_its_tenants_rows_whatever_sql_it_se
         .await
         .unwrap_err();
     assert_eq!(sqlstate(&e), "42501", "{e}");
+    // Naming its own tenant does not make another tenant's row its to refer to.
+    for (sql, theirs) in [
+        (
+            "INSERT INTO jobs (kind, input, parent_id, tenant_id) VALUES ('noop', '{}', $1, $2)",
+            g.job,
+        ),
+        (
+            "INSERT INTO jobs (kind, input, input_artifact_id, tenant_id) VALUES ('noop', '{}', $1, $2)",
+            g.draft,
+        ),
+        (
+            "INSERT INTO artifacts (job_id, kind, content, tenant_id) VALUES ($1, 'draft', 'x', $2)",
+            g.job,
+        ),
+    ] {
+        let e = sqlx::query(sql)
+            .bind(theirs)
+            .bind(acme.id)
+            .execute(&mut s)
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&e), "23514", "{sql}: {e}");
+        assert!(e.to_string().contains("of tenant"), "{e}");
+    }
 
     // Globex's approval cannot be decided, nor its draft read, moved to or deleted.
     let n = sqlx::query(
