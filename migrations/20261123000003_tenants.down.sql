@@ -83,5 +83,7 @@ DROP FUNCTION copydesk_integration_tenant(uuid);
 DROP FUNCTION copydesk_writer_tenant();
 DROP FUNCTION copydesk_session_tenant();
 DROP FUNCTION copydesk_create_login_role(text, text);
+DROP TRIGGER tenants_in_use ON tenants;
+DROP FUNCTION tenants_in_use();
 DROP TABLE tenant_roles;
 DROP TABLE tenants;

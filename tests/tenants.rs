@@ -650,6 +650,67 @@ async fn a_job_naming_another_tenants_rows_fails_alone_and_says_why() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_with_jobs_cannot_be_deleted_and_a_job_refers_only_to_real_tenants() {
+    let db = test_db().await;
+    // Made by hand: no audit row refers to it.
+    let id: Uuid = sqlx::query_scalar(
+        "INSERT INTO tenants (slug, name) VALUES ('brief', 'Brief') RETURNING id",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let mut conn = db.pool.acquire().await.unwrap();
+    let job = queue::enqueue(
+        &mut conn,
+        &catalog(),
+        &NewJob::new("noop", json!({})).tenant(id),
+    )
+    .await
+    .unwrap()
+    .id;
+    let t: Uuid = sqlx::query_scalar("SELECT tenant_id FROM jobs WHERE id = $1")
+        .bind(job)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(t, id);
+    let e = sqlx::query("DELETE FROM tenants WHERE id = $1")
+        .bind(id)
+        .execute(&db.pool)
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "23503", "{e}");
+    assert!(e.to_string().contains("still has jobs"), "{e}");
+    sqlx::query("DELETE FROM jobs WHERE id = $1")
+        .bind(job)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM tenants WHERE id = $1")
+        .bind(id)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    // The owner's plain INSERT, with no tenant and no reference, lands in `default`;
+    // one referring to a project takes the project's tenant, even when it says `default`.
+    let acme = tenant(&db, "acme").await;
+    let p = store::projects::create(&db.pool, Some(acme.id), "p", None)
+        .await
+        .unwrap();
+    let rows: Vec<Uuid> = sqlx::query_scalar(
+        "INSERT INTO jobs (kind, input, project_id, tenant_id)
+         VALUES ('noop', '{}', NULL, DEFAULT), ('noop', '{}', $1, DEFAULT),
+                ('noop', '{}', $1, '00000000-0000-0000-0000-000000000001')
+         RETURNING tenant_id",
+    )
+    .bind(p)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(rows, vec![DEFAULT_TENANT, acme.id, acme.id]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenant_overrides_of_agents_and_settings_win_over_the_global_rows() {
     let db = test_db().await;
     let acme = tenant(&db, "acme").await;

@@ -21,6 +21,9 @@ pub struct EnqueueArgs {
     /// The project the job belongs to.
     #[arg(long, value_parser = super::parse_id)]
     pub project: Option<Uuid>,
+    /// The tenant the job runs for (its slug); the project's, or `default`, without it.
+    #[arg(long, value_name = "SLUG")]
+    pub tenant: Option<String>,
     /// Do not start before this time (RFC 3339, e.g. 2026-12-01T09:00:00Z).
     #[arg(long)]
     pub run_at: Option<DateTime<Utc>>,
@@ -41,9 +44,11 @@ pub struct EnqueueArgs {
 pub async fn run(args: EnqueueArgs, env: &Env, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
     let input: Value = serde_json::from_str(&args.input)
         .with_context(|| format!("--input is not valid JSON: {}", args.input))?;
+    let tenant = crate::store::tenants::resolve(&env.db.pool, args.tenant.as_deref()).await?;
     let job = NewJob {
         kind: args.kind,
         input,
+        tenant_id: tenant,
         project_id: args.project,
         run_at: args.run_at,
         priority: args.priority,

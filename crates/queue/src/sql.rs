@@ -50,20 +50,28 @@ pub async fn job_insert_many(conn: &mut PgConnection, jobs: &[NewJob]) -> Result
         keys.push(j.idempotency_key.as_deref());
     }
     // The coalesce defaults are the column defaults of the migration; a test checks
-    // that a library enqueue and a plain INSERT produce the same row.
-    let inserted: Vec<Uuid> = sqlx::query_scalar(
+    // that a library enqueue and a plain INSERT produce the same row. A batch that names
+    // no tenant leaves `tenant_id` out, as such an INSERT would: the database decides
+    // (its column default or its tenant trigger), without a trigger call per row.
+    let tenant = if tenants.iter().any(Option::is_some) {
+        (", tenant_id", ", t.tenant_id")
+    } else {
+        ("", "")
+    };
+    let inserted: Vec<Uuid> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "INSERT INTO jobs (id, kind, input, project_id, input_artifact_id, parent_id,
-                           priority, run_at, max_attempts, idempotency_key, tenant_id)
+                           priority, run_at, max_attempts, idempotency_key{})
          SELECT t.id, t.kind, t.input, t.project_id, t.input_artifact_id, t.parent_id,
                 coalesce(t.priority, 0), coalesce(t.run_at, now()), coalesce(t.max_attempts, 5),
-                t.idempotency_key, t.tenant_id
+                t.idempotency_key{}
          FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::uuid[], $5::uuid[], $6::uuid[],
                      $7::int[], $8::timestamptz[], $9::int[], $10::text[], $11::uuid[])
               AS t(id, kind, input, project_id, input_artifact_id, parent_id,
                    priority, run_at, max_attempts, idempotency_key, tenant_id)
          ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
          RETURNING id",
-    )
+        tenant.0, tenant.1
+    )))
     .bind(&ids)
     .bind(&kinds)
     .bind(&inputs)
