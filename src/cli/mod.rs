@@ -34,12 +34,20 @@ pub struct Cli {
 }
 
 impl Cli {
-    /// Who the audit log names: `--by`, else the OS user, else `cli`.
+    /// Who the audit log names: `--by`, else the OS user (`USER`, `LOGNAME`, or the
+    /// name of the process's user id), else `cli`.
     pub fn actor(&self) -> String {
+        let account = || {
+            nix::unistd::User::from_uid(nix::unistd::getuid())
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+        };
         self.by
             .clone()
             .or_else(|| std::env::var("USER").ok())
             .or_else(|| std::env::var("LOGNAME").ok())
+            .or_else(account)
             .map(|s| s.trim().to_owned())
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "cli".into())

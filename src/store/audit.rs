@@ -23,11 +23,13 @@ pub struct Entry<'a> {
     pub details: Value,
 }
 
-/// Records an action (inside the caller's transaction, with the action itself).
+/// Records an action (inside the caller's transaction, with the action itself). Ids are
+/// time-ordered, so actions of one transaction (which share its `now()`) list in the
+/// order they were recorded.
 pub async fn record(db: impl PgExecutor<'_>, e: &Entry<'_>) -> Result<()> {
     sqlx::query(
-        "INSERT INTO audit_log (tenant_id, actor, action, target_table, target_id, details)
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO audit_log (id, tenant_id, actor, action, target_table, target_id, details)
+         VALUES ($7, $1, $2, $3, $4, $5, $6)",
     )
     .bind(e.tenant)
     .bind(e.actor)
@@ -35,6 +37,7 @@ pub async fn record(db: impl PgExecutor<'_>, e: &Entry<'_>) -> Result<()> {
     .bind(e.target_table)
     .bind(e.target_id)
     .bind(&e.details)
+    .bind(Uuid::now_v7())
     .execute(db)
     .await?;
     Ok(())
