@@ -101,6 +101,13 @@ pub struct CleanupSettings {
 #[serde(deny_unknown_fields)]
 pub struct HttpSettings {
     pub listen: String,
+    /// Where `copydesk serve` listens when `--http` is not given.
+    pub serve: String,
+    /// The absolute URL people reach the server at (review links are printed on it);
+    /// empty: `http://` and the address `serve` listens on.
+    pub public_url: String,
+    /// The largest request body the API reads.
+    pub max_body_bytes: usize,
 }
 
 /// `[log]`

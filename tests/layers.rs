@@ -21,10 +21,10 @@ const FLOORS: &[(&str, u8)] = &[
     ("report", 4),
     ("jobs", 5),
     ("pipeline", 6),
-    ("http", 6),
-    ("app", 7),
-    ("demo", 8),
-    ("cli", 9),
+    ("http", 7),
+    ("app", 8),
+    ("demo", 9),
+    ("cli", 10),
 ];
 
 /// The top-level modules a file names through `crate::`, with the line they are on.

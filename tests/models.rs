@@ -583,7 +583,9 @@ async fn fallback(behaviour: Server, says: &str) {
     .unwrap();
     assert!(cooling);
     // `pipeline show` says which model wrote the draft.
-    let status = store::status::project(&w.db.pool, w.project).await.unwrap();
+    let status = store::status::project(&mut w.db.pool.acquire().await.unwrap(), w.project)
+        .await
+        .unwrap();
     assert_eq!(status.channels[0].model.as_deref(), Some("backup/model"));
     let mut text = Vec::new();
     copydesk::report::project_status(&mut text, &status).unwrap();

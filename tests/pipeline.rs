@@ -398,7 +398,9 @@ async fn a_human_edit_becomes_the_version_the_pending_approval_refers_to() {
         .await
         .unwrap();
     assert!(hits.iter().any(|h| h.id == edited), "{hits:?}");
-    let status = copydesk::store::status::project(&db.pool, p).await.unwrap();
+    let status = copydesk::store::status::project(&mut db.pool.acquire().await.unwrap(), p)
+        .await
+        .unwrap();
     assert_eq!(status.channels.len(), 1);
     assert_eq!(status.channels[0].state, "waiting for approval");
     assert_eq!(status.channels[0].draft_source, Some(ArtifactSource::Human));

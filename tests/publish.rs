@@ -668,6 +668,9 @@ async fn no_secret_reaches_logs_rows_errors_or_json() {
         .with_ansi(false)
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
+    // A callsite another test's thread registered while this subscriber was being set
+    // may have cached "no interest"; recompute every callsite's interest now.
+    tracing::callsite::rebuild_interest_cache();
 
     let db = test_db().await;
     let fake = FakePlatforms::start().await.unwrap();

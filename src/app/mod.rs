@@ -79,6 +79,16 @@ pub struct Env {
     pub db: Database,
 }
 
+/// The HTTP API's shared state over `pool`.
+pub fn api_state(env: &Env) -> crate::http::api::ApiState {
+    crate::http::api::ApiState::new(
+        env.db.pool.clone(),
+        env.settings.clone(),
+        catalog(),
+        Keys::from_env().map(Arc::new),
+    )
+}
+
 impl Env {
     /// Reads the settings and opens `DATABASE_URL` or the embedded cluster.
     pub async fn open() -> anyhow::Result<Self> {

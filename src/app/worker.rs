@@ -32,6 +32,8 @@ pub struct WorkerOptions {
     pub concurrency: Option<usize>,
     /// Serve /healthz, /readyz and /metrics here.
     pub http: Option<SocketAddr>,
+    /// Serve the API on the `http` address too (`copydesk worker --serve`).
+    pub api: Option<crate::http::api::ApiState>,
     /// Run the periodic enqueues (each also needs its `enabled` setting).
     pub scheduler: bool,
 }
@@ -55,9 +57,13 @@ pub async fn run(
     let decisions_wake: Wake = Arc::new(Notify::new());
     let applier = (runs(BrandVoiceArgs::KIND) || runs(EvaluationArgs::KIND))
         .then(|| tokio::spawn(apply_decisions(runner.clone(), decisions_wake.clone())));
-    let http = opts
-        .http
-        .map(|addr| tokio::spawn(crate::http::serve(runner.pool.clone(), addr)));
+    let http = opts.http.map(|addr| match opts.api.clone() {
+        Some(api) => tokio::spawn(async move {
+            let listener = tokio::net::TcpListener::bind(addr).await?;
+            crate::http::serve_on(api, listener, std::future::pending()).await
+        }),
+        None => tokio::spawn(crate::http::serve(runner.pool.clone(), addr)),
+    });
     let engine_opts = engine::WorkerOptions {
         kinds: opts.kinds.clone(),
         concurrency: opts.concurrency,

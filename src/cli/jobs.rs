@@ -66,7 +66,13 @@ pub async fn run(
     match cmd {
         JobsCommand::List(a) => {
             let tenant = a.tenant.id(env).await?;
-            let jobs = sql::job_list(pool, a.status, a.kind.as_deref(), tenant, a.limit).await?;
+            let filter = sql::JobFilter {
+                status: a.status,
+                kind: a.kind.clone(),
+                tenant_id: tenant,
+                ..Default::default()
+            };
+            let jobs = sql::job_page(pool, &filter, None, a.limit).await?;
             if a.json.json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&jobs)?)?;
             } else if jobs.is_empty() {
@@ -76,7 +82,7 @@ pub async fn run(
             }
         }
         JobsCommand::Show { id, json } => {
-            let d = store::status::job(pool, id).await?;
+            let d = store::status::job(&mut *pool.acquire().await?, id).await?;
             if json.json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&d)?)?;
             } else {

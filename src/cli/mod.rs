@@ -7,6 +7,7 @@ mod cleanup;
 mod enqueue;
 mod jobs;
 mod publish;
+mod serve;
 mod tenants;
 mod worker;
 
@@ -64,6 +65,8 @@ pub enum Command {
     },
     /// Run workers until SIGTERM or Ctrl-C.
     Worker(worker::WorkerArgs),
+    /// Serve the HTTP API (and health, metrics) until SIGTERM or Ctrl-C.
+    Serve(serve::ServeArgs),
     /// Enqueue one job and print its id.
     Enqueue(enqueue::EnqueueArgs),
     /// Inspect and steer jobs.
@@ -150,7 +153,8 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
         return publish::keys_generate(out);
     }
     // A worker listens for SIGTERM from the start, before the database is up.
-    let shutdown = matches!(cli.command, Command::Worker(_)).then(worker::shutdown_signal);
+    let shutdown =
+        matches!(cli.command, Command::Worker(_) | Command::Serve(_)).then(worker::shutdown_signal);
     let env = Env::open().await?;
     let by = cli.actor();
     let result = dispatch(cli.command, &env, &by, shutdown, out).await;
@@ -178,6 +182,10 @@ async fn dispatch(
         Command::Worker(args) => {
             let shutdown = shutdown.expect("installed for the worker command");
             worker::run(args, env, shutdown, out).await?
+        }
+        Command::Serve(args) => {
+            let shutdown = shutdown.expect("installed for the serve command");
+            serve::run(args, env, shutdown, out).await?
         }
         Command::Enqueue(args) => enqueue::run(args, env, out).await?,
         Command::Jobs(cmd) => jobs::run(cmd, env, by, out).await?,
@@ -215,29 +223,7 @@ pub fn parse_id(s: &str) -> Result<Uuid, BadArg> {
 
 /// Parses a duration: a whole number with `s`, `m`, `h` or `d` (`90d`, `12h`, `30m`).
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, BadArg> {
-    let bad = || {
-        BadArg(format!(
-            "{s:?} is not a duration: a whole number and s, m, h or d, like 90d or 12h"
-        ))
-    };
-    let t = s.trim();
-    let unit = t.chars().last().ok_or_else(bad)?;
-    let secs = match unit {
-        's' => 1,
-        'm' => 60,
-        'h' => 3600,
-        'd' => 86_400,
-        _ => return Err(bad()),
-    };
-    let n: u64 = t[..t.len() - 1].parse().map_err(|_| bad())?;
-    if n == 0 {
-        return Err(BadArg(format!(
-            "{s:?}: a duration must be longer than zero"
-        )));
-    }
-    n.checked_mul(secs)
-        .map(std::time::Duration::from_secs)
-        .ok_or_else(bad)
+    crate::domain::parse_duration(s).map_err(BadArg)
 }
 
 /// `--tenant SLUG`: the tenant a command acts for or lists (all or `default` without it).

@@ -305,7 +305,7 @@ pub async fn audit(
         limit,
         json,
     } = cmd;
-    let rows = store::audit::list(&env.db.pool, tenant.id(env).await?, since, limit).await?;
+    let rows = store::audit::list(&env.db.pool, tenant.id(env).await?, since, None, limit).await?;
     if json.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
     } else if rows.is_empty() {

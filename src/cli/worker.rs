@@ -18,6 +18,9 @@ pub struct WorkerArgs {
     /// Serve /healthz, /readyz and /metrics on this address.
     #[arg(long, value_parser = super::parse_addr)]
     pub http: Option<SocketAddr>,
+    /// Serve the API on the --http address too (one process for both).
+    #[arg(long)]
+    pub serve: bool,
     /// Do not apply pending migrations at start.
     #[arg(long)]
     pub no_migrate: bool,
@@ -43,10 +46,14 @@ pub async fn run(
         let l = &env.settings.http.listen;
         (!l.is_empty()).then(|| l.parse().ok()).flatten()
     });
+    if args.serve && http.is_none() {
+        anyhow::bail!("--serve needs an address to serve on: give --http or set [http] listen");
+    }
     let opts = WorkerOptions {
         kinds: args.kinds,
         concurrency: args.concurrency.map(usize::from),
         http,
+        api: args.serve.then(|| crate::app::api_state(env)),
         scheduler: !args.no_scheduler,
     };
     let summary = run_worker(env.runner()?, opts, shutdown).await?;

@@ -277,7 +277,10 @@ async fn pipeline(env: &Env, out: &mut (dyn Write + Send)) -> anyhow::Result<()>
             d.content.trim()
         )?;
     }
-    crate::report::project_status(out, &store::status::project(&pool, project).await?)?;
+    crate::report::project_status(
+        out,
+        &store::status::project(&mut *pool.acquire().await?, project).await?,
+    )?;
     writeln!(
         out,
         "\nnext: `copydesk pipeline show {project}`, `copydesk approvals list`, `copydesk artifacts search linen`"

@@ -59,6 +59,7 @@ pub async fn run(jobs: u32, env: &Env, out: &mut (dyn Write + Send)) -> anyhow::
         kinds: Some(vec![NoopArgs::KIND.into()]),
         concurrency: Some(16),
         http: None,
+        api: None,
         scheduler: false,
     };
     let worker = tokio::spawn(run_worker(runner, opts, async move {

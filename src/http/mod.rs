@@ -1,78 +1,26 @@
-//! `/healthz`, `/readyz` and `/metrics` for `copydesk worker --http ADDR`.
+//! The HTTP side. Every process with `--http` serves health and metrics (`health`);
+//! `copydesk serve` adds the operator API under `/api/v1` (`api`).
 
-use std::{collections::BTreeSet, net::SocketAddr, sync::OnceLock};
+pub mod api;
+mod health;
 
-use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use sqlx::PgPool;
+use axum::Router;
 
-static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
+pub use health::{prometheus, router, serve};
 
-/// Installs the Prometheus recorder once per process (the `metrics` macros record
-/// into it from then on) and returns its handle.
-pub fn prometheus() -> &'static PrometheusHandle {
-    PROMETHEUS.get_or_init(|| {
-        PrometheusBuilder::new()
-            .set_buckets_for_metric(
-                metrics_exporter_prometheus::Matcher::Suffix("duration_seconds".into()),
-                &[0.001, 0.005, 0.025, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0],
-            )
-            .and_then(|b| b.install_recorder())
-            .expect("the Prometheus recorder installs once")
-    })
+/// Health, metrics and the API on one router.
+pub fn app(state: api::ApiState) -> Router {
+    health::router(state.pool().clone()).merge(api::router(state))
 }
 
-/// The router, for tests and for [`serve`].
-pub fn router(pool: PgPool) -> Router {
-    prometheus();
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
-        .with_state(pool)
-}
-
-/// Serves the router on `addr` until the task is aborted.
-pub async fn serve(pool: PgPool, addr: SocketAddr) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "serving /healthz, /readyz, /metrics");
-    axum::serve(listener, router(pool)).await
-}
-
-async fn readyz(State(pool): State<PgPool>) -> impl IntoResponse {
-    match crate::db::pending(&pool).await {
-        Ok(p) if p.is_empty() => (StatusCode::OK, "ready\n".to_owned()),
-        Ok(p) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("migrations pending: {}\n", p.join(", ")),
-        ),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("database unreachable: {e}\n"),
-        ),
-    }
-}
-
-async fn metrics_text(State(pool): State<PgPool>) -> impl IntoResponse {
-    // Queue depth is read at scrape time, so every process reports the same truth. A
-    // kind and status that emptied since the last scrape is reported as 0, not dropped.
-    static SEEN: std::sync::Mutex<BTreeSet<(String, String)>> =
-        std::sync::Mutex::new(BTreeSet::new());
-    if let Ok(rows) = crate::queue::sql::queue_stats(&pool).await {
-        let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
-        let now: BTreeSet<(String, String)> = rows
-            .iter()
-            .map(|r| (r.kind.clone(), r.status.to_string()))
-            .collect();
-        for (kind, status) in seen.difference(&now) {
-            metrics::gauge!("copydesk_queue_jobs", "kind" => kind.clone(), "status" => status.clone())
-                .set(0.0);
-        }
-        for r in rows {
-            metrics::gauge!("copydesk_queue_jobs", "kind" => r.kind, "status" => r.status.to_string())
-                .set(r.jobs as f64);
-        }
-        seen.extend(now);
-    }
-    prometheus().render()
+/// Serves [`app`] on `listener` until `shutdown` resolves; requests under way finish.
+pub async fn serve_on(
+    state: api::ApiState,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    tracing::info!(addr = %listener.local_addr()?, "serving the API and health");
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
 }

@@ -42,15 +42,28 @@ pub async fn decide(
     by: &str,
     notes: Option<&str>,
 ) -> Result<Approval> {
+    let mut tx = pool.begin().await.map_err(store::Error::from)?;
+    let a = decide_in(&mut tx, id, approve, by, notes).await?;
+    tx.commit().await.map_err(store::Error::from)?;
+    Ok(a)
+}
+
+/// [`decide`] inside the caller's transaction.
+pub async fn decide_in(
+    conn: &mut PgConnection,
+    id: Uuid,
+    approve: bool,
+    by: &str,
+    notes: Option<&str>,
+) -> Result<Approval> {
     let status = if approve {
         ApprovalStatus::Approved
     } else {
         ApprovalStatus::Rejected
     };
-    let mut tx = pool.begin().await.map_err(store::Error::from)?;
-    let a = store::approvals::decide(&mut tx, id, status, by, notes).await?;
+    let a = store::approvals::decide(&mut *conn, id, status, by, notes).await?;
     store::audit::record(
-        &mut *tx,
+        &mut *conn,
         &store::audit::Entry {
             tenant: Some(a.tenant_id),
             actor: by,
@@ -65,21 +78,33 @@ pub async fn decide(
         },
     )
     .await?;
-    tx.commit().await.map_err(store::Error::from)?;
     Ok(a)
 }
 
 /// Stores a person's edit of a draft as a new `human` version based on it; a pending
 /// approval of the draft then refers to the edited version. Returns the new artifact.
 pub async fn edit_draft(pool: &PgPool, draft: Uuid, content: &str, by: &str) -> Result<Uuid> {
+    let mut tx = pool.begin().await.map_err(store::Error::from)?;
+    let id = edit_draft_in(&mut tx, draft, content, by).await?;
+    tx.commit().await.map_err(store::Error::from)?;
+    Ok(id)
+}
+
+/// [`edit_draft`] inside the caller's transaction.
+pub async fn edit_draft_in(
+    conn: &mut PgConnection,
+    draft: Uuid,
+    content: &str,
+    by: &str,
+) -> Result<Uuid> {
     if content.trim().is_empty() {
         return Err(Error::Invalid("the edited text is empty".into()));
     }
-    let mut tx = pool.begin().await.map_err(store::Error::from)?;
-    let (id, tenant) = store::artifacts::insert_human_version(&mut tx, draft, content, by).await?;
-    let repointed = store::approvals::repoint_pending(&mut *tx, draft, id).await?;
+    let (id, tenant) =
+        store::artifacts::insert_human_version(&mut *conn, draft, content, by).await?;
+    let repointed = store::approvals::repoint_pending(&mut *conn, draft, id).await?;
     store::audit::record(
-        &mut *tx,
+        &mut *conn,
         &store::audit::Entry {
             tenant: Some(tenant),
             actor: by,
@@ -93,7 +118,6 @@ pub async fn edit_draft(pool: &PgPool, draft: Uuid, content: &str, by: &str) -> 
         },
     )
     .await?;
-    tx.commit().await.map_err(store::Error::from)?;
     Ok(id)
 }
 

@@ -1,6 +1,6 @@
 //! What an operator does to a job by hand, each recorded in `audit_log` with who did
 //! it, in the same transaction as the change: retry a failed or cancelled job, cancel
-//! a queued or running one. The CLI calls these; the HTTP API will too.
+//! a queued or running one. The CLI and the HTTP API call these.
 
 use copydesk_queue::{Job, ops};
 use serde_json::json;
@@ -13,18 +13,30 @@ use crate::store;
 /// A failed or cancelled job back to `queued`, attempts reset, as done `by`.
 pub async fn retry(pool: &PgPool, id: Uuid, by: &str) -> Result<Job> {
     let mut tx = pool.begin().await.map_err(store::Error::from)?;
-    let job = ops::retry_in(&mut tx, id).await?;
-    record(&mut tx, &job, "job.retried", by).await?;
+    let job = retry_in(&mut tx, id, by).await?;
     tx.commit().await.map_err(store::Error::from)?;
+    Ok(job)
+}
+
+/// [`retry`] inside the caller's transaction.
+pub async fn retry_in(conn: &mut PgConnection, id: Uuid, by: &str) -> Result<Job> {
+    let job = ops::retry_in(&mut *conn, id).await?;
+    record(conn, &job, "job.retried", by).await?;
     Ok(job)
 }
 
 /// A queued or running job cancelled, as done `by`.
 pub async fn cancel(pool: &PgPool, id: Uuid, by: &str) -> Result<Job> {
     let mut tx = pool.begin().await.map_err(store::Error::from)?;
-    let job = ops::cancel_in(&mut tx, id).await?;
-    record(&mut tx, &job, "job.cancelled", by).await?;
+    let job = cancel_in(&mut tx, id, by).await?;
     tx.commit().await.map_err(store::Error::from)?;
+    Ok(job)
+}
+
+/// [`cancel`] inside the caller's transaction.
+pub async fn cancel_in(conn: &mut PgConnection, id: Uuid, by: &str) -> Result<Job> {
+    let job = ops::cancel_in(&mut *conn, id).await?;
+    record(conn, &job, "job.cancelled", by).await?;
     Ok(job)
 }
 

@@ -133,8 +133,41 @@ pub async fn list(
     .await?)
 }
 
+/// A page of approvals of one status (all without it) and project, by creation time
+/// (oldest first when `oldest_first`, the inbox's order; else newest first), starting
+/// after the approval created `after.0` with id `after.1`.
+pub async fn page(
+    db: impl PgExecutor<'_>,
+    status: Option<ApprovalStatus>,
+    project: Option<Uuid>,
+    oldest_first: bool,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> Result<Vec<Approval>> {
+    let (cmp, dir) = if oldest_first {
+        (">", "ASC")
+    } else {
+        ("<", "DESC")
+    };
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM approvals a
+         WHERE ($1::text IS NULL OR status = $1)
+           AND ($2::uuid IS NULL OR EXISTS (SELECT 1 FROM jobs j WHERE j.id = a.job_id AND j.project_id = $2))
+           AND ($3::timestamptz IS NULL OR (created_at, id) {cmp} ($3, $4))
+         ORDER BY created_at {dir}, id {dir} LIMIT $5"
+    )))
+    .bind(status)
+    .bind(project)
+    .bind(after.map(|a| a.0))
+    .bind(after.map(|a| a.1))
+    .bind(limit)
+    .persistent(false)
+    .fetch_all(db)
+    .await?)
+}
+
 /// One approval with the artifact it is about, as JSON.
-pub async fn show(pool: &PgPool, id: Uuid) -> Result<Value> {
+pub async fn show(db: impl PgExecutor<'_>, id: Uuid) -> Result<Value> {
     sqlx::query_scalar(
         "SELECT to_jsonb(p) || jsonb_build_object('artifact',
                 (SELECT jsonb_build_object('kind', kind, 'channel', channel, 'version', version,
@@ -142,7 +175,7 @@ pub async fn show(pool: &PgPool, id: Uuid) -> Result<Value> {
          FROM approvals p WHERE id = $1",
     )
     .bind(id)
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await?
     .ok_or(Error::NotFound {
         what: "approval",

@@ -175,11 +175,13 @@ pub async fn insert_human_version(
     content: &str,
     by: &str,
 ) -> Result<(Uuid, Uuid)> {
-    let kind: Option<ArtifactKind> =
-        sqlx::query_scalar("SELECT kind FROM artifacts WHERE id = $1 FOR UPDATE")
-            .bind(draft)
-            .fetch_optional(&mut *conn)
-            .await?;
+    // No row lock: a tenant session (the API's) may not lock artifacts. Two edits of
+    // one draft at once make two versions based on it; the pending approval moves to
+    // the first.
+    let kind: Option<ArtifactKind> = sqlx::query_scalar("SELECT kind FROM artifacts WHERE id = $1")
+        .bind(draft)
+        .fetch_optional(&mut *conn)
+        .await?;
     match kind {
         None => {
             return Err(Error::NotFound {
@@ -224,7 +226,7 @@ pub struct Hit {
 
 /// Searches artifacts' titles and contents (web-search syntax: words, "phrases", -not).
 pub async fn search(
-    pool: &PgPool,
+    db: impl PgExecutor<'_>,
     words: &str,
     project: Option<Uuid>,
     limit: i64,
@@ -240,7 +242,7 @@ pub async fn search(
     .bind(words)
     .bind(project)
     .bind(limit)
-    .fetch_all(pool)
+    .fetch_all(db)
     .await?)
 }
 

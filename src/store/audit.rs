@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::{PgExecutor, PgPool};
+use sqlx::PgExecutor;
 use uuid::Uuid;
 
 use super::Result;
@@ -58,20 +58,24 @@ pub struct Recorded {
 
 /// Recorded actions, newest first.
 pub async fn list(
-    pool: &PgPool,
+    db: impl PgExecutor<'_>,
     tenant: Option<Uuid>,
     since: Option<DateTime<Utc>>,
+    before: Option<(DateTime<Utc>, Uuid)>,
     limit: i64,
 ) -> Result<Vec<Recorded>> {
     Ok(sqlx::query_as(
         "SELECT a.id, t.slug AS tenant, a.actor, a.action, a.target_table, a.target_id, a.details, a.at
          FROM audit_log a JOIN tenants t ON t.id = a.tenant_id
          WHERE ($1::uuid IS NULL OR a.tenant_id = $1) AND ($2::timestamptz IS NULL OR a.at >= $2)
+           AND ($4::timestamptz IS NULL OR (a.at, a.id) < ($4, $5))
          ORDER BY a.at DESC, a.id DESC LIMIT $3",
     )
     .bind(tenant)
     .bind(since)
     .bind(limit)
-    .fetch_all(pool)
+    .bind(before.map(|b| b.0))
+    .bind(before.map(|b| b.1))
+    .fetch_all(db)
     .await?)
 }

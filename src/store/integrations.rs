@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::{PgConnection, PgExecutor, PgPool};
+use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 use super::{Error, Result};
@@ -64,7 +64,7 @@ pub async fn upsert(
 
 /// Integrations, of one project and/or tenant or all.
 pub async fn list(
-    pool: &PgPool,
+    db: impl PgExecutor<'_>,
     project: Option<Uuid>,
     tenant: Option<Uuid>,
 ) -> Result<Vec<Integration>> {
@@ -75,7 +75,7 @@ pub async fn list(
     )))
     .bind(project)
     .bind(tenant)
-    .fetch_all(pool)
+    .fetch_all(db)
     .await?)
 }
 

@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::{PgExecutor, PgPool};
+use sqlx::PgExecutor;
 use uuid::Uuid;
 
 use super::Result;
@@ -113,7 +113,7 @@ pub struct CostLine {
     pub unpriced_calls: i64,
 }
 
-pub async fn cost_by_model(pool: &PgPool, project: Uuid) -> Result<Vec<CostLine>> {
+pub async fn cost_by_model(db: impl PgExecutor<'_>, project: Uuid) -> Result<Vec<CostLine>> {
     Ok(sqlx::query_as(
         "SELECT provider, coalesce(model, '-') AS model, count(*) AS calls,
                 sum(prompt_tokens)::bigint AS prompt_tokens, sum(completion_tokens)::bigint AS completion_tokens,
@@ -123,16 +123,106 @@ pub async fn cost_by_model(pool: &PgPool, project: Uuid) -> Result<Vec<CostLine>
          FROM runs WHERE project_id = $1 GROUP BY 1, 2 ORDER BY 1, 2",
     )
     .bind(project)
-    .fetch_all(pool)
+    .fetch_all(db)
     .await?)
 }
 
 /// A job's runs as JSON, oldest first.
-pub async fn for_job(pool: &PgPool, job: Uuid) -> Result<Vec<Value>> {
+pub async fn for_job(db: impl PgExecutor<'_>, job: Uuid) -> Result<Vec<Value>> {
     Ok(sqlx::query_scalar(
         "SELECT to_jsonb(r) - 'job_id' FROM runs r WHERE job_id = $1 ORDER BY created_at",
     )
     .bind(job)
-    .fetch_all(pool)
+    .fetch_all(db)
+    .await?)
+}
+
+/// What cost is grouped by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CostGroup {
+    Project,
+    /// The channel of the job that made the call (`-` for calls of no channel).
+    Channel,
+    /// `provider/model`.
+    Model,
+    /// The UTC day of the call.
+    Day,
+}
+
+/// One group's calls, tokens and cost.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct CostGroupLine {
+    pub key: String,
+    pub calls: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub cost_usd: f64,
+    pub errors: i64,
+}
+
+/// Cost of the runs since `since` (all without it), of one project or all, per `group`.
+pub async fn cost_by(
+    db: impl PgExecutor<'_>,
+    group: CostGroup,
+    project: Option<Uuid>,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<Vec<CostGroupLine>> {
+    let key = match group {
+        CostGroup::Project => "coalesce(r.project_id::text, '-')",
+        CostGroup::Channel => "coalesce(j.input->>'channel', '-')",
+        CostGroup::Model => "r.provider || '/' || coalesce(r.model, '-')",
+        CostGroup::Day => "to_char(r.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+    };
+    let join = if group == CostGroup::Channel {
+        "LEFT JOIN jobs j ON j.id = r.job_id"
+    } else {
+        ""
+    };
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {key} AS key, count(*) AS calls, sum(r.prompt_tokens)::bigint AS prompt_tokens,
+                sum(r.completion_tokens)::bigint AS completion_tokens,
+                sum(r.cost_usd)::float8 AS cost_usd,
+                count(*) FILTER (WHERE r.status = 'error') AS errors
+         FROM runs r {join}
+         WHERE ($1::uuid IS NULL OR r.project_id = $1)
+           AND ($2::timestamptz IS NULL OR r.created_at >= $2)
+         GROUP BY 1 ORDER BY 1"
+    )))
+    .bind(project)
+    .bind(since)
+    .persistent(false)
+    .fetch_all(db)
+    .await?)
+}
+
+/// A project's cost against what it published.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct CostPerPost {
+    pub project_id: Uuid,
+    pub name: String,
+    pub cost_usd: f64,
+    /// Publications (posts that went out, or were found out there).
+    pub published: i64,
+    /// Everything the project's calls cost divided by its publications (none without one).
+    pub cost_per_post_usd: Option<f64>,
+}
+
+/// Cost per published post, per project (one project or all).
+pub async fn cost_per_post(
+    db: impl PgExecutor<'_>,
+    project: Option<Uuid>,
+) -> Result<Vec<CostPerPost>> {
+    Ok(sqlx::query_as(
+        "SELECT *, CASE WHEN published > 0 THEN cost_usd / published END AS cost_per_post_usd
+         FROM (SELECT p.id AS project_id, p.name, p.created_at,
+                      coalesce((SELECT sum(cost_usd) FROM runs r WHERE r.project_id = p.id), 0)::float8 AS cost_usd,
+                      (SELECT count(*) FROM artifacts a
+                       WHERE a.project_id = p.id AND a.kind = 'publication') AS published
+               FROM projects p WHERE ($1::uuid IS NULL OR p.id = $1)) t
+         ORDER BY created_at, project_id",
+    )
+    .bind(project)
+    .fetch_all(db)
     .await?)
 }

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::{Error, Result};
@@ -41,8 +41,8 @@ pub struct ProjectStatus {
 }
 
 /// Each channel's state, current draft, score and approval, and the cost so far.
-pub async fn project(pool: &PgPool, project: Uuid) -> Result<ProjectStatus> {
-    let name = super::projects::name(pool, project)
+pub async fn project(conn: &mut PgConnection, project: Uuid) -> Result<ProjectStatus> {
+    let name = super::projects::name(&mut *conn, project)
         .await?
         .ok_or(Error::NotFound {
             what: "project",
@@ -55,7 +55,7 @@ pub async fn project(pool: &PgPool, project: Uuid) -> Result<ProjectStatus> {
          ORDER BY j.created_at DESC LIMIT 1",
     )
     .bind(project)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *conn)
     .await?;
     let channels: Vec<ChannelStatus> = sqlx::query_as(
         "WITH ch AS (
@@ -102,10 +102,10 @@ pub async fn project(pool: &PgPool, project: Uuid) -> Result<ProjectStatus> {
          ORDER BY ch.channel",
     )
     .bind(project)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await?;
-    let cost = super::runs::cost_by_model(pool, project).await?;
-    let budget = super::budgets::state(pool, project)
+    let cost = super::runs::cost_by_model(&mut *conn, project).await?;
+    let budget = super::budgets::state(&mut *conn, project)
         .await?
         .ok_or(Error::NotFound {
             what: "project",
@@ -131,33 +131,46 @@ pub struct JobDetail {
     pub runs: Vec<Value>,
     pub artifacts: Vec<Value>,
     pub approvals: Vec<Value>,
+    /// Publishing attempts (what was sent, what came back), oldest first.
+    pub attempts: Vec<Value>,
 }
 
-/// A job with its runs, artifacts and approvals.
-pub async fn job(pool: &PgPool, id: Uuid) -> Result<JobDetail> {
-    let job = copydesk_queue::sql::job_get(pool, id)
+/// A job with its runs, artifacts, approvals and publishing attempts.
+pub async fn job(conn: &mut PgConnection, id: Uuid) -> Result<JobDetail> {
+    let job = copydesk_queue::sql::job_get(&mut *conn, id)
         .await
         .map_err(|e| match e {
             copydesk_queue::Error::Sql(e) => Error::Sql(e),
             other => Error::Invalid(other.to_string()),
         })?
         .ok_or(Error::NotFound { what: "job", id })?;
-    let rows = |q: &'static str| async move {
-        sqlx::query_scalar::<_, Value>(q)
+    async fn rows(conn: &mut PgConnection, q: &'static str, id: Uuid) -> Result<Vec<Value>> {
+        Ok(sqlx::query_scalar::<_, Value>(q)
             .bind(id)
-            .fetch_all(pool)
-            .await
-    };
+            .fetch_all(conn)
+            .await?)
+    }
     Ok(JobDetail {
-        runs: super::runs::for_job(pool, id).await?,
+        runs: super::runs::for_job(&mut *conn, id).await?,
         artifacts: rows(
+            conn,
             "SELECT jsonb_build_object('id', id, 'kind', kind, 'channel', channel, 'version', version,
                     'source', source, 'title', title, 'created_at', created_at)
              FROM artifacts WHERE job_id = $1 ORDER BY created_at",
+            id,
         )
         .await?,
         approvals: rows(
+            conn,
             "SELECT to_jsonb(a) - 'job_id' FROM approvals a WHERE job_id = $1 ORDER BY created_at",
+            id,
+        )
+        .await?,
+        attempts: rows(
+            conn,
+            "SELECT to_jsonb(p) - 'job_id' FROM publish_attempts p WHERE job_id = $1
+             ORDER BY created_at",
+            id,
         )
         .await?,
         job,

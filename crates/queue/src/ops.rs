@@ -46,6 +46,24 @@ pub async fn cancel_in(conn: &mut PgConnection, id: Uuid) -> Result<Job> {
     Ok(job)
 }
 
+/// Retries or cancels up to `limit` jobs matching `filter`, inside the caller's
+/// transaction; retried kinds' workers are woken when it commits. Returns the ids.
+pub async fn bulk_in(
+    conn: &mut PgConnection,
+    action: sql::BulkAction,
+    filter: &sql::JobFilter,
+    limit: i64,
+) -> Result<Vec<Uuid>> {
+    let done = sql::job_bulk(&mut *conn, action, filter, limit).await?;
+    if action == sql::BulkAction::Retry && !done.is_empty() {
+        let mut kinds: Vec<&str> = done.iter().map(|(_, k)| k.as_str()).collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        sql::job_notify(&mut *conn, &kinds).await?;
+    }
+    Ok(done.into_iter().map(|(id, _)| id).collect())
+}
+
 async fn wrong_state(
     conn: &mut PgConnection,
     id: Uuid,
@@ -74,8 +92,8 @@ pub struct QueueStats {
     pub failed_last_5m: i64,
 }
 
-pub async fn stats(pool: &PgPool) -> Result<QueueStats> {
-    let rows = sql::queue_stats(pool).await?;
+pub async fn stats(db: impl sqlx::PgExecutor<'_>) -> Result<QueueStats> {
+    let rows = sql::queue_stats(db).await?;
     let oldest_ready_secs = rows
         .iter()
         .filter_map(|r| r.oldest_ready_secs)

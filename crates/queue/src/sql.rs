@@ -330,34 +330,84 @@ pub async fn job_get(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Job>> {
     .await?)
 }
 
-/// Newest jobs first, optionally of one status, kind and/or tenant.
-pub async fn job_list(
+/// Which jobs a listing or a bulk action means; every field narrows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct JobFilter {
+    pub status: Option<JobStatus>,
+    pub kind: Option<String>,
+    pub project_id: Option<Uuid>,
+    pub tenant_id: Option<Uuid>,
+    /// Jobs whose `last_error` reads this once ids and numbers are masked (what
+    /// `copydesk_error_group(last_error)` gives): the same failure on many jobs.
+    pub error_group: Option<String>,
+}
+
+/// The filter's predicate over `jobs`, its values bound from `$1` to `$5`.
+const FILTER: &str = "($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR kind = $2)
+    AND ($3::uuid IS NULL OR project_id = $3) AND ($4::uuid IS NULL OR tenant_id = $4)
+    AND ($5::text IS NULL OR copydesk_error_group(last_error) = $5)";
+
+fn bind_filter<'q, O>(
+    q: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+    f: &'q JobFilter,
+) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
+    q.bind(f.status)
+        .bind(f.kind.as_deref())
+        .bind(f.project_id)
+        .bind(f.tenant_id)
+        .bind(f.error_group.as_deref())
+}
+
+/// Up to `limit` jobs matching `filter`, newest first (ids are time-ordered), starting
+/// after the job `after`. Planned with the real values each time (`persistent(false)`),
+/// so a status filter reads its partial index and no listing sorts the table.
+pub async fn job_page(
     db: impl PgExecutor<'_>,
-    status: Option<JobStatus>,
-    kind: Option<&str>,
-    tenant: Option<Uuid>,
+    filter: &JobFilter,
+    after: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<Job>> {
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {JOB_COLUMNS} FROM jobs
-         WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR kind = $2)
-           AND ($4::uuid IS NULL OR tenant_id = $4)
-         ORDER BY created_at DESC, id DESC LIMIT $3"
-    )))
-    .bind(status)
-    .bind(kind)
-    .bind(limit)
-    .bind(tenant)
-    .fetch_all(db)
-    .await?)
+    let sql = format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE {FILTER} AND ($6::uuid IS NULL OR id < $6)
+         ORDER BY id DESC LIMIT $7"
+    );
+    Ok(
+        bind_filter(sqlx::query_as(sqlx::AssertSqlSafe(sql)), filter)
+            .bind(after)
+            .bind(limit)
+            .persistent(false)
+            .fetch_all(db)
+            .await?,
+    )
 }
+
+/// How many jobs match `filter` and are in one of `statuses`.
+pub async fn job_count(
+    db: impl PgExecutor<'_>,
+    filter: &JobFilter,
+    statuses: &[JobStatus],
+) -> Result<i64> {
+    let sql = format!("SELECT count(*) FROM jobs WHERE {FILTER} AND status = ANY($6)");
+    let (n,): (i64,) = bind_filter(sqlx::query_as(sqlx::AssertSqlSafe(sql)), filter)
+        .bind(statuses)
+        .persistent(false)
+        .fetch_one(db)
+        .await?;
+    Ok(n)
+}
+
+const RETRY_SET: &str = "status = 'queued', attempts = 0, run_at = now(), finished_at = NULL,
+    locked_by = NULL, locked_until = NULL, updated_at = now()";
+const RETRY_FROM: &str = "('failed', 'cancelled')";
+const CANCEL_SET: &str = "status = 'cancelled', finished_at = now(), locked_by = NULL,
+    locked_until = NULL, last_error = coalesce(last_error, 'cancelled by an operator'),
+    updated_at = now()";
+const CANCEL_FROM: &str = "('queued', 'running')";
 
 /// A failed or cancelled job back to `queued` now, with its attempts reset.
 pub async fn job_retry(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Job>> {
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE jobs SET status = 'queued', attempts = 0, run_at = now(), finished_at = NULL,
-                locked_by = NULL, locked_until = NULL, updated_at = now()
-         WHERE id = $1 AND status IN ('failed', 'cancelled')
+        "UPDATE jobs SET {RETRY_SET} WHERE id = $1 AND status IN {RETRY_FROM}
          RETURNING {JOB_COLUMNS}"
     )))
     .bind(id)
@@ -369,15 +419,60 @@ pub async fn job_retry(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Job>>
 /// broken when it reports, and its result is discarded.
 pub async fn job_cancel(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Job>> {
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE jobs SET status = 'cancelled', finished_at = now(), locked_by = NULL,
-                locked_until = NULL, last_error = coalesce(last_error, 'cancelled by an operator'),
-                updated_at = now()
-         WHERE id = $1 AND status IN ('queued', 'running')
+        "UPDATE jobs SET {CANCEL_SET} WHERE id = $1 AND status IN {CANCEL_FROM}
          RETURNING {JOB_COLUMNS}"
     )))
     .bind(id)
     .fetch_optional(db)
     .await?)
+}
+
+/// What a bulk action does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BulkAction {
+    /// Failed or cancelled jobs back to `queued`.
+    Retry,
+    /// Queued or running jobs to `cancelled`.
+    Cancel,
+}
+
+impl BulkAction {
+    /// The statuses the action applies to.
+    pub fn applies_to(self) -> &'static [JobStatus] {
+        match self {
+            Self::Retry => &[JobStatus::Failed, JobStatus::Cancelled],
+            Self::Cancel => &[JobStatus::Queued, JobStatus::Running],
+        }
+    }
+}
+
+/// Retries or cancels up to `limit` jobs matching `filter` (of the statuses the action
+/// applies to), skipping rows another transaction holds; returns the ids and kinds.
+pub async fn job_bulk(
+    db: impl PgExecutor<'_>,
+    action: BulkAction,
+    filter: &JobFilter,
+    limit: i64,
+) -> Result<Vec<(Uuid, String)>> {
+    let (set, from) = match action {
+        BulkAction::Retry => (RETRY_SET, RETRY_FROM),
+        BulkAction::Cancel => (CANCEL_SET, CANCEL_FROM),
+    };
+    let sql = format!(
+        "UPDATE jobs SET {set}
+         WHERE id = ANY(ARRAY(SELECT id FROM jobs WHERE {FILTER} AND status IN {from}
+                              LIMIT $6 FOR UPDATE SKIP LOCKED))
+           AND status IN {from}
+         RETURNING id, kind"
+    );
+    Ok(
+        bind_filter(sqlx::query_as(sqlx::AssertSqlSafe(sql)), filter)
+            .bind(limit)
+            .persistent(false)
+            .fetch_all(db)
+            .await?,
+    )
 }
 
 /// One line of `queue stats`: a kind and status with its count.

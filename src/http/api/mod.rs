@@ -1,0 +1,150 @@
+//! The operator API under `/api/v1`: what the CLI does, for other services and the
+//! console. Every call authenticates a token (`auth`), runs in one transaction as the
+//! token's tenant under row-level security, checks the token's role before it writes,
+//! and leaves an audit row naming the token for every write. Errors are RFC 9457
+//! problem documents (`problem`); listings are keyset-paginated (`page`). The OpenAPI
+//! document is generated from the handlers and served at `/api/v1/openapi.json`.
+
+mod admin;
+pub mod auth;
+mod jobs;
+pub mod page;
+pub mod problem;
+mod projects;
+mod reviews;
+
+use std::sync::Arc;
+
+use axum::{Json, Router, extract::DefaultBodyLimit, routing::get};
+use copydesk_queue::Catalog;
+use sqlx::PgPool;
+use utoipa::{
+    Modify, OpenApi,
+    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+};
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::{config::Settings, keys::Keys};
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct ApiState(Arc<Inner>);
+
+struct Inner {
+    pool: PgPool,
+    settings: Arc<Settings>,
+    catalog: Catalog,
+    keys: Result<Arc<Keys>, crate::keys::KeyError>,
+}
+
+impl std::fmt::Debug for ApiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiState").finish_non_exhaustive()
+    }
+}
+
+impl ApiState {
+    /// `keys` are the Fernet keys integrations are tested and set with (their error is
+    /// answered by those calls only).
+    pub fn new(
+        pool: PgPool,
+        settings: Arc<Settings>,
+        catalog: Catalog,
+        keys: Result<Arc<Keys>, crate::keys::KeyError>,
+    ) -> Self {
+        Self(Arc::new(Inner {
+            pool,
+            settings,
+            catalog,
+            keys,
+        }))
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.0.pool
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.0.settings
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.0.catalog
+    }
+
+    pub fn keys(&self) -> Result<Arc<Keys>, problem::Problem> {
+        self.0.keys.clone().map_err(|e| {
+            problem::Problem::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "keys",
+                e.to_string(),
+            )
+        })
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "copydesk API",
+        description = "Jobs, approvals, drafts, pipelines, publications, integrations, costs \
+                       and the audit log of one tenant. Send a token made with \
+                       `copydesk tokens create` as `Authorization: Bearer <token>`.",
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    components(schemas(problem::Problem)),
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The API's routes and the OpenAPI document describing them.
+pub fn routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .nest(
+            "/api/v1",
+            jobs::routes()
+                .merge(reviews::routes())
+                .merge(projects::routes())
+                .merge(admin::routes()),
+        )
+        .split_for_parts()
+}
+
+/// The OpenAPI document (what `/api/v1/openapi.json` serves).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().1
+}
+
+/// The API router with its state: routes, the OpenAPI document, a body size limit.
+pub fn router(state: ApiState) -> Router {
+    let (routes, doc) = routes();
+    let doc = Arc::new(doc);
+    let limit = state.settings().http.max_body_bytes;
+    routes
+        .route(
+            "/api/v1/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move { Json(doc.as_ref().clone()) }
+            }),
+        )
+        .fallback(|| async {
+            problem::Problem::not_found(
+                "no such path; the API is described at /api/v1/openapi.json",
+            )
+        })
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}

@@ -1,0 +1,1008 @@
+//! The HTTP API against a real Postgres: every endpoint with each token role allowed and
+//! refused, two tenants (one's token finds none of the other's rows), keyset pages,
+//! bulk actions that count first, RFC 9457 errors, the OpenAPI document, and the real
+//! `copydesk serve` process.
+
+mod common;
+
+use std::{
+    io::{BufRead, BufReader},
+    process::Stdio,
+    sync::Arc,
+    time::Duration,
+};
+
+use axum::{
+    Router,
+    body::Body,
+    http::{Method, Request, StatusCode, header},
+};
+use common::*;
+use copydesk::{
+    domain::{Platform, TokenRole},
+    http::api::ApiState,
+    keys::Keys,
+    store,
+};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+use uuid::Uuid;
+
+/// One answer.
+#[derive(Debug)]
+struct Answer {
+    status: StatusCode,
+    content_type: String,
+    body: Value,
+}
+
+impl Answer {
+    fn detail(&self) -> &str {
+        self.body["detail"].as_str().unwrap_or_default()
+    }
+}
+
+struct Api {
+    db: TestDb,
+    router: Router,
+    keys: Arc<Keys>,
+}
+
+impl Api {
+    async fn new() -> Self {
+        let db = test_db().await;
+        let keys = Arc::new(Keys::parse(&Keys::generate()).unwrap());
+        let state = ApiState::new(
+            db.pool.clone(),
+            Arc::new(fast_settings()),
+            catalog(),
+            Ok(keys.clone()),
+        );
+        Self {
+            router: copydesk::http::app(state),
+            db,
+            keys,
+        }
+    }
+
+    async fn call(&self, method: Method, path: &str, token: &str, body: Option<Value>) -> Answer {
+        let mut req = Request::builder().method(method).uri(path);
+        if !token.is_empty() {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let req = match body {
+            Some(b) => req
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(b.to_string())),
+            None => req.body(Body::empty()),
+        }
+        .unwrap();
+        self.send(req).await
+    }
+
+    async fn send(&self, req: Request<Body>) -> Answer {
+        let res = self.router.clone().oneshot(req).await.unwrap();
+        let status = res.status();
+        let content_type = res
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        Answer {
+            status,
+            content_type,
+            body,
+        }
+    }
+
+    async fn get(&self, path: &str, token: &str) -> Answer {
+        self.call(Method::GET, path, token, None).await
+    }
+
+    async fn post(&self, path: &str, token: &str, body: Value) -> Answer {
+        self.call(Method::POST, path, token, Some(body)).await
+    }
+
+    /// A tenant (`default` when `slug` is that) with a token of each role.
+    async fn tenant(&self, slug: &str) -> Tenant {
+        let mut tx = self.db.pool.begin().await.unwrap();
+        let id = if slug == "default" {
+            copydesk::domain::DEFAULT_TENANT
+        } else {
+            store::tenants::create(&mut tx, slug, &format!("{slug} Ltd"), "test")
+                .await
+                .unwrap()
+                .id
+        };
+        let mut tokens = Vec::new();
+        for role in [
+            TokenRole::Viewer,
+            TokenRole::Approver,
+            TokenRole::Operator,
+            TokenRole::Admin,
+        ] {
+            let (_, secret) =
+                store::tokens::create(&mut tx, id, &format!("{slug}-{role}"), role, None, "test")
+                    .await
+                    .unwrap();
+            tokens.push(secret.expose().to_owned());
+        }
+        tx.commit().await.unwrap();
+        Tenant { id, tokens }
+    }
+
+    /// A project with a job of each state a person acts on, a draft waiting for
+    /// approval, an approved draft and a WordPress integration (at an address nobody
+    /// listens on), written by the owner as the workers would.
+    async fn seed(&self, t: &Tenant) -> Seeded {
+        let pool = &self.db.pool;
+        let project =
+            store::projects::create(pool, Some(t.id), "Linen & Loom", Some("https://l.example"))
+                .await
+                .unwrap();
+        let job = |status: &'static str, error: Option<&'static str>| async move {
+            sqlx::query_scalar::<_, Uuid>(
+                "INSERT INTO jobs (kind, input, project_id, status, last_error, attempts)
+                 VALUES ('noop', '{}', $1, $2, $3, CASE WHEN $2 = 'failed' THEN 5 ELSE 0 END)
+                 RETURNING id",
+            )
+            .bind(project)
+            .bind(status)
+            .bind(error)
+            .fetch_one(pool)
+            .await
+            .unwrap()
+        };
+        let failed = job("failed", Some("timed out after 30 s (call 17)")).await;
+        let queued = job("queued", None).await;
+        let waiting = job("needs_approval", None).await;
+        let draft = |job: Uuid, text: &'static str| async move {
+            sqlx::query_scalar::<_, Uuid>(
+                "INSERT INTO artifacts (project_id, job_id, kind, channel, version, title, content)
+                 VALUES ($1, $2, 'draft', 'blog', 1, 'Linen', $3) RETURNING id",
+            )
+            .bind(project)
+            .bind(job)
+            .bind(text)
+            .fetch_one(pool)
+            .await
+            .unwrap()
+        };
+        let pending_draft = draft(waiting, "Our linen lasts for years.").await;
+        let approval = store::approvals::create_pending(pool, waiting, pending_draft)
+            .await
+            .unwrap();
+        let done = job("done", None).await;
+        let approved_draft = draft(done, "Washed linen, made to last.").await;
+        store::approvals::create_approved(pool, done, approved_draft, "ana", "")
+            .await
+            .unwrap();
+        let integration = store::integrations::upsert(
+            pool,
+            project,
+            Platform::Wordpress,
+            &self.keys.encrypt_json(&json!({
+                "username": "ed", "application_password": "abcd efgh ijkl mnop"
+            })),
+            &json!({"site_url": "http://127.0.0.1:9"}),
+        )
+        .await
+        .unwrap();
+        let mut run = store::runs::NewRun::call("writer", "offline", "offline-1");
+        run.job_id = Some(done);
+        run.project_id = Some(project);
+        store::runs::record(pool, &run).await.unwrap();
+        Seeded {
+            project,
+            failed,
+            queued,
+
+            approval,
+            pending_draft,
+            approved_draft,
+            integration,
+        }
+    }
+}
+
+struct Tenant {
+    id: Uuid,
+    /// viewer, approver, operator, admin.
+    tokens: Vec<String>,
+}
+
+impl Tenant {
+    fn token(&self, role: TokenRole) -> &str {
+        &self.tokens[role_index(role)]
+    }
+}
+
+fn role_index(role: TokenRole) -> usize {
+    match role {
+        TokenRole::Viewer => 0,
+        TokenRole::Approver => 1,
+        TokenRole::Operator => 2,
+        TokenRole::Admin => 3,
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Seeded {
+    project: Uuid,
+    failed: Uuid,
+    queued: Uuid,
+
+    approval: Uuid,
+    pending_draft: Uuid,
+    approved_draft: Uuid,
+    integration: Uuid,
+}
+
+/// A call the test makes: method, path and body, given a fresh seed to act on.
+type MakeCall = fn(&Seeded) -> (Method, String, Option<Value>);
+
+const ROLES: [TokenRole; 4] = [
+    TokenRole::Viewer,
+    TokenRole::Approver,
+    TokenRole::Operator,
+    TokenRole::Admin,
+];
+
+/// Every endpoint with the least role allowed to call it.
+fn endpoints() -> Vec<(&'static str, TokenRole, MakeCall)> {
+    use TokenRole::*;
+    vec![
+        ("list jobs", Viewer, |_| {
+            (Method::GET, "/api/v1/jobs?status=failed".into(), None)
+        }),
+        ("show job", Viewer, |s| {
+            (Method::GET, format!("/api/v1/jobs/{}", s.failed), None)
+        }),
+        ("queue stats", Viewer, |_| {
+            (Method::GET, "/api/v1/queue/stats".into(), None)
+        }),
+        ("list approvals", Viewer, |_| {
+            (
+                Method::GET,
+                "/api/v1/approvals?status=pending&order=oldest".into(),
+                None,
+            )
+        }),
+        ("show approval", Viewer, |s| {
+            (
+                Method::GET,
+                format!("/api/v1/approvals/{}", s.approval),
+                None,
+            )
+        }),
+        ("show pipeline", Viewer, |s| {
+            (
+                Method::GET,
+                format!("/api/v1/pipelines/{}", s.project),
+                None,
+            )
+        }),
+        ("search artifacts", Viewer, |_| {
+            (Method::GET, "/api/v1/artifacts?q=linen".into(), None)
+        }),
+        ("list integrations", Viewer, |_| {
+            (Method::GET, "/api/v1/integrations".into(), None)
+        }),
+        ("cost by model", Viewer, |_| {
+            (Method::GET, "/api/v1/cost?by=model".into(), None)
+        }),
+        ("cost per post", Viewer, |_| {
+            (Method::GET, "/api/v1/cost/per-post".into(), None)
+        }),
+        ("audit log", Viewer, |_| {
+            (Method::GET, "/api/v1/audit".into(), None)
+        }),
+        ("approve", Approver, |s| {
+            (
+                Method::POST,
+                format!("/api/v1/approvals/{}/approve", s.approval),
+                Some(json!({})),
+            )
+        }),
+        ("reject", Approver, |s| {
+            (
+                Method::POST,
+                format!("/api/v1/approvals/{}/reject", s.approval),
+                Some(json!({"notes": "warmer, please"})),
+            )
+        }),
+        ("edit draft", Approver, |s| {
+            (
+                Method::POST,
+                format!("/api/v1/drafts/{}/edit", s.pending_draft),
+                Some(json!({"content": "Our linen lasts for decades."})),
+            )
+        }),
+        ("enqueue", Operator, |_| {
+            (
+                Method::POST,
+                "/api/v1/jobs".into(),
+                Some(json!({"kind": "noop", "input": {}})),
+            )
+        }),
+        ("retry", Operator, |s| {
+            (
+                Method::POST,
+                format!("/api/v1/jobs/{}/retry", s.failed),
+                None,
+            )
+        }),
+        ("cancel", Operator, |s| {
+            (
+                Method::POST,
+                format!("/api/v1/jobs/{}/cancel", s.queued),
+                None,
+            )
+        }),
+        ("bulk count", Operator, |s| {
+            (
+                Method::POST,
+                "/api/v1/jobs/bulk".into(),
+                Some(json!({"action": "retry", "filter": {"project_id": s.project}})),
+            )
+        }),
+        ("start pipeline", Operator, |s| {
+            (
+                Method::POST,
+                "/api/v1/pipelines".into(),
+                Some(
+                    json!({"project_id": s.project, "store_url": "https://l.example", "channels": ["blog"]}),
+                ),
+            )
+        }),
+        ("request publication", Operator, |s| {
+            (
+                Method::POST,
+                "/api/v1/publications".into(),
+                Some(json!({"artifact_id": s.approved_draft, "integration_id": s.integration})),
+            )
+        }),
+        ("test integration", Operator, |s| {
+            (
+                Method::POST,
+                format!("/api/v1/integrations/{}/test", s.integration),
+                None,
+            )
+        }),
+        ("set integration", Admin, |s| {
+            (
+                Method::PUT,
+                "/api/v1/integrations".into(),
+                Some(
+                    json!({"project_id": s.project, "platform": "x", "credentials": {"access_token": "t0k3n-secret", "refresh_token": "r3fr3sh", "client_id": "cid"}}),
+                ),
+            )
+        }),
+        ("list tokens", Admin, |_| {
+            (Method::GET, "/api/v1/tokens".into(), None)
+        }),
+        ("create token", Admin, |_| {
+            (
+                Method::POST,
+                "/api/v1/tokens".into(),
+                Some(json!({"name": "bot", "role": "viewer", "expires": "90d"})),
+            )
+        }),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_endpoint_refuses_the_roles_below_its_own_and_serves_the_rest() {
+    let api = Api::new().await;
+    let acme = api.tenant("acme").await;
+    let mut checked = 0;
+    for (name, least, make) in endpoints() {
+        for role in ROLES {
+            // A fresh seed per call: a write by one role must not decide another's.
+            let seed = api.seed(&acme).await;
+            let (method, path, body) = make(&seed);
+            let a = api
+                .call(method.clone(), &path, acme.token(role), body)
+                .await;
+            if role_index(role) < role_index(least) {
+                assert_eq!(a.status, StatusCode::FORBIDDEN, "{name} as {role}: {a:?}");
+                assert_eq!(a.content_type, "application/problem+json", "{name}");
+                assert!(
+                    a.detail().contains(&least.to_string()),
+                    "{name}: {}",
+                    a.detail()
+                );
+            } else {
+                assert!(a.status.is_success(), "{name} as {role}: {a:?}");
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, endpoints().len() * ROLES.len());
+    // Refused writes changed nothing: no viewer's decision, retry or enqueue exists.
+    let by_viewer = count(
+        &api.db.pool,
+        "SELECT count(*) FROM audit_log WHERE actor = 'acme-viewer'",
+    )
+    .await;
+    assert_eq!(by_viewer, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_tenants_ids_are_not_found_and_its_rows_are_never_listed() {
+    let api = Api::new().await;
+    let (acme, globex) = (api.tenant("acme").await, api.tenant("globex").await);
+    let a = api.seed(&acme).await;
+    let g = api.seed(&globex).await;
+    let admin = globex.token(TokenRole::Admin);
+
+    for (name, _, make) in endpoints() {
+        let (method, path, body) = make(&a);
+        if !path.contains(&a.project.to_string())
+            && !path.contains(&a.failed.to_string())
+            && !path.contains(&a.queued.to_string())
+            && !path.contains(&a.approval.to_string())
+            && !path.contains(&a.pending_draft.to_string())
+            && !path.contains(&a.integration.to_string())
+            && body.as_ref().is_none_or(|b| {
+                let b = b.to_string();
+                !b.contains(&a.project.to_string()) && !b.contains(&a.approved_draft.to_string())
+            })
+        {
+            continue; // names no row
+        }
+        let got = api.call(method, &path, admin, body).await;
+        if name == "bulk count" {
+            // A filter naming acme's project matches nothing of globex's.
+            assert_eq!(got.status, StatusCode::OK, "{got:?}");
+            assert_eq!(got.body["matched"], 0, "{got:?}");
+            continue;
+        }
+        assert_eq!(got.status, StatusCode::NOT_FOUND, "{name}: {got:?}");
+        assert_eq!(got.content_type, "application/problem+json", "{name}");
+    }
+    // Nothing of acme's changed: its approval pending, its jobs as seeded.
+    assert_eq!(status_of(&api.db.pool, a.failed).await, "failed");
+    assert_eq!(status_of(&api.db.pool, a.queued).await, "queued");
+    let pending: String = sqlx::query_scalar("SELECT status FROM approvals WHERE id = $1")
+        .bind(a.approval)
+        .fetch_one(&api.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(pending, "pending");
+
+    // Listings hold globex's rows only.
+    let viewer = globex.token(TokenRole::Viewer);
+    let jobs = api.get("/api/v1/jobs?limit=500", viewer).await;
+    let ids: Vec<&str> = jobs.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&g.failed.to_string().as_str()), "{ids:?}");
+    assert!(!ids.contains(&a.failed.to_string().as_str()), "{ids:?}");
+    assert_eq!(ids.len(), 4);
+    for path in [
+        "/api/v1/approvals",
+        "/api/v1/integrations",
+        "/api/v1/artifacts?q=linen",
+        "/api/v1/cost/per-post",
+        "/api/v1/audit",
+    ] {
+        let body = api.get(path, viewer).await.body.to_string();
+        for acme_id in [a.approval, a.integration, a.pending_draft, a.project] {
+            assert!(
+                !body.contains(&acme_id.to_string()),
+                "{path} shows acme's {acme_id}"
+            );
+        }
+    }
+    let stats = api.get("/api/v1/queue/stats", viewer).await;
+    let total: i64 = stats.body["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["jobs"].as_i64().unwrap())
+        .sum();
+    assert_eq!(total, 4, "{stats:?}");
+    // Its admin's token listing holds its own four tokens only.
+    let tokens = api.get("/api/v1/tokens", admin).await;
+    assert_eq!(tokens.body.as_array().unwrap().len(), 4, "{tokens:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_and_edits_are_recorded_with_the_tokens_name() {
+    let api = Api::new().await;
+    let t = api.tenant("default").await;
+    let s = api.seed(&t).await;
+    let approver = t.token(TokenRole::Approver);
+
+    // An edit is a new human version; the pending approval moves to it.
+    let edited = api
+        .post(
+            &format!("/api/v1/drafts/{}/edit", s.pending_draft),
+            approver,
+            json!({"content": "Our linen lasts for decades."}),
+        )
+        .await;
+    assert_eq!(edited.status, StatusCode::CREATED, "{edited:?}");
+    let version: Uuid = edited.body["artifact_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let shown = api
+        .get(&format!("/api/v1/approvals/{}", s.approval), approver)
+        .await;
+    assert_eq!(shown.body["artifact_id"], version.to_string());
+    assert_eq!(
+        shown.body["artifact"]["content"],
+        "Our linen lasts for decades."
+    );
+    assert!(shown.body.get("tenant_id").is_none());
+
+    let rejected = api
+        .post(
+            &format!("/api/v1/approvals/{}/reject", s.approval),
+            approver,
+            json!({"notes": "warmer, please"}),
+        )
+        .await;
+    assert_eq!(rejected.status, StatusCode::OK, "{rejected:?}");
+    assert_eq!(rejected.body["status"], "rejected");
+    assert_eq!(rejected.body["decided_by"], "default-approver");
+    assert_eq!(rejected.body["notes"], "warmer, please");
+    // Decided once: a second decision is a conflict naming the state.
+    let again = api
+        .post(
+            &format!("/api/v1/approvals/{}/approve", s.approval),
+            approver,
+            json!({}),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{again:?}");
+    assert!(again.detail().contains("rejected"), "{}", again.detail());
+
+    let actions: Vec<(String, String)> = sqlx::query_as(
+        "SELECT actor, action FROM audit_log WHERE actor LIKE 'default-%' ORDER BY id",
+    )
+    .fetch_all(&api.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        actions,
+        vec![
+            ("default-approver".into(), "draft.edited".into()),
+            ("default-approver".into(), "approval.rejected".into()),
+        ]
+    );
+    // The API's own audit listing shows them, newest first.
+    let audit = api.get("/api/v1/audit", t.token(TokenRole::Viewer)).await;
+    assert_eq!(audit.body["items"][0]["action"], "approval.rejected");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_retry_counts_first_and_acts_only_on_the_count_it_was_shown() {
+    let api = Api::new().await;
+    let t = api.tenant("default").await;
+    let s = api.seed(&t).await;
+    let operator = t.token(TokenRole::Operator);
+    // Two more failures of the same kind of error, one of another.
+    for error in [
+        "timed out after 12 s (call 3)",
+        "timed out after 9 s (call 88)",
+        "boom",
+    ] {
+        sqlx::query(
+            "INSERT INTO jobs (kind, input, project_id, status, last_error)
+             VALUES ('noop', '{}', $1, 'failed', $2)",
+        )
+        .bind(s.project)
+        .bind(error)
+        .execute(&api.db.pool)
+        .await
+        .unwrap();
+    }
+    let group = "timed out after <n> s (call <n>)";
+    let filter = json!({"status": "failed", "error_group": group});
+
+    let counted = api
+        .post(
+            "/api/v1/jobs/bulk",
+            operator,
+            json!({"action": "retry", "filter": filter}),
+        )
+        .await;
+    assert_eq!(
+        counted.body,
+        json!({"matched": 3, "applied": false, "jobs": []})
+    );
+    assert_eq!(
+        count(
+            &api.db.pool,
+            "SELECT count(*) FROM jobs WHERE status = 'failed'"
+        )
+        .await,
+        4
+    );
+
+    let stale = api
+        .post(
+            "/api/v1/jobs/bulk",
+            operator,
+            json!({"action": "retry", "filter": filter, "expect": 2}),
+        )
+        .await;
+    assert_eq!(stale.status, StatusCode::CONFLICT, "{stale:?}");
+    assert!(
+        stale.detail().contains("now matches 3"),
+        "{}",
+        stale.detail()
+    );
+    assert_eq!(
+        count(
+            &api.db.pool,
+            "SELECT count(*) FROM jobs WHERE status = 'failed'"
+        )
+        .await,
+        4
+    );
+
+    let done = api
+        .post(
+            "/api/v1/jobs/bulk",
+            operator,
+            json!({"action": "retry", "filter": filter, "expect": 3}),
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::OK, "{done:?}");
+    assert_eq!(done.body["applied"], true);
+    assert_eq!(done.body["jobs"].as_array().unwrap().len(), 3);
+    assert_eq!(status_of(&api.db.pool, s.failed).await, "queued");
+    let left: Vec<String> =
+        sqlx::query_scalar("SELECT last_error FROM jobs WHERE status = 'failed'")
+            .fetch_all(&api.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(left, vec!["boom".to_owned()]);
+    let (actor, details): (String, Value) =
+        sqlx::query_as("SELECT actor, details FROM audit_log WHERE action = 'jobs.bulk_retried'")
+            .fetch_one(&api.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(actor, "default-operator");
+    assert_eq!(details["count"], 3);
+    assert_eq!(details["filter"]["error_group"], group);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_page_by_cursor_newest_first_without_repeats() {
+    let api = Api::new().await;
+    let t = api.tenant("default").await;
+    let viewer = t.token(TokenRole::Viewer);
+    // Plain SQL inserts, as another service would make them: one statement of 100 and
+    // 20 more one by one.
+    sqlx::query("INSERT INTO jobs (kind, input) SELECT 'noop', jsonb_build_object('n', n) FROM generate_series(1, 100) n")
+        .execute(&api.db.pool)
+        .await
+        .unwrap();
+    for n in 101..=120 {
+        sqlx::query(
+            "INSERT INTO jobs (kind, input) VALUES ('noop', jsonb_build_object('n', $1::int))",
+        )
+        .bind(n)
+        .execute(&api.db.pool)
+        .await
+        .unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut path = "/api/v1/jobs?limit=50".to_owned();
+    let mut pages = 0;
+    loop {
+        let page = api.get(&path, viewer).await;
+        assert_eq!(page.status, StatusCode::OK, "{page:?}");
+        pages += 1;
+        for j in page.body["items"].as_array().unwrap() {
+            seen.push(j["input"]["n"].as_i64().unwrap());
+        }
+        match page.body["next"].as_str() {
+            Some(next) => path = format!("/api/v1/jobs?limit=50&cursor={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(
+        seen,
+        (1..=120).rev().collect::<Vec<_>>(),
+        "newest first, each once"
+    );
+
+    let bad = api.get("/api/v1/jobs?cursor=not-ours", viewer).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad.content_type, "application/problem+json");
+    assert!(bad.detail().contains("cursor"), "{}", bad.detail());
+    let too_many = api.get("/api/v1/jobs?limit=501", viewer).await;
+    assert_eq!(too_many.status, StatusCode::BAD_REQUEST);
+    assert!(
+        too_many.detail().contains("limit 501"),
+        "{}",
+        too_many.detail()
+    );
+    let bad_status = api.get("/api/v1/jobs?status=sleeping", viewer).await;
+    assert_eq!(bad_status.status, StatusCode::BAD_REQUEST);
+    assert!(
+        bad_status.detail().contains("sleeping"),
+        "{}",
+        bad_status.detail()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_problem_documents_naming_what_is_wrong() {
+    let api = Api::new().await;
+    let t = api.tenant("default").await;
+    let operator = t.token(TokenRole::Operator);
+
+    let none = api.get("/api/v1/jobs", "").await;
+    assert_eq!(none.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(none.content_type, "application/problem+json");
+    assert_eq!(none.body["type"], "urn:copydesk:problem:unauthorized");
+    assert!(none.detail().contains("Authorization"), "{}", none.detail());
+    let wrong = api.get("/api/v1/jobs", "cdk_nothere_0123456789").await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert!(wrong.detail().contains("unknown, revoked or expired"));
+
+    let unknown_kind = api
+        .post(
+            "/api/v1/jobs",
+            operator,
+            json!({"kind": "sleep", "input": {}}),
+        )
+        .await;
+    assert_eq!(
+        unknown_kind.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{unknown_kind:?}"
+    );
+    assert!(
+        unknown_kind.detail().contains("sleep"),
+        "{}",
+        unknown_kind.detail()
+    );
+    let bad_input = api
+        .post(
+            "/api/v1/jobs",
+            operator,
+            json!({"kind": "brand_voice_analysis", "input": {"store_url": 7}}),
+        )
+        .await;
+    assert_eq!(
+        bad_input.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{bad_input:?}"
+    );
+    assert!(
+        bad_input.detail().contains("store_url"),
+        "{}",
+        bad_input.detail()
+    );
+    let extra = api
+        .post(
+            "/api/v1/jobs",
+            operator,
+            json!({"kind": "noop", "colour": "red"}),
+        )
+        .await;
+    assert_eq!(extra.status, StatusCode::UNPROCESSABLE_ENTITY, "{extra:?}");
+    assert!(extra.detail().contains("colour"), "{}", extra.detail());
+
+    let not_json = api
+        .send(
+            Request::post("/api/v1/jobs")
+                .header(header::AUTHORIZATION, format!("Bearer {operator}"))
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from("{\"kind\": "))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(not_json.status, StatusCode::BAD_REQUEST, "{not_json:?}");
+    assert_eq!(not_json.content_type, "application/problem+json");
+    let huge = api
+        .post(
+            "/api/v1/jobs",
+            operator,
+            json!({"kind": "noop", "input": {"pad": "x".repeat(300_000)}}),
+        )
+        .await;
+    assert_eq!(huge.status, StatusCode::PAYLOAD_TOO_LARGE, "{huge:?}");
+    assert_eq!(huge.content_type, "application/problem+json");
+    let nowhere = api.get("/api/v1/nothing", operator).await;
+    assert_eq!(nowhere.status, StatusCode::NOT_FOUND);
+    assert_eq!(nowhere.content_type, "application/problem+json");
+    // A good enqueue, and the same idempotency key again gives the first job.
+    let first = api
+        .post(
+            "/api/v1/jobs",
+            operator,
+            json!({"kind": "noop", "input": {}, "idempotency_key": "k-1"}),
+        )
+        .await;
+    assert_eq!(first.status, StatusCode::CREATED, "{first:?}");
+    let second = api
+        .post(
+            "/api/v1/jobs",
+            operator,
+            json!({"kind": "noop", "input": {}, "idempotency_key": "k-1"}),
+        )
+        .await;
+    assert_eq!(second.status, StatusCode::OK);
+    assert_eq!(second.body["id"], first.body["id"]);
+    assert_eq!(second.body["created"], false);
+    // Nothing the API answered carries a token.
+    for a in [&none, &wrong, &unknown_kind, &first] {
+        assert!(!a.body.to_string().contains(operator));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_made_through_the_api_work_until_revoked_and_never_show_their_secret_again() {
+    let api = Api::new().await;
+    let t = api.tenant("acme").await;
+    let admin = t.token(TokenRole::Admin);
+    let made = api
+        .post(
+            "/api/v1/tokens",
+            admin,
+            json!({"name": "ci", "role": "operator", "expires": "1h"}),
+        )
+        .await;
+    assert_eq!(made.status, StatusCode::CREATED, "{made:?}");
+    let secret = made.body["secret"].as_str().unwrap().to_owned();
+    let id = made.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        api.get("/api/v1/jobs", &secret).await.status,
+        StatusCode::OK
+    );
+    let listed = api.get("/api/v1/tokens", admin).await.body.to_string();
+    assert!(listed.contains("\"ci\"") && !listed.contains(&secret));
+    let stored: Vec<u8> =
+        sqlx::query_scalar("SELECT secret_sha256 FROM api_tokens WHERE id = $1::uuid")
+            .bind(&id)
+            .fetch_one(&api.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(stored.len(), 32);
+    let bad_role = api
+        .post(
+            "/api/v1/tokens",
+            admin,
+            json!({"name": "x", "role": "root"}),
+        )
+        .await;
+    assert_eq!(bad_role.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(bad_role.detail().contains("root"), "{}", bad_role.detail());
+
+    let revoked = api
+        .post(&format!("/api/v1/tokens/{id}/revoke"), admin, json!({}))
+        .await;
+    assert_eq!(revoked.status, StatusCode::OK, "{revoked:?}");
+    assert_eq!(
+        api.get("/api/v1/jobs", &secret).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let actions: Vec<String> =
+        sqlx::query_scalar("SELECT action FROM audit_log WHERE target_id = $1::uuid ORDER BY id")
+            .bind(&id)
+            .fetch_all(&api.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(actions, ["token.created", "token.revoked"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_describes_every_route() {
+    let api = Api::new().await;
+    let doc = api.get("/api/v1/openapi.json", "").await;
+    assert_eq!(doc.status, StatusCode::OK);
+    assert!(doc.body["openapi"].as_str().unwrap().starts_with("3.1"));
+    let paths = doc.body["paths"].as_object().unwrap();
+    for p in [
+        "/api/v1/jobs",
+        "/api/v1/jobs/{id}",
+        "/api/v1/jobs/{id}/retry",
+        "/api/v1/jobs/{id}/cancel",
+        "/api/v1/jobs/bulk",
+        "/api/v1/queue/stats",
+        "/api/v1/approvals",
+        "/api/v1/approvals/{id}",
+        "/api/v1/approvals/{id}/approve",
+        "/api/v1/approvals/{id}/reject",
+        "/api/v1/drafts/{id}/edit",
+        "/api/v1/pipelines",
+        "/api/v1/pipelines/{project_id}",
+        "/api/v1/artifacts",
+        "/api/v1/publications",
+        "/api/v1/integrations",
+        "/api/v1/integrations/{id}/test",
+        "/api/v1/cost",
+        "/api/v1/cost/per-post",
+        "/api/v1/tokens",
+        "/api/v1/tokens/{id}/revoke",
+        "/api/v1/audit",
+    ] {
+        assert!(paths.contains_key(p), "{p} is not in the document");
+    }
+    // Every route is documented: one per endpoint of the role matrix, and revoking a
+    // token (tested on its own).
+    let operations: usize = paths.values().map(|v| v.as_object().unwrap().len()).sum();
+    assert_eq!(
+        operations,
+        endpoints().len() + 1,
+        "a route without a document, or the reverse"
+    );
+    assert!(doc.body["components"]["securitySchemes"]["bearer"].is_object());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_serve_command_answers_until_sigterm() {
+    let db = test_db().await;
+    let mut tx = db.pool.begin().await.unwrap();
+    let (_, secret) = store::tokens::create(
+        &mut tx,
+        copydesk::domain::DEFAULT_TENANT,
+        "ops",
+        TokenRole::Viewer,
+        None,
+        "test",
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_copydesk"))
+        .args(["serve", "--http", "127.0.0.1:0"])
+        .env("DATABASE_URL", &db.url)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    stdout.read_line(&mut line).unwrap();
+    let base = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .and_then(|u| u.strip_suffix("/api/v1"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_owned();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
+    let health = http.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let jobs = http
+        .get(format!("{base}/api/v1/jobs"))
+        .bearer_auth(secret.expose())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(jobs.status(), 200);
+    assert_eq!(
+        jobs.json::<Value>().await.unwrap(),
+        json!({"items": [], "next": null})
+    );
+    signal(&child, nix::sys::signal::Signal::SIGTERM);
+    let status = wait_exit(&mut child, Duration::from_secs(10));
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+    assert!(status.success(), "{status:?}: {log}");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert_eq!(rest.trim(), "stopped");
+    assert!(!log.contains(secret.expose()), "the token reached the log");
+}
