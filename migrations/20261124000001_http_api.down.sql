@@ -1,6 +1,3 @@
-DROP TABLE review_links;
-DROP FUNCTION review_links_tenant();
-DROP FUNCTION copydesk_approval_tenant(uuid);
 REVOKE INSERT (tenant_id, name, role, prefix, secret_sha256, expires_at), UPDATE (revoked_at)
     ON api_tokens FROM copydesk_api;
 REVOKE INSERT ON audit_log FROM copydesk_api;

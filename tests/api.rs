@@ -967,7 +967,7 @@ async fn the_serve_command_answers_until_sigterm() {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_copydesk"))
         .args(["serve", "--http", "127.0.0.1:0"])
         .env("DATABASE_URL", &db.url)
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", "debug,sqlx=warn,hyper=info,h2=info")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -1005,4 +1005,10 @@ async fn the_serve_command_answers_until_sigterm() {
     std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
     assert_eq!(rest.trim(), "stopped");
     assert!(!log.contains(secret.expose()), "the token reached the log");
+    // Each request's lines carry its span: method, path and the token's name.
+    let line = log
+        .lines()
+        .find(|l| l.contains("answered") && l.contains("/api/v1/jobs"))
+        .unwrap_or_else(|| panic!("no line for the request in {log}"));
+    assert!(line.contains("token=ops") && line.contains("status=200"), "{line}");
 }

@@ -40,7 +40,8 @@ pub enum TokensCommand {
     /// Make a token; its secret is printed once, alone on the last line (with --json,
     /// the `secret` field) and stored only as a SHA-256.
     Create {
-        #[arg(long, value_name = "SLUG")]
+        /// The tenant the token acts for (`default` without it).
+        #[arg(long, value_name = "SLUG", default_value = "default")]
         tenant: String,
         /// viewer, approver, operator or admin.
         #[arg(long)]

@@ -146,5 +146,34 @@ pub fn router(state: ApiState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(trace))
         .with_state(state)
+}
+
+/// One span per request (method, path, and the token's name once it is known; never
+/// the token), and a line with its status and duration.
+async fn trace(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use tracing::Instrument;
+    let span = tracing::info_span!(
+        "request",
+        method = %req.method(),
+        path = %req.uri().path(),
+        token = tracing::field::Empty,
+    );
+    let started = std::time::Instant::now();
+    async move {
+        let res = next.run(req).await;
+        let ms = started.elapsed().as_millis() as u64;
+        if res.status().is_server_error() {
+            tracing::warn!(status = res.status().as_u16(), ms, "answered");
+        } else {
+            tracing::debug!(status = res.status().as_u16(), ms, "answered");
+        }
+        res
+    }
+    .instrument(span)
+    .await
 }
