@@ -5,20 +5,19 @@
 -- granted here: what operators and admins do through the API.
 
 -- Jobs inserted by plain SQL get time-ordered ids too (as the engine's do), so a
--- newest-first listing walks the primary key instead of sorting the table. A UUIDv7:
--- 48 bits of Unix milliseconds, then (RFC 9562's method 3) 12 bits of the fraction of
--- the millisecond, so rows of one statement sort in the order they were made.
-CREATE FUNCTION copydesk_uuid_v7() RETURNS uuid LANGUAGE sql VOLATILE PARALLEL SAFE AS $$
-    SELECT encode(
-        overlay(
-            overlay(uuid_send(gen_random_uuid())
-                    PLACING substring(int8send(floor(t * 1000)::bigint) FROM 3) FROM 1 FOR 6)
-            PLACING int2send((28672 + floor((t * 1000 - floor(t * 1000)) * 4096))::smallint) FROM 7 FOR 2),
-        'hex')::uuid
-    FROM (SELECT extract(epoch FROM clock_timestamp()) AS t) now
+-- newest-first listing walks the primary key instead of sorting the table. The first 64
+-- bits are the time in 1/65,536 ms: the first 48 are Unix milliseconds, as in the
+-- engine's UUIDv7 ids, and the next 16 the fraction of the millisecond, so the rows of
+-- one INSERT ... SELECT keep their order. The rest is random. (Not an RFC 9562 version:
+-- a v7 keeps 4 of those bits for its version, and writing them needs the time twice,
+-- which costs a function call per row: 9.1 us against 2.6 us for this one, inlined.)
+CREATE FUNCTION copydesk_time_ordered_id() RETURNS uuid LANGUAGE sql VOLATILE PARALLEL SAFE AS $$
+    SELECT encode(overlay(uuid_send(gen_random_uuid())
+                          PLACING int8send((extract(epoch FROM clock_timestamp()) * 65536000)::bigint)
+                          FROM 1 FOR 8), 'hex')::uuid
 $$;
-ALTER TABLE jobs ALTER COLUMN id SET DEFAULT copydesk_uuid_v7();
-GRANT EXECUTE ON FUNCTION copydesk_uuid_v7() TO copydesk_tenant;
+ALTER TABLE jobs ALTER COLUMN id SET DEFAULT copydesk_time_ordered_id();
+GRANT EXECUTE ON FUNCTION copydesk_time_ordered_id() TO copydesk_tenant;
 
 -- Jobs that need a person (failed, cancelled, waiting for an approval), newest first.
 -- A row enters this index only when it gets there, so claims and finishes of healthy
@@ -47,3 +46,26 @@ GRANT INSERT ON audit_log TO copydesk_api;
 -- Admins make and revoke their tenant's tokens.
 GRANT INSERT (tenant_id, name, role, prefix, secret_sha256, expires_at), UPDATE (revoked_at)
     ON api_tokens TO copydesk_api;
+
+-- Row-level security asks for the session's tenant once per statement, not once per
+-- row: the policies compare with `(SELECT copydesk_session_tenant())`, an initplan whose
+-- value an index scan can use. Calling the function per row cost 5 s on a count over
+-- 1,000,000 jobs in an API request.
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['projects', 'artifacts', 'jobs', 'approvals', 'runs', 'integrations',
+                             'publish_attempts', 'brand_voice_cache', 'catalog_items', 'llm_reservations',
+                             'api_tokens', 'audit_log'] LOOP
+        EXECUTE format('ALTER POLICY tenant_own ON %I
+                        USING (tenant_id = (SELECT copydesk_session_tenant()))
+                        WITH CHECK (tenant_id = (SELECT copydesk_session_tenant()))', t);
+    END LOOP;
+    FOREACH t IN ARRAY ARRAY['agent_model_configs', 'app_settings'] LOOP
+        EXECUTE format('ALTER POLICY tenant_read ON %I
+                        USING (tenant_id IS NULL OR tenant_id = (SELECT copydesk_session_tenant()))', t);
+    END LOOP;
+END
+$$;
+ALTER POLICY tenant_own ON tenants USING (id = (SELECT copydesk_session_tenant()));

@@ -143,6 +143,10 @@ pub fn queue_stats(out: &mut (dyn Write + Send), s: &QueueStats) -> std::io::Res
             "{}",
             table(&["KIND", "STATUS", "JOBS", "OLDEST READY"], rows)
         )?;
+        writeln!(
+            out,
+            "(done: finished in the last hour; the other statuses: every such job)"
+        )?;
     }
     writeln!(
         out,

@@ -147,8 +147,9 @@ impl Api {
                 .unwrap();
         let job = |status: &'static str, error: Option<&'static str>| async move {
             sqlx::query_scalar::<_, Uuid>(
-                "INSERT INTO jobs (kind, input, project_id, status, last_error, attempts)
-                 VALUES ('noop', '{}', $1, $2, $3, CASE WHEN $2 = 'failed' THEN 5 ELSE 0 END)
+                "INSERT INTO jobs (kind, input, project_id, status, last_error, attempts, finished_at)
+                 VALUES ('noop', '{}', $1, $2, $3, CASE WHEN $2 = 'failed' THEN 5 ELSE 0 END,
+                         CASE WHEN $2 IN ('done', 'failed') THEN now() END)
                  RETURNING id",
             )
             .bind(project)
@@ -964,14 +965,17 @@ async fn the_serve_command_answers_until_sigterm() {
     .await
     .unwrap();
     tx.commit().await.unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_copydesk"))
-        .args(["serve", "--http", "127.0.0.1:0"])
-        .env("DATABASE_URL", &db.url)
-        .env("RUST_LOG", "debug,sqlx=warn,hyper=info,h2=info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    // Killed when dropped, so a failing assertion leaves no server behind.
+    let mut child = Proc(
+        std::process::Command::new(env!("CARGO_BIN_EXE_copydesk"))
+            .args(["serve", "--http", "127.0.0.1:0"])
+            .env("DATABASE_URL", &db.url)
+            .env("RUST_LOG", "debug,sqlx=warn,hyper=info,h2=info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let mut line = String::new();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     stdout.read_line(&mut line).unwrap();
@@ -1010,5 +1014,8 @@ async fn the_serve_command_answers_until_sigterm() {
         .lines()
         .find(|l| l.contains("answered") && l.contains("/api/v1/jobs"))
         .unwrap_or_else(|| panic!("no line for the request in {log}"));
-    assert!(line.contains("token=ops") && line.contains("status=200"), "{line}");
+    assert!(
+        line.contains("token=ops") && line.contains("status=200"),
+        "{line}"
+    );
 }
