@@ -25,6 +25,8 @@ COPY --from=build /src/target/release/copydesk /usr/local/bin/copydesk
 USER copydesk:copydesk
 WORKDIR /var/lib/copydesk
 ENV COPYDESK_HOME=/var/lib/copydesk/.copydesk
-EXPOSE 9464
+# 9464: a worker's health and metrics; 8080: the API of `copydesk serve --http
+# 0.0.0.0:8080` (or `worker --http 0.0.0.0:9464 --serve` for both in one process).
+EXPOSE 9464 8080
 ENTRYPOINT ["copydesk"]
 CMD ["worker", "--http", "0.0.0.0:9464"]
