@@ -25,7 +25,7 @@ GRANT EXECUTE ON FUNCTION copydesk_time_ordered_id() TO copydesk_tenant;
 CREATE INDEX jobs_attention_idx ON jobs (id) WHERE status IN ('failed', 'cancelled', 'needs_approval');
 
 -- The same failure on many jobs reads the same once ids and numbers are masked: the
--- console groups failed jobs by this, and bulk actions filter on it.
+-- API's `error_group` filter (listings and bulk retry) compares with this.
 CREATE FUNCTION copydesk_error_group(error text) RETURNS text
     LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT regexp_replace(
