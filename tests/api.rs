@@ -823,6 +823,23 @@ async fn bad_requests_get_problem_documents_naming_what_is_wrong() {
         .await;
     assert_eq!(huge.status, StatusCode::PAYLOAD_TOO_LARGE, "{huge:?}");
     assert_eq!(huge.content_type, "application/problem+json");
+    // An approval's optional body, when sent, is read like any other.
+    let approver = t.token(TokenRole::Approver);
+    let bad_decision = api
+        .send(
+            Request::post(format!("/api/v1/approvals/{}/approve", Uuid::new_v4()))
+                .header(header::AUTHORIZATION, format!("Bearer {approver}"))
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from("{\"notes\": "))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(
+        bad_decision.status,
+        StatusCode::BAD_REQUEST,
+        "{bad_decision:?}"
+    );
+    assert_eq!(bad_decision.content_type, "application/problem+json");
     let nowhere = api.get("/api/v1/nothing", operator).await;
     assert_eq!(nowhere.status, StatusCode::NOT_FOUND);
     assert_eq!(nowhere.content_type, "application/problem+json");

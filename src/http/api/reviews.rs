@@ -175,16 +175,10 @@ async fn approve(
     State(state): State<ApiState>,
     caller: Caller,
     Path(id): Path<Uuid>,
-    body: Option<Json<DecisionBody>>,
+    body: Result<Option<Json<DecisionBody>>, JsonRejection>,
 ) -> Result<Json<ApprovalView>, Problem> {
-    decide(
-        state,
-        caller,
-        id,
-        true,
-        body.map(|b| b.0).unwrap_or_default(),
-    )
-    .await
+    let body = body?.map(|b| b.0).unwrap_or_default();
+    decide(state, caller, id, true, body).await
 }
 
 /// Rejects a pending approval with notes (approver); a draft is rewritten with them.
