@@ -110,7 +110,7 @@ impl Modify for BearerAuth {
 }
 
 /// The API's routes and the OpenAPI document describing them.
-pub fn routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
+fn routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest(
             "/api/v1",
@@ -120,11 +120,6 @@ pub fn routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
                 .merge(admin::routes()),
         )
         .split_for_parts()
-}
-
-/// The OpenAPI document (what `/api/v1/openapi.json` serves).
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    routes().1
 }
 
 /// The API router with its state: routes, the OpenAPI document, a body size limit.
