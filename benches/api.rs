@@ -159,6 +159,11 @@ async fn main() -> anyhow::Result<()> {
             "approvals inbox",
             "/api/v1/approvals?status=pending&order=oldest".to_owned(),
         ),
+        // The console's pages, as a logged-in viewer (the cookie holds the token).
+        ("console: jobs", "/console/jobs".to_owned()),
+        ("console: jobs, failed", "/console/jobs?status=failed".to_owned()),
+        ("console: queue", "/console/queue".to_owned()),
+        ("console: approvals inbox", "/console/approvals".to_owned()),
     ];
     let rounds = if quick { 10 } else { 30 };
     let mut report = serde_json::Map::new();
@@ -171,6 +176,7 @@ async fn main() -> anyhow::Result<()> {
         for round in 0..=rounds {
             let req = Request::get(&path)
                 .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .header(header::COOKIE, format!("copydesk_session={token}"))
                 .body(Body::empty())?;
             let t = Instant::now();
             let res = router.clone().oneshot(req).await?;

@@ -17,6 +17,7 @@ pub mod fetch;
 pub mod http;
 pub mod jobs;
 pub mod keys;
+pub mod links;
 pub mod llm;
 pub mod pipeline;
 pub mod publish;

@@ -28,6 +28,8 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 use uuid::Uuid;
 
+const LINK_KEY: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
+
 /// One answer.
 #[derive(Debug)]
 struct Answer {
@@ -52,12 +54,15 @@ impl Api {
     async fn new() -> Self {
         let db = test_db().await;
         let keys = Arc::new(Keys::parse(&Keys::generate()).unwrap());
+        let mut settings = fast_settings();
+        settings.http.public_url = "https://review.example/".into();
         let state = ApiState::new(
             db.pool.clone(),
-            Arc::new(fast_settings()),
+            Arc::new(settings),
             catalog(),
             Ok(keys.clone()),
-        );
+        )
+        .with_link_key(copydesk::links::LinkKey::parse(LINK_KEY).unwrap());
         Self {
             router: copydesk::http::app(state),
             db,
@@ -322,6 +327,13 @@ fn endpoints() -> Vec<(&'static str, TokenRole, MakeCall)> {
                 Method::POST,
                 format!("/api/v1/drafts/{}/edit", s.pending_draft),
                 Some(json!({"content": "Our linen lasts for decades."})),
+            )
+        }),
+        ("review link", Approver, |s| {
+            (
+                Method::POST,
+                format!("/api/v1/approvals/{}/links", s.approval),
+                Some(json!({"name": "Acme marketing", "expires": "2d"})),
             )
         }),
         ("enqueue", Operator, |_| {
@@ -957,11 +969,11 @@ async fn the_openapi_document_describes_every_route() {
         assert!(paths.contains_key(p), "{p} is not in the document");
     }
     // Every route is documented: one per endpoint of the role matrix, and revoking a
-    // token (tested on its own).
+    // token and a review link (tested on their own).
     let operations: usize = paths.values().map(|v| v.as_object().unwrap().len()).sum();
     assert_eq!(
         operations,
-        endpoints().len() + 1,
+        endpoints().len() + 2,
         "a route without a document, or the reverse"
     );
     assert!(doc.body["components"]["securitySchemes"]["bearer"].is_object());
@@ -998,8 +1010,8 @@ async fn the_serve_command_answers_until_sigterm() {
     stdout.read_line(&mut line).unwrap();
     let base = line
         .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .and_then(|u| u.strip_suffix("/api/v1"))
+        .find_map(|w| w.strip_suffix("/api/v1"))
+        .filter(|u| u.starts_with("http://"))
         .unwrap_or_else(|| panic!("no address in {line:?}"))
         .to_owned();
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -1035,4 +1047,124 @@ async fn the_serve_command_answers_until_sigterm() {
         line.contains("token=ops") && line.contains("status=200"),
         "{line}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_review_link_made_through_the_api_decides_once_and_can_be_withdrawn() {
+    let api = Api::new().await;
+    let acme = api.tenant("acme").await;
+    let s = api.seed(&acme).await;
+    let approver = acme.token(TokenRole::Approver);
+    let made = api
+        .post(
+            &format!("/api/v1/approvals/{}/links", s.approval),
+            approver,
+            json!({"name": "Acme marketing"}),
+        )
+        .await;
+    assert_eq!(made.status, StatusCode::CREATED, "{made:?}");
+    let url = made.body["url"].as_str().unwrap().to_owned();
+    let path = url
+        .strip_prefix("https://review.example")
+        .unwrap_or_else(|| panic!("not on the public URL: {url}"));
+    assert!(path.starts_with("/review/"), "{url}");
+    let expires: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(made.body["expires_at"].clone()).unwrap();
+    let hours = (expires - chrono::Utc::now()).num_minutes() as f64 / 60.0;
+    assert!(
+        (71.0..=72.0).contains(&hours),
+        "72 hours by default: {hours}"
+    );
+    // The link's page answers without a token; a tampered one is not valid.
+    let page = api.get(path, "").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.body
+            .as_str()
+            .unwrap()
+            .contains("Our linen lasts for years.")
+    );
+    let tampered = format!("{}x", &path[..path.len() - 1]);
+    assert_eq!(api.get(&tampered, "").await.status, StatusCode::NOT_FOUND);
+    // Withdrawn: refused, and the audit log has both.
+    let id = made.body["id"].as_str().unwrap();
+    let revoked = api
+        .post(
+            &format!("/api/v1/review-links/{id}/revoke"),
+            approver,
+            json!({}),
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::OK, "{revoked:?}");
+    assert!(revoked.body["url"].is_null(), "the URL is answered once");
+    let page = api.get(path, "").await;
+    assert_eq!(page.status, StatusCode::GONE);
+    assert!(page.body.as_str().unwrap().contains("withdrawn"));
+    assert_eq!(
+        count(
+            &api.db.pool,
+            "SELECT count(*) FROM audit_log WHERE action IN ('review_link.created', 'review_link.revoked')
+               AND details->>'name' = 'Acme marketing'"
+        )
+        .await,
+        2
+    );
+    // A viewer may not make one; another tenant's token finds neither approval nor link.
+    let viewer = api
+        .post(
+            &format!("/api/v1/approvals/{}/links", s.approval),
+            acme.token(TokenRole::Viewer),
+            json!({"name": "x"}),
+        )
+        .await;
+    assert_eq!(viewer.status, StatusCode::FORBIDDEN);
+    let globex = api.tenant("globex").await;
+    let other = api
+        .post(
+            &format!("/api/v1/review-links/{id}/revoke"),
+            globex.token(TokenRole::Admin),
+            json!({}),
+        )
+        .await;
+    assert_eq!(other.status, StatusCode::NOT_FOUND);
+    // A decided approval gets no link.
+    api.post(
+        &format!("/api/v1/approvals/{}/approve", s.approval),
+        approver,
+        json!({}),
+    )
+    .await;
+    let late = api
+        .post(
+            &format!("/api/v1/approvals/{}/links", s.approval),
+            approver,
+            json!({"name": "late"}),
+        )
+        .await;
+    assert_eq!(late.status, StatusCode::CONFLICT, "{late:?}");
+    // Without a key the server says which setting is missing.
+    let keyless = ApiState::new(
+        api.db.pool.clone(),
+        Arc::new(fast_settings()),
+        catalog(),
+        Ok(api.keys.clone()),
+    );
+    if std::env::var_os(copydesk::links::ENV).is_none() {
+        let router = copydesk::http::app(keyless);
+        let res = router
+            .oneshot(
+                Request::post(format!("/api/v1/approvals/{}/links", s.approval))
+                    .header(header::AUTHORIZATION, format!("Bearer {approver}"))
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(Body::from(r#"{"name":"n"}"#))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = axum::body::to_bytes(res.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        assert!(String::from_utf8_lossy(&body).contains("COPYDESK_LINK_KEY"));
+    }
 }

@@ -11,6 +11,7 @@ const FLOORS: &[(&str, u8)] = &[
     ("domain", 1),
     ("config", 1),
     ("keys", 1),
+    ("links", 1),
     ("retry_after", 1),
     ("telemetry", 2),
     ("fetch", 2),

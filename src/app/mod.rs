@@ -80,10 +80,18 @@ pub struct Env {
 }
 
 /// The HTTP API's shared state over `pool`.
-pub fn api_state(env: &Env) -> crate::http::api::ApiState {
+/// `bound` is the address the server listens on: with no `[http] public_url`, review
+/// links are printed on it.
+pub fn api_state(env: &Env, bound: Option<std::net::SocketAddr>) -> crate::http::api::ApiState {
+    let mut settings = env.settings.clone();
+    if let Some(addr) = bound
+        && settings.http.public_url.trim().is_empty()
+    {
+        Arc::make_mut(&mut settings).http.public_url = format!("http://{addr}");
+    }
     crate::http::api::ApiState::new(
         env.db.pool.clone(),
-        env.settings.clone(),
+        settings,
         catalog(),
         Keys::from_env().map(Arc::new),
     )

@@ -55,6 +55,26 @@ pub enum ApprovalsCommand {
         #[arg(long)]
         notes: String,
     },
+    /// A client review link: a URL that lets a person with no account see this pending
+    /// approval and decide it (approve, reject with notes, edit) once, until it expires.
+    /// Signed with COPYDESK_LINK_KEY; printed on [http] public_url.
+    Link {
+        #[arg(value_parser = super::parse_id)]
+        id: Uuid,
+        /// Whom it is for; the audit log names the decision by it.
+        #[arg(long, default_value = "client")]
+        name: String,
+        /// How long it works: s, m, h or d.
+        #[arg(long, default_value = "72h", value_parser = super::parse_duration)]
+        expires: std::time::Duration,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Withdraw a review link (its id is in `copydesk approvals link --json` and the audit log).
+    RevokeLink {
+        #[arg(value_parser = super::parse_id)]
+        id: Uuid,
+    },
 }
 
 pub async fn run(
@@ -135,6 +155,48 @@ pub async fn run(
                     art["content"].as_str().unwrap_or_default()
                 )?;
             }
+        }
+        ApprovalsCommand::Link {
+            id,
+            name,
+            expires,
+            json,
+        } => {
+            let key = crate::links::LinkKey::from_env()?;
+            let expires_at = Utc::now() + chrono::Duration::from_std(expires)?;
+            let mut tx = pool.begin().await?;
+            let link = crate::pipeline::review_links::create_in(&mut tx, id, &name, by, expires_at)
+                .await?;
+            tx.commit().await?;
+            let url = crate::links::url(
+                &crate::http::api::public_url(&env.settings),
+                &key.sign(link.id),
+            );
+            if json.json {
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string_pretty(&json!({
+                        "id": link.id, "approval_id": link.approval_id, "name": link.name,
+                        "expires_at": link.expires_at, "url": url,
+                    }))?
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "review link {} for {:?}, works once until {}:",
+                    link.id,
+                    link.name,
+                    link.expires_at.format("%Y-%m-%d %H:%M UTC")
+                )?;
+                writeln!(out, "{url}")?;
+            }
+        }
+        ApprovalsCommand::RevokeLink { id } => {
+            let mut tx = pool.begin().await?;
+            let link = crate::pipeline::review_links::revoke_in(&mut tx, id, by).await?;
+            tx.commit().await?;
+            writeln!(out, "review link {} for {:?} withdrawn", link.id, link.name)?;
         }
         ApprovalsCommand::Approve { id, notes } => {
             let a = decisions::decide(pool, id, true, by, notes.as_deref()).await?;

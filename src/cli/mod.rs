@@ -122,6 +122,13 @@ pub struct DemoArgs {
     /// Run N plain noop jobs instead of the content pipeline (a queue workout).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub noop: Option<u32>,
+    /// Afterwards, keep the console and the API up over what the demo made and print a
+    /// token to log in with, until Ctrl-C.
+    #[arg(long)]
+    pub serve: bool,
+    /// Where `--serve` listens (default: [http] serve, 127.0.0.1:8080).
+    #[arg(long, value_parser = parse_addr, requires = "serve")]
+    pub http: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -147,7 +154,8 @@ pub struct JsonFlag {
 /// Runs one parsed command, writing its output to `out`.
 pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
     if let Command::Demo(args) = cli.command {
-        return crate::demo::run(args.noop, out).await;
+        let serve = args.serve.then(|| (args.http, worker::shutdown_signal()));
+        return crate::demo::run(args.noop, serve, out).await;
     }
     if let Command::Keys(publish::KeysCommand::Generate) = cli.command {
         return publish::keys_generate(out);

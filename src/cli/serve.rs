@@ -1,4 +1,4 @@
-//! `copydesk serve`: the API, health and metrics on one address.
+//! `copydesk serve`: the console, the API, health and metrics on one address.
 
 use std::{io::Write, net::SocketAddr};
 
@@ -42,11 +42,12 @@ pub async fn run(
     let bound = listener.local_addr()?;
     writeln!(
         out,
-        "serving the API on http://{bound}/api/v1 (described at /api/v1/openapi.json) and \
+        "serving the console on http://{bound}/console/ (log in with a token: copydesk tokens \
+         create), the API on http://{bound}/api/v1 (described at /api/v1/openapi.json) and \
          /healthz, /readyz, /metrics; Ctrl-C stops"
     )?;
     out.flush()?;
-    crate::http::serve_on(crate::app::api_state(env), listener, shutdown).await?;
+    crate::http::serve_on(crate::app::api_state(env, Some(bound)), listener, shutdown).await?;
     writeln!(out, "stopped")?;
     Ok(())
 }

@@ -53,7 +53,7 @@ pub async fn run(
         kinds: args.kinds,
         concurrency: args.concurrency.map(usize::from),
         http,
-        api: args.serve.then(|| crate::app::api_state(env)),
+        api: args.serve.then(|| crate::app::api_state(env, http)),
         scheduler: !args.no_scheduler,
     };
     let summary = run_worker(env.runner()?, opts, shutdown).await?;

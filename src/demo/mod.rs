@@ -5,7 +5,7 @@
 //! WordPress, LinkedIn, X and Facebook that speak the real protocols
 //! (`platforms.rs`, which the tests use too); it ends with the posts, the drafts, their
 //! scores and a cost table. `copydesk demo --noop N` runs a plain queue workload
-//! instead.
+//! instead; `copydesk demo --serve` keeps the console up afterwards with a token printed.
 
 mod noop;
 pub mod platforms;
@@ -17,6 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use anyhow::Context;
 use copydesk_queue::JobStatus;
 use uuid::Uuid;
 
@@ -25,6 +26,7 @@ use crate::{
         self, Env,
         worker::{WorkerOptions, run as run_worker},
     },
+    config::Settings,
     domain::{ApprovalStatus, Channel, Platform},
     jobs::{
         JobArgs,
@@ -54,7 +56,35 @@ const DESTINATIONS: [Platform; 4] = [
 ];
 
 /// Runs the demo: the content pipeline, or with `noop`, that many plain jobs.
-pub async fn run(noop: Option<u32>, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
+///
+/// With `serve` (an address, or `[http] serve` without one, and the future that stops
+/// the server), the console and the API stay up afterwards.
+pub async fn run<F>(
+    noop: Option<u32>,
+    serve: Option<(Option<std::net::SocketAddr>, F)>,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<()>
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    // Listen first (a port in use is said before the demo runs, not after).
+    let listener = match serve {
+        None => None,
+        Some((addr, shutdown)) => {
+            let addr = match addr {
+                Some(a) => a,
+                None => {
+                    let s = &Settings::load()?.http.serve;
+                    s.parse().with_context(|| {
+                        format!("[http] serve = {s:?} is not an address like 127.0.0.1:8080")
+                    })?
+                }
+            };
+            let listener = std::net::TcpListener::bind(addr)
+                .with_context(|| format!("--serve: listening on {addr} (give --http ADDR)"))?;
+            Some((listener, shutdown))
+        }
+    };
     let env = Env::open().await?;
     match &env.db.cluster {
         Some(c) => {
@@ -72,8 +102,55 @@ pub async fn run(noop: Option<u32>, out: &mut (dyn Write + Send)) -> anyhow::Res
         Some(n) => noop::run(n, &env, out).await,
         None => pipeline(&env, out).await,
     };
+    let result = match (result, listener) {
+        (Ok(()), Some((listener, shutdown))) => serve_after(&env, listener, shutdown, out).await,
+        (result, _) => result,
+    };
     env.db.pool.close().await;
     result
+}
+
+/// Keeps the console and the API up over what the demo made and prints an admin token
+/// to log in with, until Ctrl-C. No worker runs (the demo's stand-in platforms are
+/// gone): decisions taken now are applied by the next `copydesk worker`.
+async fn serve_after(
+    env: &Env,
+    listener: std::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<()> {
+    let bound = listener.local_addr()?;
+    let tenant = store::tenants::by_slug(&env.db.pool, "default").await?;
+    let mut tx = env.db.pool.begin().await?;
+    let (token, secret) = store::tokens::create(
+        &mut tx,
+        tenant.id,
+        "demo console",
+        crate::domain::TokenRole::Admin,
+        Some(Duration::from_secs(86_400)),
+        "demo",
+    )
+    .await?;
+    tx.commit().await?;
+    writeln!(
+        out,
+        "\nthe console is up at http://{bound}/console/ (and the API at http://{bound}/api/v1);\n\
+         log in with this admin token, valid for a day (revoke it with `copydesk tokens revoke {}`):\n{}\n\
+         Ctrl-C stops",
+        token.id,
+        secret.expose()
+    )?;
+    out.flush()?;
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let server = tokio::spawn(crate::http::serve_on(
+        app::api_state(env, Some(bound)),
+        listener,
+        shutdown,
+    ));
+    server.await??;
+    writeln!(out, "stopped")?;
+    Ok(())
 }
 
 async fn pipeline(env: &Env, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {

@@ -2,15 +2,18 @@
 //! `copydesk serve` adds the operator API under `/api/v1` (`api`).
 
 pub mod api;
+pub mod console;
 mod health;
 
 use axum::Router;
 
 pub use health::{prometheus, router, serve};
 
-/// Health, metrics and the API on one router.
+/// Health, metrics, the API and the console on one router.
 pub fn app(state: api::ApiState) -> Router {
-    health::router(state.pool().clone()).merge(api::router(state))
+    health::router(state.pool().clone())
+        .merge(console::router(state.clone()))
+        .merge(api::router(state))
 }
 
 /// Serves [`app`] on `listener` until `shutdown` resolves; requests under way finish.

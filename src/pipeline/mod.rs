@@ -31,6 +31,7 @@
 pub mod decisions;
 pub mod operator;
 pub mod publication;
+pub mod review_links;
 pub mod start;
 pub mod steps;
 

@@ -50,16 +50,22 @@ impl Caller {
     /// Opens the request's transaction as `copydesk_api` with the token's tenant set
     /// for this transaction only (one round trip).
     pub async fn begin(&self, state: &ApiState) -> Result<Tx, Problem> {
-        let mut tx = state.pool().begin().await?;
-        sqlx::query(
-            "SELECT set_config('role', 'copydesk_api', true),
-                    set_config('copydesk.tenant_id', $1::text, true)",
-        )
-        .bind(self.token.tenant_id)
-        .execute(&mut *tx)
-        .await?;
-        Ok(tx)
+        begin_as(state, self.token.tenant_id).await
     }
+}
+
+/// A transaction as `copydesk_api` with `tenant` set for it only (one round trip): what
+/// a token's request runs in, and a review link's.
+pub async fn begin_as(state: &ApiState, tenant: uuid::Uuid) -> Result<Tx, Problem> {
+    let mut tx = state.pool().begin().await?;
+    sqlx::query(
+        "SELECT set_config('role', 'copydesk_api', true),
+                set_config('copydesk.tenant_id', $1::text, true)",
+    )
+    .bind(tenant)
+    .execute(&mut *tx)
+    .await?;
+    Ok(tx)
 }
 
 impl<S> FromRequestParts<S> for Caller

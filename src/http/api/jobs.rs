@@ -347,13 +347,27 @@ async fn bulk_jobs(
     let Json(b) = body?;
     let filter = b.filter.filter()?;
     let mut tx = caller.begin(&state).await?;
-    let matched = sql::job_count(&mut *tx, &filter, b.action.applies_to()).await?;
-    let Some(expect) = b.expect else {
-        return Ok(Json(BulkView {
+    let view = bulk_in(&mut tx, &caller, b.action, &filter, b.expect).await?;
+    tx.commit().await?;
+    Ok(Json(view))
+}
+
+/// A bulk action in the caller's transaction: the count alone without `expect`, else
+/// the action when the count is still `expect` (409 when it changed), audited.
+pub(crate) async fn bulk_in(
+    tx: &mut Tx,
+    caller: &Caller,
+    action: BulkAction,
+    filter: &JobFilter,
+    expect: Option<i64>,
+) -> Result<BulkView, Problem> {
+    let matched = sql::job_count(&mut **tx, filter, action.applies_to()).await?;
+    let Some(expect) = expect else {
+        return Ok(BulkView {
             matched,
             applied: false,
             jobs: Vec::new(),
-        }));
+        });
     };
     if expect != matched {
         return Err(Problem::conflict(format!(
@@ -365,29 +379,28 @@ async fn bulk_jobs(
             "{matched} jobs match; one call changes at most {BULK_MAX}: narrow the filter"
         )));
     }
-    let jobs = ops::bulk_in(&mut tx, b.action, &filter, BULK_MAX).await?;
-    let action = match b.action {
+    let jobs = ops::bulk_in(tx, action, filter, BULK_MAX).await?;
+    let name = match action {
         BulkAction::Retry => "jobs.bulk_retried",
         BulkAction::Cancel => "jobs.bulk_cancelled",
     };
     store::audit::record(
-        &mut *tx,
+        &mut **tx,
         &store::audit::Entry {
             tenant: Some(caller.token.tenant_id),
             actor: caller.actor(),
-            action,
+            action: name,
             target_table: Some("jobs"),
             target_id: None,
             details: json!({"filter": filter, "count": jobs.len(), "jobs": jobs}),
         },
     )
     .await?;
-    tx.commit().await?;
-    Ok(Json(BulkView {
+    Ok(BulkView {
         matched,
         applied: true,
         jobs,
-    }))
+    })
 }
 
 /// Counts per kind and status, the oldest ready job's wait, recent throughput.

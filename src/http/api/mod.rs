@@ -7,7 +7,7 @@
 
 mod admin;
 pub mod auth;
-mod jobs;
+pub(crate) mod jobs;
 pub mod page;
 pub mod problem;
 mod projects;
@@ -35,6 +35,7 @@ struct Inner {
     settings: Arc<Settings>,
     catalog: Catalog,
     keys: Result<Arc<Keys>, crate::keys::KeyError>,
+    link_key: Result<crate::links::LinkKey, crate::links::LinkKeyError>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -57,7 +58,27 @@ impl ApiState {
             settings,
             catalog,
             keys,
+            link_key: crate::links::LinkKey::from_env(),
         }))
+    }
+
+    /// The same state with `key` signing review links (instead of `COPYDESK_LINK_KEY`).
+    pub fn with_link_key(mut self, key: crate::links::LinkKey) -> Self {
+        Arc::get_mut(&mut self.0)
+            .expect("set before the state is shared")
+            .link_key = Ok(key);
+        self
+    }
+
+    /// The key review links are signed with (503 naming `COPYDESK_LINK_KEY` without one).
+    pub fn link_key(&self) -> Result<&crate::links::LinkKey, problem::Problem> {
+        self.0.link_key.as_ref().map_err(|e| {
+            problem::Problem::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "keys",
+                e.to_string(),
+            )
+        })
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -66,6 +87,12 @@ impl ApiState {
 
     pub fn settings(&self) -> &Settings {
         &self.0.settings
+    }
+
+    /// The absolute URL people reach this server at (`[http] public_url`, else `http://`
+    /// and the address `serve` listens on), without a trailing slash.
+    pub fn public_url(&self) -> String {
+        public_url(&self.0.settings)
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -80,6 +107,16 @@ impl ApiState {
                 e.to_string(),
             )
         })
+    }
+}
+
+/// `[http] public_url`, else `http://` and the address `serve` listens on.
+pub fn public_url(settings: &Settings) -> String {
+    let url = settings.http.public_url.trim();
+    if url.is_empty() {
+        format!("http://{}", settings.http.serve)
+    } else {
+        url.trim_end_matches('/').to_owned()
     }
 }
 
@@ -147,7 +184,7 @@ pub fn router(state: ApiState) -> Router {
 
 /// One span per request (method, path, and the token's name once it is known; never
 /// the token), and a line with its status and duration.
-async fn trace(
+pub(crate) async fn trace(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {

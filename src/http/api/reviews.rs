@@ -31,6 +31,8 @@ pub fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(approve))
         .routes(routes!(reject))
         .routes(routes!(edit_draft))
+        .routes(routes!(create_link))
+        .routes(routes!(revoke_link))
 }
 
 /// An approval as the API shows it.
@@ -246,4 +248,90 @@ async fn edit_draft(
         axum::http::StatusCode::CREATED,
         Json(EditedView { artifact_id }),
     ))
+}
+
+/// A client review link to make.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LinkBody {
+    /// Whom it is for; the audit log names the decision by it.
+    pub name: String,
+    /// How long it works: s, m, h or d (default 72h).
+    pub expires: Option<String>,
+}
+
+/// A review link (its URL only when it is made).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LinkView {
+    pub id: Uuid,
+    pub approval_id: Uuid,
+    pub name: String,
+    pub expires_at: DateTime<Utc>,
+    pub used_at: Option<DateTime<Utc>>,
+    pub used_action: Option<String>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// The absolute URL to send (answered once, when the link is made).
+    pub url: Option<String>,
+}
+
+impl From<store::review_links::ReviewLink> for LinkView {
+    fn from(l: store::review_links::ReviewLink) -> Self {
+        Self {
+            id: l.id,
+            approval_id: l.approval_id,
+            name: l.name,
+            expires_at: l.expires_at,
+            used_at: l.used_at,
+            used_action: l.used_action,
+            revoked_at: l.revoked_at,
+            url: None,
+        }
+    }
+}
+
+/// Makes a client review link to a pending approval (approver): a URL that lets a
+/// person with no account decide it once, until it expires.
+#[utoipa::path(post, path = "/approvals/{id}/links", tag = "approvals",
+    params(("id" = Uuid, Path)), request_body = LinkBody,
+    responses((status = 201, body = LinkView), (status = 404, body = Problem),
+              (status = 409, body = Problem, description = "the approval is decided"),
+              (status = 503, body = Problem, description = "COPYDESK_LINK_KEY is not set")))]
+async fn create_link(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    body: Result<Json<LinkBody>, JsonRejection>,
+) -> Result<(axum::http::StatusCode, Json<LinkView>), Problem> {
+    caller.require(TokenRole::Approver)?;
+    let Json(b) = body?;
+    let key = state.link_key()?.clone();
+    let ttl = crate::domain::parse_duration(b.expires.as_deref().unwrap_or("72h"))
+        .map_err(|e| Problem::unprocessable(format!("expires: {e}")))?;
+    let expires_at = Utc::now()
+        + chrono::Duration::from_std(ttl)
+            .map_err(|_| Problem::unprocessable("expires: too far away"))?;
+    let mut tx = caller.begin(&state).await?;
+    let link =
+        pipeline::review_links::create_in(&mut tx, id, &b.name, caller.actor(), expires_at).await?;
+    tx.commit().await?;
+    let url = crate::links::url(&state.public_url(), &key.sign(link.id));
+    let mut view = LinkView::from(link);
+    view.url = Some(url);
+    Ok((axum::http::StatusCode::CREATED, Json(view)))
+}
+
+/// Withdraws a review link (approver).
+#[utoipa::path(post, path = "/review-links/{id}/revoke", tag = "approvals",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = LinkView), (status = 404, body = Problem)))]
+async fn revoke_link(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Json<LinkView>, Problem> {
+    caller.require(TokenRole::Approver)?;
+    let mut tx = caller.begin(&state).await?;
+    let link = pipeline::review_links::revoke_in(&mut tx, id, caller.actor()).await?;
+    tx.commit().await?;
+    Ok(Json(link.into()))
 }
