@@ -161,7 +161,10 @@ async fn main() -> anyhow::Result<()> {
         ),
         // The console's pages, as a logged-in viewer (the cookie holds the token).
         ("console: jobs", "/console/jobs".to_owned()),
-        ("console: jobs, failed", "/console/jobs?status=failed".to_owned()),
+        (
+            "console: jobs, failed",
+            "/console/jobs?status=failed".to_owned(),
+        ),
         ("console: queue", "/console/queue".to_owned()),
         ("console: approvals inbox", "/console/approvals".to_owned()),
     ];

@@ -285,24 +285,33 @@ pub async fn throughput(db: impl PgExecutor<'_>) -> Result<Vec<Minute>> {
 /// Failed jobs that share an error (ids and numbers masked).
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct FailedGroup {
-    /// The masked error (`copydesk_error_group`); the bulk retry's filter.
-    pub error_group: String,
+    /// The masked error (`copydesk_error_group`); the bulk retry's filter. None: jobs
+    /// failed with no error recorded (set by plain SQL).
+    pub error_group: Option<String>,
     pub jobs: i64,
+    /// The kinds of the group's latest jobs.
     pub kinds: Vec<String>,
-    /// A few of the group's jobs, newest first.
+    /// The group's latest jobs, newest first (at most five).
     pub sample: Vec<Uuid>,
     pub last_failed_at: Option<DateTime<Utc>>,
 }
 
-/// Failed jobs grouped by error, biggest group first.
+/// Failed jobs grouped by error, biggest group first: counted from
+/// `jobs_failed_group_idx`, each group's five latest jobs read from it.
 pub async fn failed_groups(db: impl PgExecutor<'_>, limit: i64) -> Result<Vec<FailedGroup>> {
     Ok(sqlx::query_as(
-        "SELECT copydesk_error_group(last_error) AS error_group, count(*) AS jobs,
-                array_agg(DISTINCT kind ORDER BY kind) AS kinds,
-                (array_agg(id ORDER BY id DESC))[1:5] AS sample,
-                max(finished_at) AS last_failed_at
-         FROM jobs WHERE status = 'failed'
-         GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT $1",
+        "SELECT g.error_group, g.jobs, coalesce(s.kinds, '{}') AS kinds,
+                coalesce(s.sample, '{}') AS sample, s.last_failed_at
+         FROM (SELECT copydesk_error_group(last_error) AS error_group, count(*) AS jobs
+               FROM jobs WHERE status = 'failed'
+               GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT $1) g
+         CROSS JOIN LATERAL (
+             SELECT array_agg(DISTINCT l.kind) AS kinds, array_agg(l.id ORDER BY l.id DESC) AS sample,
+                    max(l.finished_at) AS last_failed_at
+             FROM (SELECT id, kind, finished_at FROM jobs
+                   WHERE status = 'failed' AND copydesk_error_group(last_error) = g.error_group
+                   ORDER BY id DESC LIMIT 5) l) s
+         ORDER BY g.jobs DESC, g.error_group",
     )
     .bind(limit)
     .persistent(false)

@@ -97,17 +97,17 @@ pub async fn overview(
             }
             @for g in &groups {
                 section.group {
-                    p.error { code { (g.error_group) } }
+                    p.error { code { (g.error_group.as_deref().unwrap_or("(no error recorded)")) } }
                     p.meta {
                         strong { (g.jobs) " job(s)" } " · " (g.kinds.join(", "))
                         @if let Some(t) = g.last_failed_at { " · last " (render::age(t)) " ago" }
                         " · "
                         @for id in &g.sample { a href={ "/console/jobs/" (id) } { (short(*id)) } " " }
                     }
-                    @if may_retry {
+                    @if let (true, Some(group)) = (may_retry, &g.error_group) {
                         form method="post" action="/console/queue/retry" {
                             (session.csrf_field())
-                            input type="hidden" name="error_group" value=(g.error_group);
+                            input type="hidden" name="error_group" value=(group);
                             input type="hidden" name="expect" value=(g.jobs);
                             button type="submit" { "Retry these " (g.jobs) }
                         }
