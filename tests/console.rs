@@ -12,6 +12,7 @@ mod common;
 
 use std::{
     net::SocketAddr,
+    os::unix::process::CommandExt,
     path::PathBuf,
     process::{Child, Command, Stdio},
     sync::Arc,
@@ -48,8 +49,11 @@ struct Driver {
 }
 
 impl Drop for Driver {
+    /// Kills chromedriver and the browser it started (its own process group), so a
+    /// failing test leaves no Chromium behind.
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        let group = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
         let _ = self.child.wait();
     }
 }
@@ -68,6 +72,7 @@ async fn browser() -> (Driver, Client) {
     let port = free_port();
     let child = Command::new(&driver)
         .arg(format!("--port={port}"))
+        .process_group(0)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
