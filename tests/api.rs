@@ -46,6 +46,7 @@ impl Answer {
 
 struct Api {
     db: TestDb,
+    state: ApiState,
     router: Router,
     keys: Arc<Keys>,
 }
@@ -64,7 +65,8 @@ impl Api {
         )
         .with_link_key(copydesk::links::LinkKey::parse(LINK_KEY).unwrap());
         Self {
-            router: copydesk::http::app(state),
+            router: copydesk::http::app(state.clone()),
+            state,
             db,
             keys,
         }
@@ -1166,5 +1168,88 @@ async fn a_review_link_made_through_the_api_decides_once_and_can_be_withdrawn() 
             .await
             .unwrap();
         assert!(String::from_utf8_lossy(&body).contains("COPYDESK_LINK_KEY"));
+    }
+}
+
+#[tokio::test]
+async fn failures_group_by_masked_error_within_the_callers_tenant_only() {
+    let api = Api::new().await;
+    let acme = api.tenant("acme").await;
+    let globex = api.tenant("globex").await;
+    let fail = |tenant: Uuid, kind: &'static str, error: Option<String>| {
+        let pool = api.db.pool.clone();
+        async move {
+            let project = store::projects::create(&pool, Some(tenant), "Shop", None)
+                .await
+                .unwrap();
+            sqlx::query_scalar::<_, Uuid>(
+                "INSERT INTO jobs (kind, input, project_id, status, last_error, finished_at)
+                 VALUES ($1, '{}', $2, 'failed', $3, now()) RETURNING id",
+            )
+            .bind(kind)
+            .bind(project)
+            .bind(error)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    // acme: seven timeouts (two kinds; ids and numbers differ), one refusal, one
+    // failure with no error; globex: the same timeout, which acme must not count.
+    let mut timeouts = Vec::new();
+    for n in 0..7 {
+        let kind = if n % 2 == 0 { "noop" } else { "publishing" };
+        let error = format!("job {} timed out after {n}0 s", Uuid::new_v4());
+        timeouts.push(fail(acme.id, kind, Some(error)).await);
+    }
+    fail(acme.id, "noop", Some("401 Unauthorized".into())).await;
+    fail(acme.id, "noop", None).await;
+    fail(
+        globex.id,
+        "noop",
+        Some(format!("job {} timed out after 5 s", Uuid::new_v4())),
+    )
+    .await;
+    // As a request would see it, and after VACUUM, when the planner may answer from
+    // the index alone.
+    for vacuumed in [false, true] {
+        if vacuumed {
+            sqlx::query("VACUUM ANALYZE jobs")
+                .execute(&api.db.pool)
+                .await
+                .unwrap();
+        }
+        let mut tx = copydesk::http::api::auth::begin_as(&api.state, acme.id)
+            .await
+            .unwrap();
+        let groups = store::console::failed_groups(&mut *tx, 50).await.unwrap();
+        tx.rollback().await.unwrap();
+        let summary: Vec<(Option<&str>, i64)> = groups
+            .iter()
+            .map(|g| (g.error_group.as_deref(), g.jobs))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (Some("job <id> timed out after <n> s"), 7),
+                (Some("<n> Unauthorized"), 1),
+                (None, 1),
+            ],
+            "vacuumed: {vacuumed}"
+        );
+        let newest_first: Vec<Uuid> = timeouts.iter().rev().take(5).copied().collect();
+        assert_eq!(groups[0].sample, newest_first);
+        let mut kinds = groups[0].kinds.clone();
+        kinds.sort();
+        assert_eq!(kinds, ["noop", "publishing"]);
+        assert!(groups[0].last_failed_at.is_some());
+        // At most `limit` groups, biggest first.
+        let mut tx = copydesk::http::api::auth::begin_as(&api.state, acme.id)
+            .await
+            .unwrap();
+        let top = store::console::failed_groups(&mut *tx, 1).await.unwrap();
+        tx.rollback().await.unwrap();
+        assert_eq!(top.len(), 1);
+        assert_eq!(top[0].jobs, 7);
     }
 }

@@ -289,29 +289,27 @@ pub struct FailedGroup {
     /// failed with no error recorded (set by plain SQL).
     pub error_group: Option<String>,
     pub jobs: i64,
-    /// The kinds of the group's latest jobs.
+    /// The kinds of the group's jobs.
     pub kinds: Vec<String>,
     /// The group's latest jobs, newest first (at most five).
     pub sample: Vec<Uuid>,
     pub last_failed_at: Option<DateTime<Utc>>,
 }
 
-/// Failed jobs grouped by error, biggest group first: counted from
-/// `jobs_failed_group_idx`, each group's five latest jobs read from it.
+/// Failed jobs grouped by error, biggest group first. One index-only scan of
+/// `jobs_failed_group_idx` (tenant, masked error, id) in group order counts each group
+/// and takes its kinds and five latest jobs; grouping by `tenant_id` first is what lets
+/// the planner use that order (as the owner, groups are per tenant).
 pub async fn failed_groups(db: impl PgExecutor<'_>, limit: i64) -> Result<Vec<FailedGroup>> {
     Ok(sqlx::query_as(
-        "SELECT g.error_group, g.jobs, coalesce(s.kinds, '{}') AS kinds,
-                coalesce(s.sample, '{}') AS sample, s.last_failed_at
-         FROM (SELECT copydesk_error_group(last_error) AS error_group, count(*) AS jobs
+        "SELECT error_group, jobs, kinds, sample, last_failed_at
+         FROM (SELECT tenant_id, copydesk_error_group(last_error) AS error_group,
+                      count(*) AS jobs, array_agg(DISTINCT kind) AS kinds,
+                      (array_agg(id ORDER BY id DESC))[1:5] AS sample,
+                      max(finished_at) AS last_failed_at
                FROM jobs WHERE status = 'failed'
-               GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT $1) g
-         CROSS JOIN LATERAL (
-             SELECT array_agg(DISTINCT l.kind) AS kinds, array_agg(l.id ORDER BY l.id DESC) AS sample,
-                    max(l.finished_at) AS last_failed_at
-             FROM (SELECT id, kind, finished_at FROM jobs
-                   WHERE status = 'failed' AND copydesk_error_group(last_error) = g.error_group
-                   ORDER BY id DESC LIMIT 5) l) s
-         ORDER BY g.jobs DESC, g.error_group",
+               GROUP BY tenant_id, 2) g
+         ORDER BY jobs DESC, error_group LIMIT $1",
     )
     .bind(limit)
     .persistent(false)
