@@ -1253,3 +1253,113 @@ async fn failures_group_by_masked_error_within_the_callers_tenant_only() {
         assert_eq!(top[0].jobs, 7);
     }
 }
+
+/// Runs the real `copydesk` binary against the test database with `envs`.
+fn copydesk_cli(db: &TestDb, args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_copydesk"))
+        .args(args)
+        .env("DATABASE_URL", &db.url)
+        .env("RUST_LOG", "warn")
+        .env_remove("COPYDESK_LINK_KEY")
+        .envs(envs.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_makes_a_review_link_that_the_server_honours_until_the_cli_withdraws_it() {
+    let api = Api::new().await;
+    let acme = api.tenant("acme").await;
+    let s = api.seed(&acme).await;
+    let approval = s.approval.to_string();
+    // Without a key: an error naming the variable and how to make one; no link row.
+    let out = copydesk_cli(&api.db, &["approvals", "link", &approval], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("COPYDESK_LINK_KEY") && stderr.contains("openssl rand -hex 32"),
+        "{stderr}"
+    );
+    assert_eq!(
+        count(&api.db.pool, "SELECT count(*) FROM review_links").await,
+        0
+    );
+
+    let envs = [
+        ("COPYDESK_LINK_KEY", LINK_KEY),
+        ("COPYDESK__HTTP__PUBLIC_URL", "https://review.example/"),
+    ];
+    let out = copydesk_cli(
+        &api.db,
+        &[
+            "approvals",
+            "link",
+            &approval,
+            "--name",
+            "Acme marketing",
+            "--expires",
+            "2h",
+            "--json",
+            "--by",
+            "ed",
+        ],
+        &envs,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let made: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let url = made["url"].as_str().unwrap();
+    let path = url
+        .strip_prefix("https://review.example")
+        .unwrap_or_else(|| panic!("not on the public URL: {url}"));
+    let expires: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(made["expires_at"].clone()).unwrap();
+    let minutes = (expires - chrono::Utc::now()).num_minutes();
+    assert!(
+        (118..=120).contains(&minutes),
+        "--expires 2h: {minutes} min"
+    );
+    // The server (same key) shows it with no token; the CLI withdraws it; refused after.
+    let page = api.get(path, "").await;
+    assert_eq!(page.status, StatusCode::OK, "{page:?}");
+    assert!(
+        page.body
+            .as_str()
+            .unwrap()
+            .contains("Our linen lasts for years.")
+    );
+    let id = made["id"].as_str().unwrap();
+    let out = copydesk_cli(
+        &api.db,
+        &["approvals", "revoke-link", id, "--by", "ed"],
+        &envs,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("withdrawn"));
+    assert_eq!(api.get(path, "").await.status, StatusCode::GONE);
+    assert_eq!(
+        count(
+            &api.db.pool,
+            "SELECT count(*) FROM audit_log WHERE action IN ('review_link.created', 'review_link.revoked')
+               AND actor = 'ed' AND details->>'name' = 'Acme marketing'"
+        )
+        .await,
+        2
+    );
+    // Bad input names what is wrong.
+    let out = copydesk_cli(
+        &api.db,
+        &["approvals", "link", &approval, "--expires", "soon"],
+        &envs,
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("soon"));
+}
