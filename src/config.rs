@@ -32,6 +32,82 @@ pub struct Settings {
     pub pipeline: PipelineSettings,
     pub publish: PublishSettings,
     pub catalog: CatalogSettings,
+    pub limits: LimitSettings,
+}
+
+/// Parses a duration: a whole number with `s`, `m`, `h` or `d` (`90d`, `12h`, `30m`),
+/// as every command and the API take them. The error names what is wrong.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let bad =
+        || format!("{s:?} is not a duration: a whole number and s, m, h or d, like 90d or 12h");
+    let t = s.trim();
+    let unit = t.chars().last().ok_or_else(bad)?;
+    let secs = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return Err(bad()),
+    };
+    let n: u64 = t[..t.len() - 1].parse().map_err(|_| bad())?;
+    if n == 0 {
+        return Err(format!("{s:?}: a duration must be longer than zero"));
+    }
+    n.checked_mul(secs)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(bad)
+}
+
+/// `[limits]`: rate limits on model servers and platforms, shared by every process
+/// through the `limits` table. `keys` are the defaults; `copydesk limits set` overrides
+/// one key in the database.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSettings {
+    pub slot_lease_secs: u64,
+    pub throttle_pause_secs: u64,
+    pub keys: BTreeMap<String, LimitSpec>,
+}
+
+impl Default for LimitSettings {
+    /// No default limits; throttled answers still pause their key.
+    fn default() -> Self {
+        Self {
+            slot_lease_secs: 180,
+            throttle_pause_secs: 30,
+            keys: BTreeMap::new(),
+        }
+    }
+}
+
+/// One key's limit: any of requests per window, tokens per minute, calls at once.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSpec {
+    pub requests: Option<u32>,
+    /// The window of `requests`: a whole number and s, m, h or d.
+    #[serde(default, with = "opt_duration")]
+    pub per: Option<std::time::Duration>,
+    pub tokens_per_minute: Option<u32>,
+    pub concurrency: Option<u32>,
+}
+
+mod opt_duration {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&format!("{}s", d.as_secs())),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|s| super::parse_duration(&s).map_err(serde::de::Error::custom))
+            .transpose()
+    }
 }
 
 /// `[publish]`

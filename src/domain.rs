@@ -172,26 +172,3 @@ text_enum! {
 
 /// The tenant every row belongs to until there are others (`tenants.slug = 'default'`).
 pub const DEFAULT_TENANT: uuid::Uuid = uuid::uuid!("00000000-0000-0000-0000-000000000001");
-
-/// Parses a duration: a whole number with `s`, `m`, `h` or `d` (`90d`, `12h`, `30m`),
-/// as every command and the API take them. The error names what is wrong.
-pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let bad =
-        || format!("{s:?} is not a duration: a whole number and s, m, h or d, like 90d or 12h");
-    let t = s.trim();
-    let unit = t.chars().last().ok_or_else(bad)?;
-    let secs = match unit {
-        's' => 1,
-        'm' => 60,
-        'h' => 3600,
-        'd' => 86_400,
-        _ => return Err(bad()),
-    };
-    let n: u64 = t[..t.len() - 1].parse().map_err(|_| bad())?;
-    if n == 0 {
-        return Err(format!("{s:?}: a duration must be longer than zero"));
-    }
-    n.checked_mul(secs)
-        .map(std::time::Duration::from_secs)
-        .ok_or_else(bad)
-}

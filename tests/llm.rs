@@ -155,7 +155,7 @@ async fn cost_comes_from_the_price_table_when_the_answer_has_none() {
 }
 
 #[tokio::test]
-async fn a_429_is_retried_after_retry_after_and_both_calls_are_in_runs() {
+async fn a_429_pauses_the_models_key_for_every_call_until_retry_after_and_both_calls_are_in_runs() {
     let db = test_db().await;
     let server = MockServer::start().await;
     Mock::given(method("POST"))
@@ -177,15 +177,32 @@ async fn a_429_is_retried_after_retry_after_and_both_calls_are_in_runs() {
         .mount(&server)
         .await;
     let s = scope(&db, None);
+    let client = llm(&server);
     let started = std::time::Instant::now();
-    let reply = llm(&server)
+    // The throttled call does not sleep: its job waits for the key's pause.
+    let waited = client
         .call(&s, &call("blog-writer", None))
         .await
-        .unwrap();
-    assert!(
-        started.elapsed() >= Duration::from_secs(1),
-        "waited for Retry-After"
-    );
+        .unwrap_err();
+    let key = format!("llm:{}/anthropic/claude-sonnet-4", server.address());
+    match &waited {
+        copydesk::llm::Error::Wait { key: k, after } => {
+            assert_eq!(k, &key);
+            assert_eq!(*after, Duration::from_secs(1));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Another job's call (another process's, as far as the database is concerned)
+    // is held back without a request while the key is paused.
+    let other = scope(&db, None);
+    assert!(matches!(
+        llm(&server).call(&other, &call("blog-writer", None)).await,
+        Err(copydesk::llm::Error::Wait { .. })
+    ));
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+    // The pause runs from the 429's arrival, a little after `started`.
+    tokio::time::sleep(Duration::from_millis(1_200).saturating_sub(started.elapsed())).await;
+    let reply = client.call(&s, &call("blog-writer", None)).await.unwrap();
     assert_eq!(reply.text, "Second time lucky.");
     let runs: Vec<(String, Option<String>)> =
         sqlx::query_as("SELECT status, error FROM runs WHERE job_id = $1 ORDER BY created_at")
@@ -204,6 +221,12 @@ async fn a_429_is_retried_after_retry_after_and_both_calls_are_in_runs() {
     );
     assert_eq!(runs[1], ("ok".into(), None));
     assert_eq!(server.received_requests().await.unwrap().len(), 2);
+    let throttled: i64 = sqlx::query_scalar("SELECT throttled FROM limits WHERE key = $1")
+        .bind(&key)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(throttled, 1);
 }
 
 #[tokio::test]

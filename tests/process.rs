@@ -164,19 +164,7 @@ async fn sigterm_past_the_grace_period_returns_unfinished_jobs_to_the_queue() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_enqueues_lists_shows_and_refuses_bad_input_clearly() {
     let db = test_db().await;
-    let cli = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_copydesk"))
-            .args(args)
-            .env("DATABASE_URL", &db.url)
-            .env("RUST_LOG", "warn")
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8(out.stdout).unwrap(),
-            String::from_utf8(out.stderr).unwrap(),
-        )
-    };
+    let cli = |args: &[&str]| copydesk(&db, args);
     let (ok, id, _) = cli(&[
         "enqueue",
         "noop",

@@ -337,7 +337,7 @@ async fn scheduled_posts_go_to_native_schedulers_or_wait_for_their_time() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn throttling_is_retried_after_retry_after_and_posts_once() {
+async fn throttling_pauses_the_integrations_key_spends_no_attempt_and_posts_once() {
     let db = test_db().await;
     let fake = FakePlatforms::start().await.unwrap();
     let k = Keys::generate();
@@ -354,12 +354,35 @@ async fn throttling_is_retried_after_retry_after_and_posts_once() {
         draft_awaiting_approval(&db, p, "facebook", "", "Slow linen, on Facebook.", None).await;
     let fb_job = approve(&db, &settings, a).await;
     drain(&r).await;
-    for job in [x_job, fb_job] {
+    for (job, platform) in [(x_job, "x"), (fb_job, "facebook")] {
         assert_eq!(status_of(&db.pool, job).await, "queued");
         let (attempts, error) = attempts_and_error(&db.pool, job).await;
-        assert_eq!(attempts, 1);
-        assert!(error.unwrap().contains("rate limited"));
+        assert_eq!(
+            (attempts, error),
+            (0, None),
+            "a throttle is not a failed attempt"
+        );
+        let note: String = sqlx::query_scalar("SELECT waiting_for FROM jobs WHERE id = $1")
+            .bind(job)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert!(
+            note.starts_with(&format!("waiting for limit platform:{platform}:"))
+                && note.contains("rate limited"),
+            "{note}"
+        );
     }
+    // Each integration's key is paused for every process.
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM limits WHERE throttled = 1 AND paused_until > now()
+               AND key ~ '^platform:(x|facebook):'"
+        )
+        .await,
+        2
+    );
     let wait: f64 = sqlx::query_scalar(
         "SELECT extract(epoch FROM run_at - updated_at)::float8 FROM jobs WHERE id = $1",
     )
@@ -383,6 +406,10 @@ async fn throttling_is_retried_after_retry_after_and_posts_once() {
     .await
     .unwrap();
     assert_eq!(states, ["not_sent", "sent"]);
+    for job in [x_job, fb_job] {
+        let (attempts, _) = attempts_and_error(&db.pool, job).await;
+        assert_eq!(attempts, 1, "posted in the one attempt that counted");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -244,6 +244,89 @@ fn test_registry() -> Registry<App> {
         .with("flaky", None, |_ctx| {
             Box::pin(async { Err::<Outcome, _>(JobError::transient("upstream said 503")) })
         })
+        // Waits for a limit on its first three runs, then is done.
+        .with("patient", None, |ctx| {
+            Box::pin(async move {
+                let runs: i64 = sqlx::query_scalar(
+                    "UPDATE jobs SET output = jsonb_build_object('runs', coalesce((output->>'runs')::int, 0) + 1)
+                     WHERE id = $1 RETURNING (output->>'runs')::bigint",
+                )
+                .bind(ctx.job.id)
+                .fetch_one(&ctx.pool)
+                .await
+                .unwrap();
+                if runs <= 3 {
+                    Err(JobError::wait(
+                        "waiting for limit llm:h",
+                        Duration::from_millis(300),
+                    ))
+                } else {
+                    Ok(Outcome::done())
+                }
+            })
+        })
+}
+
+#[tokio::test]
+async fn a_job_that_waits_for_a_limit_keeps_its_attempts_and_its_last_error() {
+    let db = test_db().await;
+    allow_any_kind(&db.pool).await;
+    let r = runner(&db, fast_settings(), test_registry());
+    // One attempt left, and an error from an earlier one.
+    let id: Uuid = sqlx::query_scalar(
+        "INSERT INTO jobs (kind, input, max_attempts, attempts, last_error)
+         VALUES ('patient', '{}', 2, 1, 'upstream said 503') RETURNING id",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    for _ in 0..3 {
+        let worked = loop {
+            if let Some(w) = run_once(&r, &["patient"]).await.unwrap() {
+                break w;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(worked, (id, Written::Status(JobStatus::Queued)));
+        let (attempts, error, waiting, wait_ms): (i32, Option<String>, Option<String>, f64) =
+            sqlx::query_as(
+                "SELECT attempts, last_error, waiting_for,
+                        extract(epoch FROM run_at - updated_at)::float8 * 1000
+                 FROM jobs WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            (attempts, error.as_deref(), waiting.as_deref()),
+            (
+                1,
+                Some("upstream said 503"),
+                Some("waiting for limit llm:h")
+            ),
+            "the attempt is given back; the earlier error stays"
+        );
+        assert!(
+            (290.0..=310.0).contains(&wait_ms),
+            "run_at 300 ms on: {wait_ms}"
+        );
+    }
+    // Three waits spent none of its one attempt left: the fourth run is done.
+    let worked = loop {
+        if let Some(w) = run_once(&r, &["patient"]).await.unwrap() {
+            break w;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(worked, (id, Written::Status(JobStatus::Done)));
+    let (attempts, waiting): (i32, Option<String>) =
+        sqlx::query_as("SELECT attempts, waiting_for FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!((attempts, waiting), (2, None));
 }
 
 #[tokio::test]

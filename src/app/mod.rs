@@ -54,7 +54,7 @@ pub fn catalog() -> Catalog {
 pub fn services(settings: Arc<Settings>) -> Result<Services, llm::Error> {
     let provider = llm::Provider::from_env(&settings.llm)?;
     Ok(Services {
-        llm: llm::Llm::new(provider, &settings.llm),
+        llm: llm::Llm::new(provider, &settings.llm).with_limits(settings.limits.clone()),
         fetcher: Fetcher::new(&settings.fetch),
         keys: Keys::from_env().map(Arc::new),
         publish_http: publish::client(&settings.publish),

@@ -115,6 +115,7 @@ pub async fn run(
                     ("input", j.input.to_string()),
                     ("output", opt(j.output.as_ref().map(|o| o.to_string()))),
                     ("last error", opt(j.last_error.clone())),
+                    ("waiting", opt(j.waiting_for.clone())),
                 ];
                 for (k, v) in fields {
                     writeln!(out, "{k:>16}: {v}")?;
@@ -166,11 +167,15 @@ fn list_table(jobs: &[Job]) -> String {
             "ATTEMPTS",
             "RUN AT",
             "CREATED",
-            "LAST ERROR",
+            "LAST ERROR / WAITING",
         ],
         jobs.iter()
             .map(|j| {
-                let mut err = j.last_error.clone().unwrap_or_default();
+                let mut err = j
+                    .waiting_for
+                    .clone()
+                    .or_else(|| j.last_error.clone())
+                    .unwrap_or_default();
                 if err.chars().count() > 60 {
                     err = err.chars().take(57).collect::<String>() + "...";
                 }

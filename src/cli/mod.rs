@@ -6,6 +6,7 @@ mod approvals;
 mod cleanup;
 mod enqueue;
 mod jobs;
+mod limits;
 mod publish;
 mod serve;
 mod tenants;
@@ -115,6 +116,9 @@ pub enum Command {
     /// Who did what to which row, and when.
     #[command(subcommand)]
     Audit(tenants::AuditCommand),
+    /// Rate limits on model servers and platforms, shared by every worker process.
+    #[command(subcommand)]
+    Limits(limits::LimitsCommand),
 }
 
 #[derive(Debug, Args)]
@@ -209,6 +213,7 @@ async fn dispatch(
         Command::Tenants(cmd) => tenants::tenants(cmd, env, by, out).await?,
         Command::Tokens(cmd) => tenants::tokens(cmd, env, by, out).await?,
         Command::Audit(cmd) => tenants::audit(cmd, env, out).await?,
+        Command::Limits(cmd) => limits::run(cmd, env, by, out).await?,
         Command::Settings(cmd) => publish::settings(cmd, env, out).await?,
         Command::Db(DbCommand::Url) => match &env.db.cluster {
             Some(c) => writeln!(out, "{}", c.url("copydesk"))?,
@@ -231,7 +236,7 @@ pub fn parse_id(s: &str) -> Result<Uuid, BadArg> {
 
 /// Parses a duration: a whole number with `s`, `m`, `h` or `d` (`90d`, `12h`, `30m`).
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, BadArg> {
-    crate::domain::parse_duration(s).map_err(BadArg)
+    crate::config::parse_duration(s).map_err(BadArg)
 }
 
 /// `--tenant SLUG`: the tenant a command acts for or lists (all or `default` without it).

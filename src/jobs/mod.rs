@@ -56,6 +56,9 @@ pub fn llm_scope(ctx: &Ctx) -> llm::Scope {
 /// succeed (after the provider's wait, when it gave one), failed for good otherwise.
 impl From<llm::Error> for JobError {
     fn from(e: llm::Error) -> Self {
+        if let llm::Error::Wait { after, .. } = &e {
+            return JobError::wait(e.to_string(), *after);
+        }
         let (retryable, after) = (e.is_retryable(), e.retry_after());
         let err = if retryable {
             JobError::transient(e.to_string())

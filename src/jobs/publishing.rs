@@ -28,7 +28,7 @@ use crate::{
         attempts::{self, NewAttempt},
         integrations,
     },
-    store::{self, artifacts::NewArtifact},
+    store::{self, artifacts::NewArtifact, limits::Taken},
 };
 
 /// The input of a `publishing` job.
@@ -232,11 +232,13 @@ pub async fn run(ctx: Ctx, args: PublishingArgs) -> Result<Outcome, JobError> {
                 .await
                 .retryable()?;
             }
-            Err(
-                e @ (CallError::Throttled { .. }
-                | CallError::Unknown { .. }
-                | CallError::NotSent(_)),
-            ) => {
+            Err(CallError::Throttled {
+                message,
+                retry_after,
+            }) => {
+                return Err(throttled(&ctx, platform, integration_id, &message, retry_after).await);
+            }
+            Err(e @ (CallError::Unknown { .. } | CallError::NotSent(_))) => {
                 return Err(transient(e, "reconciling an earlier attempt"));
             }
             Err(e) => {
@@ -255,6 +257,24 @@ pub async fn run(ctx: Ctx, args: PublishingArgs) -> Result<Outcome, JobError> {
         &post.slug
     } else {
         &post.body
+    };
+    // The post takes from the integration's and the platform's limits first; with no
+    // capacity the job waits, nothing sent and no attempt spent.
+    let limit_keys = store::limits::platform_keys(platform, integration_id);
+    let slots = match store::limits::take(
+        &ctx.pool,
+        &ctx.app.settings.limits,
+        &limit_keys,
+        0,
+        Some(ctx.job.id),
+    )
+    .await
+    .retryable()?
+    {
+        Taken::Granted(slots) => slots,
+        Taken::Wait { key, after } => {
+            return Err(JobError::wait(format!("waiting for limit {key}"), after));
+        }
     };
     let attempt = attempts::record_sending(
         &ctx.pool,
@@ -279,7 +299,11 @@ pub async fn run(ctx: Ctx, args: PublishingArgs) -> Result<Outcome, JobError> {
                 .retryable()
         }
     };
-    match publish::create(&pctx, &post).await {
+    let created = publish::create(&pctx, &post).await;
+    if let Err(e) = store::limits::release(&ctx.pool, &slots).await {
+        tracing::warn!(error = %e, "could not free rate-limit slots; they expire with their lease");
+    }
+    match created {
         Ok(p) => {
             mark(AttemptState::Sent, Some(&p), None).await?;
             Ok(finish(p, How::Posted, Some(attempt.id)))
@@ -304,7 +328,14 @@ pub async fn run(ctx: Ctx, args: PublishingArgs) -> Result<Outcome, JobError> {
                 Err(e) => Err(transient(e, "reconciling a duplicate refusal")),
             }
         }
-        Err(e @ (CallError::Throttled { .. } | CallError::NotSent(_))) => {
+        Err(CallError::Throttled {
+            message,
+            retry_after,
+        }) => {
+            mark(AttemptState::NotSent, None, Some(&message)).await?;
+            Err(throttled(&ctx, platform, integration_id, &message, retry_after).await)
+        }
+        Err(e @ CallError::NotSent(_)) => {
             mark(AttemptState::NotSent, None, Some(&e.to_string())).await?;
             Err(transient(e, "posting"))
         }
@@ -378,6 +409,33 @@ fn post_of(
         body,
         publish_at,
     }
+}
+
+/// A throttled answer: the integration's key stops for every process until the
+/// platform's reset (its `Retry-After`, else `[limits] throttle_pause_secs`), and this
+/// job waits for it without spending the attempt.
+async fn throttled(
+    ctx: &Ctx,
+    platform: Platform,
+    integration: Uuid,
+    message: &str,
+    retry_after: Option<std::time::Duration>,
+) -> JobError {
+    let key = store::limits::platform_keys(platform, integration).remove(0);
+    let pause = retry_after.unwrap_or(std::time::Duration::from_secs(
+        ctx.app.settings.limits.throttle_pause_secs,
+    ));
+    if let Err(e) = store::limits::pause(&ctx.pool, &key, pause).await {
+        return JobError::transient(format!(
+            "{platform} throttled ({message}); pausing {key} failed: {e}"
+        ))
+        .retry_after(pause);
+    }
+    tracing::warn!(%key, pause_ms = pause.as_millis() as u64, "throttled: key paused");
+    JobError::wait(
+        format!("waiting for limit {key}: {platform} throttled ({message})"),
+        pause,
+    )
 }
 
 fn transient(e: CallError, doing: &str) -> JobError {

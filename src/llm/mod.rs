@@ -31,9 +31,9 @@ use uuid::Uuid;
 
 pub use crate::store::agents::AgentConfig;
 use crate::{
-    config::{LlmSettings, ModeSetting},
+    config::{LimitSettings, LlmSettings, ModeSetting},
     domain::{CostSource, StructuredMode},
-    store::{self, budgets::Reservation, runs::NewRun},
+    store::{self, budgets::Reservation, limits::Taken, runs::NewRun},
 };
 use memory::Memory;
 use openai::{Completion, Failure, RepairTurn};
@@ -69,6 +69,10 @@ pub enum Error {
         retryable: bool,
         retry_after: Option<Duration>,
     },
+    /// A rate limit (`store::limits`) has no capacity for this call yet: nothing was
+    /// sent. Not a failure: the job waits `after` without spending an attempt.
+    #[error("waiting for limit {key}")]
+    Wait { key: String, after: Duration },
     #[error("{doing}: {source}")]
     Store {
         doing: String,
@@ -82,7 +86,7 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Failed { retryable, .. } => *retryable,
-            Self::Store { .. } => true,
+            Self::Store { .. } | Self::Wait { .. } => true,
             Self::Config(_) | Self::UnknownAgent(_) | Self::OverBudget { .. } => false,
         }
     }
@@ -91,6 +95,7 @@ impl Error {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::Failed { retry_after, .. } => *retry_after,
+            Self::Wait { after, .. } => Some(*after),
             _ => None,
         }
     }
@@ -214,6 +219,8 @@ pub struct Scope {
 pub struct Llm {
     pub provider: Provider,
     pub cfg: LlmSettings,
+    /// The rate limits calls take from (`store::limits`).
+    pub limits: LimitSettings,
     http: reqwest::Client,
     memory: Arc<Memory>,
 }
@@ -247,9 +254,17 @@ impl Llm {
         Self {
             provider,
             cfg: cfg.clone(),
+            limits: LimitSettings::default(),
             http,
             memory: Arc::default(),
         }
+    }
+
+    /// Calls take from these limits' defaults (none by default: only a throttled
+    /// answer's pause, and operators' overrides in the `limits` table, apply).
+    pub fn with_limits(mut self, limits: LimitSettings) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Makes one model call for `scope`'s job: agent config, budget reservations, the
@@ -301,7 +316,10 @@ impl Llm {
         let cap = Duration::from_secs(self.cfg.max_retry_wait_secs);
         let mut last = String::new();
         let mut last_wait = None;
+        // The shortest wait for a rate limit among the models that had no capacity.
+        let mut waiting: Option<(String, Duration)> = None;
         for (hop, model) in chain.iter().enumerate() {
+            let keys = store::limits::llm_keys(base_url, model);
             let has_next = hop + 1 < chain.len();
             let pinned = self.pinned(agent, base_url);
             let mut mode = match (&call.schema, pinned) {
@@ -318,13 +336,42 @@ impl Llm {
                 notes.push(format!("skipped {} (cooling down)", skipped.join(", ")));
             }
             loop {
+                let tokens = tokens_needed(call, agent, repair.as_ref());
+                let slots = match store::limits::take(
+                    &scope.pool,
+                    &self.limits,
+                    &keys,
+                    tokens,
+                    Some(scope.job_id),
+                )
+                .await
+                .map_err(|source| Error::Store {
+                    doing: "taking from the rate limits".into(),
+                    source,
+                })? {
+                    Taken::Granted(slots) => slots,
+                    Taken::Wait { key, after } => {
+                        tracing::debug!(%key, after_ms = after.as_millis() as u64, %model, "rate limit: no capacity");
+                        if waiting.as_ref().is_none_or(|(_, w)| after < *w) {
+                            waiting = Some((key, after));
+                        }
+                        break;
+                    }
+                };
                 let estimate = self.worst_case(model, call, agent, repair.as_ref());
+                let reservation = match self.reserve(scope, agent, estimate).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        self.release(scope, &slots).await;
+                        return Err(e);
+                    }
+                };
                 let t = Try {
                     model,
                     mode,
                     negotiated: pinned.is_none(),
                     started: Instant::now(),
-                    reservation: self.reserve(scope, agent, estimate).await?,
+                    reservation,
                 };
                 let sent = openai::send(
                     &self.http,
@@ -338,6 +385,7 @@ impl Llm {
                     repair.as_ref(),
                 )
                 .await;
+                self.release(scope, &slots).await;
                 let outcome = match sent {
                     Ok(c) => match self
                         .answered(scope, call, base_url, &t, c, repair.is_some(), &mut notes)
@@ -448,16 +496,25 @@ impl Llm {
                                 }
                             }
                             Failure::Throttled { retry_after, .. } => {
-                                last_wait = retry_after;
-                                let long = retry_after.is_some_and(|d| d > cap);
-                                if long && has_next {
+                                // The model's key stops for every process until the
+                                // server's reset; this job waits for it, or hands over.
+                                let pause = retry_after.unwrap_or(Duration::from_secs(
+                                    self.limits.throttle_pause_secs,
+                                ));
+                                store::limits::pause(&scope.pool, &keys[0], pause)
+                                    .await
+                                    .map_err(|source| Error::Store {
+                                        doing: "pausing a rate limit".into(),
+                                        source,
+                                    })?;
+                                tracing::warn!(key = %keys[0], pause_ms = pause.as_millis() as u64, "throttled: key paused");
+                                if waiting.as_ref().is_none_or(|(_, w)| pause < *w) {
+                                    waiting = Some((keys[0].clone(), pause));
+                                }
+                                if has_next {
                                     Next::NextModel
-                                } else if long {
-                                    // Too long to wait here: the job retries at that time.
-                                    return Err(self.give_up(call, &last, retry_after));
                                 } else {
-                                    tries += 1;
-                                    self.pause(retry_after, tries, cap).await
+                                    break;
                                 }
                             }
                             Failure::Malformed { .. } => {
@@ -478,7 +535,17 @@ impl Llm {
                 }
             }
         }
+        if let Some((key, after)) = waiting {
+            return Err(Error::Wait { key, after });
+        }
         Err(self.give_up(call, &last, last_wait))
+    }
+
+    /// Frees a call's concurrency slots; one that cannot be freed expires on its own.
+    async fn release(&self, scope: &Scope, slots: &[Uuid]) {
+        if let Err(e) = store::limits::release(&scope.pool, slots).await {
+            tracing::warn!(error = %e, "could not free rate-limit slots; they expire with their lease");
+        }
     }
 
     fn give_up(&self, call: &Call, last: &str, retry_after: Option<Duration>) -> Error {
@@ -878,6 +945,20 @@ enum Unanswered {
     Unusable { answer: String, problem: String },
     /// A text answer cut off at `max_tokens`.
     CutOff,
+}
+
+/// The tokens a call counts against a tokens-per-minute limit, as OpenAI counts them
+/// at request time: the prompt estimated from its characters (four to a token) plus
+/// `max_tokens`.
+fn tokens_needed(call: &Call, agent: &AgentConfig, repair: Option<&RepairTurn>) -> u32 {
+    let mut chars = call.system.len() + call.user.len();
+    if let Some((_, schema)) = &call.schema {
+        chars += schema.to_string().len();
+    }
+    if let Some(r) = repair {
+        chars += r.answer.len() + r.problem.len();
+    }
+    (chars / 4) as u32 + agent.max_tokens.max(0) as u32
 }
 
 fn schema_name(call: &Call) -> &str {

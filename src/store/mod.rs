@@ -13,6 +13,7 @@ pub mod budgets;
 pub mod caches;
 pub mod console;
 pub mod integrations;
+pub mod limits;
 pub mod models;
 pub mod projects;
 pub mod review_links;

@@ -115,6 +115,8 @@ pub fn fast_settings() -> Settings {
     s.fetch.allow_loopback = true;
     // The daily cache refresh would add jobs to whichever test runs at its minute.
     s.catalog.enabled = false;
+    // A throttle that names no reset pauses its key this long.
+    s.limits.throttle_pause_secs = 1;
     s
 }
 
@@ -195,6 +197,21 @@ impl Drop for Proc {
             let _ = self.0.wait();
         }
     }
+}
+
+/// Runs the real `copydesk` binary against `db` to the end: (success, stdout, stderr).
+pub fn copydesk(db: &TestDb, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_copydesk"))
+        .args(args)
+        .env("DATABASE_URL", &db.url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
 }
 
 /// Starts `copydesk worker` against `db` with extra environment.

@@ -202,6 +202,9 @@ pub struct Job {
     pub locked_by: Option<String>,
     pub locked_until: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
+    /// Why a queued job is not running yet though its attempt was given back (a rate
+    /// limit: "waiting for limit KEY"); cleared when an attempt ends otherwise.
+    pub waiting_for: Option<String>,
     pub idempotency_key: Option<String>,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,

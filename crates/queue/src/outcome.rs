@@ -36,6 +36,10 @@ pub enum Outcome {
     },
     /// Give up now: retrying cannot help.
     Fail { error: String },
+    /// Not run: something outside the job (a rate limit) has no capacity yet. The job
+    /// goes back to `queued` to run `after` from now, this attempt not counted and no
+    /// error recorded; `note` ("waiting for limit …") is shown on the row instead.
+    Wait { note: String, after: Duration },
 }
 
 impl Outcome {
@@ -82,6 +86,7 @@ impl Outcome {
             Self::NeedsApproval { .. } => "needs_approval",
             Self::Retry { .. } => "retry",
             Self::Fail { .. } => "failed",
+            Self::Wait { .. } => "wait",
         }
     }
 }
@@ -100,6 +105,11 @@ impl fmt::Debug for Outcome {
                 .field("after", after)
                 .finish(),
             Self::Fail { error } => f.debug_struct("fail").field("error", error).finish(),
+            Self::Wait { note, after } => f
+                .debug_struct("wait")
+                .field("note", note)
+                .field("after", after)
+                .finish(),
         }
     }
 }
@@ -111,6 +121,9 @@ pub struct JobError {
     pub message: String,
     /// `None`: permanent. `Some(after)`: retryable, after that delay if given.
     pub retry: Option<Option<Duration>>,
+    /// Not a failure: the job waits this long for capacity (see [`Outcome::Wait`]);
+    /// `message` is the note. Takes precedence over `retry`.
+    pub wait: Option<Duration>,
 }
 
 impl JobError {
@@ -119,6 +132,7 @@ impl JobError {
         Self {
             message: message.into(),
             retry: Some(None),
+            wait: None,
         }
     }
     /// An error retrying cannot fix (bad input, 4xx, unapproved artifact, budget).
@@ -126,6 +140,15 @@ impl JobError {
         Self {
             message: message.into(),
             retry: None,
+            wait: None,
+        }
+    }
+    /// Not an error: run again `after` from now without counting this attempt.
+    pub fn wait(note: impl Into<String>, after: Duration) -> Self {
+        Self {
+            message: note.into(),
+            retry: Some(Some(after)),
+            wait: Some(after),
         }
     }
     /// Retry no sooner than `after` (e.g. from `Retry-After`).
@@ -134,12 +157,18 @@ impl JobError {
         self
     }
     pub fn is_permanent(&self) -> bool {
-        self.retry.is_none()
+        self.retry.is_none() && self.wait.is_none()
     }
 }
 
 impl From<JobError> for Outcome {
     fn from(e: JobError) -> Self {
+        if let Some(after) = e.wait {
+            return Outcome::Wait {
+                note: e.message,
+                after,
+            };
+        }
         match e.retry {
             Some(after) => Outcome::Retry {
                 error: e.message,
@@ -183,5 +212,9 @@ mod tests {
         let r: Result<(), &str> = Err("field x");
         let o: Outcome = r.permanent().unwrap_err().into();
         assert!(matches!(o, Outcome::Fail { ref error } if error == "field x"));
+        let o: Outcome = JobError::wait("waiting for limit llm:h", Duration::from_secs(2)).into();
+        assert!(
+            matches!(o, Outcome::Wait { ref note, after } if note == "waiting for limit llm:h" && after == Duration::from_secs(2))
+        );
     }
 }

@@ -94,6 +94,9 @@ impl<C: Clone + Send + Sync + 'static> Runner<C> {
                     tracing::warn!(%error, "attempt failed, will retry if attempts remain")
                 }
                 Outcome::Fail { error } => tracing::error!(%error, "failed permanently"),
+                Outcome::Wait { note, after } => {
+                    tracing::info!(%note, after_ms = after.as_millis() as u64, "waiting, attempt not counted")
+                }
                 other => tracing::debug!(outcome = other.label(), "finished"),
             }
             outcome
@@ -172,6 +175,8 @@ fn finish_row(f: &Finished, retry: &RetrySettings) -> sql::FinishRow {
             )
         }
         Outcome::Fail { error } => (Some(error.clone()), None, Duration::ZERO),
+        // The note travels in the error field; the statement writes it to `waiting_for`.
+        Outcome::Wait { note, after } => (Some(note.clone()), None, *after),
     };
     sql::FinishRow {
         id: f.id,

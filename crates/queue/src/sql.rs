@@ -177,8 +177,9 @@ pub async fn job_claim(
 pub struct FinishRow {
     pub id: Uuid,
     pub attempts: i32,
-    /// `done`, `failed`, `needs_approval`, or `retry` (queued again, or failed when the
-    /// attempts are used up).
+    /// `done`, `failed`, `needs_approval`, `retry` (queued again, or failed when the
+    /// attempts are used up), or `wait` (queued again, the attempt given back; `error`
+    /// is the note written to `waiting_for`).
     pub outcome: &'static str,
     pub retry_delay: Duration,
     pub error: Option<String>,
@@ -204,15 +205,21 @@ pub async fn job_finish_many(
     let outputs: Vec<Option<&Value>> = rows.iter().map(|r| r.output.as_ref()).collect();
     Ok(sqlx::query_as(
         "UPDATE jobs j SET
-             status = CASE WHEN u.outcome <> 'retry' THEN u.outcome
+             status = CASE WHEN u.outcome = 'wait' THEN 'queued'
+                           WHEN u.outcome <> 'retry' THEN u.outcome
                            WHEN j.attempts < j.max_attempts THEN 'queued'
                            ELSE 'failed' END,
-             run_at = CASE WHEN u.outcome = 'retry' AND j.attempts < j.max_attempts
+             attempts = CASE WHEN u.outcome = 'wait' THEN j.attempts - 1 ELSE j.attempts END,
+             run_at = CASE WHEN u.outcome = 'wait'
+                             OR (u.outcome = 'retry' AND j.attempts < j.max_attempts)
                            THEN now() + u.delay_ms * interval '1 millisecond'
                            ELSE j.run_at END,
-             finished_at = CASE WHEN u.outcome = 'retry' AND j.attempts < j.max_attempts
+             finished_at = CASE WHEN u.outcome = 'wait'
+                                  OR (u.outcome = 'retry' AND j.attempts < j.max_attempts)
                                 THEN NULL ELSE now() END,
-             last_error = coalesce(u.error, j.last_error),
+             last_error = CASE WHEN u.outcome = 'wait' THEN j.last_error
+                               ELSE coalesce(u.error, j.last_error) END,
+             waiting_for = CASE WHEN u.outcome = 'wait' THEN u.error END,
              output = coalesce(u.output, j.output),
              locked_by = NULL, locked_until = NULL, updated_at = now()
          FROM unnest($1::uuid[], $2::int[], $3::text[], $4::bigint[], $5::text[], $6::jsonb[])
@@ -318,7 +325,8 @@ pub async fn job_notify(db: impl PgExecutor<'_>, kinds: &[&str]) -> Result<()> {
 const JOB_COLUMNS: &str =
     "id, kind, status, tenant_id, project_id, input, output, input_artifact_id,
     output_artifact_id, parent_id, priority, run_at, attempts, max_attempts, locked_by,
-    locked_until, last_error, idempotency_key, created_at, started_at, finished_at, updated_at";
+    locked_until, last_error, waiting_for, idempotency_key, created_at, started_at, finished_at,
+    updated_at";
 
 /// One job by id.
 pub async fn job_get(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Job>> {
@@ -400,7 +408,7 @@ const RETRY_SET: &str = "status = 'queued', attempts = 0, run_at = now(), finish
     locked_by = NULL, locked_until = NULL, updated_at = now()";
 const RETRY_FROM: &str = "('failed', 'cancelled')";
 const CANCEL_SET: &str = "status = 'cancelled', finished_at = now(), locked_by = NULL,
-    locked_until = NULL, last_error = coalesce(last_error, 'cancelled by an operator'),
+    locked_until = NULL, waiting_for = NULL, last_error = coalesce(last_error, 'cancelled by an operator'),
     updated_at = now()";
 const CANCEL_FROM: &str = "('queued', 'running')";
 

@@ -192,7 +192,7 @@ async fn create_token(
     let expires = b
         .expires
         .as_deref()
-        .map(crate::domain::parse_duration)
+        .map(crate::config::parse_duration)
         .transpose()
         .map_err(|e| Problem::unprocessable(format!("expires: {e}")))?;
     let mut tx = caller.begin(&state).await?;

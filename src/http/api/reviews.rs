@@ -305,7 +305,7 @@ async fn create_link(
     caller.require(TokenRole::Approver)?;
     let Json(b) = body?;
     let key = state.link_key()?.clone();
-    let ttl = crate::domain::parse_duration(b.expires.as_deref().unwrap_or("72h"))
+    let ttl = crate::config::parse_duration(b.expires.as_deref().unwrap_or("72h"))
         .map_err(|e| Problem::unprocessable(format!("expires: {e}")))?;
     let expires_at = Utc::now()
         + chrono::Duration::from_std(ttl)

@@ -377,7 +377,7 @@ pub async fn make_link(
     } else {
         f.expires.trim()
     };
-    let ttl = crate::domain::parse_duration(expires)
+    let ttl = crate::config::parse_duration(expires)
         .map_err(|e| Problem::unprocessable(format!("expires: {e}")))?;
     let expires_at = Utc::now()
         + chrono::Duration::from_std(ttl)

@@ -231,7 +231,8 @@ pub async fn jobs(
                                 td { (badge(j.status)) }
                                 td.num { (j.attempts) "/" (j.max_attempts) }
                                 td { (render::age(j.created_at)) " ago" }
-                                td.error { (j.last_error.as_deref().unwrap_or("")) }
+                                @if let Some(w) = &j.waiting_for { td.hint { (w) } }
+                                @else { td.error { (j.last_error.as_deref().unwrap_or("")) } }
                             }
                         }
                     }
@@ -362,6 +363,7 @@ pub async fn job(
                 @if let Some(p) = j.project_id { dt { "Project" } dd { a href={ "/console/projects/" (p) } { code { (p) } } } }
                 @if let Some(p) = j.parent_id { dt { "After" } dd { a href={ "/console/jobs/" (p) } { code { (p) } } } }
                 @if let Some(e) = &j.last_error { dt { "Last error" } dd.error { (e) } }
+                @if let Some(w) = &j.waiting_for { dt { "Waiting" } dd { (w) " (until " (render::time(j.run_at)) ")" } }
             }
             @if operator && (retryable || cancellable) {
                 div.actions {
