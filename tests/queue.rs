@@ -933,3 +933,200 @@ async fn leases_are_extended_while_claimed_jobs_wait_behind_a_busy_worker() {
     stop.send(()).unwrap();
     worker.await.unwrap().unwrap();
 }
+
+/// `n` ready noop jobs of a new project of `tenant` (none: the default tenant), or with
+/// no project at all; returns the group's jobs oldest first.
+async fn backlog(
+    db: &TestDb,
+    tenant: Option<Uuid>,
+    project: bool,
+    n: i64,
+    priority: i32,
+) -> Vec<Uuid> {
+    let project: Option<Uuid> = if project {
+        Some(
+            copydesk::store::projects::create(&db.pool, tenant, "Shop", None)
+                .await
+                .unwrap(),
+        )
+    } else {
+        None
+    };
+    sqlx::query_scalar(
+        "INSERT INTO jobs (kind, input, project_id, tenant_id, priority)
+         SELECT 'noop', '{}', $1, coalesce($2, '00000000-0000-0000-0000-000000000001'), $4
+         FROM generate_series(1, $3) RETURNING id",
+    )
+    .bind(project)
+    .bind(tenant)
+    .bind(n)
+    .bind(priority)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn claims_take_from_every_project_in_turn_and_priority_still_goes_first() {
+    let db = test_db().await;
+    let claim = |n: i64| {
+        let pool = db.pool.clone();
+        async move {
+            sql::job_claim(&pool, "w", "noop", n, Duration::from_secs(60))
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|j| j.id)
+                .collect::<Vec<Uuid>>()
+        }
+    };
+    // A thousand ready jobs of one project, enqueued first; then one of another.
+    let big = backlog(&db, None, true, 1_000, 0).await;
+    let small = backlog(&db, None, true, 1, 0).await;
+    let first = claim(10).await;
+    assert_eq!(first.len(), 10);
+    assert_eq!(
+        &first[..2],
+        &[big[0], small[0]],
+        "turns: the big project's oldest, then the small one's"
+    );
+    assert_eq!(&first[2..], &big[1..9], "the rest of the batch best first");
+    // A higher priority goes first, whoever has more.
+    let urgent = backlog(&db, None, true, 1, 5).await;
+    let next = claim(3).await;
+    assert_eq!(next, [urgent[0], big[9], big[10]]);
+
+    // More projects than a claim takes: each claim takes one job of as many projects,
+    // and none waits behind the big one for long.
+    let few: Vec<Uuid> = {
+        let mut v = Vec::new();
+        for _ in 0..30 {
+            v.extend(backlog(&db, None, true, 1, 0).await);
+        }
+        v
+    };
+    let mut seen = HashSet::new();
+    for _ in 0..4 {
+        let ready = count(
+            &db.pool,
+            "SELECT count(DISTINCT project_id) FROM jobs WHERE status = 'queued'",
+        )
+        .await;
+        let got = claim(10).await;
+        let projects: HashSet<Option<Uuid>> =
+            sqlx::query_scalar("SELECT project_id FROM jobs WHERE id = ANY($1)")
+                .bind(&got)
+                .fetch_all(&db.pool)
+                .await
+                .unwrap()
+                .into_iter()
+                .collect();
+        assert_eq!(got.len(), 10, "a full batch");
+        assert_eq!(
+            projects.len() as i64,
+            ready.min(10),
+            "as many projects as a claim can take turns among: {got:?}"
+        );
+        seen.extend(got);
+    }
+    let small_ones = few.iter().filter(|id| seen.contains(id)).count();
+    assert!(
+        small_ones >= 30,
+        "the 30 one-job projects ran within four claims of ten: {small_ones}"
+    );
+}
+
+#[tokio::test]
+async fn jobs_without_a_project_take_turns_by_tenant() {
+    let db = test_db().await;
+    let mut tx = db.pool.begin().await.unwrap();
+    let globex = copydesk::store::tenants::create(&mut tx, "globex", "Globex", "test")
+        .await
+        .unwrap()
+        .id;
+    tx.commit().await.unwrap();
+    let busy = backlog(&db, None, false, 500, 0).await;
+    let quiet = backlog(&db, Some(globex), false, 1, 0).await;
+    let got: Vec<Uuid> = sql::job_claim(&db.pool, "w", "noop", 4, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(got, [busy[0], quiet[0], busy[1], busy[2]]);
+}
+
+#[tokio::test]
+async fn a_worker_runs_a_small_projects_job_among_its_first_claims() {
+    let db = test_db().await;
+    let big = backlog(&db, None, true, 1_000, 0).await;
+    let small = backlog(&db, None, true, 1, 0).await[0];
+    let (stop, worker) = start_worker(
+        runner(&db, fast_settings(), app::registry()),
+        kinds(&["noop"]),
+    );
+    wait_for(Duration::from_secs(60), "every job", || async {
+        count(&db.pool, "SELECT count(*) FROM jobs WHERE status <> 'done'").await == 0
+    })
+    .await;
+    stop.send(()).unwrap();
+    worker.await.unwrap().unwrap();
+    let before: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM jobs WHERE started_at < (SELECT started_at FROM jobs WHERE id = $1)",
+    )
+    .bind(small)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let batch = fast_settings().worker.batch_size as i64;
+    assert!(
+        before < batch,
+        "{before} of the big project's {} jobs started before the small project's one",
+        big.len()
+    );
+}
+
+#[tokio::test]
+async fn a_project_that_gets_a_job_behind_anothers_backlog_waits_about_a_second_at_most() {
+    let db = test_db().await;
+    let big = copydesk::store::projects::create(&db.pool, None, "Big", None)
+        .await
+        .unwrap();
+    // Five seconds of work for four slots, all one project's: plain claims.
+    sqlx::query(
+        "INSERT INTO jobs (kind, input, project_id)
+         SELECT 'noop', '{\"sleep_ms\": 20}', $1 FROM generate_series(1, 1000)",
+    )
+    .bind(big)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let mut settings = fast_settings();
+    settings.worker.kinds.insert("noop".into(), 4);
+    let (stop, worker) = start_worker(runner(&db, settings, app::registry()), kinds(&["noop"]));
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let small = backlog(&db, None, true, 1, 0).await[0];
+    let enqueued = std::time::Instant::now();
+    wait_for(
+        Duration::from_secs(10),
+        "the small project's job",
+        || async { status_of(&db.pool, small).await == "done" },
+    )
+    .await;
+    let waited = enqueued.elapsed();
+    let left = count(
+        &db.pool,
+        "SELECT count(*) FROM jobs WHERE status = 'queued'",
+    )
+    .await;
+    stop.send(()).unwrap();
+    worker.await.unwrap().unwrap();
+    assert!(
+        left > 500,
+        "it did not wait for the backlog: {left} jobs still queued"
+    );
+    assert!(
+        waited < Duration::from_millis(2_500),
+        "within the fairness check (1 s) and a claim: {waited:?}"
+    );
+}

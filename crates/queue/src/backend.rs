@@ -140,7 +140,22 @@ pub struct JobsBackend<C> {
     room: Wake,
     room_notified: Pin<Box<OwnedNotified>>,
     poll: tokio::time::Interval,
+    fairness: Arc<std::sync::Mutex<Fairness>>,
 }
+
+/// Whether this kind's claims need turns between projects. The fair claim costs more
+/// than the plain one (about 0.5 ms a claim); it is used while more than one project
+/// has ready jobs, and tried again every [`FAIRNESS_CHECK`] while one has them all, so
+/// a project that gets a ready job behind another's backlog waits at most that long
+/// before claims take turns.
+#[derive(Debug)]
+struct Fairness {
+    many_projects: bool,
+    next_check: std::time::Instant,
+}
+
+/// How often a kind whose ready jobs were all one project's looks for others.
+pub const FAIRNESS_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 // No field is pinned structurally (the futures it polls are boxed), so the backend may
 // move whatever the application's context is.
@@ -172,6 +187,10 @@ impl<C: Clone + Send + Sync + 'static> JobsBackend<C> {
             room,
             room_notified,
             poll,
+            fairness: Arc::new(std::sync::Mutex::new(Fairness {
+                many_projects: true,
+                next_check: std::time::Instant::now(),
+            })),
         }
     }
 
@@ -212,8 +231,30 @@ impl<C: Clone + Send + Sync + 'static> JobsBackend<C> {
         in_flight
             .claims
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let fairness = self.fairness.clone();
+        let fair = {
+            let f = fairness.lock().unwrap_or_else(|e| e.into_inner());
+            f.many_projects || std::time::Instant::now() >= f.next_check
+        };
         tokio::spawn(async move {
-            let result = sql::job_claim(&pool, &worker, &kind, n as i64, lease).await;
+            let result = if fair {
+                sql::job_claim_counting(&pool, &worker, &kind, n as i64, lease)
+                    .await
+                    .map(|(jobs, projects)| {
+                        let mut f = fairness.lock().unwrap_or_else(|e| e.into_inner());
+                        // Nothing ready says nothing: look again at the next claim.
+                        f.many_projects = projects > 1;
+                        f.next_check = std::time::Instant::now()
+                            + if jobs.is_empty() {
+                                std::time::Duration::ZERO
+                            } else {
+                                FAIRNESS_CHECK
+                            };
+                        jobs
+                    })
+            } else {
+                sql::job_claim_plain(&pool, &worker, &kind, n as i64, lease).await
+            };
             if let Ok(jobs) = &result {
                 lock(&in_flight).extend(jobs.iter().map(|j| j.id));
                 if !jobs.is_empty() {

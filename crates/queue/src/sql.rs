@@ -125,9 +125,59 @@ pub async fn job_insert_many(conn: &mut PgConnection, jobs: &[NewJob]) -> Result
         .collect())
 }
 
-/// Claims up to `limit` ready jobs of `kind` for `worker`, best first, skipping rows
-/// other workers hold. Commits on its own (the caller passes the pool).
+/// Claims up to `limit` ready jobs of `kind` for `worker`, skipping rows other workers
+/// hold, fairly: `copydesk_claim` takes from every project (a job with no project: its
+/// tenant) with ready jobs in turn, higher priority first, and is the plain best-first
+/// claim when one project has them all. Commits on its own (the caller passes the pool).
 pub async fn job_claim(
+    db: impl PgExecutor<'_>,
+    worker: &str,
+    kind: &str,
+    limit: i64,
+    lease: Duration,
+) -> Result<Vec<ClaimedJob>> {
+    Ok(job_claim_counting(db, worker, kind, limit, lease).await?.0)
+}
+
+/// [`job_claim`], and how many projects had ready jobs (at most `limit` are counted;
+/// 0 when nothing was ready).
+pub async fn job_claim_counting(
+    db: impl PgExecutor<'_>,
+    worker: &str,
+    kind: &str,
+    limit: i64,
+    lease: Duration,
+) -> Result<(Vec<ClaimedJob>, usize)> {
+    // Inside the function each statement's plan is cached by PL/pgSQL; the claims keep
+    // custom plans (a generic one, not knowing the LIMIT, costs more), as the plain
+    // statement does when it is sent unprepared. See PERFORMANCE.md.
+    let rows = sqlx::query(
+        "SELECT id, kind, tenant_id, project_id, input, input_artifact_id, parent_id, priority,
+                attempts, max_attempts, run_at, created_at, locked_by, groups
+         FROM copydesk_claim($1, $2::int, $3, $4)",
+    )
+    .persistent(false)
+    .bind(kind)
+    .bind(limit)
+    .bind(worker)
+    .bind(lease.as_millis() as i64)
+    .fetch_all(db)
+    .await?;
+    let groups = rows
+        .first()
+        .map(|r| sqlx::Row::try_get::<i32, _>(r, "groups"))
+        .transpose()?
+        .unwrap_or(0) as usize;
+    let jobs = rows
+        .iter()
+        .map(<ClaimedJob as sqlx::FromRow<_>>::from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((in_turns(jobs), groups))
+}
+
+/// The plain claim: the best `limit` ready jobs of `kind`, whoever's they are. What a
+/// worker uses while one project has all the ready jobs (see `backend`).
+pub async fn job_claim_plain(
     db: impl PgExecutor<'_>,
     worker: &str,
     kind: &str,
@@ -140,7 +190,7 @@ pub async fn job_claim(
     // looked up through the primary key (10 ms). Not a persistent prepared statement:
     // a cached generic plan does not know `LIMIT $2` and, once statistics show a
     // backlog, may sort the whole queue to take 32 rows. See PERFORMANCE.md.
-    let mut jobs = sqlx::query_as::<_, ClaimedJob>(
+    let jobs = sqlx::query_as::<_, ClaimedJob>(
         "UPDATE jobs j
          SET status = 'running', locked_by = $3,
              locked_until = now() + $4 * interval '1 millisecond',
@@ -162,14 +212,31 @@ pub async fn job_claim(
     .bind(lease.as_millis() as i64)
     .fetch_all(db)
     .await?;
-    // RETURNING has no order: start them best first, as the claim chose them.
+    Ok(in_turns(jobs))
+}
+
+/// RETURNING has no order: claimed jobs start as the claim chose them, best first
+/// within each project, the projects in turns, higher priority first.
+fn in_turns(mut jobs: Vec<ClaimedJob>) -> Vec<ClaimedJob> {
     jobs.sort_by(|a, b| {
         b.priority
             .cmp(&a.priority)
             .then(a.run_at.cmp(&b.run_at))
             .then(a.id.cmp(&b.id))
     });
-    Ok(jobs)
+    let mut turns: std::collections::HashMap<Uuid, usize> = std::collections::HashMap::new();
+    let mut ranked: Vec<(usize, ClaimedJob)> = jobs
+        .into_iter()
+        .map(|j| {
+            let turn = turns
+                .entry(j.project_id.unwrap_or(j.tenant_id))
+                .or_default();
+            *turn += 1;
+            (*turn, j)
+        })
+        .collect();
+    ranked.sort_by(|(ta, a), (tb, b)| b.priority.cmp(&a.priority).then(ta.cmp(tb)));
+    ranked.into_iter().map(|(_, j)| j).collect()
 }
 
 /// One job's finish, as [`job_finish_many`] writes it.
