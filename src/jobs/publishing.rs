@@ -287,8 +287,15 @@ pub async fn run(ctx: Ctx, args: PublishingArgs) -> Result<Outcome, JobError> {
             lookup_key,
         },
     )
-    .await
-    .retryable()?;
+    .await;
+    let attempt = match attempt {
+        Ok(a) => a,
+        Err(e) => {
+            // Nothing was sent: the slots go back now rather than at their lease's end.
+            let _ = store::limits::release(&ctx.pool, &slots).await;
+            return Err(e).retryable();
+        }
+    };
     let ids = [attempt.id];
     let mark = |state, p: Option<&Published>, error: Option<&str>| {
         let pool = ctx.pool.clone();
