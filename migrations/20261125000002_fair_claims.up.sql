@@ -22,34 +22,27 @@ DECLARE
     found   uuid[] := '{}';
     -- (`found` holds them; `groups`, the output column, says how many.)
     g       uuid;
-    after   uuid := start;
+    after   uuid;
+    upto    uuid;
     share   int;
     taken   int;
 BEGIN
-    LOOP
-        SELECT coalesce(q.project_id, q.tenant_id) INTO g FROM jobs q
-        WHERE q.status = 'queued' AND q.kind = p_kind AND q.run_at <= now()
-          AND coalesce(q.project_id, q.tenant_id) > after
-        ORDER BY coalesce(q.project_id, q.tenant_id) LIMIT 1;
-        EXIT WHEN g IS NULL;
-        found := found || g;
-        after := g;
-        EXIT WHEN cardinality(found) >= p_limit;
-    END LOOP;
-    IF cardinality(found) < p_limit THEN
-        after := '00000000-0000-0000-0000-000000000000';
+    -- From `start` to the end of the order, then from its beginning up to `start`.
+    FOR phase IN 1..2 LOOP
+        after := CASE phase WHEN 1 THEN start ELSE '00000000-0000-0000-0000-000000000000' END;
+        upto := CASE phase WHEN 1 THEN 'ffffffff-ffff-ffff-ffff-ffffffffffff' ELSE start END;
         LOOP
+            EXIT WHEN cardinality(found) >= p_limit;
             SELECT coalesce(q.project_id, q.tenant_id) INTO g FROM jobs q
             WHERE q.status = 'queued' AND q.kind = p_kind AND q.run_at <= now()
               AND coalesce(q.project_id, q.tenant_id) > after
-              AND coalesce(q.project_id, q.tenant_id) <= start
+              AND coalesce(q.project_id, q.tenant_id) <= upto
             ORDER BY coalesce(q.project_id, q.tenant_id) LIMIT 1;
             EXIT WHEN g IS NULL;
             found := found || g;
             after := g;
-            EXIT WHEN cardinality(found) >= p_limit;
         END LOOP;
-    END IF;
+    END LOOP;
 
     IF cardinality(found) = 0 THEN
         RETURN;
@@ -63,7 +56,8 @@ BEGIN
         UPDATE jobs j
         SET status = 'running', locked_by = p_worker,
             locked_until = now() + p_lease_ms * interval '1 millisecond',
-            attempts = j.attempts + 1, started_at = now(), updated_at = now()
+            attempts = j.attempts + 1, started_at = now(), updated_at = now(),
+            waiting_for = NULL
         WHERE j.id = ANY(ARRAY(
             SELECT c.id FROM (
                 SELECT c.id, c.priority, c.run_at,
@@ -90,7 +84,8 @@ BEGIN
         UPDATE jobs j
         SET status = 'running', locked_by = p_worker,
             locked_until = now() + p_lease_ms * interval '1 millisecond',
-            attempts = j.attempts + 1, started_at = now(), updated_at = now()
+            attempts = j.attempts + 1, started_at = now(), updated_at = now(),
+            waiting_for = NULL
         WHERE j.id = ANY(ARRAY(
             SELECT q.id FROM jobs q
             WHERE q.status = 'queued' AND q.kind = p_kind AND q.run_at <= now()

@@ -1130,3 +1130,46 @@ async fn a_project_that_gets_a_job_behind_anothers_backlog_waits_about_a_second_
         "within the fairness check (1 s) and a claim: {waited:?}"
     );
 }
+
+#[tokio::test]
+async fn claiming_a_job_that_waited_clears_its_note_on_either_claim() {
+    let db = test_db().await;
+    let waited = |n: i64| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, Uuid>(
+                "INSERT INTO jobs (kind, input, waiting_for)
+                 SELECT 'noop', '{}', 'waiting for limit llm:h' FROM generate_series(1, $1)
+                 RETURNING id",
+            )
+            .bind(n)
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let lease = Duration::from_secs(60);
+    let fair = waited(1).await;
+    assert_eq!(
+        sql::job_claim(&db.pool, "w", "noop", 1, lease)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let plain = waited(1).await;
+    assert_eq!(
+        sql::job_claim_plain(&db.pool, "w", "noop", 1, lease)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let notes: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT status, waiting_for FROM jobs WHERE id = ANY($1)")
+            .bind([fair[0], plain[0]])
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(notes, vec![("running".to_owned(), None); 2]);
+}

@@ -429,15 +429,19 @@ async fn throttled(
     retry_after: Option<std::time::Duration>,
 ) -> JobError {
     let key = store::limits::platform_keys(platform, integration).remove(0);
-    let pause = retry_after.unwrap_or(std::time::Duration::from_secs(
-        ctx.app.settings.limits.throttle_pause_secs,
-    ));
-    if let Err(e) = store::limits::pause(&ctx.pool, &key, pause).await {
-        return JobError::transient(format!(
-            "{platform} throttled ({message}); pausing {key} failed: {e}"
-        ))
-        .retry_after(pause);
-    }
+    let pause =
+        match store::limits::pause(&ctx.pool, &ctx.app.settings.limits, &key, retry_after).await {
+            Ok(pause) => pause,
+            Err(e) => {
+                let e = JobError::transient(format!(
+                    "{platform} throttled ({message}); pausing {key} failed: {e}"
+                ));
+                return match retry_after {
+                    Some(d) => e.retry_after(d),
+                    None => e,
+                };
+            }
+        };
     tracing::warn!(%key, pause_ms = pause.as_millis() as u64, "throttled: key paused");
     JobError::wait(
         format!("waiting for limit {key}: {platform} throttled ({message})"),

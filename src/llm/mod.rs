@@ -498,15 +498,19 @@ impl Llm {
                             Failure::Throttled { retry_after, .. } => {
                                 // The model's key stops for every process until the
                                 // server's reset; this job waits for it, or hands over.
-                                let pause = retry_after.unwrap_or(Duration::from_secs(
-                                    self.limits.throttle_pause_secs,
-                                ));
-                                store::limits::pause(&scope.pool, &keys[0], pause)
-                                    .await
-                                    .map_err(|source| Error::Store {
+                                let pause = store::limits::pause(
+                                    &scope.pool,
+                                    &self.limits,
+                                    &keys[0],
+                                    retry_after,
+                                )
+                                .await
+                                .map_err(|source| {
+                                    Error::Store {
                                         doing: "pausing a rate limit".into(),
                                         source,
-                                    })?;
+                                    }
+                                })?;
                                 tracing::warn!(key = %keys[0], pause_ms = pause.as_millis() as u64, "throttled: key paused");
                                 if waiting.as_ref().is_none_or(|(_, w)| pause < *w) {
                                     waiting = Some((keys[0].clone(), pause));

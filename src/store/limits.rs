@@ -151,9 +151,16 @@ pub async fn release(db: impl PgExecutor<'_>, slots: &[Uuid]) -> Result<()> {
     Ok(())
 }
 
-/// A throttled answer: stops every call under `key`, in every process, for `pause`
-/// (never shortening a longer pause already set).
-pub async fn pause(db: impl PgExecutor<'_>, key: &str, pause: Duration) -> Result<()> {
+/// A throttled answer: stops every call under `key`, in every process, until the
+/// server's reset (`retry_after`), else for `[limits] throttle_pause_secs`, never
+/// shortening a longer pause already set. Returns the pause.
+pub async fn pause(
+    db: impl PgExecutor<'_>,
+    cfg: &LimitSettings,
+    key: &str,
+    retry_after: Option<Duration>,
+) -> Result<Duration> {
+    let pause = retry_after.unwrap_or(Duration::from_secs(cfg.throttle_pause_secs));
     sqlx::query(
         "INSERT INTO limits (key, paused_until, throttled)
          VALUES ($1, clock_timestamp() + $2 * interval '1 millisecond', 1)
@@ -165,7 +172,7 @@ pub async fn pause(db: impl PgExecutor<'_>, key: &str, pause: Duration) -> Resul
     .bind(pause.as_millis().min(i64::MAX as u128) as i64)
     .execute(db)
     .await?;
-    Ok(())
+    Ok(pause)
 }
 
 /// Sets the operator's override of `key` (a field left `None` keeps the default).

@@ -144,7 +144,7 @@ pub struct JobsBackend<C> {
 }
 
 /// Whether this kind's claims need turns between projects. The fair claim costs more
-/// than the plain one (about 0.5 ms a claim); it is used while more than one project
+/// than the plain one (about 0.6 ms a claim, PERFORMANCE.md); it is used while more than one project
 /// has ready jobs, and tried again every [`FAIRNESS_CHECK`] while one has them all, so
 /// a project that gets a ready job behind another's backlog waits at most that long
 /// before claims take turns.

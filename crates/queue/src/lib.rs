@@ -203,7 +203,8 @@ pub struct Job {
     pub locked_until: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
     /// Why a queued job is not running yet though its attempt was given back (a rate
-    /// limit: "waiting for limit KEY"); cleared when an attempt ends otherwise.
+    /// limit: "waiting for limit KEY"); cleared when the job is claimed again, and by
+    /// any other finish or a cancel.
     pub waiting_for: Option<String>,
     pub idempotency_key: Option<String>,
     pub created_at: DateTime<Utc>,

@@ -194,7 +194,8 @@ pub async fn job_claim_plain(
         "UPDATE jobs j
          SET status = 'running', locked_by = $3,
              locked_until = now() + $4 * interval '1 millisecond',
-             attempts = j.attempts + 1, started_at = now(), updated_at = now()
+             attempts = j.attempts + 1, started_at = now(), updated_at = now(),
+             waiting_for = NULL
          WHERE j.id = ANY(ARRAY(
              SELECT id FROM jobs
              WHERE status = 'queued' AND kind = $1 AND run_at <= now()
