@@ -25,13 +25,24 @@ async fn enqueue(db: &TestDb, jobs: Vec<NewJob>) -> Vec<Uuid> {
 async fn four_worker_processes_do_ten_thousand_jobs_each_claimed_once() {
     let db = test_db().await;
     // Record every claim: a trigger appends (job, attempt, worker) each time a row
-    // goes to running, so a second claim of any job would show.
+    // goes to running, so a second claim of any job would show; and every job a worker
+    // gave back unstarted (its claims had grown and the jobs looked slow on a busy
+    // machine), which is then claimed again legitimately.
     sqlx::raw_sql(
         "CREATE TABLE claims (job_id uuid, attempt int, worker text);
+         CREATE TABLE given_back (job_id uuid, worker text);
          CREATE FUNCTION log_claim() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN INSERT INTO claims VALUES (NEW.id, NEW.attempts, NEW.locked_by); RETURN NEW; END $$;
+         BEGIN
+             IF NEW.status = 'running' THEN
+                 INSERT INTO claims VALUES (NEW.id, NEW.attempts, NEW.locked_by);
+             ELSE
+                 INSERT INTO given_back VALUES (OLD.id, OLD.locked_by);
+             END IF;
+             RETURN NEW;
+         END $$;
          CREATE TRIGGER log_claim AFTER UPDATE OF status ON jobs FOR EACH ROW
-             WHEN (NEW.status = 'running') EXECUTE FUNCTION log_claim();",
+             WHEN (NEW.status = 'running' OR (OLD.status = 'running' AND NEW.status = 'queued'))
+             EXECUTE FUNCTION log_claim();",
     )
     .execute(&db.pool)
     .await
@@ -62,10 +73,22 @@ async fn four_worker_processes_do_ten_thousand_jobs_each_claimed_once() {
     for w in &mut workers {
         assert!(wait_exit(w, Duration::from_secs(30)).success());
     }
+    let given_back = count(&db.pool, "SELECT count(*) FROM given_back").await;
     assert_eq!(
         count(&db.pool, "SELECT count(*) FROM claims").await,
-        10_000,
-        "one claim per job"
+        10_000 + given_back,
+        "one claim per job, and one more per job given back unstarted"
+    );
+    // A job is given back only by the worker that held it.
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM given_back g
+             WHERE NOT EXISTS (SELECT 1 FROM claims c
+                               WHERE c.job_id = g.job_id AND c.worker = g.worker)"
+        )
+        .await,
+        0
     );
     assert_eq!(
         count(&db.pool, "SELECT count(DISTINCT job_id) FROM claims").await,

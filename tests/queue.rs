@@ -1173,3 +1173,72 @@ async fn claiming_a_job_that_waited_clears_its_note_on_either_claim() {
             .unwrap();
     assert_eq!(notes, vec![("running".to_owned(), None); 2]);
 }
+
+#[tokio::test]
+async fn a_grown_buffer_gives_its_jobs_back_when_the_kind_turns_slow() {
+    let db = test_db().await;
+    let mut settings = fast_settings();
+    settings.worker.batch_size = 8;
+    settings.worker.max_batch_size = 512;
+    settings.worker.prefetch = 2;
+    // Instant jobs first (older run_at), then slow ones right behind them: claims grow
+    // on the instant ones, and the last grown claims take slow ones into the buffer.
+    sqlx::query(
+        "INSERT INTO jobs (kind, input, run_at)
+         SELECT 'noop', '{}'::jsonb, now() - interval '1 hour' FROM generate_series(1, 4000)
+         UNION ALL
+         SELECT 'noop', '{\"sleep_ms\": 100}'::jsonb, now() - interval '1 minute'
+         FROM generate_series(1, 60)",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let opts = WorkerOptions {
+        concurrency: Some(2),
+        ..kinds(&["noop"])
+    };
+    let (stop, worker) = start_worker(runner(&db, settings, app::registry()), opts);
+    // Concurrency + prefetch jobs buffered or running, plus up to concurrency that have
+    // ended and wait (still `running` in the table) for their finish to commit.
+    let most = 2 + 2 + 2;
+    let slow_held = "SELECT count(*) FROM jobs WHERE status = 'running' AND input ? 'sleep_ms'";
+    let (mut peak_before, mut first_slow_done) = (0, None::<std::time::Instant>);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let held = count(&db.pool, slow_held).await;
+        let done = count(
+            &db.pool,
+            "SELECT count(*) FROM jobs WHERE status = 'done' AND input ? 'sleep_ms'",
+        )
+        .await;
+        match first_slow_done {
+            None if done > 0 => first_slow_done = Some(std::time::Instant::now()),
+            None => peak_before = peak_before.max(held),
+            // Handing back takes one statement once the first slow job has ended.
+            Some(t) if t.elapsed() > Duration::from_millis(500) => assert!(
+                held <= most,
+                "{held} slow jobs held after the first one ended (most {most})"
+            ),
+            Some(_) => {}
+        }
+        if done == 60 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "slow jobs did not finish: {done} of 60"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        peak_before > most,
+        "the buffer never grew past {most} (peak {peak_before}): the test shows nothing"
+    );
+    // The jobs given back kept their attempt.
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM jobs WHERE attempts <> 1").await,
+        0
+    );
+    stop.send(()).unwrap();
+    worker.await.unwrap().unwrap();
+}

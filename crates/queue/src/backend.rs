@@ -21,7 +21,10 @@ use std::{
     convert::Infallible,
     future::Future,
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    },
     task::{Context, Poll},
 };
 
@@ -46,22 +49,88 @@ use crate::{
 /// and its [`keep_leases`] task.
 pub type InFlight = Arc<Held>;
 
-/// What one kind's worker holds: the ids it claimed and has not finished, and how many
-/// claims are under way (a claim runs on a task of its own, so a worker stopping in the
-/// middle of one never leaves a half-sent statement on a pooled connection; the worker
-/// waits for them before it releases what it holds).
+/// What one kind's worker holds: the ids it claimed and has not finished, how many of
+/// them ended and wait for their finish to commit, how its jobs have been running (the
+/// evidence [`JobsBackend`] grows its claims on), and how many claims are under way (a
+/// claim runs on a task of its own, so a worker stopping in the middle of one never
+/// leaves a half-sent statement on a pooled connection; the worker waits for them before
+/// it releases what it holds).
 #[derive(Debug, Default)]
 pub struct Held {
     ids: Mutex<HashSet<Uuid>>,
-    claims: std::sync::atomic::AtomicUsize,
+    claims: AtomicUsize,
+    /// Of `ids`, the jobs that ended and wait for the finisher (changed under `ids`'s
+    /// lock when they leave, so `ids.len() - finishing` never underflows).
+    finishing: AtomicUsize,
+    /// Jobs that ended since the backend last looked.
+    ended: AtomicUsize,
+    /// The kind's job time, a moving average over the jobs that ended (each weighs
+    /// 1/8, as TCP weighs round trips): one slow job shows at once, a stray slow
+    /// millisecond among fast jobs does not. Microseconds as `f64` bits.
+    average_us: AtomicU64,
+    /// A job waited for a limit since the backend last looked.
+    waited: AtomicBool,
+    /// Of `ids`, buffered jobs on their way back to the queue (see
+    /// [`JobsBackend::hand_back`]).
+    giving_back: AtomicUsize,
 }
 
 impl Held {
     /// Claims still under way.
     pub fn claims(&self) -> usize {
-        self.claims.load(std::sync::atomic::Ordering::Acquire)
+        self.claims.load(Ordering::Acquire)
+    }
+
+    /// Records an attempt that ended and is on its way to the finisher.
+    fn ended(&self, f: &Finished) {
+        if matches!(f.outcome, crate::Outcome::Wait { .. }) {
+            self.waited.store(true, Ordering::Release);
+        }
+        let us = f.elapsed.as_secs_f64() * 1e6;
+        let _ = self
+            .average_us
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |bits| {
+                let average = f64::from_bits(bits);
+                Some((average + (us - average) / 8.0).to_bits())
+            });
+        self.ended.fetch_add(1, Ordering::AcqRel);
+        self.finishing.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Whether the kind's jobs are slow: their moving average is above [`FAST_JOB`], or
+    /// one waited for a limit since the last [`Held::fast_since`].
+    fn slow(&self) -> bool {
+        self.waited.load(Ordering::Acquire)
+            || f64::from_bits(self.average_us.load(Ordering::Acquire))
+                > FAST_JOB.as_secs_f64() * 1e6
+    }
+
+    /// Whether jobs ended since the last call and the kind is not [`Held::slow`]: the
+    /// evidence a full claim grows on. Starts the next period.
+    fn fast_since(&self) -> bool {
+        let slow = self.slow();
+        let ended = self.ended.swap(0, Ordering::AcqRel);
+        self.waited.store(false, Ordering::Release);
+        ended > 0 && !slow
+    }
+
+    /// Jobs claimed and not yet ended: buffered or running.
+    fn unfinished(&self) -> usize {
+        let ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+        ids.len()
+            .saturating_sub(self.finishing.load(Ordering::Acquire))
+            .saturating_sub(self.giving_back.load(Ordering::Acquire))
+    }
+
+    /// Jobs that ended and wait for their finish to commit.
+    fn finishing(&self) -> usize {
+        self.finishing.load(Ordering::Acquire)
     }
 }
+
+/// Jobs whose moving average stays within this are "fast": while a kind's are, and its
+/// queue is deep, its claims grow (see [`JobsBackend`]).
+pub const FAST_JOB: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// The lease keeper of a worker process: every heartbeat interval it extends the leases
 /// of the jobs each of `workers` holds, then returns jobs whose lease ran out (any
@@ -118,21 +187,38 @@ pub type Wake = Arc<Notify>;
 type ClaimResult = (usize, Result<Vec<ClaimedJob>, Error>);
 
 /// The apalis backend of one kind: claims into a small buffer, never holding more than
-/// the kind's concurrency plus `[worker] prefetch` unfinished jobs, so what it claims
-/// starts at once (and its leases, kept by [`keep_leases`], cover only real work).
-/// Finishing is not its business: [`JobService`] hands each finished attempt to the
-/// kind's [`finisher`], which commits them in batches on its own task while this keeps
-/// claiming — claim and finish never wait for each other.
+/// the kind's concurrency plus `[worker] prefetch` jobs that have not ended (buffered or
+/// running), so what it claims starts at once (and its leases, kept by [`keep_leases`],
+/// cover only real work). Finishing is not its business: [`JobService`] hands each
+/// finished attempt to the kind's [`finisher`], which commits them in batches on its
+/// own task while this keeps claiming — claim and finish never wait for each other (up
+/// to [`FINISH_BACKLOG`] batches of ended jobs may wait for their commit).
+///
+/// The claim adapts ([`Adapt`]): while a claim comes back full (the queue is deep) and
+/// the moving average of the kind's job time is within [`FAST_JOB`] (and no job waited
+/// for a limit since the claim before), the next claim asks for twice as many, up to
+/// `[worker] max_batch_size`, the buffer may hold two claims' worth, and a second claim
+/// runs while the first one's jobs run. A claim that comes back short puts back
+/// `batch_size`, `prefetch` and one claim at a time, and so do slower jobs as soon as
+/// they end, handing back to the queue whatever the grown buffer holds beyond
+/// `prefetch`; after giving jobs back, the claims keep the configured sizes for
+/// [`STEADY_AFTER_SLOW`].
+/// So slow jobs are held at most concurrency + prefetch per kind and process (ended
+/// jobs waiting for their finish's commit are not counted), beyond those a grown buffer
+/// held when they turned slow, until the first of them ends.
 pub struct JobsBackend<C> {
     runner: Runner<C>,
     kind: String,
-    /// Most jobs one claim asks for.
-    batch: usize,
-    /// Most unfinished jobs held (running, buffered, or waiting to be committed).
-    capacity: usize,
+    adapt: Adapt,
+    /// Most ended jobs waiting for their finish before claims stop.
+    finish_backlog: usize,
+    /// No growing before this: the kind's jobs were slow not long ago.
+    steady_until: std::time::Instant,
     in_flight: InFlight,
     buffer: VecDeque<Task<ClaimedJob>>,
-    claiming: Option<tokio::task::JoinHandle<ClaimResult>>,
+    /// Claims under way, oldest first, with how many jobs each asked for: one at the
+    /// configured sizes, two while grown (one runs while the other's jobs run).
+    claiming: VecDeque<(usize, tokio::task::JoinHandle<ClaimResult>)>,
     /// The last claim found fewer jobs than it asked for: wait for a wake before the next.
     drained: bool,
     wake: Wake,
@@ -141,6 +227,81 @@ pub struct JobsBackend<C> {
     room_notified: Pin<Box<OwnedNotified>>,
     poll: tokio::time::Interval,
     fairness: Arc<std::sync::Mutex<Fairness>>,
+}
+
+/// How long a kind whose grown buffer had to give jobs back keeps the configured sizes
+/// before its claims may grow again, so a kind that mixes fast and slow jobs does not
+/// take slow ones into a grown buffer again and again. (A slow average alone only stops
+/// growing until the average is fast again: one slow first job does not hold a kind
+/// back for long.)
+pub const STEADY_AFTER_SLOW: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Ended jobs (in finish batches) that may wait for their commit while the backend
+/// keeps claiming.
+pub const FINISH_BACKLOG: usize = 2;
+
+/// How much one kind's backend claims at once and holds: the configured `batch_size`
+/// and concurrency + `prefetch`, or more while the kind's jobs are fast and its queue
+/// deep (see [`JobsBackend`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Adapt {
+    base_batch: usize,
+    base_limit: usize,
+    concurrency: usize,
+    max_batch: usize,
+    /// Most jobs the next claim asks for.
+    pub batch: usize,
+    /// Most jobs held that have not ended.
+    pub limit: usize,
+}
+
+impl Adapt {
+    /// The configured sizes: claims of up to `batch_size`, concurrency + `prefetch` held,
+    /// growing to claims of `max_batch_size`.
+    pub fn new(concurrency: usize, batch_size: usize, prefetch: usize, max_batch: usize) -> Self {
+        let base_limit = concurrency.max(1) + prefetch;
+        let base_batch = batch_size.max(1).min(base_limit);
+        Self {
+            base_batch,
+            base_limit,
+            concurrency: concurrency.max(1),
+            // Growing is off when the most is not above the configured batch.
+            max_batch: if max_batch > batch_size {
+                max_batch
+            } else {
+                base_batch
+            },
+            batch: base_batch,
+            limit: base_limit,
+        }
+    }
+
+    /// A full claim while the kind's jobs are fast: the next asks for twice as many, and
+    /// the buffer may hold two of them beside the running jobs (nothing grows when
+    /// `max_batch_size` is not above `batch_size`).
+    pub fn grow(&mut self) {
+        if self.max_batch <= self.base_batch {
+            return;
+        }
+        self.batch = (self.batch * 2).min(self.max_batch);
+        self.limit = self.base_limit.max(self.concurrency + 2 * self.batch);
+    }
+
+    /// Back to the configured sizes.
+    pub fn reset(&mut self) {
+        self.batch = self.base_batch;
+        self.limit = self.base_limit;
+    }
+
+    /// Whether the sizes are beyond the configured ones.
+    pub fn grown(&self) -> bool {
+        self.limit > self.base_limit
+    }
+
+    /// Most jobs held that have not ended, at the configured sizes.
+    pub fn base_limit(&self) -> usize {
+        self.base_limit
+    }
 }
 
 /// Whether this kind's claims need turns between projects. The fair claim costs more
@@ -166,9 +327,13 @@ impl<C: Clone + Send + Sync + 'static> JobsBackend<C> {
     /// freed slots) and every poll interval; what it claims goes into `in_flight`.
     pub fn new(runner: Runner<C>, kind: &str, wake: Wake, room: Wake, in_flight: InFlight) -> Self {
         let w = &runner.config.worker;
-        let concurrency = w.concurrency_for(kind);
-        let capacity = concurrency + w.prefetch;
-        let batch = w.batch_size.max(1).min(capacity);
+        let adapt = Adapt::new(
+            w.concurrency_for(kind),
+            w.batch_size,
+            w.prefetch,
+            w.max_batch_size,
+        );
+        let finish_backlog = FINISH_BACKLOG * w.finish_batch.max(1) * w.finishers.max(1);
         let mut poll = tokio::time::interval(w.poll_interval());
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let notified = Box::pin(wake.clone().notified_owned());
@@ -176,11 +341,12 @@ impl<C: Clone + Send + Sync + 'static> JobsBackend<C> {
         Self {
             runner,
             kind: kind.to_owned(),
-            batch,
-            capacity,
+            adapt,
+            finish_backlog,
+            steady_until: std::time::Instant::now(),
             in_flight,
             buffer: VecDeque::new(),
-            claiming: None,
+            claiming: VecDeque::new(),
             drained: false,
             wake,
             notified,
@@ -228,9 +394,7 @@ impl<C: Clone + Send + Sync + 'static> JobsBackend<C> {
         );
         let lease = self.runner.config.worker.lease();
         let in_flight = self.in_flight.clone();
-        in_flight
-            .claims
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        in_flight.claims.fetch_add(1, Ordering::AcqRel);
         let fairness = self.fairness.clone();
         let fair = {
             let f = fairness.lock().unwrap_or_else(|e| e.into_inner());
@@ -262,11 +426,64 @@ impl<C: Clone + Send + Sync + 'static> JobsBackend<C> {
                         .increment(jobs.len() as u64);
                 }
             }
-            in_flight
-                .claims
-                .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            in_flight.claims.fetch_sub(1, Ordering::AcqRel);
             (n, result)
         })
+    }
+}
+
+impl<C: Clone + Send + Sync + 'static> JobsBackend<C> {
+    /// Gives back to the queue the buffered jobs beyond what the configured sizes allow
+    /// (the kind turned out slow while its buffer was grown), newest claimed first, on a
+    /// task of its own; other workers are woken for them. If that fails they stay
+    /// `running` under this worker without a heartbeat until their lease runs out and
+    /// they are rescued. Returns how many it gives back.
+    fn hand_back(&mut self, worker: &str) -> usize {
+        let excess = self
+            .in_flight
+            .unfinished()
+            .saturating_sub(self.adapt.base_limit())
+            .min(self.buffer.len());
+        if excess == 0 {
+            return 0;
+        }
+        let ids: Vec<Uuid> = self
+            .buffer
+            .split_off(self.buffer.len() - excess)
+            .into_iter()
+            .map(|t| t.args.id)
+            .collect();
+        self.in_flight
+            .giving_back
+            .fetch_add(ids.len(), Ordering::AcqRel);
+        let (pool, worker, in_flight, room) = (
+            self.runner.pool.clone(),
+            worker.to_owned(),
+            self.in_flight.clone(),
+            self.room.clone(),
+        );
+        tokio::spawn(async move {
+            match sql::job_unclaim(&pool, &worker, &ids).await {
+                Ok(rows) => {
+                    tracing::debug!(worker = %worker, jobs = rows.len(),
+                        "handed back jobs a grown buffer held (the kind's jobs are slow)");
+                    let kinds: Vec<&str> = rows.iter().map(|(_, k)| k.as_str()).collect();
+                    let _ = sql::job_notify(&pool, &kinds).await;
+                }
+                Err(e) => tracing::warn!(worker = %worker, error = %e, jobs = ids.len(),
+                    "could not hand back buffered jobs; their leases will expire and they will be rescued"),
+            }
+            {
+                let mut set = lock(&in_flight);
+                for id in &ids {
+                    set.remove(id);
+                }
+                in_flight.giving_back.fetch_sub(ids.len(), Ordering::AcqRel);
+            }
+            // The backend may be waiting for room that only this frees.
+            room.notify_one();
+        });
+        excess
     }
 }
 
@@ -288,12 +505,12 @@ impl<C: Clone + Send + Sync + 'static> Backend for JobsBackend<C> {
         worker: &WorkerContext,
     ) -> Poll<Option<Result<Task<ClaimedJob>, Error>>> {
         loop {
-            if let Some(task) = self.buffer.pop_front() {
-                return Poll::Ready(Some(Ok(task)));
-            }
-            if let Some(claim) = self.claiming.as_mut() {
-                let joined = std::task::ready!(Pin::new(claim).poll(cx));
-                self.claiming = None;
+            // A claim that has answered lands first, so a slow kind's check below
+            // sees everything claimed.
+            if let Some((_, claim)) = self.claiming.front_mut()
+                && let Poll::Ready(joined) = Pin::new(claim).poll(cx)
+            {
+                self.claiming.pop_front();
                 let (asked, result) = joined.unwrap_or_else(|e| {
                     (
                         1,
@@ -302,9 +519,16 @@ impl<C: Clone + Send + Sync + 'static> Backend for JobsBackend<C> {
                         )))),
                     )
                 });
+                let fast =
+                    self.in_flight.fast_since() && std::time::Instant::now() >= self.steady_until;
                 match result {
                     Ok(jobs) => {
                         self.drained = jobs.len() < asked;
+                        if self.drained {
+                            self.adapt.reset();
+                        } else if fast {
+                            self.adapt.grow();
+                        }
                         self.buffer.extend(jobs.into_iter().map(|job| {
                             let id = TaskId::from_uuid(job.id);
                             TaskBuilder::new(job).task_id(id).build()
@@ -313,29 +537,54 @@ impl<C: Clone + Send + Sync + 'static> Backend for JobsBackend<C> {
                     Err(e) => {
                         tracing::warn!(kind = %self.kind, error = %e, "claim failed; will try again");
                         self.drained = true;
+                        self.adapt.reset();
                     }
                 }
                 continue;
             }
-            let held = lock(&self.in_flight).len();
-            let room = self.capacity.saturating_sub(held);
-            if room == 0 {
+            // Slow jobs: back to the configured sizes, and the buffer's excess (from
+            // claims made while grown) back to the queue, once no claim is under way
+            // (one still running could take the same jobs again).
+            if !self.buffer.is_empty() && self.claiming.is_empty() && self.in_flight.slow() {
+                self.adapt.reset();
+                if self.hand_back(worker.name()) > 0 {
+                    self.steady_until = std::time::Instant::now() + STEADY_AFTER_SLOW;
+                }
+            }
+            if let Some(task) = self.buffer.pop_front() {
+                return Poll::Ready(Some(Ok(task)));
+            }
+            // The buffer is empty and no claim has an answer yet.
+            let asked: usize = self.claiming.iter().map(|(n, _)| n).sum();
+            let room = self
+                .adapt
+                .limit
+                .saturating_sub(self.in_flight.unfinished() + asked);
+            let backlog = self.in_flight.finishing() >= self.finish_backlog;
+            let claims = if self.adapt.grown() { 2 } else { 1 };
+            if room > 0 && !backlog && !self.drained && self.claiming.len() < claims {
+                let n = room.min(self.adapt.batch);
+                self.claiming.push_back((n, self.claim(worker.name(), n)));
+                continue;
+            }
+            if !self.claiming.is_empty() {
+                // The oldest claim wakes us when it answers.
+                return Poll::Pending;
+            }
+            if room == 0 || backlog {
                 // Full: the finisher wakes us when it has committed some.
                 if self.roomier(cx) {
                     continue;
                 }
                 return Poll::Pending;
             }
-            if self.drained {
-                // Nothing was ready: sleep until a NOTIFY or the poll interval (freed
-                // room alone is no reason to look again).
-                if self.woken(cx) {
-                    self.drained = false;
-                    continue;
-                }
-                return Poll::Pending;
+            // Nothing was ready: sleep until a NOTIFY or the poll interval (freed room
+            // alone is no reason to look again).
+            if self.woken(cx) {
+                self.drained = false;
+                continue;
             }
-            self.claiming = Some(self.claim(worker.name(), room.min(self.batch)));
+            return Poll::Pending;
         }
     }
 
@@ -396,6 +645,7 @@ pub async fn finisher(
             for f in &batch {
                 set.remove(&f.id);
             }
+            in_flight.finishing.fetch_sub(batch.len(), Ordering::AcqRel);
         }
         room.notify_one();
         if let Err(e) = result {
@@ -411,6 +661,7 @@ pub async fn finisher(
 pub struct JobService<C> {
     pub runner: Runner<C>,
     pub finished: mpsc::UnboundedSender<Finished>,
+    pub in_flight: InFlight,
 }
 
 impl<C: Clone> Clone for JobService<C> {
@@ -418,6 +669,7 @@ impl<C: Clone> Clone for JobService<C> {
         Self {
             runner: self.runner.clone(),
             finished: self.finished.clone(),
+            in_flight: self.in_flight.clone(),
         }
     }
 }
@@ -432,9 +684,14 @@ impl<C: Clone + Send + Sync + 'static> tower::Service<Task<ClaimedJob>> for JobS
     }
 
     fn call(&mut self, task: Task<ClaimedJob>) -> Self::Future {
-        let (runner, finished) = (self.runner.clone(), self.finished.clone());
+        let (runner, finished, in_flight) = (
+            self.runner.clone(),
+            self.finished.clone(),
+            self.in_flight.clone(),
+        );
         Box::pin(async move {
             let f = runner.execute(task.args).await;
+            in_flight.ended(&f);
             if finished.send(f).is_err() {
                 // Only after the finisher is gone (a shutdown past its grace): the
                 // job's lease runs out and it is rescued.
@@ -442,5 +699,33 @@ impl<C: Clone + Send + Sync + 'static> tower::Service<Task<ClaimedJob>> for JobS
             }
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Adapt;
+
+    #[test]
+    fn claims_double_up_to_the_most_and_reset_to_the_configured_sizes() {
+        let mut a = Adapt::new(64, 32, 8, 1024);
+        assert_eq!((a.batch, a.limit, a.grown()), (32, 72, false));
+        a.grow();
+        assert_eq!((a.batch, a.limit, a.grown()), (64, 192, true));
+        for _ in 0..10 {
+            a.grow();
+        }
+        assert_eq!((a.batch, a.limit), (1024, 64 + 2048));
+        a.reset();
+        assert_eq!((a.batch, a.limit, a.grown()), (32, 72, false));
+    }
+
+    #[test]
+    fn nothing_grows_when_the_most_is_the_batch_size() {
+        let mut a = Adapt::new(4, 32, 2, 32);
+        // A batch never exceeds what may be held.
+        assert_eq!((a.batch, a.limit), (6, 6));
+        a.grow();
+        assert_eq!((a.batch, a.limit, a.grown()), (6, 6, false));
     }
 }

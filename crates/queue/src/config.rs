@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 pub struct WorkerSettings {
     pub concurrency: usize,
     pub batch_size: usize,
+    pub max_batch_size: usize,
     pub prefetch: usize,
     pub finish_batch: usize,
     pub finishers: usize,

@@ -377,6 +377,28 @@ pub async fn job_release(
     .await?)
 }
 
+/// Hands claimed jobs that never started back to the queue, as they were before the
+/// claim (attempt given back, `run_at` kept, so they keep their place): what a worker
+/// does with the jobs its grown buffer holds when its kind turns out slow. Returns
+/// `(id, kind)` of the rows given back; a job missing had lost its lease.
+pub async fn job_unclaim(
+    db: impl PgExecutor<'_>,
+    worker: &str,
+    ids: &[Uuid],
+) -> Result<Vec<(Uuid, String)>> {
+    Ok(sqlx::query_as(
+        "UPDATE jobs SET status = 'queued', attempts = greatest(attempts - 1, 0),
+                locked_by = NULL, locked_until = NULL, updated_at = now()
+         WHERE id = ANY($2) AND status = 'running' AND locked_by = $1
+         RETURNING id, kind",
+    )
+    .persistent(false)
+    .bind(worker)
+    .bind(ids)
+    .fetch_all(db)
+    .await?)
+}
+
 /// Wakes the workers of `kinds` (they LISTEN on [`JOBS_CHANNEL`]).
 pub async fn job_notify(db: impl PgExecutor<'_>, kinds: &[&str]) -> Result<()> {
     if kinds.is_empty() {

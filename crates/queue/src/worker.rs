@@ -163,6 +163,7 @@ pub async fn run<C: Clone + Send + Sync + 'static>(
                 .build(JobService {
                     runner: runner.clone(),
                     finished: finished_tx.clone(),
+                    in_flight: in_flight.clone(),
                 })
         });
     }
