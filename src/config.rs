@@ -157,6 +157,22 @@ pub struct DatabaseSettings {
     pub max_connections: u32,
     pub acquire_timeout_secs: u64,
     pub home: PathBuf,
+    pub listen_url: String,
+}
+
+impl DatabaseSettings {
+    /// Where a worker's LISTEN connection goes: `None` (empty `listen_url`) is through
+    /// the pool. An unreadable URL is an error naming the setting, never echoing the
+    /// URL (it may hold a password).
+    pub fn listen_options(&self) -> anyhow::Result<Option<sqlx::postgres::PgConnectOptions>> {
+        let url = self.listen_url.trim();
+        if url.is_empty() {
+            return Ok(None);
+        }
+        url.parse::<sqlx::postgres::PgConnectOptions>()
+            .map(|o| Some(o.application_name("copydesk-listen")))
+            .map_err(|e| anyhow::anyhow!("[database] listen_url is not a Postgres URL ({e})"))
+    }
 }
 
 /// `[cleanup]`

@@ -394,3 +394,64 @@ fn missing_postgres_binaries_say_what_to_install() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_url_gives_listen_its_own_connection_and_a_bad_one_is_named() {
+    let db = test_db().await;
+    // A minute between polls: only a NOTIFY can start the job below in time.
+    let env = [
+        ("COPYDESK__DATABASE__LISTEN_URL", db.url.as_str()),
+        ("COPYDESK__WORKER__POLL_INTERVAL_MS", "60000"),
+    ];
+    let mut worker = spawn_worker(&db, &["--kinds", "noop", "--no-scheduler"], &env);
+    wait_for(
+        Duration::from_secs(30),
+        "LISTEN on its own connection",
+        || async {
+            count(
+                &db.pool,
+                "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND query LIKE 'LISTEN%'
+               AND application_name = 'copydesk-listen'",
+            )
+            .await
+                == 1
+        },
+    )
+    .await;
+    // Give the first claim (made at start) time to find nothing, then insert by SQL.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let id: Uuid =
+        sqlx::query_scalar("INSERT INTO jobs (kind, input) VALUES ('noop', '{}') RETURNING id")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    wait_for(
+        Duration::from_secs(10),
+        "the job woken by NOTIFY",
+        || async { status_of(&db.pool, id).await == "done" },
+    )
+    .await;
+    signal(&worker, Signal::SIGTERM);
+    assert!(wait_exit(&mut worker, Duration::from_secs(20)).success());
+
+    // An unreadable URL stops the worker at start, naming the setting and not the
+    // password in it.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_copydesk"))
+        .args(["worker", "--kinds", "noop", "--no-scheduler"])
+        .env("DATABASE_URL", &db.url)
+        .env("RUST_LOG", "warn")
+        .env(
+            "COPYDESK__DATABASE__LISTEN_URL",
+            "postgres://copydesk:s3cret-pw@db.internal:notaport/copydesk",
+        )
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("[database] listen_url is not a Postgres URL"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("s3cret-pw"), "{stderr}");
+}

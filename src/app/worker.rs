@@ -36,6 +36,9 @@ pub struct WorkerOptions {
     pub api: Option<crate::http::api::ApiState>,
     /// Run the periodic enqueues (each also needs its `enabled` setting).
     pub scheduler: bool,
+    /// LISTEN through its own connection here, not through the pool (`[database]
+    /// listen_url`).
+    pub listen: Option<sqlx::postgres::PgConnectOptions>,
 }
 
 /// Runs a worker process until `shutdown` resolves, then drains and releases (see
@@ -73,6 +76,7 @@ pub async fn run(
             Vec::new()
         },
         channels: vec![(decisions::CHANNEL.to_owned(), decisions_wake)],
+        listen: opts.listen.clone(),
     };
     let result = engine::run(runner, engine_opts, shutdown).await;
     if let Some(a) = applier {

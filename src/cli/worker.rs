@@ -55,6 +55,7 @@ pub async fn run(
         http,
         api: args.serve.then(|| crate::app::api_state(env, http)),
         scheduler: !args.no_scheduler,
+        listen: env.settings.database.listen_options()?,
     };
     let summary = run_worker(env.runner()?, opts, shutdown).await?;
     writeln!(

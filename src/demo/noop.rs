@@ -61,6 +61,7 @@ pub async fn run(jobs: u32, env: &Env, out: &mut (dyn Write + Send)) -> anyhow::
         http: None,
         api: None,
         scheduler: false,
+        listen: None,
     };
     let worker = tokio::spawn(run_worker(runner, opts, async move {
         let _ = stop_rx.await;

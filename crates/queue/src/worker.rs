@@ -57,6 +57,10 @@ pub struct WorkerOptions {
     /// Other NOTIFY channels the process's LISTEN connection wakes: each wake is
     /// notified on every notification of its channel, and after a reconnect.
     pub channels: Vec<(String, Wake)>,
+    /// Where the LISTEN connection goes when not through the runner's pool: a direct
+    /// connection to Postgres when the pool goes through a pooler in transaction mode,
+    /// which cannot hold a LISTEN (a session's state).
+    pub listen: Option<sqlx::postgres::PgConnectOptions>,
 }
 
 /// What a worker process did, reported when it stops.
@@ -118,11 +122,17 @@ pub async fn run<C: Clone + Send + Sync + 'static>(
         .iter()
         .map(|k| (k.clone(), Arc::new(Notify::new())))
         .collect();
-    let listener = tokio::spawn(listen(
-        runner.pool.clone(),
-        wakes.clone(),
-        opts.channels.clone(),
-    ));
+    let listen_pool = match &opts.listen {
+        Some(direct) => {
+            tracing::info!("LISTEN goes through its own connection ([database] listen_url)");
+            // One connection, opened when the listener first connects.
+            sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect_lazy_with(direct.clone())
+        }
+        None => runner.pool.clone(),
+    };
+    let listener = tokio::spawn(listen(listen_pool, wakes.clone(), opts.channels.clone()));
 
     let mut monitor = Monitor::new();
     let mut names = Vec::new();
