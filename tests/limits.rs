@@ -524,3 +524,92 @@ async fn the_limits_command_sets_lists_and_clears_and_refuses_bad_keys() {
         2
     );
 }
+
+#[tokio::test]
+async fn a_call_gives_back_the_tokens_it_did_not_use_and_pays_for_more() {
+    let db = test_db().await;
+    let mut cfg = LimitSettings::default();
+    cfg.keys.insert(
+        "llm:h/*".into(),
+        copydesk::config::LimitSpec {
+            tokens_per_minute: Some(100),
+            concurrency: Some(1),
+            ..Default::default()
+        },
+    );
+    let keys = store::limits::llm_keys("http://h/v1", "m");
+    let ahead = || async {
+        sqlx::query_scalar::<_, f64>(
+            "SELECT extract(epoch FROM token_tat - clock_timestamp())::float8
+             FROM limits WHERE key = 'llm:h/m'",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+    };
+    let take = |tokens: u32| {
+        let (pool, cfg, keys) = (db.pool.clone(), cfg.clone(), keys.clone());
+        async move {
+            match store::limits::take(&pool, &cfg, &keys, tokens, None)
+                .await
+                .unwrap()
+            {
+                Taken::Granted(slots) => slots,
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    // 80 estimated of 100 a minute: the bucket leads the clock by 48 s; the server says
+    // 20 were used, so 60 come back: 12 s, and the slot is free.
+    let slots = take(80).await;
+    assert!((47.0..=48.5).contains(&ahead().await));
+    store::limits::settle(&db.pool, &cfg, &keys, &slots, 80, Some(20))
+        .await
+        .unwrap();
+    let a = ahead().await;
+    assert!((11.0..=12.5).contains(&a), "12 s after the refund, got {a}");
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM limit_slots").await, 0);
+    // 10 estimated, 40 used: the 30 more are paid (12 + 6 + 18 = 36 s).
+    let slots = take(10).await;
+    store::limits::settle(&db.pool, &cfg, &keys, &slots, 10, Some(40))
+        .await
+        .unwrap();
+    let a = ahead().await;
+    assert!(
+        (35.0..=36.5).contains(&a),
+        "36 s after paying more, got {a}"
+    );
+    // No word from the server (a failed request): the estimate stands.
+    let slots = take(10).await;
+    store::limits::settle(&db.pool, &cfg, &keys, &slots, 10, None)
+        .await
+        .unwrap();
+    let a = ahead().await;
+    assert!((41.0..=42.5).contains(&a), "the estimate stands, got {a}");
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM limit_slots").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tokens_per_minute_limit_counts_what_calls_used_not_their_max_tokens() {
+    let _turn = PROCESSES.lock().await;
+    let db = test_db().await;
+    let (fake, server) = fake_server().await;
+    let jobs = evaluations(&db, 6).await;
+    // The reviewer's estimate is its max_tokens (3,000) and the prompt: counted as
+    // such, one call after another, two fill 10,000 a minute and each of the others
+    // waits about 20 s. The fake says each used 160, and the limiter takes the rest
+    // back before the next call (one at a time: calls made at once each hold their
+    // estimate until they end).
+    let key = format!("llm:{server}");
+    set_limit(&db, &key, "tokens_per_minute = 10000").await;
+    let _w = worker(&db, server, &[("COPYDESK__WORKER__CONCURRENCY", "1")]);
+    all_finished(&db, &jobs, Duration::from_secs(30)).await;
+    assert_eq!(fake.arrivals.lock().unwrap().len(), 6);
+    assert_each_in_one_attempt(&db, &jobs).await;
+    let waited: i64 = sqlx::query_scalar("SELECT waited FROM limits WHERE key = $1")
+        .bind(&key)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(waited, 0, "no call waited for tokens it would not use");
+}

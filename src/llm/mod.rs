@@ -385,7 +385,16 @@ impl Llm {
                     repair.as_ref(),
                 )
                 .await;
-                self.release(scope, &slots).await;
+                // What the server says the call used, when it says (a throttled or
+                // failed request leaves the estimate standing).
+                let used = match &sent {
+                    Ok(c) => Some(&c.usage),
+                    Err(Failure::Malformed { usage, .. }) => Some(usage),
+                    Err(_) => None,
+                }
+                .map(|u| u.prompt_tokens.max(0) as u32 + u.completion_tokens.max(0) as u32)
+                .filter(|n| *n > 0);
+                self.end_call(scope, &keys, &slots, tokens, used).await;
                 let outcome = match sent {
                     Ok(c) => match self
                         .answered(scope, call, base_url, &t, c, repair.is_some(), &mut notes)
@@ -549,6 +558,24 @@ impl Llm {
     async fn release(&self, scope: &Scope, slots: &[Uuid]) {
         if let Err(e) = store::limits::release(&scope.pool, slots).await {
             tracing::warn!(error = %e, "could not free rate-limit slots; they expire with their lease");
+        }
+    }
+
+    /// Ends a call's hold on its keys: frees its slots and puts the tokens it did not
+    /// use back (see [`store::limits::settle`]). A failure is logged: the slots expire
+    /// with their lease and the estimate stands.
+    async fn end_call(
+        &self,
+        scope: &Scope,
+        keys: &[String],
+        slots: &[Uuid],
+        estimated: u32,
+        used: Option<u32>,
+    ) {
+        if let Err(e) =
+            store::limits::settle(&scope.pool, &self.limits, keys, slots, estimated, used).await
+        {
+            tracing::warn!(error = %e, "could not settle a call's rate limits; its slots expire with their lease");
         }
     }
 

@@ -151,6 +151,58 @@ pub async fn release(db: impl PgExecutor<'_>, slots: &[Uuid]) -> Result<()> {
     Ok(())
 }
 
+/// Ends a call: frees its concurrency `slots` and, once the server has said what the
+/// call used (`used` tokens, prompt and completion), corrects each key's tokens-per-
+/// minute bucket from the estimate taken before the call (`estimated`, as
+/// [`take`] was given it) to the real use: usually a refund, since the estimate counts
+/// the whole `max_tokens`. The keys' rows are locked in key order, as `take` locks
+/// them. One statement.
+pub async fn settle(
+    db: impl PgExecutor<'_>,
+    cfg: &LimitSettings,
+    keys: &[String],
+    slots: &[Uuid],
+    estimated: u32,
+    used: Option<u32>,
+) -> Result<()> {
+    if slots.is_empty() && used.is_none() {
+        return Ok(());
+    }
+    let tpm: Vec<Option<i32>> = keys
+        .iter()
+        .map(|k| {
+            default_for(cfg, k)
+                .and_then(|s| s.tokens_per_minute)
+                .map(|n| n.min(i32::MAX as u32) as i32)
+        })
+        .collect();
+    let int = |n: u32| n.min(i32::MAX as u32) as i32;
+    sqlx::query(
+        "WITH freed AS (DELETE FROM limit_slots WHERE id = ANY($1)),
+         locked AS (
+             SELECT l.key, coalesce(l.tokens_per_minute, w.tpm) AS tpm
+             FROM limits l JOIN unnest($2::text[], $3::int[]) AS w(key, tpm) ON w.key = l.key
+             WHERE $5::int IS NOT NULL AND l.token_tat IS NOT NULL
+               AND coalesce(l.tokens_per_minute, w.tpm) IS NOT NULL
+             ORDER BY l.key
+             FOR UPDATE OF l)
+         UPDATE limits l SET token_tat = greatest(
+             greatest(l.token_tat, clock_timestamp())
+                 + (($5 - least($4, k.tpm))::float8 / k.tpm) * interval '1 minute',
+             clock_timestamp())
+         FROM locked k
+         WHERE l.key = k.key",
+    )
+    .bind(slots)
+    .bind(keys)
+    .bind(&tpm)
+    .bind(int(estimated))
+    .bind(used.map(int))
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
 /// A throttled answer: stops every call under `key`, in every process, until the
 /// server's reset (`retry_after`), else for `[limits] throttle_pause_secs`, never
 /// shortening a longer pause already set. Returns the pause.
