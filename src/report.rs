@@ -132,6 +132,11 @@ pub fn queue_stats(out: &mut (dyn Write + Send), s: &QueueStats) -> std::io::Res
                     r.kind.clone(),
                     r.status.to_string(),
                     r.jobs.to_string(),
+                    if r.waiting > 0 {
+                        r.waiting.to_string()
+                    } else {
+                        String::new()
+                    },
                     r.oldest_ready_secs
                         .map(|v| format!("{v:.1}s"))
                         .unwrap_or_default(),
@@ -141,7 +146,16 @@ pub fn queue_stats(out: &mut (dyn Write + Send), s: &QueueStats) -> std::io::Res
         writeln!(
             out,
             "{}",
-            table(&["KIND", "STATUS", "JOBS", "OLDEST READY"], rows)
+            table(
+                &[
+                    "KIND",
+                    "STATUS",
+                    "JOBS",
+                    "WAITING FOR A LIMIT",
+                    "OLDEST READY"
+                ],
+                rows
+            )
         )?;
         writeln!(
             out,

@@ -311,6 +311,13 @@ async fn a_job_that_waits_for_a_limit_keeps_its_attempts_and_its_last_error() {
             (290.0..=310.0).contains(&wait_ms),
             "run_at 300 ms on: {wait_ms}"
         );
+        // The queue's counts tell it apart from a job merely queued.
+        let stats = copydesk::queue::ops::stats(&db.pool).await.unwrap();
+        let row = stats.rows.iter().find(|r| r.kind == "patient").unwrap();
+        assert_eq!(
+            (row.status, row.jobs, row.waiting),
+            (JobStatus::Queued, 1, 1)
+        );
     }
     // Three waits spent none of its one attempt left: the fourth run is done.
     let worked = loop {

@@ -582,6 +582,8 @@ pub struct StatsRow {
     /// Seconds the oldest ready queued job has waited (queued rows only).
     pub oldest_ready_secs: Option<f64>,
     pub finished_last_5m: i64,
+    /// Of the queued jobs, those sent back to wait for a rate limit (`waiting_for`).
+    pub waiting: i64,
 }
 
 /// Counts per kind and status: every job not done, and the done jobs that finished in
@@ -592,7 +594,8 @@ pub async fn queue_stats(db: impl PgExecutor<'_>) -> Result<Vec<StatsRow>> {
     const PART: &str = "SELECT kind, status, count(*)::bigint AS jobs,
                 extract(epoch FROM now() - min(created_at) FILTER (WHERE status = 'queued' AND run_at <= now()))::float8
                     AS oldest_ready_secs,
-                count(*) FILTER (WHERE finished_at > now() - interval '5 minutes')::bigint AS finished_last_5m
+                count(*) FILTER (WHERE finished_at > now() - interval '5 minutes')::bigint AS finished_last_5m,
+                count(*) FILTER (WHERE status = 'queued' AND waiting_for IS NOT NULL)::bigint AS waiting
          FROM jobs";
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "{PART} WHERE status = 'queued' GROUP BY kind, status

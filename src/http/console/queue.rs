@@ -51,12 +51,14 @@ pub async fn overview(
     let groups = store::console::failed_groups(&mut *tx, 50).await?;
     tx.commit().await?;
     let mut by_kind: BTreeMap<&str, BTreeMap<JobStatus, i64>> = BTreeMap::new();
+    let mut waiting: BTreeMap<&str, i64> = BTreeMap::new();
     for r in &stats.rows {
         *by_kind
             .entry(r.kind.as_str())
             .or_default()
             .entry(r.status)
             .or_default() += r.jobs;
+        *waiting.entry(r.kind.as_str()).or_default() += r.waiting;
     }
     let may_retry = session.caller.require(TokenRole::Operator).is_ok();
     Ok(layout(
@@ -72,7 +74,7 @@ pub async fn overview(
             h2 { "Done and failed per minute" }
             (render::chart(&minutes))
             h2 { "Jobs by kind and status" }
-            p.hint { "Every job not done, and the done ones of the last hour." }
+            p.hint { "Every job not done, and the done ones of the last hour. Queued jobs \"waiting\" were sent back to wait for a rate limit (the job page names it)." }
             table.list #counts {
                 thead { tr { th { "Kind" } @for s in STATUSES { th.num { (s) } } } }
                 tbody {
@@ -84,6 +86,10 @@ pub async fn overview(
                                     @match counts.get(&s) {
                                         Some(n) => a href={ "/console/jobs?kind=" (kind) "&status=" (s) } { (n) },
                                         None => span.muted { "0" },
+                                    }
+                                    @if let (JobStatus::Queued, Some(w)) = (s, waiting.get(kind).filter(|w| **w > 0)) {
+                                        br;
+                                        span.muted title="sent back to wait for a rate limit" { (w) " waiting" }
                                     }
                                 }
                             }
