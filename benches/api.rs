@@ -125,7 +125,7 @@ async fn main() -> anyhow::Result<()> {
     let token = token.expose().to_owned();
     let settings = Arc::new(Settings::defaults());
     let router = copydesk::http::app(ApiState::new(
-        pool.clone(),
+        pool.clone().into(),
         settings,
         app::catalog(),
         Err(copydesk::keys::KeyError::Missing),

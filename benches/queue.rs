@@ -305,7 +305,7 @@ fn runner(pool: &PgPool, concurrency: usize, batch: usize) -> anyhow::Result<Run
     // overlaps with work (the default keeps this small for slow LLM jobs).
     s.worker.prefetch = 2 * batch;
     let services = app::services(Arc::new(s))?;
-    Ok(app::runner(pool.clone(), app::registry(), services))
+    Ok(app::runner(pool.clone().into(), app::registry(), services))
 }
 
 type Worker = (
@@ -638,7 +638,9 @@ async fn churn(dbs: &Dbs, total: usize, report: &mut Report) -> anyhow::Result<(
     let cleaner = tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_secs(2)).await;
-            if let Err(e) = copydesk::jobs::cleanup::cleanup(&cleaner_pool, &cfg, false).await {
+            if let Err(e) =
+                copydesk::jobs::cleanup::cleanup(&cleaner_pool.clone().into(), &cfg, false).await
+            {
                 progress(&format!("cleanup failed: {e}"));
             }
         }
@@ -681,7 +683,7 @@ async fn churn(dbs: &Dbs, total: usize, report: &mut Report) -> anyhow::Result<(
     cleaner.abort();
     let mut cfg = Settings::defaults().cleanup;
     cfg.done_retention_days = 0;
-    copydesk::jobs::cleanup::cleanup(pool, &cfg, false).await?;
+    copydesk::jobs::cleanup::cleanup(&pool.clone().into(), &cfg, false).await?;
     // Give autovacuum and the statistics a moment, as a real table would have.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let (live, dead_end, table, indexes, queued_idx, autovacuums): (i64, i64, i64, i64, i64, i64) =

@@ -158,6 +158,19 @@ pub struct DatabaseSettings {
     pub acquire_timeout_secs: u64,
     pub home: PathBuf,
     pub listen_url: String,
+    pub pooler: Pooler,
+}
+
+/// `[database] pooler`: what stands between copydesk and Postgres.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooler {
+    /// The server itself, or a pooler in session mode: each connection is a session.
+    #[default]
+    None,
+    /// A pooler in transaction mode (PgBouncer `pool_mode = transaction`, Supavisor's
+    /// transaction port): every statement unnamed and in a transaction.
+    Transaction,
 }
 
 impl DatabaseSettings {

@@ -161,3 +161,44 @@ fn the_scanner_reads_groups_and_paths() {
     let names: Vec<String> = named_modules(text).into_iter().map(|(n, _)| n).collect();
     assert_eq!(names, ["config", "jobs", "store", "pipeline"]);
 }
+
+/// Behind a pooler in transaction mode, a statement must be unnamed and inside a
+/// transaction: statements are built with `crate::db::query*` (which know the mode) and
+/// run on `Db` or in a transaction, never on a bare acquired connection.
+#[test]
+fn statements_are_built_to_survive_a_pooler() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    rust_files(&root.join("src"), &mut files);
+    rust_files(&root.join("crates/queue/src"), &mut files);
+    let banned = [
+        "sqlx::query(",
+        "sqlx::query_as(",
+        "sqlx::query_as::<",
+        "sqlx::query_scalar(",
+        "sqlx::query_scalar::<",
+        ".acquire()",
+    ];
+    let mut wrong = Vec::new();
+    for file in files
+        .iter()
+        .filter(|f| !f.ends_with("crates/queue/src/db.rs"))
+    {
+        let text = std::fs::read_to_string(file).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            if let Some(b) = banned.iter().find(|b| line.contains(*b)) {
+                wrong.push(format!(
+                    "{}:{}: {b}",
+                    file.strip_prefix(root).unwrap().display(),
+                    n + 1
+                ));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "statements a pooler in transaction mode would break (use crate::db::query*, and \
+         a transaction for several statements):\n{}",
+        wrong.join("\n")
+    );
+}

@@ -890,11 +890,11 @@ async fn every_migration_reverts_and_applies_again() {
         .filter(|m| m.migration_type.is_up_migration())
         .count();
     for _ in 0..total {
-        let reverted = copydesk::db::revert_newest(&db.pool).await.unwrap();
+        let reverted = copydesk::db::revert_newest(db.pool.pool()).await.unwrap();
         assert!(reverted.is_some());
     }
     assert!(
-        copydesk::db::revert_newest(&db.pool)
+        copydesk::db::revert_newest(db.pool.pool())
             .await
             .unwrap()
             .is_none(),
@@ -902,7 +902,7 @@ async fn every_migration_reverts_and_applies_again() {
     );
     assert!(!exists("jobs").await && !exists("approvals").await && !exists("runs").await);
     assert_eq!(copydesk::db::pending(&db.pool).await.unwrap().len(), total);
-    assert_eq!(copydesk::db::migrate(&db.pool).await.unwrap(), total);
+    assert_eq!(copydesk::db::migrate(db.pool.pool()).await.unwrap(), total);
     assert!(exists("jobs").await && exists("queue_overview").await);
     assert!(copydesk::db::pending(&db.pool).await.unwrap().is_empty());
 }

@@ -9,6 +9,7 @@ mod common;
 use std::{io::Write, process::Stdio};
 
 use common::*;
+use copydesk::db::Db;
 use copydesk::{
     app,
     domain::{DEFAULT_TENANT, Platform, TokenRole},
@@ -18,7 +19,7 @@ use copydesk::{
     store::{self, caches::CatalogItem},
 };
 use serde_json::{Value, json};
-use sqlx::{Connection, PgConnection, PgPool, Row};
+use sqlx::{Connection, PgConnection, Row};
 use uuid::Uuid;
 use wiremock::{Mock, MockServer, ResponseTemplate, matchers::method};
 
@@ -494,7 +495,7 @@ async fn a_job_a_tenant_enqueues_with_plain_sql_runs_and_writes_in_its_tenant() 
     drain(&db, &r).await;
 
     let per_tenant = |table: &'static str| {
-        let pool: PgPool = db.pool.clone();
+        let pool: Db = db.pool.clone();
         async move {
             sqlx::query_as::<_, (Uuid, i64)>(sqlx::AssertSqlSafe(format!(
                 "SELECT tenant_id, count(*) FROM {table} GROUP BY tenant_id"
@@ -1366,7 +1367,7 @@ async fn an_owner_that_is_not_a_superuser_migrates_runs_jobs_and_maps_tenants() 
     assert!(!is_super);
     copydesk::db::migrate(&pool).await.unwrap();
     let db = TestDb {
-        pool: pool.clone(),
+        pool: pool.clone().into(),
         url: cluster()
             .url(&name)
             .replace(copydesk::db::embedded::SUPERUSER, &owner),
@@ -1382,9 +1383,9 @@ async fn an_owner_that_is_not_a_superuser_migrates_runs_jobs_and_maps_tenants() 
         .unwrap();
     let r = runner(&db, fast_settings(), app::registry());
     drain(&db, &r).await;
-    assert_eq!(status_of(&pool, a.job).await, "done");
+    assert_eq!(status_of(&db.pool, a.job).await, "done");
     assert_eq!(
-        count(&pool, "SELECT count(*) FROM jobs WHERE status = 'done' AND tenant_id = '00000000-0000-0000-0000-000000000001'").await,
+        count(&db.pool, "SELECT count(*) FROM jobs WHERE status = 'done' AND tenant_id = '00000000-0000-0000-0000-000000000001'").await,
         1
     );
     let mut owner_conn = pool.acquire().await.unwrap();
@@ -1397,7 +1398,7 @@ async fn an_owner_that_is_not_a_superuser_migrates_runs_jobs_and_maps_tenants() 
 
 /// What the schema is: columns, constraints, indexes, triggers, functions, views, row
 /// security and grants, each a line, sorted.
-async fn schema(pool: &PgPool) -> Vec<String> {
+async fn schema(pool: &Db) -> Vec<String> {
     let queries = [
         "SELECT format('column %s.%s %s %s %s', table_name, column_name, data_type, is_nullable,
                        coalesce(column_default, '')) FROM information_schema.columns WHERE table_schema = 'public'",
@@ -1455,7 +1456,7 @@ async fn reverting_tenancy_gives_back_the_schema_before_it_and_keeps_the_jobs() 
     let jobs = count(&db.pool, "SELECT count(*) FROM jobs").await;
     // Newest first, down to and including tenancy.
     loop {
-        let reverted = copydesk::db::revert_newest(&db.pool)
+        let reverted = copydesk::db::revert_newest(db.pool.pool())
             .await
             .unwrap()
             .unwrap();
@@ -1464,7 +1465,7 @@ async fn reverting_tenancy_gives_back_the_schema_before_it_and_keeps_the_jobs() 
         }
     }
 
-    let (want, got) = (schema(&before).await, schema(&db.pool).await);
+    let (want, got) = (schema(&before.clone().into()).await, schema(&db.pool).await);
     let missing: Vec<_> = want.iter().filter(|l| !got.contains(l)).collect();
     let extra: Vec<_> = got.iter().filter(|l| !want.contains(l)).collect();
     assert!(
@@ -1473,7 +1474,7 @@ async fn reverting_tenancy_gives_back_the_schema_before_it_and_keeps_the_jobs() 
     );
     assert_eq!(count(&db.pool, "SELECT count(*) FROM jobs").await, jobs);
     // And applied again, every row is the default tenant's.
-    copydesk::db::migrate(&db.pool).await.unwrap();
+    copydesk::db::migrate(db.pool.pool()).await.unwrap();
     assert_eq!(
         count(&db.pool, "SELECT count(DISTINCT tenant_id) FROM jobs").await,
         1

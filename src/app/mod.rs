@@ -9,9 +9,9 @@ pub mod worker;
 
 use std::sync::{Arc, LazyLock};
 
+use crate::db::Db;
 use anyhow::Context;
 use copydesk_queue::{Catalog, Registry, Runner};
-use sqlx::PgPool;
 
 use crate::{
     config::Settings,
@@ -64,7 +64,7 @@ pub fn services(settings: Arc<Settings>) -> Result<Services, llm::Error> {
 
 /// A runner of `registry`'s kinds over `pool`, with `services` as every handler's
 /// context.
-pub fn runner(pool: PgPool, registry: Registry<App>, services: Services) -> Runner<App> {
+pub fn runner(pool: Db, registry: Registry<App>, services: Services) -> Runner<App> {
     Runner::new(
         pool,
         services.settings.queue(),

@@ -336,7 +336,7 @@ pub async fn pipeline(
     let a = match cmd {
         PipelineCommand::Start(a) => a,
         PipelineCommand::Show { project, json } => {
-            let s = store::status::project(&mut *env.db.pool.acquire().await?, project).await?;
+            let s = store::status::project(&mut *env.db.pool.begin().await?, project).await?;
             if json.json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&s)?)?;
             } else {

@@ -56,10 +56,13 @@ pub async fn run(args: EnqueueArgs, env: &Env, out: &mut (dyn Write + Send)) -> 
         idempotency_key: args.idempotency_key,
         ..NewJob::default()
     };
-    let mut conn = env.db.pool.acquire().await?;
-    let e = queue::enqueue(&mut conn, &crate::app::catalog(), &job).await?;
+    // One transaction: behind a pooler, a bare connection's statements may each run on
+    // another server connection.
+    let mut tx = env.db.pool.begin().await?;
+    let e = queue::enqueue(&mut tx, &crate::app::catalog(), &job).await?;
+    tx.commit().await?;
     if args.json {
-        let row = queue::sql::job_get(&mut *conn, e.id).await?;
+        let row = queue::sql::job_get(&env.db.pool, e.id).await?;
         let mut v = serde_json::to_value(row)?;
         v["created"] = Value::Bool(e.created);
         writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;

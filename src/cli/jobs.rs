@@ -82,7 +82,7 @@ pub async fn run(
             }
         }
         JobsCommand::Show { id, json } => {
-            let d = store::status::job(&mut *pool.acquire().await?, id).await?;
+            let d = store::status::job(&mut *pool.begin().await?, id).await?;
             if json.json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&d)?)?;
             } else {

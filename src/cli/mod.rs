@@ -181,13 +181,12 @@ async fn dispatch(
     shutdown: Option<impl std::future::Future<Output = ()> + Send + 'static>,
     out: &mut (dyn Write + Send),
 ) -> anyhow::Result<()> {
-    let pool = &env.db.pool;
     match command {
         Command::Migrate { revert: false } => {
-            let n = crate::db::migrate(pool).await?;
+            let n = env.db.migrate().await?;
             writeln!(out, "applied {n} migration(s); the schema is current")?;
         }
-        Command::Migrate { revert: true } => match crate::db::revert_newest(pool).await? {
+        Command::Migrate { revert: true } => match env.db.revert_newest().await? {
             Some(m) => writeln!(out, "reverted {m}")?,
             None => writeln!(out, "no migration is applied; nothing to revert")?,
         },

@@ -25,7 +25,7 @@ pub async fn run(
     out: &mut (dyn Write + Send),
 ) -> anyhow::Result<()> {
     if env.settings.worker.migrate_on_start && !args.no_migrate {
-        crate::db::migrate(&env.db.pool).await?;
+        env.db.migrate().await?;
     }
     let addr = match args.http {
         Some(a) => a,

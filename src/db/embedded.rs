@@ -311,7 +311,7 @@ impl Cluster {
     pub async fn create_database_from(&self, name: &str, template: Option<&str>) -> Result<()> {
         let mut conn = self.connect_options("postgres").connect().await?;
         let exists: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            crate::db::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
                 .bind(name)
                 .fetch_one(&mut conn)
                 .await?;

@@ -96,7 +96,7 @@ where
         }
         None => writeln!(out, "postgres: DATABASE_URL")?,
     }
-    let applied = crate::db::migrate(&env.db.pool).await?;
+    let applied = env.db.migrate().await?;
     writeln!(out, "migrations: {applied} applied, schema current")?;
     let result = match noop {
         Some(n) => noop::run(n, &env, out).await,
@@ -356,7 +356,7 @@ async fn pipeline(env: &Env, out: &mut (dyn Write + Send)) -> anyhow::Result<()>
     }
     crate::report::project_status(
         out,
-        &store::status::project(&mut *pool.acquire().await?, project).await?,
+        &store::status::project(&mut *pool.begin().await?, project).await?,
     )?;
     writeln!(
         out,

@@ -81,7 +81,7 @@ pub async fn run(jobs: u32, env: &Env, out: &mut (dyn Write + Send)) -> anyhow::
     let mut last_line = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        let (finished, running, queued): (i64, i64, i64) = sqlx::query_as(
+        let (finished, running, queued): (i64, i64, i64) = crate::db::query_as(
             "SELECT count(*) FILTER (WHERE status IN ('done', 'failed', 'cancelled')),
                     count(*) FILTER (WHERE status = 'running'),
                     count(*) FILTER (WHERE status = 'queued')
@@ -117,7 +117,7 @@ pub async fn run(jobs: u32, env: &Env, out: &mut (dyn Write + Send)) -> anyhow::
     let _ = stop_tx.send(());
     worker.await??;
 
-    let (done, failed, p50, p99): (i64, i64, Option<f64>, Option<f64>) = sqlx::query_as(
+    let (done, failed, p50, p99): (i64, i64, Option<f64>, Option<f64>) = crate::db::query_as(
         "SELECT count(*) FILTER (WHERE status = 'done'), count(*) FILTER (WHERE status = 'failed'),
                 percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM started_at - greatest(run_at, created_at)) * 1000),
                 percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM started_at - greatest(run_at, created_at)) * 1000)

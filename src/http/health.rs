@@ -3,9 +3,9 @@
 
 use std::{collections::BTreeSet, net::SocketAddr, sync::OnceLock};
 
+use crate::db::Db;
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use sqlx::PgPool;
 
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -24,7 +24,7 @@ pub fn prometheus() -> &'static PrometheusHandle {
 }
 
 /// The router, for tests and for [`serve`].
-pub fn router(pool: PgPool) -> Router {
+pub fn router(pool: Db) -> Router {
     prometheus();
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -34,13 +34,13 @@ pub fn router(pool: PgPool) -> Router {
 }
 
 /// Serves the router on `addr` until the task is aborted.
-pub async fn serve(pool: PgPool, addr: SocketAddr) -> std::io::Result<()> {
+pub async fn serve(pool: Db, addr: SocketAddr) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "serving /healthz, /readyz, /metrics");
     axum::serve(listener, router(pool)).await
 }
 
-async fn readyz(State(pool): State<PgPool>) -> impl IntoResponse {
+async fn readyz(State(pool): State<Db>) -> impl IntoResponse {
     match crate::db::pending(&pool).await {
         Ok(p) if p.is_empty() => (StatusCode::OK, "ready\n".to_owned()),
         Ok(p) => (
@@ -54,7 +54,7 @@ async fn readyz(State(pool): State<PgPool>) -> impl IntoResponse {
     }
 }
 
-async fn metrics_text(State(pool): State<PgPool>) -> impl IntoResponse {
+async fn metrics_text(State(pool): State<Db>) -> impl IntoResponse {
     // Queue depth is read at scrape time, so every process reports the same truth. A
     // kind and status that emptied since the last scrape is reported as 0, not dropped.
     static SEEN: std::sync::Mutex<BTreeSet<(String, String)>> =

@@ -15,10 +15,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use std::sync::Arc;
 
+use crate::db::Db;
 use copydesk_queue::{JobArgs, JobError, NewJob, Outcome, ResultExt, text_enum};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::Ctx;
@@ -220,7 +220,7 @@ fn item(raw: &Value) -> Result<CatalogItem, Skipped> {
 
 /// Fetches every page of the catalogue and upserts it in one transaction.
 pub async fn refresh_catalog(
-    pool: &PgPool,
+    pool: &Db,
     tenant: Uuid,
     fetcher: &Fetcher,
     cfg: &CatalogSettings,

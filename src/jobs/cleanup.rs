@@ -8,9 +8,9 @@
 //! The same function serves the `cleanup` job (enqueued on `[cleanup] schedule` by
 //! every worker) and `copydesk cleanup` (for an external cron).
 
+use crate::db::Db;
 use copydesk_queue::{JobArgs, JobError, JobStatus, Outcome, ResultExt, ops};
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
 
 use super::Ctx;
 use crate::{
@@ -67,7 +67,7 @@ pub async fn run(ctx: Ctx, _args: CleanupArgs) -> Result<Outcome, JobError> {
 
 /// Runs (or with `dry_run`, counts) one cleanup pass.
 pub async fn cleanup(
-    pool: &PgPool,
+    pool: &Db,
     cfg: &CleanupSettings,
     dry_run: bool,
 ) -> Result<CleanupReport, Error> {

@@ -9,8 +9,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::db::Db;
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
 
 use crate::{domain::StructuredMode, store};
 
@@ -55,7 +55,7 @@ impl Memory {
     /// The mode remembered for `model` on `base_url`, and when it was learned.
     pub async fn mode(
         &self,
-        pool: &PgPool,
+        pool: &Db,
         base_url: &str,
         model: &str,
     ) -> Option<(StructuredMode, DateTime<Utc>)> {
@@ -76,7 +76,7 @@ impl Memory {
     }
 
     /// Remembers a step-down to `mode`, here and for every process.
-    pub async fn remember(&self, pool: &PgPool, base_url: &str, model: &str, mode: StructuredMode) {
+    pub async fn remember(&self, pool: &Db, base_url: &str, model: &str, mode: StructuredMode) {
         self.put(Self::key(base_url, model), Some((mode, Utc::now())));
         if let Err(e) = store::models::set_mode(pool, base_url, model, mode).await {
             tracing::warn!(error = %e, "could not record a learned structured mode");
@@ -85,13 +85,7 @@ impl Memory {
 
     /// `mode` worked: remembered when it is stronger than what was remembered (a mode
     /// tried again upward, after its step-down aged).
-    pub async fn succeeded(
-        &self,
-        pool: &PgPool,
-        base_url: &str,
-        model: &str,
-        mode: StructuredMode,
-    ) {
+    pub async fn succeeded(&self, pool: &Db, base_url: &str, model: &str, mode: StructuredMode) {
         let known = self
             .cached(&Self::key(base_url, model))
             .and_then(|k| k.mode);

@@ -25,8 +25,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::db::Db;
 use serde_json::Value;
-use sqlx::PgPool;
 use uuid::Uuid;
 
 pub use crate::store::agents::AgentConfig;
@@ -206,7 +206,7 @@ pub struct Reply {
 /// Which job a call is made for: its runs rows and budget hang off this.
 #[derive(Debug, Clone)]
 pub struct Scope {
-    pub pool: PgPool,
+    pub pool: Db,
     pub job_id: Uuid,
     pub attempt: i32,
     /// Whose call it is: the tenant's own agent settings win over the global ones.

@@ -12,9 +12,10 @@
 
 use std::time::Duration;
 
+use crate::db::Db;
 use copydesk_queue::{Catalog, JobArgs, JobStatus, sql::job_end_waiting};
 use serde::Serialize;
-use sqlx::{Acquire, PgConnection, PgPool};
+use sqlx::{Acquire, PgConnection};
 use uuid::Uuid;
 
 use super::{
@@ -36,7 +37,7 @@ pub use store::approvals::CHANNEL;
 
 /// Records a decision, exactly as another service's UPDATE would; a worker applies it.
 pub async fn decide(
-    pool: &PgPool,
+    pool: &Db,
     id: Uuid,
     approve: bool,
     by: &str,
@@ -83,7 +84,7 @@ pub async fn decide_in(
 
 /// Stores a person's edit of a draft as a new `human` version based on it; a pending
 /// approval of the draft then refers to the edited version. Returns the new artifact.
-pub async fn edit_draft(pool: &PgPool, draft: Uuid, content: &str, by: &str) -> Result<Uuid> {
+pub async fn edit_draft(pool: &Db, draft: Uuid, content: &str, by: &str) -> Result<Uuid> {
     let mut tx = pool.begin().await.map_err(store::Error::from)?;
     let id = edit_draft_in(&mut tx, draft, content, by).await?;
     tx.commit().await.map_err(store::Error::from)?;
@@ -136,7 +137,7 @@ pub struct Applied {
 
 /// Applies up to `limit` decided approvals, each alone; returns what each did.
 pub async fn apply_decided(
-    pool: &PgPool,
+    pool: &Db,
     catalog: &Catalog,
     settings: &Settings,
     limit: i64,

@@ -2,16 +2,17 @@
 //! it, in the same transaction as the change: retry a failed or cancelled job, cancel
 //! a queued or running one. The CLI and the HTTP API call these.
 
+use crate::db::Db;
 use copydesk_queue::{Job, ops};
 use serde_json::json;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::Result;
 use crate::store;
 
 /// A failed or cancelled job back to `queued`, attempts reset, as done `by`.
-pub async fn retry(pool: &PgPool, id: Uuid, by: &str) -> Result<Job> {
+pub async fn retry(pool: &Db, id: Uuid, by: &str) -> Result<Job> {
     let mut tx = pool.begin().await.map_err(store::Error::from)?;
     let job = retry_in(&mut tx, id, by).await?;
     tx.commit().await.map_err(store::Error::from)?;
@@ -26,7 +27,7 @@ pub async fn retry_in(conn: &mut PgConnection, id: Uuid, by: &str) -> Result<Job
 }
 
 /// A queued or running job cancelled, as done `by`.
-pub async fn cancel(pool: &PgPool, id: Uuid, by: &str) -> Result<Job> {
+pub async fn cancel(pool: &Db, id: Uuid, by: &str) -> Result<Job> {
     let mut tx = pool.begin().await.map_err(store::Error::from)?;
     let job = cancel_in(&mut tx, id, by).await?;
     tx.commit().await.map_err(store::Error::from)?;

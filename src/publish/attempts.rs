@@ -3,8 +3,9 @@
 //! (with the external id and URL) or `not_sent`; a lost answer leaves it `sending`, and
 //! the next attempt reconciles with the platform before it posts again.
 
+use crate::db::Db;
 use chrono::{DateTime, Utc};
-use sqlx::{PgExecutor, PgPool};
+use sqlx::PgExecutor;
 use uuid::Uuid;
 
 use super::Published;
@@ -26,8 +27,8 @@ pub struct Attempt {
 }
 
 /// The attempts of a publishing job to one integration, oldest first.
-pub async fn for_job(pool: &PgPool, job: Uuid, integration: Uuid) -> Result<Vec<Attempt>> {
-    Ok(sqlx::query_as(
+pub async fn for_job(pool: &Db, job: Uuid, integration: Uuid) -> Result<Vec<Attempt>> {
+    Ok(crate::db::query_as(
         "SELECT id, attempt, state, external_id, url, created_at FROM publish_attempts
          WHERE job_id = $1 AND integration_id = $2 ORDER BY created_at",
     )
@@ -50,7 +51,7 @@ pub struct NewAttempt<'a> {
 
 /// Records an attempt as `sending` (committed at once: before the request leaves).
 pub async fn record_sending(db: impl PgExecutor<'_>, a: &NewAttempt<'_>) -> Result<Attempt> {
-    Ok(sqlx::query_as(
+    Ok(crate::db::query_as(
         "INSERT INTO publish_attempts (job_id, attempt, artifact_id, integration_id, platform, lookup_key)
          VALUES ($1, $2, $3, $4, $5, $6)
          RETURNING id, attempt, state, external_id, url, created_at",
@@ -73,7 +74,7 @@ pub async fn mark(
     post: Option<&Published>,
     error: Option<&str>,
 ) -> Result<()> {
-    sqlx::query(
+    crate::db::query(
         "UPDATE publish_attempts SET state = $2, external_id = $3, url = $4, error = coalesce($5, error),
                 updated_at = now()
          WHERE id = ANY($1)",
@@ -90,7 +91,7 @@ pub async fn mark(
 
 /// Notes why an attempt's outcome is unknown; it stays `sending`.
 pub async fn note_unknown(db: impl PgExecutor<'_>, id: Uuid, error: &str) -> Result<()> {
-    sqlx::query("UPDATE publish_attempts SET error = $2, updated_at = now() WHERE id = $1")
+    crate::db::query("UPDATE publish_attempts SET error = $2, updated_at = now() WHERE id = $1")
         .bind(id)
         .bind(error)
         .execute(db)
@@ -106,7 +107,7 @@ pub async fn recorded_by_another_job(
     external_id: &str,
     job: Uuid,
 ) -> Result<bool> {
-    Ok(sqlx::query_scalar(
+    Ok(crate::db::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM publish_attempts
                         WHERE integration_id = $1 AND external_id = $2 AND state = 'sent' AND job_id <> $3)",
     )

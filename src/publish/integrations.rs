@@ -4,10 +4,10 @@
 //! everything listed or logged is the non-secret part. Also: when a publishing job runs
 //! and which time it hands the platform (`schedule`).
 
+use crate::db::Db;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{CallError, Ctx, Error};
@@ -92,7 +92,7 @@ pub fn check_fields(platform: Platform, creds: &Value, metadata: &Value) -> Resu
 /// encrypted; status `connected`. Recorded in `audit_log` as done `by` (never the
 /// credentials, only which fields were given).
 pub async fn connect(
-    pool: &PgPool,
+    pool: &Db,
     keys: &Keys,
     project: Uuid,
     platform: Platform,
@@ -137,11 +137,7 @@ pub async fn connect(
 }
 
 /// The integration with its credentials decrypted.
-pub async fn load(
-    pool: &PgPool,
-    keys: &Keys,
-    id: Uuid,
-) -> Result<(Integration, Credentials), Error> {
+pub async fn load(pool: &Db, keys: &Keys, id: Uuid) -> Result<(Integration, Credentials), Error> {
     let integration = store::integrations::get(pool, id).await?;
     let token = store::integrations::credentials(pool, id).await?;
     let creds = keys.decrypt_credentials(
@@ -173,7 +169,7 @@ pub struct Tested {
 ///
 /// The test is recorded in `audit_log` as done `by`, with its result.
 pub async fn test(
-    pool: &PgPool,
+    pool: &Db,
     settings: &PublishSettings,
     keys: std::sync::Arc<Keys>,
     id: Uuid,
@@ -199,7 +195,7 @@ pub async fn test(
 }
 
 async fn test_unrecorded(
-    pool: &PgPool,
+    pool: &Db,
     settings: &PublishSettings,
     keys: std::sync::Arc<Keys>,
     id: Uuid,

@@ -19,10 +19,10 @@ pub mod x;
 
 use std::time::{Duration, Instant};
 
+use crate::db::Db;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::PgPool;
 use uuid::Uuid;
 
 pub use errors::CallError;
@@ -86,7 +86,7 @@ pub struct Reply {
 /// Where a destination's calls go and what they are recorded under.
 pub struct Ctx {
     pub http: reqwest::Client,
-    pub pool: PgPool,
+    pub pool: Db,
     pub settings: PublishSettings,
     pub integration: Integration,
     pub creds: Credentials,
@@ -114,7 +114,7 @@ impl Ctx {
     /// The context of calls to `integration`, recorded under `job` (attempt) when given.
     pub fn new(
         http: reqwest::Client,
-        pool: PgPool,
+        pool: Db,
         settings: PublishSettings,
         (integration, creds): (Integration, Credentials),
         job: Option<(Uuid, i32)>,

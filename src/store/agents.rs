@@ -26,7 +26,7 @@ pub async fn get(
     agent: &str,
     tenant: Option<Uuid>,
 ) -> Result<Option<AgentConfig>> {
-    Ok(sqlx::query_as(
+    Ok(crate::db::query_as(
         "SELECT agent_id, agent_label, model_id, temperature, max_tokens, fallback_model_ids
          FROM agent_model_configs
          WHERE agent_id = $1 AND (tenant_id IS NULL OR tenant_id = $2)

@@ -1,10 +1,11 @@
 //! `approvals`: a person's yes or no between two steps, and the queue of decisions the
 //! workers apply (decided, not yet applied). Only `pipeline` calls the writers here.
 
+use crate::db::Db;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::{PgConnection, PgExecutor, PgPool};
+use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 use super::{Error, Result};
@@ -34,7 +35,7 @@ const COLUMNS: &str = "id, tenant_id, job_id, artifact_id, status, decided_by, n
 
 /// A pending approval of `artifact` for the waiting `job`.
 pub async fn create_pending(db: impl PgExecutor<'_>, job: Uuid, artifact: Uuid) -> Result<Uuid> {
-    Ok(sqlx::query_scalar(
+    Ok(crate::db::query_scalar(
         "INSERT INTO approvals (job_id, artifact_id) VALUES ($1, $2) RETURNING id",
     )
     .bind(job)
@@ -51,7 +52,7 @@ pub async fn create_approved(
     by: &str,
     notes: &str,
 ) -> Result<Uuid> {
-    Ok(sqlx::query_scalar(
+    Ok(crate::db::query_scalar(
         "INSERT INTO approvals (job_id, artifact_id, status, decided_by, notes, decided_at, applied_at)
          VALUES ($1, $2, 'approved', $3, $4, now(), now()) RETURNING id",
     )
@@ -71,7 +72,7 @@ pub async fn decide(
     by: &str,
     notes: Option<&str>,
 ) -> Result<Approval> {
-    let row: Option<Approval> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    let row: Option<Approval> = crate::db::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE approvals SET status = $2, decided_by = $3, notes = coalesce($4, notes)
          WHERE id = $1 AND status = 'pending'
          RETURNING {COLUMNS}"
@@ -102,7 +103,7 @@ pub async fn decide(
 
 /// One approval.
 pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Approval>> {
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    Ok(crate::db::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM approvals WHERE id = $1"
     )))
     .bind(id)
@@ -112,13 +113,13 @@ pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Approval>> 
 
 /// Approvals, newest first, optionally of one status, project and tenant.
 pub async fn list(
-    pool: &PgPool,
+    pool: &Db,
     status: Option<ApprovalStatus>,
     project: Option<Uuid>,
     tenant: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<Approval>> {
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    Ok(crate::db::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM approvals a
          WHERE ($1::text IS NULL OR status = $1)
            AND ($2::uuid IS NULL OR EXISTS (SELECT 1 FROM jobs j WHERE j.id = a.job_id AND j.project_id = $2))
@@ -149,7 +150,7 @@ pub async fn page(
     } else {
         ("<", "DESC")
     };
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    Ok(crate::db::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM approvals a
          WHERE ($1::text IS NULL OR status = $1)
            AND ($2::uuid IS NULL OR EXISTS (SELECT 1 FROM jobs j WHERE j.id = a.job_id AND j.project_id = $2))
@@ -168,7 +169,7 @@ pub async fn page(
 
 /// One approval with the artifact it is about, as JSON.
 pub async fn show(db: impl PgExecutor<'_>, id: Uuid) -> Result<Value> {
-    sqlx::query_scalar(
+    crate::db::query_scalar(
         "SELECT to_jsonb(p) || jsonb_build_object('artifact',
                 (SELECT jsonb_build_object('kind', kind, 'channel', channel, 'version', version,
                         'title', title, 'content', content) FROM artifacts WHERE id = p.artifact_id))
@@ -200,7 +201,7 @@ pub struct Decided {
 /// Claims up to `limit` decided, unapplied approvals that are due (row locks held by
 /// the caller's transaction; others skip them).
 pub async fn claim_decided(conn: &mut PgConnection, limit: i64) -> Result<Vec<Decided>> {
-    Ok(sqlx::query_as(
+    Ok(crate::db::query_as(
         "SELECT a.id, a.status, a.notes, a.artifact_id, a.apply_attempts, a.job_id,
                 j.kind AS job_kind, j.input AS job_input, j.project_id
          FROM approvals a LEFT JOIN jobs j ON j.id = a.job_id
@@ -217,7 +218,7 @@ pub async fn claim_decided(conn: &mut PgConnection, limit: i64) -> Result<Vec<De
 
 /// The decision has been applied: it is not claimed again.
 pub async fn mark_applied(db: impl PgExecutor<'_>, id: Uuid) -> Result<()> {
-    sqlx::query("UPDATE approvals SET applied_at = now(), last_error = NULL WHERE id = $1")
+    crate::db::query("UPDATE approvals SET applied_at = now(), last_error = NULL WHERE id = $1")
         .bind(id)
         .execute(db)
         .await?;
@@ -231,7 +232,7 @@ pub async fn record_apply_error(
     error: &str,
     retry_in: std::time::Duration,
 ) -> Result<()> {
-    sqlx::query(
+    crate::db::query(
         "UPDATE approvals SET last_error = $2, apply_attempts = apply_attempts + 1,
                 apply_after = now() + $3 * interval '1 millisecond'
          WHERE id = $1",
@@ -246,7 +247,7 @@ pub async fn record_apply_error(
 
 /// A pending approval of `from` now refers to `to` (a person edited the draft).
 pub async fn repoint_pending(db: impl PgExecutor<'_>, from: Uuid, to: Uuid) -> Result<u64> {
-    Ok(sqlx::query(
+    Ok(crate::db::query(
         "UPDATE approvals SET artifact_id = $2 WHERE artifact_id = $1 AND status = 'pending'",
     )
     .bind(from)

@@ -1,9 +1,10 @@
 //! `artifacts`: everything a step produced or a person supplied, versioned by
 //! `based_on_id`, searchable by title and content.
 
+use crate::db::Db;
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::{PgConnection, PgExecutor, PgPool};
+use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 use super::{Error, Result};
@@ -26,7 +27,7 @@ pub struct NewArtifact {
 
 /// Inserts an artifact; its version is one more than the one it is based on.
 pub async fn insert(db: impl PgExecutor<'_>, a: &NewArtifact) -> Result<()> {
-    sqlx::query(
+    crate::db::query(
         "INSERT INTO artifacts (id, project_id, job_id, kind, channel, version, based_on_id, source, title, content, data)
          VALUES ($1, $2, $3, $4, $5,
                  coalesce((SELECT version + 1 FROM artifacts WHERE id = $6), 1),
@@ -56,7 +57,7 @@ pub async fn source_text(
     id: Uuid,
     tenant: Uuid,
 ) -> Result<Option<String>> {
-    Ok(sqlx::query_scalar(
+    Ok(crate::db::query_scalar(
         "SELECT content FROM artifacts WHERE id = $1 AND kind = 'source' AND tenant_id = $2",
     )
     .bind(id)
@@ -71,7 +72,7 @@ pub async fn brand_voice_analysis(
     id: Uuid,
     tenant: Uuid,
 ) -> Result<Option<Value>> {
-    Ok(sqlx::query_scalar(
+    Ok(crate::db::query_scalar(
         "SELECT data->'analysis' FROM artifacts
          WHERE id = $1 AND kind = 'brand_voice' AND tenant_id = $2",
     )
@@ -84,7 +85,7 @@ pub async fn brand_voice_analysis(
 /// The content of any of `tenant`'s artifacts.
 pub async fn content(db: impl PgExecutor<'_>, id: Uuid, tenant: Uuid) -> Result<Option<String>> {
     Ok(
-        sqlx::query_scalar("SELECT content FROM artifacts WHERE id = $1 AND tenant_id = $2")
+        crate::db::query_scalar("SELECT content FROM artifacts WHERE id = $1 AND tenant_id = $2")
             .bind(id)
             .bind(tenant)
             .fetch_optional(db)
@@ -107,7 +108,7 @@ pub async fn evaluation_inputs(
     brand_voice: Uuid,
     tenant: Uuid,
 ) -> Result<Option<EvaluationInputs>> {
-    Ok(sqlx::query_as(
+    Ok(crate::db::query_as(
         "SELECT d.content AS draft, coalesce(b.data->'analysis', '{}'::jsonb) AS brand_voice,
                 coalesce(p.settings->'banned_phrases', '[]'::jsonb) AS banned_phrases
          FROM artifacts d
@@ -137,7 +138,7 @@ pub struct Publishable {
 }
 
 pub async fn publishable(db: impl PgExecutor<'_>, id: Uuid) -> Result<Publishable> {
-    sqlx::query_as(
+    crate::db::query_as(
         "SELECT a.id, a.kind, a.channel, a.title, a.content, a.project_id, a.tenant_id,
                 EXISTS (SELECT 1 FROM approvals p WHERE p.artifact_id = a.id AND p.status = 'approved') AS approved
          FROM artifacts a WHERE a.id = $1",
@@ -157,7 +158,7 @@ pub async fn publications(
     artifact: Uuid,
     integration: Uuid,
 ) -> Result<Vec<String>> {
-    Ok(sqlx::query_scalar(
+    Ok(crate::db::query_scalar(
         "SELECT content FROM artifacts WHERE kind = 'publication' AND based_on_id = $1
            AND data->>'integration_id' = $2::text ORDER BY created_at",
     )
@@ -178,10 +179,11 @@ pub async fn insert_human_version(
     // No row lock: a tenant session (the API's) may not lock artifacts. Two edits of
     // one draft at once make two versions based on it; the pending approval moves to
     // the first.
-    let kind: Option<ArtifactKind> = sqlx::query_scalar("SELECT kind FROM artifacts WHERE id = $1")
-        .bind(draft)
-        .fetch_optional(&mut *conn)
-        .await?;
+    let kind: Option<ArtifactKind> =
+        crate::db::query_scalar("SELECT kind FROM artifacts WHERE id = $1")
+            .bind(draft)
+            .fetch_optional(&mut *conn)
+            .await?;
     match kind {
         None => {
             return Err(Error::NotFound {
@@ -196,7 +198,7 @@ pub async fn insert_human_version(
             )));
         }
     }
-    Ok(sqlx::query_as(
+    Ok(crate::db::query_as(
         "INSERT INTO artifacts (tenant_id, project_id, job_id, kind, channel, version, based_on_id, source,
                                 title, content, data)
          SELECT tenant_id, project_id, job_id, 'draft', channel, version + 1, id, 'human', title, $2,
@@ -231,7 +233,7 @@ pub async fn search(
     project: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<Hit>> {
-    Ok(sqlx::query_as(
+    Ok(crate::db::query_as(
         "SELECT a.id, a.project_id, a.kind, a.channel, a.version, a.title,
                 ts_headline('english', a.content, q, 'MaxFragments=1, MaxWords=18, MinWords=6') AS snippet,
                 ts_rank(a.search, q) AS rank
@@ -257,8 +259,8 @@ pub struct LatestDraft {
     pub content: String,
 }
 
-pub async fn latest_drafts(pool: &PgPool, project: Uuid) -> Result<Vec<LatestDraft>> {
-    Ok(sqlx::query_as(
+pub async fn latest_drafts(pool: &Db, project: Uuid) -> Result<Vec<LatestDraft>> {
+    Ok(crate::db::query_as(
         "SELECT DISTINCT ON (channel) id, channel, version, source, title, content FROM artifacts
          WHERE project_id = $1 AND kind = 'draft' ORDER BY channel, created_at DESC, id DESC",
     )

@@ -27,7 +27,7 @@ pub struct Entry<'a> {
 /// time-ordered, so actions of one transaction (which share its `now()`) list in the
 /// order they were recorded.
 pub async fn record(db: impl PgExecutor<'_>, e: &Entry<'_>) -> Result<()> {
-    sqlx::query(
+    crate::db::query(
         "INSERT INTO audit_log (id, tenant_id, actor, action, target_table, target_id, details)
          VALUES ($7, $1, $2, $3, $4, $5, $6)",
     )
@@ -64,7 +64,7 @@ pub async fn list(
     before: Option<(DateTime<Utc>, Uuid)>,
     limit: i64,
 ) -> Result<Vec<Recorded>> {
-    Ok(sqlx::query_as(
+    Ok(crate::db::query_as(
         "SELECT a.id, t.slug AS tenant, a.actor, a.action, a.target_table, a.target_id, a.details, a.at
          FROM audit_log a JOIN tenants t ON t.id = a.tenant_id
          WHERE ($1::uuid IS NULL OR a.tenant_id = $1) AND ($2::timestamptz IS NULL OR a.at >= $2)

@@ -8,8 +8,9 @@
 
 use std::time::Duration;
 
+use crate::db::Db;
 use serde::Serialize;
-use sqlx::{PgExecutor, PgPool};
+use sqlx::PgExecutor;
 use uuid::Uuid;
 
 use super::{Result, runs::NewRun};
@@ -37,14 +38,14 @@ pub struct Reservation {
 /// `amount` if the budget allows it: `Ok(None)` when it does not (or the project
 /// reached its budget already). No budget: always reserved.
 pub async fn reserve(
-    pool: &PgPool,
+    pool: &Db,
     project: Uuid,
     job: Option<Uuid>,
     amount: f64,
     ttl: Duration,
 ) -> Result<Option<Reservation>> {
     sweep_expired(pool, Some(project)).await?;
-    let row: Option<(Uuid, Option<f64>, f64, f64)> = sqlx::query_as(
+    let row: Option<(Uuid, Option<f64>, f64, f64)> = crate::db::query_as(
         "WITH p AS (
              UPDATE projects SET reserved_usd = reserved_usd + $3
              WHERE id = $1
@@ -72,7 +73,7 @@ pub async fn reserve(
 
 /// Ends a reservation and records its call in one transaction: the reserved amount
 /// leaves `reserved_usd`, the call's real cost enters `spent_usd` (by the trigger).
-pub async fn settle(pool: &PgPool, reservation: Option<Uuid>, run: &NewRun<'_>) -> Result<()> {
+pub async fn settle(pool: &Db, reservation: Option<Uuid>, run: &NewRun<'_>) -> Result<()> {
     let mut tx = pool.begin().await?;
     if let Some(id) = reservation {
         release(&mut *tx, id).await?;
@@ -84,7 +85,7 @@ pub async fn settle(pool: &PgPool, reservation: Option<Uuid>, run: &NewRun<'_>) 
 
 /// Gives a reservation back (nothing was spent, or the spending is recorded apart).
 pub async fn release(db: impl PgExecutor<'_>, id: Uuid) -> Result<()> {
-    sqlx::query(
+    crate::db::query(
         "WITH r AS (DELETE FROM llm_reservations WHERE id = $1 RETURNING project_id, amount_usd)
          UPDATE projects p SET reserved_usd = greatest(p.reserved_usd - r.amount_usd, 0)
          FROM r WHERE p.id = r.project_id",
@@ -98,7 +99,7 @@ pub async fn release(db: impl PgExecutor<'_>, id: Uuid) -> Result<()> {
 /// Releases reservations whose call outlived them (its process died), for one project
 /// or all; returns how many.
 pub async fn sweep_expired(db: impl PgExecutor<'_>, project: Option<Uuid>) -> Result<u64> {
-    Ok(sqlx::query(
+    Ok(crate::db::query(
         "WITH r AS (
              DELETE FROM llm_reservations
              WHERE expires_at < now() AND ($1::uuid IS NULL OR project_id = $1)
@@ -115,7 +116,7 @@ pub async fn sweep_expired(db: impl PgExecutor<'_>, project: Option<Uuid>) -> Re
 
 /// The project's budget: spent, reserved and left.
 pub async fn state(db: impl PgExecutor<'_>, project: Uuid) -> Result<Option<BudgetState>> {
-    Ok(sqlx::query_as(
+    Ok(crate::db::query_as(
         "SELECT budget_usd::float8, spent_usd::float8, reserved_usd::float8, left_usd::float8
          FROM project_budgets WHERE project_id = $1",
     )

@@ -5,8 +5,9 @@
 
 use std::collections::HashMap;
 
+use crate::db::Db;
 use serde_json::{Value, json};
-use sqlx::{PgConnection, PgExecutor, PgPool};
+use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 use super::Result;
@@ -17,7 +18,7 @@ pub async fn brand_voice(
     tenant: Uuid,
     url: &str,
 ) -> Result<Option<Value>> {
-    Ok(sqlx::query_scalar(
+    Ok(crate::db::query_scalar(
         "SELECT analysis FROM brand_voice_cache
          WHERE tenant_id = $1 AND url = $2 AND expires_at > now()",
     )
@@ -35,7 +36,7 @@ pub async fn put_brand_voice(
     analysis: &Value,
     artifact: Uuid,
 ) -> Result<()> {
-    sqlx::query(
+    crate::db::query(
         "INSERT INTO brand_voice_cache (tenant_id, url, analysis, artifact_id) VALUES ($4, $1, $2, $3)
          ON CONFLICT (tenant_id, url) DO UPDATE SET analysis = $2, artifact_id = $3,
              created_at = now(), expires_at = now() + interval '7 days'",
@@ -56,7 +57,7 @@ pub async fn refresh_brand_voice(
     url: &str,
     analysis: &Value,
 ) -> Result<()> {
-    sqlx::query(
+    crate::db::query(
         "UPDATE brand_voice_cache SET analysis = $2, created_at = now(), expires_at = now() + interval '7 days'
          WHERE url = $1 AND tenant_id = $3",
     )
@@ -69,8 +70,8 @@ pub async fn refresh_brand_voice(
 }
 
 /// `tenant`'s cached URLs that expire within `hours`, soonest first.
-pub async fn expiring_brand_voices(pool: &PgPool, tenant: Uuid, hours: i32) -> Result<Vec<String>> {
-    Ok(sqlx::query_scalar(
+pub async fn expiring_brand_voices(pool: &Db, tenant: Uuid, hours: i32) -> Result<Vec<String>> {
+    Ok(crate::db::query_scalar(
         "SELECT url FROM brand_voice_cache
          WHERE tenant_id = $2 AND expires_at < now() + make_interval(hours => $1)
          ORDER BY expires_at",
@@ -82,8 +83,8 @@ pub async fn expiring_brand_voices(pool: &PgPool, tenant: Uuid, hours: i32) -> R
 }
 
 /// The tenants with cached analyses that expire within `hours`.
-pub async fn tenants_with_expiring_brand_voices(pool: &PgPool, hours: i32) -> Result<Vec<Uuid>> {
-    Ok(sqlx::query_scalar(
+pub async fn tenants_with_expiring_brand_voices(pool: &Db, hours: i32) -> Result<Vec<Uuid>> {
+    Ok(crate::db::query_scalar(
         "SELECT DISTINCT tenant_id FROM brand_voice_cache
          WHERE expires_at < now() + make_interval(hours => $1) ORDER BY tenant_id",
     )
@@ -114,7 +115,7 @@ pub async fn catalog_raw_for_update(
     tenant: Uuid,
     ids: &[&str],
 ) -> Result<HashMap<String, Value>> {
-    Ok(sqlx::query_as::<_, (String, Value)>(
+    Ok(crate::db::query_as::<(String, Value)>(
         "SELECT external_id, raw FROM catalog_items
          WHERE tenant_id = $2 AND external_id = ANY($1) FOR UPDATE",
     )
@@ -135,7 +136,7 @@ pub async fn catalog_upsert(
 ) -> Result<()> {
     let col =
         |f: fn(&CatalogItem) -> Option<String>| items.iter().map(|i| f(i)).collect::<Vec<_>>();
-    sqlx::query(
+    crate::db::query(
         "INSERT INTO catalog_items (tenant_id, external_id, name, designer, description, price, image_url, category,
                                     tags, raw, fetched_at, expires_at)
          SELECT $11, i.external_id, i.name, i.designer, i.description, i.price::numeric(12,2), i.image_url, i.category,
@@ -168,7 +169,7 @@ pub async fn catalog_upsert(
 
 /// How many of `ids` are in `tenant`'s catalogue and not expired.
 pub async fn catalog_fresh(db: impl PgExecutor<'_>, tenant: Uuid, ids: &[String]) -> Result<usize> {
-    let n: i64 = sqlx::query_scalar(
+    let n: i64 = crate::db::query_scalar(
         "SELECT count(*) FROM catalog_items
          WHERE tenant_id = $2 AND external_id = ANY($1) AND expires_at > now()",
     )
@@ -185,7 +186,7 @@ pub async fn catalog_products(
     tenant: Uuid,
     ids: &[String],
 ) -> Result<Vec<Value>> {
-    Ok(sqlx::query_scalar(
+    Ok(crate::db::query_scalar(
         "SELECT jsonb_build_object('name', name, 'designer', designer, 'description', description, 'price', price)
          FROM catalog_items WHERE tenant_id = $2 AND external_id = ANY($1)",
     )
@@ -203,13 +204,13 @@ pub enum Cache {
 }
 
 /// Deletes expired rows of `cache`, `batch` per statement; with `dry_run`, counts them.
-pub async fn expire(pool: &PgPool, cache: Cache, batch: i64, dry_run: bool) -> Result<u64> {
+pub async fn expire(pool: &Db, cache: Cache, batch: i64, dry_run: bool) -> Result<u64> {
     let (table, key) = match cache {
         Cache::BrandVoices => ("brand_voice_cache", "url"),
         Cache::CatalogItems => ("catalog_items", "id"),
     };
     if dry_run {
-        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        let n: i64 = crate::db::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT count(*) FROM {table} WHERE expires_at < now()"
         )))
         .fetch_one(pool)
@@ -218,7 +219,7 @@ pub async fn expire(pool: &PgPool, cache: Cache, batch: i64, dry_run: bool) -> R
     }
     let mut total = 0;
     loop {
-        let n = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let n = crate::db::query(sqlx::AssertSqlSafe(format!(
             "DELETE FROM {table} WHERE {key} IN (
                  SELECT {key} FROM {table} WHERE expires_at < now()
                  LIMIT $1 FOR UPDATE SKIP LOCKED)"

@@ -46,7 +46,7 @@ pub async fn inbox(
     after: Option<(DateTime<Utc>, Uuid)>,
     limit: i64,
 ) -> Result<Vec<InboxRow>> {
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    Ok(crate::db::query_as(sqlx::AssertSqlSafe(format!(
         "{INBOX_SELECT}
          WHERE a.status = 'pending'
            AND ($1::timestamptz IS NULL OR (a.created_at, a.id) > ($1, $2))
@@ -62,7 +62,7 @@ pub async fn inbox(
 
 /// The latest decisions, newest first.
 pub async fn recently_decided(db: impl PgExecutor<'_>, limit: i64) -> Result<Vec<InboxRow>> {
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    Ok(crate::db::query_as(sqlx::AssertSqlSafe(format!(
         "{INBOX_SELECT}
          WHERE a.status <> 'pending' AND a.decided_at IS NOT NULL
          ORDER BY a.decided_at DESC LIMIT $1"
@@ -93,7 +93,7 @@ const ARTIFACT_COLUMNS: &str =
     "id, project_id, kind, channel, version, based_on_id, source, title, content, data, created_at";
 
 async fn artifact_row(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<ArtifactRow>> {
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    Ok(crate::db::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {ARTIFACT_COLUMNS} FROM artifacts WHERE id = $1"
     )))
     .bind(id)
@@ -196,7 +196,7 @@ pub async fn review(conn: &mut PgConnection, approval: Uuid) -> Result<Review> {
     // The evaluation of this version, else (a person's edit) of the version it edited.
     let mut evaluation = None;
     for a in std::iter::once(&artifact).chain(previous.as_ref()) {
-        let e: Option<ArtifactRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        let e: Option<ArtifactRow> = crate::db::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {ARTIFACT_COLUMNS} FROM artifacts
              WHERE based_on_id = $1 AND kind = 'evaluation' ORDER BY created_at DESC LIMIT 1"
         )))
@@ -214,7 +214,7 @@ pub async fn review(conn: &mut PgConnection, approval: Uuid) -> Result<Review> {
     };
     let history = match (artifact.project_id, artifact.channel) {
         (Some(p), Some(c)) if artifact.kind == ArtifactKind::Draft => {
-            sqlx::query_as(
+            crate::db::query_as(
                 "SELECT d.id, d.version, d.source, d.created_at,
                         (SELECT (e.data->'scores'->>'overall')::int FROM artifacts e
                          WHERE e.based_on_id = d.id AND e.kind = 'evaluation'
@@ -235,7 +235,7 @@ pub async fn review(conn: &mut PgConnection, approval: Uuid) -> Result<Review> {
     };
     let (cost_project_usd, cost_channel_usd): (f64, f64) = match artifact.project_id {
         Some(p) => {
-            sqlx::query_as(
+            crate::db::query_as(
                 "SELECT coalesce(sum(r.cost_usd), 0)::float8,
                     coalesce(sum(r.cost_usd) FILTER (WHERE j.input->>'channel' = $2), 0)::float8
              FROM runs r LEFT JOIN jobs j ON j.id = r.job_id WHERE r.project_id = $1",
@@ -269,7 +269,7 @@ pub struct Minute {
 
 /// Done and failed jobs per minute over the last hour (minutes with none left out).
 pub async fn throughput(db: impl PgExecutor<'_>) -> Result<Vec<Minute>> {
-    Ok(sqlx::query_as(
+    Ok(crate::db::query_as(
         "SELECT date_trunc('minute', finished_at) AS minute,
                 count(*) FILTER (WHERE status = 'done') AS done,
                 count(*) FILTER (WHERE status = 'failed') AS failed
@@ -301,7 +301,7 @@ pub struct FailedGroup {
 /// and takes its kinds and five latest jobs; grouping by `tenant_id` first is what lets
 /// the planner use that order (as the owner, groups are per tenant).
 pub async fn failed_groups(db: impl PgExecutor<'_>, limit: i64) -> Result<Vec<FailedGroup>> {
-    Ok(sqlx::query_as(
+    Ok(crate::db::query_as(
         "SELECT error_group, jobs, kinds, sample, last_failed_at
          FROM (SELECT tenant_id, copydesk_error_group(last_error) AS error_group,
                       count(*) AS jobs, array_agg(DISTINCT kind) AS kinds,
@@ -340,7 +340,7 @@ pub struct Step {
 /// A project's artifacts (brand voice, drafts with their scores and decisions,
 /// publications), oldest first.
 pub async fn timeline(db: impl PgExecutor<'_>, project: Uuid) -> Result<Vec<Step>> {
-    Ok(sqlx::query_as(
+    Ok(crate::db::query_as(
         "SELECT a.id, a.kind, a.channel, a.version, a.source, a.based_on_id, a.title,
                 CASE WHEN a.kind = 'publication' THEN a.content END AS url,
                 (SELECT (e.data->'scores'->>'overall')::int FROM artifacts e

@@ -46,7 +46,7 @@ pub async fn upsert(
     credentials: &[u8],
     metadata: &Value,
 ) -> Result<Uuid> {
-    Ok(sqlx::query_scalar(
+    Ok(crate::db::query_scalar(
         "INSERT INTO integrations (project_id, platform, credentials, metadata)
          VALUES ($1, $2, $3, $4)
          ON CONFLICT (project_id, platform) DO UPDATE
@@ -68,7 +68,7 @@ pub async fn list(
     project: Option<Uuid>,
     tenant: Option<Uuid>,
 ) -> Result<Vec<Integration>> {
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    Ok(crate::db::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM integrations WHERE ($1::uuid IS NULL OR project_id = $1)
            AND ($2::uuid IS NULL OR tenant_id = $2)
          ORDER BY project_id, platform"
@@ -80,7 +80,7 @@ pub async fn list(
 }
 
 pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> Result<Integration> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    crate::db::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM integrations WHERE id = $1"
     )))
     .bind(id)
@@ -94,7 +94,7 @@ pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> Result<Integration> {
 
 /// The encrypted credentials of an integration.
 pub async fn credentials(db: impl PgExecutor<'_>, id: Uuid) -> Result<Vec<u8>> {
-    sqlx::query_scalar("SELECT credentials FROM integrations WHERE id = $1")
+    crate::db::query_scalar("SELECT credentials FROM integrations WHERE id = $1")
         .bind(id)
         .fetch_optional(db)
         .await?
@@ -106,7 +106,7 @@ pub async fn credentials(db: impl PgExecutor<'_>, id: Uuid) -> Result<Vec<u8>> {
 
 /// Replaces the encrypted credentials (a refreshed token pair, a key rotation).
 pub async fn set_credentials(db: impl PgExecutor<'_>, id: Uuid, credentials: &[u8]) -> Result<()> {
-    sqlx::query("UPDATE integrations SET credentials = $2, updated_at = now() WHERE id = $1")
+    crate::db::query("UPDATE integrations SET credentials = $2, updated_at = now() WHERE id = $1")
         .bind(id)
         .bind(credentials)
         .execute(db)
@@ -117,7 +117,7 @@ pub async fn set_credentials(db: impl PgExecutor<'_>, id: Uuid, credentials: &[u
 /// Every integration's encrypted credentials, locked for the caller's transaction.
 pub async fn all_credentials_for_update(conn: &mut PgConnection) -> Result<Vec<(Uuid, Vec<u8>)>> {
     Ok(
-        sqlx::query_as("SELECT id, credentials FROM integrations ORDER BY id FOR UPDATE")
+        crate::db::query_as("SELECT id, credentials FROM integrations ORDER BY id FOR UPDATE")
             .fetch_all(conn)
             .await?,
     )
@@ -130,7 +130,7 @@ pub async fn for_channel(
     channel: Channel,
 ) -> Result<Option<(Uuid, Platform)>> {
     let platforms = Platform::for_channel(channel);
-    Ok(sqlx::query_as(
+    Ok(crate::db::query_as(
         "SELECT id, platform FROM integrations WHERE project_id = $1 AND platform = ANY($2)
          ORDER BY array_position($2, platform) LIMIT 1",
     )
@@ -142,7 +142,7 @@ pub async fn for_channel(
 
 /// Marks the integration broken (401/403, token errors), with the platform's words.
 pub async fn mark_error(db: impl PgExecutor<'_>, id: Uuid, error: &str) -> Result<()> {
-    sqlx::query(
+    crate::db::query(
         "UPDATE integrations SET status = 'error', last_error = $2, updated_at = now() WHERE id = $1",
     )
     .bind(id)
@@ -154,7 +154,7 @@ pub async fn mark_error(db: impl PgExecutor<'_>, id: Uuid, error: &str) -> Resul
 
 /// Marks the integration working after a successful authenticated call.
 pub async fn mark_ok(db: impl PgExecutor<'_>, id: Uuid) -> Result<()> {
-    sqlx::query(
+    crate::db::query(
         "UPDATE integrations SET status = 'connected', last_error = NULL, last_sync_at = now(), updated_at = now()
          WHERE id = $1",
     )
@@ -166,7 +166,7 @@ pub async fn mark_ok(db: impl PgExecutor<'_>, id: Uuid) -> Result<()> {
 
 /// Every integration of a project is `disconnected`, with `why` as its last error.
 pub async fn disconnect_project(db: impl PgExecutor<'_>, project: Uuid, why: &str) -> Result<u64> {
-    Ok(sqlx::query(
+    Ok(crate::db::query(
         "UPDATE integrations SET status = 'disconnected', last_error = $2, updated_at = now()
          WHERE project_id = $1",
     )
@@ -180,7 +180,7 @@ pub async fn disconnect_project(db: impl PgExecutor<'_>, project: Uuid, why: &st
 /// Deletes every integration of a project.
 pub async fn delete_project(db: impl PgExecutor<'_>, project: Uuid) -> Result<u64> {
     Ok(
-        sqlx::query("DELETE FROM integrations WHERE project_id = $1")
+        crate::db::query("DELETE FROM integrations WHERE project_id = $1")
             .bind(project)
             .execute(db)
             .await?

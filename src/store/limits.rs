@@ -8,9 +8,10 @@
 
 use std::time::Duration;
 
+use crate::db::Db;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{PgExecutor, PgPool};
+use sqlx::PgExecutor;
 use uuid::Uuid;
 
 use super::{Error, Result};
@@ -118,7 +119,7 @@ pub async fn take(
         .collect();
     let tpm: Vec<Option<i32>> = specs.iter().map(|s| int(s.tokens_per_minute)).collect();
     let concurrency: Vec<Option<i32>> = specs.iter().map(|s| int(s.concurrency)).collect();
-    let (wait_ms, key, slots): (i64, Option<String>, Vec<Uuid>) = sqlx::query_as(
+    let (wait_ms, key, slots): (i64, Option<String>, Vec<Uuid>) = crate::db::query_as(
         "SELECT wait_ms, blocked_by, slots FROM copydesk_limit_take($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(keys)
@@ -143,7 +144,7 @@ pub async fn take(
 /// Frees concurrency slots when their call has ended.
 pub async fn release(db: impl PgExecutor<'_>, slots: &[Uuid]) -> Result<()> {
     if !slots.is_empty() {
-        sqlx::query("DELETE FROM limit_slots WHERE id = ANY($1)")
+        crate::db::query("DELETE FROM limit_slots WHERE id = ANY($1)")
             .bind(slots)
             .execute(db)
             .await?;
@@ -177,7 +178,7 @@ pub async fn settle(
         })
         .collect();
     let int = |n: u32| n.min(i32::MAX as u32) as i32;
-    sqlx::query(
+    crate::db::query(
         "WITH freed AS (DELETE FROM limit_slots WHERE id = ANY($1)),
          locked AS (
              SELECT l.key, coalesce(l.tokens_per_minute, w.tpm) AS tpm
@@ -213,7 +214,7 @@ pub async fn pause(
     retry_after: Option<Duration>,
 ) -> Result<Duration> {
     let pause = retry_after.unwrap_or(Duration::from_secs(cfg.throttle_pause_secs));
-    sqlx::query(
+    crate::db::query(
         "INSERT INTO limits (key, paused_until, throttled)
          VALUES ($1, clock_timestamp() + $2 * interval '1 millisecond', 1)
          ON CONFLICT (key) DO UPDATE SET
@@ -242,7 +243,7 @@ pub async fn set(db: impl PgExecutor<'_>, key: &str, spec: &LimitSpec, by: &str)
         ));
     }
     let int = |v: Option<u32>| v.map(|n| n.min(i32::MAX as u32) as i32);
-    sqlx::query(
+    crate::db::query(
         "INSERT INTO limits (key, requests, per_ms, tokens_per_minute, concurrency, updated_by)
          VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT (key) DO UPDATE SET
@@ -267,7 +268,7 @@ pub async fn set(db: impl PgExecutor<'_>, key: &str, spec: &LimitSpec, by: &str)
 /// False when the key had no row.
 pub async fn clear(db: impl PgExecutor<'_>, key: &str, by: &str) -> Result<bool> {
     validate_key(key)?;
-    Ok(sqlx::query(
+    Ok(crate::db::query(
         "UPDATE limits SET requests = NULL, per_ms = NULL, tokens_per_minute = NULL,
              concurrency = NULL, paused_until = NULL, updated_by = $2, updated_at = now()
          WHERE key = $1
@@ -323,8 +324,8 @@ struct Row {
 }
 
 /// Every key with a row, and every configured default not yet used, by key.
-pub async fn list(pool: &PgPool, cfg: &LimitSettings) -> Result<Vec<KeyState>> {
-    let rows: Vec<Row> = sqlx::query_as(
+pub async fn list(pool: &Db, cfg: &LimitSettings) -> Result<Vec<KeyState>> {
+    let rows: Vec<Row> = crate::db::query_as(
         "SELECT l.key, l.requests, l.per_ms, l.tokens_per_minute, l.concurrency, l.request_log,
                 (extract(epoch FROM l.token_tat - clock_timestamp()) * 1000)::bigint AS token_ms_ahead,
                 (SELECT count(*) FROM limit_slots s

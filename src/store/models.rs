@@ -16,13 +16,13 @@ pub async fn mode(
     base_url: &str,
     model: &str,
 ) -> Result<Option<(StructuredMode, DateTime<Utc>)>> {
-    Ok(
-        sqlx::query_as("SELECT mode, learned_at FROM llm_modes WHERE base_url = $1 AND model = $2")
-            .bind(base_url)
-            .bind(model)
-            .fetch_optional(db)
-            .await?,
+    Ok(crate::db::query_as(
+        "SELECT mode, learned_at FROM llm_modes WHERE base_url = $1 AND model = $2",
     )
+    .bind(base_url)
+    .bind(model)
+    .fetch_optional(db)
+    .await?)
 }
 
 /// Remembers the mode that worked (or the one stepped down to).
@@ -32,7 +32,7 @@ pub async fn set_mode(
     model: &str,
     mode: StructuredMode,
 ) -> Result<()> {
-    sqlx::query(
+    crate::db::query(
         "INSERT INTO llm_modes (base_url, model, mode) VALUES ($1, $2, $3)
          ON CONFLICT (base_url, model) DO UPDATE SET mode = excluded.mode, learned_at = now()",
     )
@@ -50,7 +50,7 @@ pub async fn cooldowns(
     base_url: &str,
     models: &[String],
 ) -> Result<HashMap<String, DateTime<Utc>>> {
-    Ok(sqlx::query_as::<_, (String, DateTime<Utc>)>(
+    Ok(crate::db::query_as::<(String, DateTime<Utc>)>(
         "SELECT model, cooldown_until FROM llm_model_health
          WHERE base_url = $1 AND model = ANY($2) AND cooldown_until > now()",
     )
@@ -73,7 +73,7 @@ pub async fn record_failure(
     threshold: u32,
     cooldown_secs: u64,
 ) -> Result<Option<DateTime<Utc>>> {
-    Ok(sqlx::query_scalar(
+    Ok(crate::db::query_scalar(
         "INSERT INTO llm_model_health AS h (base_url, model, failures, last_error, cooldown_until)
          VALUES ($1, $2, CASE WHEN 1 >= $4 THEN 0 ELSE 1 END, $3,
                  CASE WHEN 1 >= $4 THEN now() + $5 * interval '1 second' END)
@@ -95,7 +95,7 @@ pub async fn record_failure(
 
 /// `model` answered: its failures count from zero again and any cooldown ends.
 pub async fn record_success(db: impl PgExecutor<'_>, base_url: &str, model: &str) -> Result<()> {
-    sqlx::query(
+    crate::db::query(
         "UPDATE llm_model_health SET failures = 0, cooldown_until = NULL, updated_at = now()
          WHERE base_url = $1 AND model = $2 AND (failures > 0 OR cooldown_until IS NOT NULL)",
     )

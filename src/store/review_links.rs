@@ -79,7 +79,7 @@ pub async fn create(
             needs: "pending",
         });
     }
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    Ok(crate::db::query_as(sqlx::AssertSqlSafe(format!(
         "INSERT INTO review_links (tenant_id, approval_id, name, created_by, expires_at)
          VALUES ($1, $2, $3, $4, $5) RETURNING {COLUMNS}"
     )))
@@ -94,7 +94,7 @@ pub async fn create(
 
 /// One link.
 pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<ReviewLink>> {
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    Ok(crate::db::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM review_links WHERE id = $1"
     )))
     .bind(id)
@@ -104,7 +104,7 @@ pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<ReviewLink>
 
 /// The links of one approval, newest first.
 pub async fn for_approval(db: impl PgExecutor<'_>, approval: Uuid) -> Result<Vec<ReviewLink>> {
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    Ok(crate::db::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM review_links WHERE approval_id = $1 ORDER BY created_at DESC"
     )))
     .bind(approval)
@@ -119,7 +119,7 @@ pub async fn use_once(
     id: Uuid,
     action: &str,
 ) -> Result<Option<ReviewLink>> {
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    Ok(crate::db::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE review_links SET used_at = now(), used_action = $2
          WHERE id = $1 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > now()
          RETURNING {COLUMNS}"
@@ -132,7 +132,7 @@ pub async fn use_once(
 
 /// Withdraws a link (of the session's tenant). Revoking twice is not an error.
 pub async fn revoke(db: impl PgExecutor<'_>, id: Uuid) -> Result<ReviewLink> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    crate::db::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE review_links SET revoked_at = coalesce(revoked_at, now())
          WHERE id = $1 RETURNING {COLUMNS}"
     )))

@@ -66,7 +66,7 @@ impl<'a> NewRun<'a> {
 
 /// Writes one `runs` row.
 pub async fn record(db: impl PgExecutor<'_>, run: &NewRun<'_>) -> Result<()> {
-    sqlx::query(
+    crate::db::query(
         "INSERT INTO runs (job_id, project_id, attempt, agent, provider, model, prompt_tokens,
                            completion_tokens, cost_usd, duration_ms, status, error,
                            cached_tokens, reasoning_tokens, cost_source, structured_mode, notes)
@@ -114,7 +114,7 @@ pub struct CostLine {
 }
 
 pub async fn cost_by_model(db: impl PgExecutor<'_>, project: Uuid) -> Result<Vec<CostLine>> {
-    Ok(sqlx::query_as(
+    Ok(crate::db::query_as(
         "SELECT provider, coalesce(model, '-') AS model, count(*) AS calls,
                 sum(prompt_tokens)::bigint AS prompt_tokens, sum(completion_tokens)::bigint AS completion_tokens,
                 sum(cached_tokens)::bigint AS cached_tokens, sum(reasoning_tokens)::bigint AS reasoning_tokens,
@@ -129,7 +129,7 @@ pub async fn cost_by_model(db: impl PgExecutor<'_>, project: Uuid) -> Result<Vec
 
 /// A job's runs as JSON, oldest first.
 pub async fn for_job(db: impl PgExecutor<'_>, job: Uuid) -> Result<Vec<Value>> {
-    Ok(sqlx::query_scalar(
+    Ok(crate::db::query_scalar(
         "SELECT to_jsonb(r) - 'job_id' FROM runs r WHERE job_id = $1 ORDER BY created_at",
     )
     .bind(job)
@@ -179,7 +179,7 @@ pub async fn cost_by(
     } else {
         ""
     };
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    Ok(crate::db::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {key} AS key, count(*) AS calls, sum(r.prompt_tokens)::bigint AS prompt_tokens,
                 sum(r.completion_tokens)::bigint AS completion_tokens,
                 sum(r.cost_usd)::float8 AS cost_usd,
@@ -213,7 +213,7 @@ pub async fn cost_per_post(
     db: impl PgExecutor<'_>,
     project: Option<Uuid>,
 ) -> Result<Vec<CostPerPost>> {
-    Ok(sqlx::query_as(
+    Ok(crate::db::query_as(
         "SELECT *, CASE WHEN published > 0 THEN cost_usd / published END AS cost_per_post_usd
          FROM (SELECT p.id AS project_id, p.name, p.created_at,
                       coalesce((SELECT sum(cost_usd) FROM runs r WHERE r.project_id = p.id), 0)::float8 AS cost_usd,

@@ -2,9 +2,10 @@
 //! (`tenant_id IS NULL`) per key and optional per-tenant overrides, read in that order.
 //! And key rotation, which re-encrypts every secret at rest.
 
+use crate::db::Db;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{PgExecutor, PgPool};
+use sqlx::PgExecutor;
 
 use uuid::Uuid;
 
@@ -37,7 +38,7 @@ pub async fn put(
         Some(k) => (None, Some(k.encrypt(value.as_bytes()))),
         None => (Some(value), None),
     };
-    sqlx::query(
+    crate::db::query(
         "INSERT INTO app_settings (tenant_id, key, value, secret) VALUES ($4, $1, $2, $3)
          ON CONFLICT ON CONSTRAINT app_settings_key
          DO UPDATE SET value = excluded.value, secret = excluded.secret, updated_at = now()",
@@ -53,8 +54,8 @@ pub async fn put(
 
 /// Every setting (global rows, then overrides), by key; with `tenant`, the global rows
 /// and that tenant's overrides.
-pub async fn list(pool: &PgPool, tenant: Option<Uuid>) -> Result<Vec<Setting>> {
-    Ok(sqlx::query_as(
+pub async fn list(pool: &Db, tenant: Option<Uuid>) -> Result<Vec<Setting>> {
+    Ok(crate::db::query_as(
         "SELECT s.key, t.slug AS tenant, s.value, s.secret IS NOT NULL AS secret, s.updated_at
          FROM app_settings s LEFT JOIN tenants t ON t.id = s.tenant_id
          WHERE $1::uuid IS NULL OR s.tenant_id IS NULL OR s.tenant_id = $1
@@ -67,7 +68,7 @@ pub async fn list(pool: &PgPool, tenant: Option<Uuid>) -> Result<Vec<Setting>> {
 
 /// Whether `key` is stored as a secret, for `tenant` or globally.
 pub async fn has_secret(db: impl PgExecutor<'_>, key: &str, tenant: Option<Uuid>) -> Result<bool> {
-    Ok(sqlx::query_scalar(
+    Ok(crate::db::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM app_settings WHERE key = $1 AND secret IS NOT NULL
                           AND (tenant_id IS NULL OR tenant_id = $2))",
     )
@@ -80,12 +81,12 @@ pub async fn has_secret(db: impl PgExecutor<'_>, key: &str, tenant: Option<Uuid>
 /// A secret setting, decrypted (e.g. the catalogue API token): `tenant`'s override if
 /// it has one, else the global row.
 pub async fn secret(
-    pool: &PgPool,
+    pool: &Db,
     keys: &Keys,
     key: &str,
     tenant: Option<Uuid>,
 ) -> Result<Option<String>> {
-    let token: Option<Vec<u8>> = sqlx::query_scalar(
+    let token: Option<Vec<u8>> = crate::db::query_scalar(
         "SELECT secret FROM app_settings
          WHERE key = $1 AND secret IS NOT NULL AND (tenant_id IS NULL OR tenant_id = $2)
          ORDER BY tenant_id NULLS LAST LIMIT 1",
@@ -114,7 +115,7 @@ pub struct Rotated {
 /// first key, in one transaction: either everything moves to the new key or nothing
 /// does (the error names the first row no key can read).
 /// Recorded in `audit_log` as done `by`.
-pub async fn rotate(pool: &PgPool, keys: &Keys, by: &str) -> Result<Rotated> {
+pub async fn rotate(pool: &Db, keys: &Keys, by: &str) -> Result<Rotated> {
     let mut tx = pool.begin().await?;
     let mut done = Rotated::default();
     for (id, token) in super::integrations::all_credentials_for_update(&mut tx).await? {
@@ -122,7 +123,7 @@ pub async fn rotate(pool: &PgPool, keys: &Keys, by: &str) -> Result<Rotated> {
         super::integrations::set_credentials(&mut *tx, id, &keys.encrypt(&plain)).await?;
         done.integrations += 1;
     }
-    let rows: Vec<(String, Option<Uuid>, Vec<u8>)> = sqlx::query_as(
+    let rows: Vec<(String, Option<Uuid>, Vec<u8>)> = crate::db::query_as(
         "SELECT key, tenant_id, secret FROM app_settings WHERE secret IS NOT NULL
          ORDER BY key, tenant_id NULLS FIRST FOR UPDATE",
     )
@@ -130,7 +131,7 @@ pub async fn rotate(pool: &PgPool, keys: &Keys, by: &str) -> Result<Rotated> {
     .await?;
     for (key, tenant, token) in rows {
         let plain = keys.decrypt(&token, &format!("app setting {key:?}"))?;
-        sqlx::query(
+        crate::db::query(
             "UPDATE app_settings SET secret = $2, updated_at = now()
              WHERE key = $1 AND tenant_id IS NOT DISTINCT FROM $3",
         )

@@ -2,9 +2,10 @@
 //! job with everything attached to it (`jobs show`), and a project's jobs (the demo's
 //! progress).
 
+use crate::db::Db;
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{Error, Result};
@@ -48,7 +49,7 @@ pub async fn project(conn: &mut PgConnection, project: Uuid) -> Result<ProjectSt
             what: "project",
             id: project,
         })?;
-    let brand_voice: Option<String> = sqlx::query_scalar(
+    let brand_voice: Option<String> = crate::db::query_scalar(
         "SELECT CASE j.status WHEN 'needs_approval' THEN 'waiting for approval'
                               WHEN 'done' THEN 'approved' ELSE j.status END
          FROM jobs j WHERE j.project_id = $1 AND j.kind = 'brand_voice_analysis'
@@ -57,7 +58,7 @@ pub async fn project(conn: &mut PgConnection, project: Uuid) -> Result<ProjectSt
     .bind(project)
     .fetch_optional(&mut *conn)
     .await?;
-    let channels: Vec<ChannelStatus> = sqlx::query_as(
+    let channels: Vec<ChannelStatus> = crate::db::query_as(
         "WITH ch AS (
              SELECT DISTINCT channel FROM artifacts WHERE project_id = $1 AND kind = 'draft'
              UNION SELECT DISTINCT input->>'channel' FROM jobs
@@ -145,7 +146,7 @@ pub async fn job(conn: &mut PgConnection, id: Uuid) -> Result<JobDetail> {
         })?
         .ok_or(Error::NotFound { what: "job", id })?;
     async fn rows(conn: &mut PgConnection, q: &'static str, id: Uuid) -> Result<Vec<Value>> {
-        Ok(sqlx::query_scalar::<_, Value>(q)
+        Ok(crate::db::query_scalar::<Value>(q)
             .bind(id)
             .fetch_all(conn)
             .await?)
@@ -189,8 +190,8 @@ pub struct ProjectJob {
 }
 
 /// A project's jobs, oldest first.
-pub async fn project_jobs(pool: &PgPool, project: Uuid) -> Result<Vec<ProjectJob>> {
-    Ok(sqlx::query_as(
+pub async fn project_jobs(pool: &Db, project: Uuid) -> Result<Vec<ProjectJob>> {
+    Ok(crate::db::query_as(
         "SELECT id, kind, status, input->>'channel' AS channel, last_error, output FROM jobs
          WHERE project_id = $1 ORDER BY created_at, id",
     )

@@ -2,10 +2,11 @@
 //! roles that are each of them. A role mapped to a tenant is granted the group role
 //! `copydesk_tenant`, whose row-level security policies show it that tenant's rows only.
 
+use crate::db::Db;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::{PgConnection, PgExecutor, PgPool};
+use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 use super::{Error, Result};
@@ -26,8 +27,8 @@ const COLUMNS: &str = "t.id, t.slug, t.name, t.settings, t.created_at,
     coalesce(array_agg(r.role_name ORDER BY r.role_name) FILTER (WHERE r.role_name IS NOT NULL), '{}') AS roles";
 
 /// Every tenant, by slug.
-pub async fn list(pool: &PgPool) -> Result<Vec<Tenant>> {
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+pub async fn list(pool: &Db) -> Result<Vec<Tenant>> {
+    Ok(crate::db::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM tenants t LEFT JOIN tenant_roles r ON r.tenant_id = t.id
          GROUP BY t.id ORDER BY t.slug"
     )))
@@ -37,7 +38,7 @@ pub async fn list(pool: &PgPool) -> Result<Vec<Tenant>> {
 
 /// The tenant with this slug.
 pub async fn by_slug(db: impl PgExecutor<'_>, slug: &str) -> Result<Tenant> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    crate::db::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM tenants t LEFT JOIN tenant_roles r ON r.tenant_id = t.id
          WHERE t.slug = $1 GROUP BY t.id"
     )))
@@ -61,7 +62,7 @@ pub async fn resolve(db: impl PgExecutor<'_>, slug: Option<&str>) -> Result<Opti
 
 /// Creates a tenant, recorded in `audit_log` as done `by`.
 pub async fn create(conn: &mut PgConnection, slug: &str, name: &str, by: &str) -> Result<Tenant> {
-    let id: Option<Uuid> = sqlx::query_scalar(
+    let id: Option<Uuid> = crate::db::query_scalar(
         "INSERT INTO tenants (slug, name) VALUES ($1, $2) ON CONFLICT (slug) DO NOTHING RETURNING id",
     )
     .bind(slug)
@@ -99,7 +100,7 @@ pub async fn create_login_role(conn: &mut PgConnection, role: &str, password: &s
             "the password for role {role:?} is empty"
         )));
     }
-    sqlx::query("SELECT copydesk_create_login_role($1, $2)")
+    crate::db::query("SELECT copydesk_create_login_role($1, $2)")
         .bind(role)
         .bind(password)
         .execute(conn)
@@ -118,14 +119,14 @@ pub async fn create_login_role(conn: &mut PgConnection, role: &str, password: &s
 /// `by`.
 pub async fn grant_role(conn: &mut PgConnection, tenant: Uuid, role: &str, by: &str) -> Result<()> {
     let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
+        crate::db::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
             .bind(role)
             .fetch_one(&mut *conn)
             .await?;
     if !exists {
         return Err(Error::Invalid(format!("no database role {role:?}")));
     }
-    let privileged: bool = sqlx::query_scalar(
+    let privileged: bool = crate::db::query_scalar(
         "SELECT rolsuper OR rolbypassrls OR rolname = current_user FROM pg_roles WHERE rolname = $1",
     )
     .bind(role)
@@ -137,7 +138,7 @@ pub async fn grant_role(conn: &mut PgConnection, tenant: Uuid, role: &str, by: &
              it would see every tenant; map a role of its own"
         )));
     }
-    let mapped: Option<Uuid> = sqlx::query_scalar(
+    let mapped: Option<Uuid> = crate::db::query_scalar(
         "INSERT INTO tenant_roles (role_name, tenant_id) VALUES ($1, $2)
          ON CONFLICT (role_name) DO NOTHING RETURNING tenant_id",
     )
@@ -151,7 +152,7 @@ pub async fn grant_role(conn: &mut PgConnection, tenant: Uuid, role: &str, by: &
         )));
     }
     let grant: String =
-        sqlx::query_scalar("SELECT format('GRANT copydesk_tenant TO %I', $1::text)")
+        crate::db::query_scalar("SELECT format('GRANT copydesk_tenant TO %I', $1::text)")
             .bind(role)
             .fetch_one(&mut *conn)
             .await?;

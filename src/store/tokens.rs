@@ -2,10 +2,11 @@
 //! SHA-256 of the whole token is stored, the prefix finds its row, and the comparison
 //! takes the same time whatever the bytes. The secret is shown once, when it is made.
 
+use crate::db::Db;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{Error, Result};
@@ -71,7 +72,7 @@ pub async fn create(
     }
     let prefix = random(8);
     let token = format!("cdk_{prefix}_{}", random(40));
-    let row: Token = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    let row: Token = crate::db::query_as(sqlx::AssertSqlSafe(format!(
         "INSERT INTO api_tokens (tenant_id, name, role, prefix, secret_sha256, expires_at)
          VALUES ($1, $2, $3, $4, $5, now() + $6 * interval '1 second')
          RETURNING {COLUMNS}"
@@ -90,7 +91,7 @@ pub async fn create(
 
 /// Tokens, newest first, of one tenant or all.
 pub async fn list(db: impl sqlx::PgExecutor<'_>, tenant: Option<Uuid>) -> Result<Vec<Token>> {
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    Ok(crate::db::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM api_tokens WHERE ($1::uuid IS NULL OR tenant_id = $1)
          ORDER BY created_at DESC"
     )))
@@ -102,7 +103,7 @@ pub async fn list(db: impl sqlx::PgExecutor<'_>, tenant: Option<Uuid>) -> Result
 /// Revokes a token: the lookup refuses it from now on. Recorded in `audit_log` as
 /// done `by`.
 pub async fn revoke(conn: &mut PgConnection, id: Uuid, by: &str) -> Result<Token> {
-    let row: Token = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    let row: Token = crate::db::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE api_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1
          RETURNING {COLUMNS}"
     )))
@@ -134,7 +135,7 @@ async fn record(conn: &mut PgConnection, t: &Token, action: &str, by: &str) -> R
 /// The token `presented` stands for, if it is one that is neither revoked nor expired
 /// (the lookup the HTTP API uses). Its last use is recorded to the minute (a write per
 /// minute, not per request).
-pub async fn authenticate(pool: &PgPool, presented: &str) -> Result<Option<Token>> {
+pub async fn authenticate(pool: &Db, presented: &str) -> Result<Option<Token>> {
     let Some(prefix) = presented
         .strip_prefix("cdk_")
         .and_then(|rest| rest.split_once('_'))
@@ -148,7 +149,7 @@ pub async fn authenticate(pool: &PgPool, presented: &str) -> Result<Option<Token
         #[sqlx(flatten)]
         token: Token,
     }
-    let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    let row: Option<Row> = crate::db::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT secret_sha256, {COLUMNS} FROM api_tokens
          WHERE prefix = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())"
     )))
@@ -167,7 +168,7 @@ pub async fn authenticate(pool: &PgPool, presented: &str) -> Result<Option<Token
         .is_none_or(|at| Utc::now() - at > chrono::Duration::minutes(1));
     let mut token = row.token;
     if stale {
-        token.last_used_at = sqlx::query_scalar(
+        token.last_used_at = crate::db::query_scalar(
             "UPDATE api_tokens SET last_used_at = now() WHERE id = $1 RETURNING last_used_at",
         )
         .bind(token.id)

@@ -12,11 +12,12 @@ use std::{
 use copydesk::{
     app,
     config::Settings,
+    db::Db,
     db::embedded::{Cluster, Options},
     jobs::{App, Services},
     queue::{Catalog, Registry, Runner},
 };
-use sqlx::{PgPool, postgres::PgPoolOptions};
+use sqlx::postgres::PgPoolOptions;
 use uuid::Uuid;
 
 const TEMPLATE: &str = "copydesk_template";
@@ -81,7 +82,7 @@ pub fn cluster() -> &'static Cluster {
 
 /// A fresh, migrated database of its own.
 pub struct TestDb {
-    pub pool: PgPool,
+    pub pool: Db,
     pub name: String,
     pub url: String,
 }
@@ -96,7 +97,7 @@ pub async fn test_db() -> TestDb {
         .await
         .unwrap();
     TestDb {
-        pool,
+        pool: Db::new(pool),
         url: c.url(&name),
         name,
     }
@@ -136,7 +137,7 @@ pub fn catalog() -> Catalog {
 }
 
 /// Lets a test register kinds the migration does not know.
-pub async fn allow_any_kind(pool: &PgPool) {
+pub async fn allow_any_kind(pool: &Db) {
     sqlx::query("ALTER TABLE jobs DROP CONSTRAINT jobs_kind_known")
         .execute(pool)
         .await
@@ -159,7 +160,7 @@ where
     }
 }
 
-pub async fn status_of(pool: &PgPool, id: Uuid) -> String {
+pub async fn status_of(pool: &Db, id: Uuid) -> String {
     sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
         .bind(id)
         .fetch_one(pool)
@@ -167,7 +168,7 @@ pub async fn status_of(pool: &PgPool, id: Uuid) -> String {
         .unwrap()
 }
 
-pub async fn count(pool: &PgPool, sql: &str) -> i64 {
+pub async fn count(pool: &Db, sql: &str) -> i64 {
     sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
         .fetch_one(pool)
         .await
@@ -201,10 +202,17 @@ impl Drop for Proc {
 
 /// Runs the real `copydesk` binary against `db` to the end: (success, stdout, stderr).
 pub fn copydesk(db: &TestDb, args: &[&str]) -> (bool, String, String) {
+    copydesk_at(&db.url, &[], args)
+}
+
+/// Runs the real `copydesk` binary against the database at `url`, with extra
+/// environment, to the end: (success, stdout, stderr).
+pub fn copydesk_at(url: &str, env: &[(&str, &str)], args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_copydesk"))
         .args(args)
-        .env("DATABASE_URL", &db.url)
+        .env("DATABASE_URL", url)
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     (
@@ -256,7 +264,7 @@ pub fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStat
 }
 
 /// A job's `(attempts, last_error)`.
-pub async fn attempts_and_error(pool: &PgPool, id: Uuid) -> (i32, Option<String>) {
+pub async fn attempts_and_error(pool: &Db, id: Uuid) -> (i32, Option<String>) {
     sqlx::query_as("SELECT attempts, last_error FROM jobs WHERE id = $1")
         .bind(id)
         .fetch_one(pool)
@@ -265,7 +273,7 @@ pub async fn attempts_and_error(pool: &PgPool, id: Uuid) -> (i32, Option<String>
 }
 
 /// Waits until exactly `n` jobs are running.
-pub async fn wait_running(pool: &PgPool, n: i64, timeout: Duration) {
+pub async fn wait_running(pool: &Db, n: i64, timeout: Duration) {
     wait_for(timeout, &format!("{n} jobs running"), || async {
         count(pool, "SELECT count(*) FROM jobs WHERE status = 'running'").await == n
     })

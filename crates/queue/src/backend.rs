@@ -28,13 +28,13 @@ use std::{
     task::{Context, Poll},
 };
 
+use crate::db::Db;
 use apalis_core::{
     backend::{Backend, BackendConfig, finalize::Ephemeral},
     task::{Task, builder::TaskBuilder, task_id::TaskId},
     worker::context::WorkerContext,
 };
 use futures::future::BoxFuture;
-use sqlx::PgPool;
 use tokio::sync::{Notify, futures::OwnedNotified, mpsc};
 use uuid::Uuid;
 
@@ -136,7 +136,7 @@ pub const FAST_JOB: std::time::Duration = std::time::Duration::from_millis(2);
 /// of the jobs each of `workers` holds, then returns jobs whose lease ran out (any
 /// process's) to the queue. One task per process, running until aborted, so leases do
 /// not depend on how busy any worker's task is.
-pub async fn keep_leases(pool: PgPool, settings: WorkerSettings, workers: Vec<(String, InFlight)>) {
+pub async fn keep_leases(pool: Db, settings: WorkerSettings, workers: Vec<(String, InFlight)>) {
     let mut beat = tokio::time::interval(settings.heartbeat());
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -161,7 +161,7 @@ fn lock(in_flight: &InFlight) -> std::sync::MutexGuard<'_, HashSet<Uuid>> {
 
 /// Returns jobs whose lease ran out to `queued` (or `failed`) and wakes their workers.
 /// Errors are logged: the next beat tries again.
-pub async fn rescue_expired(pool: &PgPool) {
+pub async fn rescue_expired(pool: &Db) {
     match sql::job_rescue_expired(pool, 1000).await {
         Ok(rows) if !rows.is_empty() => {
             for (id, kind, status) in &rows {
@@ -621,7 +621,7 @@ impl<C: Clone + Send + Sync + 'static> BackendConfig for JobsBackend<C> {
 /// has room again. Runs until every sender is gone and the channel is empty, so a
 /// worker's shutdown commits every result its jobs produced.
 pub async fn finisher(
-    pool: PgPool,
+    pool: Db,
     worker: String,
     retry: RetrySettings,
     finished: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Finished>>>,

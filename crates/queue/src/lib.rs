@@ -33,6 +33,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod db;
 pub mod ops;
 pub mod outcome;
 pub mod registry;

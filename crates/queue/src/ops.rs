@@ -1,19 +1,20 @@
 //! What operators do to jobs: get, list, retry, cancel, stats. The CLI and (later) the
 //! HTTP API call these same functions.
 
+use crate::db::Db;
 use serde::Serialize;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::{Error, Job, JobStatus, Result, sql};
 
 /// One job by id.
-pub async fn get(pool: &PgPool, id: Uuid) -> Result<Job> {
+pub async fn get(pool: &Db, id: Uuid) -> Result<Job> {
     sql::job_get(pool, id).await?.ok_or(Error::NotFound(id))
 }
 
 /// A failed or cancelled job back to `queued`, attempts reset; wakes its workers.
-pub async fn retry(pool: &PgPool, id: Uuid) -> Result<Job> {
+pub async fn retry(pool: &Db, id: Uuid) -> Result<Job> {
     let mut tx = pool.begin().await?;
     let job = retry_in(&mut tx, id).await?;
     tx.commit().await?;
@@ -31,7 +32,7 @@ pub async fn retry_in(conn: &mut PgConnection, id: Uuid) -> Result<Job> {
 
 /// A queued job to `cancelled` at once; a running one too, its result discarded when
 /// its worker reports (the fence no longer matches).
-pub async fn cancel(pool: &PgPool, id: Uuid) -> Result<Job> {
+pub async fn cancel(pool: &Db, id: Uuid) -> Result<Job> {
     let mut tx = pool.begin().await?;
     let job = cancel_in(&mut tx, id).await?;
     tx.commit().await?;
@@ -123,7 +124,7 @@ pub struct Retention {
 /// Deletes finished jobs older than their status's retention (days), `batch` rows per
 /// statement so the queue is never locked for long; with `dry_run`, only counts them.
 pub async fn delete_finished(
-    pool: &PgPool,
+    pool: &Db,
     days: [(JobStatus, i32); 3],
     batch: i64,
     dry_run: bool,
@@ -153,7 +154,7 @@ pub async fn delete_finished(
 
 /// Returns every job whose lease ran out to the queue (`batch` per statement) and
 /// wakes its workers; with `dry_run`, only counts them.
-pub async fn rescue_expired(pool: &PgPool, batch: i64, dry_run: bool) -> Result<u64> {
+pub async fn rescue_expired(pool: &Db, batch: i64, dry_run: bool) -> Result<u64> {
     if dry_run {
         return sql::job_count_expired(pool).await;
     }

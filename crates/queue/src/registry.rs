@@ -6,10 +6,10 @@
 
 use std::{collections::BTreeMap, future::Future, sync::Arc};
 
+use crate::db::Db;
 use futures::future::BoxFuture;
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
-use sqlx::PgPool;
 
 use crate::{ClaimedJob, Error, JobError, Outcome};
 
@@ -27,7 +27,7 @@ pub trait JobArgs: Serialize + DeserializeOwned + Send + Sync + 'static {
 #[derive(Clone)]
 pub struct JobContext<C> {
     pub job: ClaimedJob,
-    pub pool: PgPool,
+    pub pool: Db,
     pub catalog: Catalog,
     pub app: C,
 }

@@ -7,9 +7,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::db::Db;
 use backon::BackoffBuilder;
 use futures::FutureExt;
-use sqlx::PgPool;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -23,7 +23,7 @@ use crate::{
 /// What a worker needs to run jobs: the pool, the engine's settings, the kinds it
 /// knows, and the application's context `C`, handed to every handler.
 pub struct Runner<C> {
-    pub pool: PgPool,
+    pub pool: Db,
     pub config: Arc<QueueConfig>,
     pub registry: Registry<C>,
     pub app: C,
@@ -63,7 +63,7 @@ pub enum Written {
 
 impl<C: Clone + Send + Sync + 'static> Runner<C> {
     /// A runner of `registry`'s kinds with `app` as every handler's context.
-    pub fn new(pool: PgPool, config: QueueConfig, registry: Registry<C>, app: C) -> Self {
+    pub fn new(pool: Db, config: QueueConfig, registry: Registry<C>, app: C) -> Self {
         let catalog = registry.catalog();
         Self {
             pool,
@@ -192,7 +192,7 @@ fn finish_row(f: &Finished, retry: &RetrySettings) -> sql::FinishRow {
 /// A job whose effects fail is rolled back alone (to a savepoint) and retried later.
 /// On a lost connection the whole batch is tried again: the fences make that safe.
 pub async fn finish(
-    pool: &PgPool,
+    pool: &Db,
     worker: &str,
     batch: &[Finished],
     retry: &RetrySettings,
@@ -263,7 +263,7 @@ pub fn is_connection_error(e: &sqlx::Error) -> bool {
 }
 
 async fn finish_once(
-    pool: &PgPool,
+    pool: &Db,
     worker: &str,
     batch: &[Finished],
     retry: &RetrySettings,

@@ -58,7 +58,7 @@ pub async fn job_insert_many(conn: &mut PgConnection, jobs: &[NewJob]) -> Result
     } else {
         ("", "")
     };
-    let inserted: Vec<Uuid> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+    let inserted: Vec<Uuid> = crate::db::query_scalar(sqlx::AssertSqlSafe(format!(
         "INSERT INTO jobs (id, kind, input, project_id, input_artifact_id, parent_id,
                            priority, run_at, max_attempts, idempotency_key{})
          SELECT t.id, t.kind, t.input, t.project_id, t.input_artifact_id, t.parent_id,
@@ -100,7 +100,7 @@ pub async fn job_insert_many(conn: &mut PgConnection, jobs: &[NewJob]) -> Result
         .filter(|(_, id)| !inserted.contains(id))
         .filter_map(|(j, _)| j.idempotency_key.as_deref())
         .collect();
-    let existing: std::collections::HashMap<String, Uuid> = sqlx::query_as::<_, (String, Uuid)>(
+    let existing: std::collections::HashMap<String, Uuid> = crate::db::query_as::<(String, Uuid)>(
         "SELECT idempotency_key, id FROM jobs WHERE idempotency_key = ANY($1)",
     )
     .bind(&taken)
@@ -151,7 +151,7 @@ pub async fn job_claim_counting(
     // Inside the function each statement's plan is cached by PL/pgSQL; the claims keep
     // custom plans (a generic one, not knowing the LIMIT, costs more), as the plain
     // statement does when it is sent unprepared. See PERFORMANCE.md.
-    let rows = sqlx::query(
+    let rows = crate::db::query(
         "SELECT id, kind, tenant_id, project_id, input, input_artifact_id, parent_id, priority,
                 attempts, max_attempts, run_at, created_at, locked_by, groups
          FROM copydesk_claim($1, $2::int, $3, $4)",
@@ -190,7 +190,7 @@ pub async fn job_claim_plain(
     // looked up through the primary key (10 ms). Not a persistent prepared statement:
     // a cached generic plan does not know `LIMIT $2` and, once statistics show a
     // backlog, may sort the whole queue to take 32 rows. See PERFORMANCE.md.
-    let jobs = sqlx::query_as::<_, ClaimedJob>(
+    let jobs = crate::db::query_as::<ClaimedJob>(
         "UPDATE jobs j
          SET status = 'running', locked_by = $3,
              locked_until = now() + $4 * interval '1 millisecond',
@@ -271,7 +271,7 @@ pub async fn job_finish_many(
         .collect();
     let errors: Vec<Option<&str>> = rows.iter().map(|r| r.error.as_deref()).collect();
     let outputs: Vec<Option<&Value>> = rows.iter().map(|r| r.output.as_ref()).collect();
-    Ok(sqlx::query_as(
+    Ok(crate::db::query_as(
         "UPDATE jobs j SET
              status = CASE WHEN u.outcome = 'wait' THEN 'queued'
                            WHEN u.outcome <> 'retry' THEN u.outcome
@@ -320,7 +320,7 @@ pub async fn job_heartbeat(
     if ids.is_empty() {
         return Ok(0);
     }
-    Ok(sqlx::query(
+    Ok(crate::db::query(
         "UPDATE jobs SET locked_until = now() + $3 * interval '1 millisecond'
          WHERE id = ANY($2) AND status = 'running' AND locked_by = $1",
     )
@@ -338,7 +338,7 @@ pub async fn job_rescue_expired(
     db: impl PgExecutor<'_>,
     limit: i64,
 ) -> Result<Vec<(Uuid, String, JobStatus)>> {
-    Ok(sqlx::query_as(
+    Ok(crate::db::query_as(
         "WITH expired AS (
              SELECT id FROM jobs
              WHERE status = 'running' AND locked_until < now()
@@ -366,7 +366,7 @@ pub async fn job_release(
     db: impl PgExecutor<'_>,
     workers: &[String],
 ) -> Result<Vec<(Uuid, String)>> {
-    Ok(sqlx::query_as(
+    Ok(crate::db::query_as(
         "UPDATE jobs SET status = 'queued', attempts = greatest(attempts - 1, 0),
                 locked_by = NULL, locked_until = NULL, run_at = now(), updated_at = now()
          WHERE status = 'running' AND locked_by = ANY($1)
@@ -386,7 +386,7 @@ pub async fn job_unclaim(
     worker: &str,
     ids: &[Uuid],
 ) -> Result<Vec<(Uuid, String)>> {
-    Ok(sqlx::query_as(
+    Ok(crate::db::query_as(
         "UPDATE jobs SET status = 'queued', attempts = greatest(attempts - 1, 0),
                 locked_by = NULL, locked_until = NULL, updated_at = now()
          WHERE id = ANY($2) AND status = 'running' AND locked_by = $1
@@ -404,7 +404,7 @@ pub async fn job_notify(db: impl PgExecutor<'_>, kinds: &[&str]) -> Result<()> {
     if kinds.is_empty() {
         return Ok(());
     }
-    sqlx::query("SELECT pg_notify($1, k) FROM (SELECT DISTINCT unnest($2::text[]) AS k) s")
+    crate::db::query("SELECT pg_notify($1, k) FROM (SELECT DISTINCT unnest($2::text[]) AS k) s")
         .bind(JOBS_CHANNEL)
         .bind(kinds)
         .execute(db)
@@ -420,7 +420,7 @@ const JOB_COLUMNS: &str =
 
 /// One job by id.
 pub async fn job_get(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Job>> {
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    Ok(crate::db::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"
     )))
     .bind(id)
@@ -470,7 +470,7 @@ pub async fn job_page(
          ORDER BY id DESC LIMIT $7"
     );
     Ok(
-        bind_filter(sqlx::query_as(sqlx::AssertSqlSafe(sql)), filter)
+        bind_filter(crate::db::query_as(sqlx::AssertSqlSafe(sql)), filter)
             .bind(after)
             .bind(limit)
             .persistent(false)
@@ -486,7 +486,7 @@ pub async fn job_count(
     statuses: &[JobStatus],
 ) -> Result<i64> {
     let sql = format!("SELECT count(*) FROM jobs WHERE {FILTER} AND status = ANY($6)");
-    let (n,): (i64,) = bind_filter(sqlx::query_as(sqlx::AssertSqlSafe(sql)), filter)
+    let (n,): (i64,) = bind_filter(crate::db::query_as(sqlx::AssertSqlSafe(sql)), filter)
         .bind(statuses)
         .persistent(false)
         .fetch_one(db)
@@ -504,7 +504,7 @@ const CANCEL_FROM: &str = "('queued', 'running')";
 
 /// A failed or cancelled job back to `queued` now, with its attempts reset.
 pub async fn job_retry(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Job>> {
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    Ok(crate::db::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE jobs SET {RETRY_SET} WHERE id = $1 AND status IN {RETRY_FROM}
          RETURNING {JOB_COLUMNS}"
     )))
@@ -516,7 +516,7 @@ pub async fn job_retry(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Job>>
 /// A queued or running job to `cancelled`. A running job's worker finds its fence
 /// broken when it reports, and its result is discarded.
 pub async fn job_cancel(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Job>> {
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    Ok(crate::db::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE jobs SET {CANCEL_SET} WHERE id = $1 AND status IN {CANCEL_FROM}
          RETURNING {JOB_COLUMNS}"
     )))
@@ -565,7 +565,7 @@ pub async fn job_bulk(
          RETURNING id, kind"
     );
     Ok(
-        bind_filter(sqlx::query_as(sqlx::AssertSqlSafe(sql)), filter)
+        bind_filter(crate::db::query_as(sqlx::AssertSqlSafe(sql)), filter)
             .bind(limit)
             .persistent(false)
             .fetch_all(db)
@@ -597,7 +597,7 @@ pub async fn queue_stats(db: impl PgExecutor<'_>) -> Result<Vec<StatsRow>> {
                 count(*) FILTER (WHERE finished_at > now() - interval '5 minutes')::bigint AS finished_last_5m,
                 count(*) FILTER (WHERE status = 'queued' AND waiting_for IS NOT NULL)::bigint AS waiting
          FROM jobs";
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    Ok(crate::db::query_as(sqlx::AssertSqlSafe(format!(
         "{PART} WHERE status = 'queued' GROUP BY kind, status
          UNION ALL {PART} WHERE status = 'running' GROUP BY kind, status
          UNION ALL {PART} WHERE status IN ('failed', 'cancelled', 'needs_approval') GROUP BY kind, status
@@ -616,7 +616,7 @@ pub async fn job_delete_finished(
     days: i32,
     limit: i64,
 ) -> Result<u64> {
-    Ok(sqlx::query(
+    Ok(crate::db::query(
         "DELETE FROM jobs WHERE id IN (
              SELECT id FROM jobs
              WHERE status = $1 AND finished_at < now() - $2 * interval '1 day'
@@ -637,7 +637,7 @@ pub async fn job_count_finished(
     status: JobStatus,
     days: i32,
 ) -> Result<u64> {
-    let n: i64 = sqlx::query_scalar(
+    let n: i64 = crate::db::query_scalar(
         "SELECT count(*) FROM jobs WHERE status = $1 AND finished_at < now() - $2 * interval '1 day'",
     )
     .bind(status)
@@ -649,7 +649,7 @@ pub async fn job_count_finished(
 
 /// Counts running jobs whose lease has run out, for `--dry-run`.
 pub async fn job_count_expired(db: impl PgExecutor<'_>) -> Result<u64> {
-    let n: i64 = sqlx::query_scalar(
+    let n: i64 = crate::db::query_scalar(
         "SELECT count(*) FROM jobs WHERE status = 'running' AND locked_until < now()",
     )
     .fetch_one(db)
@@ -659,10 +659,12 @@ pub async fn job_count_expired(db: impl PgExecutor<'_>) -> Result<u64> {
 
 /// The status of one job, if it exists.
 pub async fn job_status(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<JobStatus>> {
-    Ok(sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
-        .bind(id)
-        .fetch_optional(db)
-        .await?)
+    Ok(
+        crate::db::query_scalar("SELECT status FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(db)
+            .await?,
+    )
 }
 
 /// Points a job's `output_artifact_id` at what its step produced (inside its finish).
@@ -671,7 +673,7 @@ pub async fn job_set_output_artifact(
     job: Uuid,
     artifact: Uuid,
 ) -> Result<()> {
-    sqlx::query("UPDATE jobs SET output_artifact_id = $2 WHERE id = $1")
+    crate::db::query("UPDATE jobs SET output_artifact_id = $2 WHERE id = $1")
         .bind(job)
         .bind(artifact)
         .execute(db)
@@ -687,7 +689,7 @@ pub async fn job_end_waiting(
     status: JobStatus,
     error: Option<&str>,
 ) -> Result<bool> {
-    Ok(sqlx::query(
+    Ok(crate::db::query(
         "UPDATE jobs SET status = $2, last_error = coalesce($3, last_error), finished_at = now(),
                 updated_at = now()
          WHERE id = $1 AND status = 'needs_approval'",

@@ -8,12 +8,13 @@
 
 use std::{collections::HashMap, future::Future, str::FromStr, sync::Arc, time::Duration};
 
+use crate::db::Db;
 use apalis_core::{
     error::BoxDynError, monitor::Monitor, task::data::Data, worker::builder::WorkerBuilder,
 };
 use apalis_cron::{CronScheduler, Tick};
 use chrono::{DateTime, Utc};
-use sqlx::{PgPool, postgres::PgListener};
+use sqlx::postgres::PgListener;
 use tokio::sync::Notify;
 
 use crate::{
@@ -126,13 +127,26 @@ pub async fn run<C: Clone + Send + Sync + 'static>(
         Some(direct) => {
             tracing::info!("LISTEN goes through its own connection ([database] listen_url)");
             // One connection, opened when the listener first connects.
-            sqlx::postgres::PgPoolOptions::new()
-                .max_connections(1)
-                .connect_lazy_with(direct.clone())
+            Some(
+                sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(1)
+                    .connect_lazy_with(direct.clone()),
+            )
         }
-        None => runner.pool.clone(),
+        None if crate::db::pooled() => None,
+        None => Some(runner.pool.pool().clone()),
     };
-    let listener = tokio::spawn(listen(listen_pool, wakes.clone(), opts.channels.clone()));
+    let listener = match listen_pool {
+        Some(pool) => tokio::spawn(listen(pool, wakes.clone(), opts.channels.clone())),
+        None => {
+            // LISTEN holds a session, which a pooler in transaction mode does not keep.
+            tracing::info!(
+                poll_interval_ms = runner.config.worker.poll_interval_ms,
+                "behind a pooler with no [database] listen_url: no LISTEN, workers poll for new jobs"
+            );
+            tokio::spawn(std::future::pending())
+        }
+    };
 
     let mut monitor = Monitor::new();
     let mut names = Vec::new();
@@ -243,21 +257,22 @@ pub async fn run<C: Clone + Send + Sync + 'static>(
 /// A periodic schedule's handler: the jobs of one tick, in one statement.
 async fn enqueue_periodic(
     tick: Tick,
-    pool: Data<PgPool>,
+    pool: Data<Db>,
     catalog: Data<Catalog>,
     periodic: Data<Periodic>,
 ) -> Result<(), BoxDynError> {
     let at = DateTime::from_timestamp(tick.get_timestamp() as i64, 0).unwrap_or_default();
     let jobs = (periodic.jobs)(at);
-    let mut conn = pool.acquire().await?;
-    let enqueued = crate::enqueue_many(&mut conn, &catalog, &jobs).await?;
+    let mut tx = pool.begin().await?;
+    let enqueued = crate::enqueue_many(&mut tx, &catalog, &jobs).await?;
+    tx.commit().await?;
     let created = enqueued.iter().filter(|e| e.created).count();
     tracing::info!(schedule = %periodic.name, jobs = jobs.len(), created, tick = %at.to_rfc3339(),
         "periodic enqueue");
     Ok(())
 }
 
-async fn release(pool: &PgPool, names: &[String]) -> usize {
+async fn release(pool: &Db, names: &[String]) -> usize {
     for attempt in 0..5 {
         match sql::job_release(pool, names).await {
             Ok(rows) => {
@@ -280,7 +295,7 @@ async fn release(pool: &PgPool, names: &[String]) -> usize {
 /// Holds one LISTEN connection and wakes the worker of the kind each NOTIFY names (and
 /// the application's wakes of its other channels). After a reconnect everything is
 /// woken, since notifications may have been missed.
-async fn listen(pool: PgPool, wakes: HashMap<String, Wake>, channels: Vec<(String, Wake)>) {
+async fn listen(pool: sqlx::PgPool, wakes: HashMap<String, Wake>, channels: Vec<(String, Wake)>) {
     let wake_all = || {
         wakes.values().for_each(|w| w.notify_one());
         channels.iter().for_each(|(_, w)| w.notify_one());

@@ -58,7 +58,7 @@ impl Caller {
 /// a token's request runs in, and a review link's.
 pub async fn begin_as(state: &ApiState, tenant: uuid::Uuid) -> Result<Tx, Problem> {
     let mut tx = state.pool().begin().await?;
-    sqlx::query(
+    crate::db::query(
         "SELECT set_config('role', 'copydesk_api', true),
                 set_config('copydesk.tenant_id', $1::text, true)",
     )

@@ -15,9 +15,9 @@ mod reviews;
 
 use std::sync::Arc;
 
+use crate::db::Db;
 use axum::{Json, Router, extract::DefaultBodyLimit, routing::get};
 use copydesk_queue::Catalog;
-use sqlx::PgPool;
 use utoipa::{
     Modify, OpenApi,
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
@@ -31,7 +31,7 @@ use crate::{config::Settings, keys::Keys};
 pub struct ApiState(Arc<Inner>);
 
 struct Inner {
-    pool: PgPool,
+    pool: Db,
     settings: Arc<Settings>,
     catalog: Catalog,
     keys: Result<Arc<Keys>, crate::keys::KeyError>,
@@ -48,7 +48,7 @@ impl ApiState {
     /// `keys` are the Fernet keys integrations are tested and set with (their error is
     /// answered by those calls only).
     pub fn new(
-        pool: PgPool,
+        pool: Db,
         settings: Arc<Settings>,
         catalog: Catalog,
         keys: Result<Arc<Keys>, crate::keys::KeyError>,
@@ -81,7 +81,7 @@ impl ApiState {
         })
     }
 
-    pub fn pool(&self) -> &PgPool {
+    pub fn pool(&self) -> &Db {
         &self.0.pool
     }
 
