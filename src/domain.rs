@@ -172,3 +172,12 @@ text_enum! {
 
 /// The tenant every row belongs to until there are others (`tenants.slug = 'default'`).
 pub const DEFAULT_TENANT: uuid::Uuid = uuid::uuid!("00000000-0000-0000-0000-000000000001");
+
+text_enum! {
+    /// How much a notification needs a person (`notifications.severity`).
+    pub enum Severity("severity") {
+        Info = "info",
+        Warning = "warning",
+        Error = "error",
+    }
+}

@@ -29,6 +29,7 @@ const TENANT_TABLES: &[&str] = &[
     "artifacts",
     "jobs",
     "approvals",
+    "notifications",
     "runs",
     "integrations",
     "publish_attempts",

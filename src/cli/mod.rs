@@ -7,6 +7,7 @@ mod cleanup;
 mod enqueue;
 mod jobs;
 mod limits;
+mod notifications;
 mod publish;
 mod serve;
 mod tenants;
@@ -119,6 +120,9 @@ pub enum Command {
     /// Rate limits on model servers and platforms, shared by every worker process.
     #[command(subcommand)]
     Limits(limits::LimitsCommand),
+    /// What needs a person: jobs failed for good, approvals waiting.
+    #[command(subcommand)]
+    Notifications(notifications::NotificationsCommand),
 }
 
 #[derive(Debug, Args)]
@@ -213,6 +217,7 @@ async fn dispatch(
         Command::Tokens(cmd) => tenants::tokens(cmd, env, by, out).await?,
         Command::Audit(cmd) => tenants::audit(cmd, env, out).await?,
         Command::Limits(cmd) => limits::run(cmd, env, by, out).await?,
+        Command::Notifications(cmd) => notifications::run(cmd, env, by, out).await?,
         Command::Settings(cmd) => publish::settings(cmd, env, out).await?,
         Command::Db(DbCommand::Url) => match &env.db.cluster {
             Some(c) => writeln!(out, "{}", c.url("copydesk"))?,

@@ -15,6 +15,7 @@ pub mod console;
 pub mod integrations;
 pub mod limits;
 pub mod models;
+pub mod notifications;
 pub mod projects;
 pub mod review_links;
 pub mod runs;

@@ -1,0 +1,208 @@
+//! Notifications raised by their real causes, in their cause's transaction: a job that
+//! fails for good and an approval the pipeline creates; repeats of a cause counted on
+//! one row; nothing for a transaction that rolled back; the CLI lists and marks them
+//! read.
+
+mod common;
+
+use common::*;
+use copydesk::{
+    app,
+    queue::{self, NewJob, runner::run_once},
+};
+use serde_json::{Value, json};
+use uuid::Uuid;
+use wiremock::{Mock, MockServer, ResponseTemplate, matchers::method};
+
+/// The notifications of `db`: (kind, severity, count, job, title).
+async fn notifications(db: &TestDb) -> Vec<(String, String, i32, Option<Uuid>, String)> {
+    sqlx::query_as(
+        "SELECT kind, severity, count, job_id, title FROM notifications ORDER BY created_at, id",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap()
+}
+
+async fn noop(db: &TestDb, input: &str) -> Uuid {
+    sqlx::query_scalar("INSERT INTO jobs (kind, input) VALUES ('noop', $1::jsonb) RETURNING id")
+        .bind(input)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
+
+/// Fails a job for good with `error` by plain SQL, as an operator's script might.
+async fn fail(db: &TestDb, id: Uuid, error: &str) {
+    sqlx::query("UPDATE jobs SET status = 'failed', last_error = $2 WHERE id = $1")
+        .bind(id)
+        .bind(error)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_failing_for_good_raise_one_notification_per_cause_with_a_count() {
+    let db = test_db().await;
+    let r = runner(&db, fast_settings(), app::registry());
+    // Two jobs with the same bad input (inserted by plain SQL, which checks nothing):
+    // each fails for good on its first run, with the same error.
+    let first = noop(&db, r#"{"sleep_ms": "soon"}"#).await;
+    let second = noop(&db, r#"{"sleep_ms": "soon"}"#).await;
+    while run_once(&r, &["noop"]).await.unwrap().is_some() {}
+    assert_eq!(status_of(&db.pool, first).await, "failed");
+    assert_eq!(status_of(&db.pool, second).await, "failed");
+    let rows = notifications(&db).await;
+    assert_eq!(rows.len(), 1, "one cause, one row: {rows:?}");
+    let (kind, severity, count, job, title) = &rows[0];
+    assert_eq!(
+        (kind.as_str(), severity.as_str(), *count),
+        ("job_failed", "error", 2)
+    );
+    assert!([Some(first), Some(second)].contains(job), "{job:?}");
+    assert_eq!(title, "A noop job failed for good");
+
+    // A failure in a transaction that rolled back raises nothing.
+    let fine = noop(&db, "{}").await;
+    let mut tx = db.pool.begin().await.unwrap();
+    sqlx::query("UPDATE jobs SET status = 'failed', last_error = 'made up' WHERE id = $1")
+        .bind(fine)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(notifications(&db).await.len(), 1);
+    // Another error is another cause; retrying a job and failing it again counts.
+    fail(&db, fine, "the store is gone").await;
+    let (ok, _, err) = copydesk(&db, &["jobs", "retry", &fine.to_string()]);
+    assert!(ok, "{err}");
+    fail(&db, fine, "the store is gone").await;
+    let rows = notifications(&db).await;
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!((rows[1].2, rows[1].3), (2, Some(fine)));
+
+    // The CLI: unread ones as JSON, one marked read, then every one.
+    let (ok, out, err) = copydesk(&db, &["notifications", "list", "--unread", "--json"]);
+    assert!(ok, "{err}");
+    let listed: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0]["body"], "the store is gone");
+    assert_eq!(listed[0]["tenant"], "default");
+    let id = listed[0]["id"].as_str().unwrap();
+    let (ok, out, err) = copydesk(&db, &["notifications", "read", id, "--by", "ops"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("marked read by ops"), "{out}");
+    let (ok, _, err) = copydesk(&db, &["notifications", "read", id]);
+    assert!(!ok);
+    assert!(
+        err.contains(&format!("no unread notification {id}")),
+        "{err}"
+    );
+    let (ok, out, _) = copydesk(&db, &["notifications", "list", "--unread", "--json"]);
+    assert!(ok);
+    assert_eq!(serde_json::from_str::<Vec<Value>>(&out).unwrap().len(), 1);
+    // Once read, the same cause again starts a new row.
+    let again = noop(&db, r#"{"sleep_ms": "never"}"#).await;
+    fail(&db, again, "the store is gone").await;
+    assert_eq!(notifications(&db).await.len(), 3);
+    let (ok, out, err) = copydesk(&db, &["notifications", "read", "--all", "--by", "ops"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.starts_with("2 notification(s) marked read by ops"),
+        "{out}"
+    );
+    let (ok, out, _) = copydesk(&db, &["notifications", "list", "--unread"]);
+    assert!(ok);
+    assert_eq!(out.trim(), "no unread notifications");
+    let (ok, out, _) = copydesk(&db, &["notifications", "list"]);
+    assert!(ok);
+    assert!(
+        out.contains("read by ops") && out.contains("job_failed"),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_the_pipeline_creates_raises_one_notification_of_its_tenant() {
+    let db = test_db().await;
+    let site = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(
+            "<html><head><title>Linen</title></head><body><h1>Linen woven slowly</h1>\
+             <p>Every shirt is cut to last a decade, and we repair what we sell.</p></body></html>",
+            "text/html",
+        ))
+        .mount(&site)
+        .await;
+    let project: Uuid =
+        sqlx::query_scalar("INSERT INTO projects (name) VALUES ('Linen & Loom') RETURNING id")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    let mut settings = fast_settings();
+    settings.fetch.allow_loopback = true;
+    let r = runner(&db, settings, app::registry());
+    let start = NewJob::new(
+        "brand_voice_analysis",
+        json!({"store_url": site.uri(), "pipeline": {"channels": ["x"], "topic": "Why linen lasts"}}),
+    )
+    .project(project);
+    let mut tx = db.pool.begin().await.unwrap();
+    let job = queue::enqueue(&mut tx, &catalog(), &start)
+        .await
+        .unwrap()
+        .id;
+    tx.commit().await.unwrap();
+    while run_once(&r, &["brand_voice_analysis"])
+        .await
+        .unwrap()
+        .is_some()
+    {}
+
+    let approval: Uuid = sqlx::query_scalar("SELECT id FROM approvals WHERE status = 'pending'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    type Raised = (
+        String,
+        String,
+        i32,
+        Option<Uuid>,
+        Option<Uuid>,
+        String,
+        Value,
+    );
+    let rows: Vec<Raised> = sqlx::query_as(
+        "SELECT kind, severity, count, project_id, job_id, title, data FROM notifications",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let (kind, severity, count, p, j, title, data) = &rows[0];
+    assert_eq!(
+        (kind.as_str(), severity.as_str(), *count, *p, *j),
+        ("approval_waiting", "info", 1, Some(project), Some(job))
+    );
+    assert_eq!(title, "The brand voice of Linen & Loom waits for approval");
+    assert_eq!(data["approval_id"], approval.to_string());
+
+    // Another tenant sees none of it.
+    sqlx::query("INSERT INTO tenants (slug, name) VALUES ('brief', 'Brief')")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let (ok, out, err) = copydesk(
+        &db,
+        &["notifications", "list", "--tenant", "brief", "--json"],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "[]");
+    let (ok, out, _) = copydesk(
+        &db,
+        &["notifications", "list", "--tenant", "default", "--json"],
+    );
+    assert!(ok);
+    assert_eq!(serde_json::from_str::<Vec<Value>>(&out).unwrap().len(), 1);
+}
