@@ -1,3 +1,5 @@
+DROP TRIGGER approvals_decided_notify ON approvals;
+DROP FUNCTION copydesk_approval_decided_notify();
 DROP TRIGGER approvals_waiting_notify ON approvals;
 DROP FUNCTION copydesk_approval_notify();
 DROP TRIGGER jobs_failed_notify ON jobs;

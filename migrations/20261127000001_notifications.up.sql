@@ -26,6 +26,10 @@ CREATE TABLE notifications (
 CREATE UNIQUE INDEX notifications_unread_cause_idx ON notifications (tenant_id, kind, cause)
     WHERE read_at IS NULL;
 CREATE INDEX notifications_tenant_idx ON notifications (tenant_id, last_at DESC, id DESC);
+-- The unread notifications naming a job (a job that failed for a reason already told
+-- is not told again as a plain failure).
+CREATE INDEX notifications_job_idx ON notifications (job_id)
+    WHERE read_at IS NULL AND job_id IS NOT NULL;
 
 ALTER TABLE notifications ENABLE ROW LEVEL SECURITY;
 ALTER TABLE notifications FORCE ROW LEVEL SECURITY;
@@ -62,10 +66,16 @@ REVOKE ALL ON FUNCTION copydesk_notify(uuid, uuid, uuid, text, text, text, text,
 
 -- A job failed for good (its last attempt, or a permanent error, or a bad input),
 -- however it was moved there. Failures of one kind with the same error (ids and
--- numbers masked, as the console groups them) fold together.
+-- numbers masked, as the console groups them) fold together. A job whose reason is
+-- already told by a more precise notification naming it (credentials refused, a post
+-- that may have gone out) raises nothing more.
 CREATE FUNCTION copydesk_job_failed_notify() RETURNS trigger LANGUAGE plpgsql
     SECURITY DEFINER SET search_path = public, pg_temp AS $$
 BEGIN
+    IF EXISTS (SELECT 1 FROM notifications
+                WHERE job_id = NEW.id AND read_at IS NULL AND kind <> 'job_failed') THEN
+        RETURN NULL;
+    END IF;
     PERFORM copydesk_notify(
         NEW.tenant_id, NEW.project_id, NEW.id, 'error', 'job_failed',
         NEW.kind || ': ' || coalesce(copydesk_error_group(NEW.last_error), 'no error recorded'),
@@ -106,3 +116,17 @@ $$;
 CREATE TRIGGER approvals_waiting_notify AFTER INSERT ON approvals
     FOR EACH ROW WHEN (NEW.status = 'pending')
     EXECUTE FUNCTION copydesk_approval_notify();
+
+-- A decided approval no longer waits: its notification is read, by whoever decided.
+CREATE FUNCTION copydesk_approval_decided_notify() RETURNS trigger LANGUAGE plpgsql
+    SECURITY DEFINER SET search_path = public, pg_temp AS $$
+BEGIN
+    UPDATE notifications SET read_at = now(), read_by = coalesce(NEW.decided_by, 'a decision')
+     WHERE tenant_id = NEW.tenant_id AND kind = 'approval_waiting' AND cause = NEW.id::text
+       AND read_at IS NULL;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER approvals_decided_notify AFTER UPDATE OF status ON approvals
+    FOR EACH ROW WHEN (OLD.status = 'pending' AND NEW.status <> 'pending')
+    EXECUTE FUNCTION copydesk_approval_decided_notify();

@@ -205,4 +205,16 @@ async fn an_approval_the_pipeline_creates_raises_one_notification_of_its_tenant(
     );
     assert!(ok);
     assert_eq!(serde_json::from_str::<Vec<Value>>(&out).unwrap().len(), 1);
+
+    // Deciding the approval reads its notification, by whoever decided.
+    let (ok, _, err) = copydesk(
+        &db,
+        &["approvals", "approve", &approval.to_string(), "--by", "ana"],
+    );
+    assert!(ok, "{err}");
+    let read_by: Option<String> = sqlx::query_scalar("SELECT read_by FROM notifications")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(read_by.as_deref(), Some("ana"));
 }

@@ -112,7 +112,7 @@ async fn draft_awaiting_approval(
 
 /// Approves and applies: returns the publishing job the decision enqueued.
 async fn approve(db: &TestDb, settings: &Settings, approval: Uuid) -> Uuid {
-    decisions::decide(&db.pool, approval, true, "editor", None)
+    decisions::decide(&db.pool, approval, true, "ana", None)
         .await
         .unwrap();
     let applied = decisions::apply_decided(&db.pool, &catalog(), settings, 10)
@@ -437,6 +437,40 @@ async fn revoked_credentials_mark_the_integration_error_and_fail_with_the_platfo
     assert_eq!(i.status, copydesk::domain::IntegrationStatus::Error);
     assert!(i.last_error.unwrap().contains("revoked"));
     assert!(fake.posts_on(Platform::Linkedin).is_empty());
+    // A person is told once, by the refusal: the job's failure is not told again.
+    assert_eq!(
+        raised(&db).await,
+        [("credentials_refused".into(), 1, Some(job))],
+    );
+    let title: String =
+        sqlx::query_scalar("SELECT title FROM notifications WHERE kind = 'credentials_refused'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        title,
+        "linkedin refused the credentials of the integration of Linen & Loom"
+    );
+    // Refused again (an integration test now): the same row counts it.
+    store::integrations::mark_error(&db.pool, li, "revoked", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        raised(&db).await,
+        [("credentials_refused".into(), 2, Some(job))],
+    );
+}
+
+/// The notifications raised besides approvals waiting: (kind, count, job), oldest
+/// first.
+async fn raised(db: &TestDb) -> Vec<(String, i32, Option<Uuid>)> {
+    sqlx::query_as(
+        "SELECT kind, count, job_id FROM notifications WHERE kind <> 'approval_waiting'
+          ORDER BY created_at, id",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -687,6 +721,9 @@ impl Write for Capture {
 
 #[tokio::test]
 async fn no_secret_reaches_logs_rows_errors_or_json() {
+    // The database first: the test binary's first one migrates the template, whose SQL
+    // names agents such as `blog-editor`, and `editor` is the stand-in WordPress's user.
+    let db = test_db().await;
     let capture = Capture::default();
     let writer = capture.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -701,7 +738,6 @@ async fn no_secret_reaches_logs_rows_errors_or_json() {
     tracing::subscriber::set_global_default(subscriber)
         .expect("no other test in this binary sets the global subscriber");
 
-    let db = test_db().await;
     let fake = FakePlatforms::start().await.unwrap();
     let k = Keys::generate();
     let settings = fast_settings();
@@ -777,6 +813,7 @@ async fn no_secret_reaches_logs_rows_errors_or_json() {
             (SELECT string_agg(row_to_json(j)::text, ' ') FROM jobs j),
             (SELECT string_agg(row_to_json(a)::text, ' ') FROM artifacts a),
             (SELECT string_agg(row_to_json(p)::text, ' ') FROM publish_attempts p),
+            (SELECT string_agg(row_to_json(n)::text, ' ') FROM notifications n),
             (SELECT string_agg(row_to_json(i)::text, ' ') FROM (SELECT id, metadata, status, last_error FROM integrations) i),
             (SELECT string_agg(encode(credentials, 'escape'), ' ') FROM integrations))",
     )
@@ -916,6 +953,17 @@ async fn a_lost_answer_is_reconciled_and_an_unconfirmable_one_asks_the_operator(
             && error.contains("copydesk publish"),
         "{error}"
     );
+    // A person is told where to look, once: not again as a plain failure.
+    assert_eq!(
+        raised(&db).await,
+        [("publication_unconfirmed".into(), 1, Some(li_job))],
+    );
+    let body: String =
+        sqlx::query_scalar("SELECT body FROM notifications WHERE kind = 'publication_unconfirmed'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(body, error);
 }
 
 /// Runs publishing jobs until `job` has finished (a retry waits for its Retry-After).

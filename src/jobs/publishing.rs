@@ -22,7 +22,9 @@ use uuid::Uuid;
 
 use super::Ctx;
 use crate::{
-    domain::{ArtifactKind, ArtifactSource, AttemptState, Channel, IntegrationStatus, Platform},
+    domain::{
+        ArtifactKind, ArtifactSource, AttemptState, Channel, IntegrationStatus, Platform, Severity,
+    },
     publish::{
         self, CallError, Ctx as PublishCtx, Post, Published,
         attempts::{self, NewAttempt},
@@ -242,13 +244,31 @@ pub async fn run(ctx: Ctx, args: PublishingArgs) -> Result<Outcome, JobError> {
                 return Err(transient(e, "reconciling an earlier attempt"));
             }
             Err(e) => {
-                return Err(JobError::permanent(format!(
+                let what = format!(
                     "attempt {which} may have posted to {platform} (its answer was lost) and the lookup to confirm it failed: {e}. \
                      Check {} for {}; if it is there, nothing more is needed; if not, publish again with \
                      `copydesk publish {artifact} --integration {integration_id}`",
                     where_to_look(&pctx),
                     what_to_look_for(&post, platform)
-                )));
+                );
+                // A person must look: told now, and the job's failure is not told again.
+                store::notifications::raise(
+                    &ctx.pool,
+                    &store::notifications::New {
+                        tenant: ctx.job.tenant_id,
+                        project: ctx.job.project_id,
+                        job: Some(ctx.job.id),
+                        severity: Severity::Error,
+                        kind: "publication_unconfirmed",
+                        cause: &ctx.job.id.to_string(),
+                        title: &format!("A {platform} post may have gone out and could not be confirmed"),
+                        body: &what,
+                        data: json!({"artifact_id": artifact, "integration_id": integration_id, "platform": platform}),
+                    },
+                )
+                .await
+                .retryable()?;
+                return Err(JobError::permanent(what));
             }
         }
     }
@@ -364,7 +384,7 @@ pub async fn run(ctx: Ctx, args: PublishingArgs) -> Result<Outcome, JobError> {
         }
         Err(CallError::Auth(m)) => {
             mark(AttemptState::NotSent, None, Some(&m)).await?;
-            store::integrations::mark_error(&ctx.pool, integration_id, &m)
+            store::integrations::mark_error(&ctx.pool, integration_id, &m, Some(ctx.job.id))
                 .await
                 .retryable()?;
             Err(JobError::permanent(format!(

@@ -140,13 +140,30 @@ pub async fn for_channel(
     .await?)
 }
 
-/// Marks the integration broken (401/403, token errors), with the platform's words.
-pub async fn mark_error(db: impl PgExecutor<'_>, id: Uuid, error: &str) -> Result<()> {
+/// Marks the integration broken (401/403, token errors), with the platform's words,
+/// and raises `credentials_refused` for its tenant in the same statement (naming `job`,
+/// the job that met the refusal, if any).
+pub async fn mark_error(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    error: &str,
+    job: Option<Uuid>,
+) -> Result<()> {
     crate::db::query(
-        "UPDATE integrations SET status = 'error', last_error = $2, updated_at = now() WHERE id = $1",
+        "WITH i AS (
+             UPDATE integrations SET status = 'error', last_error = $2, updated_at = now()
+              WHERE id = $1
+             RETURNING id, tenant_id, project_id, platform)
+         SELECT copydesk_notify(i.tenant_id, i.project_id, $3, 'error', 'credentials_refused',
+                    i.id::text,
+                    format('%s refused the credentials of the integration of %s', i.platform,
+                           coalesce(p.name, 'a project')),
+                    $2, jsonb_build_object('integration_id', i.id, 'platform', i.platform))
+           FROM i LEFT JOIN projects p ON p.id = i.project_id",
     )
     .bind(id)
     .bind(error)
+    .bind(job)
     .execute(db)
     .await?;
     Ok(())
