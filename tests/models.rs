@@ -699,6 +699,30 @@ async fn concurrent_calls_cannot_overspend_a_budget() {
         count(&db.pool, "SELECT count(*) FROM llm_reservations").await,
         0
     );
+    // The third reservation crossed the soft limit (80% of $4: $3.894 held): told once.
+    // The five refusals at the budget: one row counting five.
+    let raised: Vec<(String, String, i32, String)> =
+        sqlx::query_as("SELECT kind, severity, count, title FROM notifications ORDER BY kind")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        raised,
+        [
+            (
+                "budget_reached".into(),
+                "error".into(),
+                5,
+                "thrifty has reached its budget".into()
+            ),
+            (
+                "budget_soft_limit".into(),
+                "warning".into(),
+                1,
+                "thrifty has used 97% of its budget".into()
+            ),
+        ]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

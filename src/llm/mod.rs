@@ -737,13 +737,19 @@ impl Llm {
             return Ok(None);
         };
         let ttl = Duration::from_secs(self.cfg.timeout_secs.saturating_mul(2) + 60);
-        let reserved =
-            store::budgets::reserve(&scope.pool, project, Some(scope.job_id), amount, ttl)
-                .await
-                .map_err(|source| Error::Store {
-                    doing: format!("reserving the budget of project {project}"),
-                    source,
-                })?;
+        let reserved = store::budgets::reserve(
+            &scope.pool,
+            project,
+            Some(scope.job_id),
+            amount,
+            ttl,
+            self.cfg.budget_soft_limit,
+        )
+        .await
+        .map_err(|source| Error::Store {
+            doing: format!("reserving the budget of project {project}"),
+            source,
+        })?;
         match reserved {
             Some(r) => {
                 if let (Some(budget), spent, held) = r.state

@@ -37,12 +37,17 @@ pub struct Reservation {
 /// Sweeps the project's expired reservations (their process died), then reserves
 /// `amount` if the budget allows it: `Ok(None)` when it does not (or the project
 /// reached its budget already). No budget: always reserved.
+///
+/// A reservation that takes the project past `soft_limit` of its budget raises
+/// `budget_soft_limit` in the same statement; a refusal raises `budget_reached` (a
+/// project's refusals count on one unread row).
 pub async fn reserve(
     pool: &Db,
     project: Uuid,
     job: Option<Uuid>,
     amount: f64,
     ttl: Duration,
+    soft_limit: f64,
 ) -> Result<Option<Reservation>> {
     sweep_expired(pool, Some(project)).await?;
     let row: Option<(Uuid, Option<f64>, f64, f64)> = crate::db::query_as(
@@ -52,19 +57,53 @@ pub async fn reserve(
                AND (budget_usd IS NULL
                     OR (spent_usd + reserved_usd < budget_usd
                         AND spent_usd + reserved_usd + $3 <= budget_usd))
-             RETURNING id, budget_usd, spent_usd, reserved_usd)
-         INSERT INTO llm_reservations (project_id, job_id, amount_usd, expires_at)
-         SELECT id, $2, $3, now() + $4 * interval '1 millisecond' FROM p
-         RETURNING id, (SELECT budget_usd::float8 FROM p), (SELECT spent_usd::float8 FROM p),
-                   (SELECT reserved_usd::float8 FROM p)",
+             RETURNING id, tenant_id, name, budget_usd, spent_usd, reserved_usd),
+         r AS (
+             INSERT INTO llm_reservations (project_id, job_id, amount_usd, expires_at)
+             SELECT id, $2, $3, now() + $4 * interval '1 millisecond' FROM p
+             RETURNING id),
+         soft AS (
+             SELECT copydesk_notify(p.tenant_id, p.id, $2, 'warning', 'budget_soft_limit',
+                        p.id::text,
+                        format('%s has used %s%% of its budget', p.name,
+                               round(100 * (p.spent_usd + p.reserved_usd) / p.budget_usd)),
+                        format('$%s spent and $%s held by calls in flight, of $%s.',
+                               round(p.spent_usd, 2), round(p.reserved_usd, 2), round(p.budget_usd, 2)),
+                        jsonb_build_object('budget_usd', p.budget_usd, 'spent_usd', p.spent_usd,
+                                           'reserved_usd', p.reserved_usd))
+               FROM p
+              WHERE p.budget_usd > 0
+                AND p.spent_usd + p.reserved_usd >= p.budget_usd * $5
+                AND p.spent_usd + p.reserved_usd - $3 < p.budget_usd * $5)
+         SELECT r.id, p.budget_usd::float8, p.spent_usd::float8, p.reserved_usd::float8
+           FROM r, p WHERE (SELECT count(*) FROM soft) >= 0",
     )
     .bind(project)
     .bind(job)
     .bind(amount)
     .bind(ttl.as_millis() as i64)
+    .bind(soft_limit)
     .fetch_optional(pool)
     .await?;
-    Ok(row.map(|(id, budget, spent, reserved)| Reservation {
+    let Some((id, budget, spent, reserved)) = row else {
+        crate::db::query(
+            "SELECT copydesk_notify(p.tenant_id, p.id, $2, 'error', 'budget_reached', p.id::text,
+                        format('%s has reached its budget', p.name),
+                        format('$%s spent and $%s held by calls in flight, of $%s: a call of up to $%s was not made.',
+                               round(p.spent_usd, 2), round(p.reserved_usd, 2),
+                               round(p.budget_usd, 2), round($3::numeric, 4)),
+                        jsonb_build_object('budget_usd', p.budget_usd, 'spent_usd', p.spent_usd,
+                                           'reserved_usd', p.reserved_usd))
+               FROM projects p WHERE p.id = $1 AND p.budget_usd IS NOT NULL",
+        )
+        .bind(project)
+        .bind(job)
+        .bind(amount)
+        .execute(pool)
+        .await?;
+        return Ok(None);
+    };
+    Ok(Some(Reservation {
         id,
         amount_usd: amount,
         state: (budget, spent, reserved),
