@@ -121,6 +121,7 @@ pub struct PublishSettings {
     pub facebook_graph_version: String,
     pub reconcile_recent_posts: u32,
     pub facebook_min_schedule_minutes: i64,
+    pub token_expiry_warning_days: u32,
 }
 
 /// `[catalog]`

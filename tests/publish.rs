@@ -1141,3 +1141,82 @@ async fn a_blog_drafts_title_heading_is_not_published_twice() {
         );
     }
 }
+
+/// A LinkedIn token the credentials say expires in three days, and an API version
+/// released eleven months ago (LinkedIn retires a version about a year after its
+/// month): each post and each `integrations test` tells the integration's tenant, one
+/// row per cause counting the checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expiring_token_and_a_retiring_version_are_told_at_each_post_and_test() {
+    let db = test_db().await;
+    let fake = FakePlatforms::start().await.unwrap();
+    let k = Keys::generate();
+    let settings = fast_settings();
+    let r = publish_runner(&db, settings.clone(), &k);
+    let p = project(&db).await;
+    let (mut creds, mut meta) = fake.integration(Platform::Linkedin);
+    let expires = Utc::now() + chrono::Duration::days(3);
+    creds["expires_at"] = json!(expires.to_rfc3339());
+    let version = Utc::now()
+        .checked_sub_months(chrono::Months::new(11))
+        .unwrap()
+        .format("%Y%m")
+        .to_string();
+    meta["api_version"] = json!(version);
+    let keys = Arc::new(Keys::parse(&k).unwrap());
+    let li = integrations::connect(
+        &db.pool,
+        &keys,
+        p,
+        Platform::Linkedin,
+        &creds,
+        &meta,
+        "test",
+    )
+    .await
+    .unwrap();
+    let (_, a) = draft_awaiting_approval(&db, p, "linkedin", "", "Linen news.", None).await;
+    let job = approve(&db, &settings, a).await;
+    drain(&r).await;
+    assert_eq!(
+        status_of(&db.pool, job).await,
+        "done",
+        "a warning stops nothing"
+    );
+    let tested = integrations::test(&db.pool, &settings.publish, keys, li, "ops")
+        .await
+        .unwrap();
+    assert!(tested.ok, "{tested:?}");
+
+    let rows: Vec<(String, String, i32, String, Value)> = sqlx::query_as(
+        "SELECT kind, severity, count, title, data FROM notifications
+          WHERE kind <> 'approval_waiting' ORDER BY kind",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let (kind, severity, count, title, data) = &rows[0];
+    assert_eq!(
+        (kind.as_str(), severity.as_str(), *count),
+        ("api_version_retiring", "warning", 2)
+    );
+    assert!(
+        title.starts_with(&format!("linkedin API version {version} retires about ")),
+        "{title}"
+    );
+    assert_eq!(data["version"], version);
+    let (kind, severity, count, title, data) = &rows[1];
+    assert_eq!(
+        (kind.as_str(), severity.as_str(), *count),
+        ("token_expiring", "warning", 2)
+    );
+    assert!(
+        title.ends_with(&format!("day(s), on {}", expires.format("%Y-%m-%d"))),
+        "{title}"
+    );
+    assert_eq!(data["integration_id"], li.to_string());
+    // Nothing of the token itself is in the notification.
+    let access = creds["access_token"].as_str().unwrap();
+    assert!(!format!("{rows:?}").contains(access));
+}

@@ -129,6 +129,9 @@ pub async fn run(ctx: Ctx, args: PublishingArgs) -> Result<Outcome, JobError> {
             other => JobError::permanent(other.to_string()),
         })?;
     let platform = integration.platform;
+    publish::health::check(&ctx.pool, &ctx.app.settings.publish, &integration, &creds)
+        .await
+        .retryable()?;
     if platform.channel() != channel {
         return Err(JobError::permanent(format!(
             "integration {integration_id} publishes to {platform}, which does not take {channel} drafts"

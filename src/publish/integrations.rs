@@ -201,6 +201,7 @@ async fn test_unrecorded(
     id: Uuid,
 ) -> Result<Tested, Error> {
     let loaded = load(pool, &keys, id).await?;
+    super::health::check(pool, settings, &loaded.0, &loaded.1).await?;
     let (platform, before) = (loaded.0.platform, loaded.0.status);
     let ctx = Ctx::new(
         super::client(settings),

@@ -11,6 +11,7 @@
 pub mod attempts;
 pub mod errors;
 pub mod facebook;
+pub mod health;
 pub mod integrations;
 pub mod linkedin;
 pub mod shopify;
