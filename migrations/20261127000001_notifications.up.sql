@@ -90,23 +90,28 @@ CREATE TRIGGER jobs_failed_notify AFTER UPDATE OF status ON jobs
     FOR EACH ROW WHEN (NEW.status = 'failed' AND OLD.status IS DISTINCT FROM 'failed')
     EXECUTE FUNCTION copydesk_job_failed_notify();
 
+-- What an approval is about, for a title: "The linkedin draft of Linen & Loom".
+CREATE FUNCTION copydesk_approval_subject(p_artifact uuid) RETURNS text
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
+    SELECT CASE WHEN ar.kind = 'draft' THEN format('The %s draft', coalesce(ar.channel, ''))
+                WHEN ar.kind = 'brand_voice' THEN 'The brand voice'
+                ELSE format('A %s', ar.kind) END
+           || coalesce(format(' of %s', p.name), '')
+      FROM artifacts ar LEFT JOIN projects p ON p.id = ar.project_id
+     WHERE ar.id = p_artifact
+$$;
+REVOKE ALL ON FUNCTION copydesk_approval_subject(uuid) FROM PUBLIC;
+
 -- An approval is waiting for a person.
 CREATE FUNCTION copydesk_approval_notify() RETURNS trigger LANGUAGE plpgsql
     SECURITY DEFINER SET search_path = public, pg_temp AS $$
 DECLARE
     a record;
 BEGIN
-    SELECT ar.project_id, ar.kind, ar.channel, p.name AS project
-      INTO a
-      FROM artifacts ar LEFT JOIN projects p ON p.id = ar.project_id
-     WHERE ar.id = NEW.artifact_id;
+    SELECT ar.project_id, ar.kind, ar.channel INTO a FROM artifacts ar WHERE ar.id = NEW.artifact_id;
     PERFORM copydesk_notify(
         NEW.tenant_id, a.project_id, NEW.job_id, 'info', 'approval_waiting', NEW.id::text,
-        format('%s waits for approval',
-               CASE WHEN a.kind = 'draft' THEN format('The %s draft', coalesce(a.channel, ''))
-                    WHEN a.kind = 'brand_voice' THEN 'The brand voice'
-                    ELSE format('A %s', a.kind) END
-               || coalesce(format(' of %s', a.project), '')),
+        copydesk_approval_subject(NEW.artifact_id) || ' waits for approval',
         '',
         jsonb_build_object('approval_id', NEW.id, 'artifact_id', NEW.artifact_id,
                            'artifact_kind', a.kind, 'channel', a.channel));
@@ -117,13 +122,14 @@ CREATE TRIGGER approvals_waiting_notify AFTER INSERT ON approvals
     FOR EACH ROW WHEN (NEW.status = 'pending')
     EXECUTE FUNCTION copydesk_approval_notify();
 
--- A decided approval no longer waits: its notification is read, by whoever decided.
+-- A decided approval no longer waits: its notifications (waiting, reminder) are read,
+-- by whoever decided.
 CREATE FUNCTION copydesk_approval_decided_notify() RETURNS trigger LANGUAGE plpgsql
     SECURITY DEFINER SET search_path = public, pg_temp AS $$
 BEGIN
     UPDATE notifications SET read_at = now(), read_by = coalesce(NEW.decided_by, 'a decision')
-     WHERE tenant_id = NEW.tenant_id AND kind = 'approval_waiting' AND cause = NEW.id::text
-       AND read_at IS NULL;
+     WHERE tenant_id = NEW.tenant_id AND kind IN ('approval_waiting', 'approval_reminder')
+       AND cause = NEW.id::text AND read_at IS NULL;
     RETURN NULL;
 END
 $$;

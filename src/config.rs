@@ -200,6 +200,7 @@ pub struct CleanupSettings {
     pub cancelled_retention_days: i32,
     pub archive_idle_projects_days: i32,
     pub batch_size: i64,
+    pub approval_reminder_hours: u32,
 }
 
 /// `[http]`

@@ -206,15 +206,42 @@ async fn an_approval_the_pipeline_creates_raises_one_notification_of_its_tenant(
     assert!(ok);
     assert_eq!(serde_json::from_str::<Vec<Value>>(&out).unwrap().len(), 1);
 
-    // Deciding the approval reads its notification, by whoever decided.
+    // Still waiting a day later: the cleanup pass reminds once (a dry run only counts).
+    sqlx::query("UPDATE approvals SET created_at = now() - interval '25 hours'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let (ok, out, err) = copydesk(&db, &["cleanup", "--dry-run"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("would remind of 1 approval(s)"), "{out}");
+    for _ in 0..2 {
+        let (ok, _, err) = copydesk(&db, &["cleanup"]);
+        assert!(ok, "{err}");
+    }
+    let reminders: Vec<(String, i32, String)> = sqlx::query_as(
+        "SELECT severity, count, title FROM notifications WHERE kind = 'approval_reminder'",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        reminders,
+        [(
+            "warning".into(),
+            1,
+            "The brand voice of Linen & Loom has waited 25 hours for approval".into()
+        )]
+    );
+
+    // Deciding the approval reads its notifications, by whoever decided.
     let (ok, _, err) = copydesk(
         &db,
         &["approvals", "approve", &approval.to_string(), "--by", "ana"],
     );
     assert!(ok, "{err}");
-    let read_by: Option<String> = sqlx::query_scalar("SELECT read_by FROM notifications")
-        .fetch_one(&db.pool)
+    let read_by: Vec<Option<String>> = sqlx::query_scalar("SELECT read_by FROM notifications")
+        .fetch_all(&db.pool)
         .await
         .unwrap();
-    assert_eq!(read_by.as_deref(), Some("ana"));
+    assert_eq!(read_by, [Some("ana".to_owned()), Some("ana".to_owned())]);
 }

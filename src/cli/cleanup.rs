@@ -51,5 +51,15 @@ pub async fn run(args: CleanupArgs, env: &Env, out: &mut (dyn Write + Send)) -> 
             r.released_reservations
         )?;
     }
+    writeln!(
+        out,
+        "{} {} approval(s) waiting past [cleanup] approval_reminder_hours",
+        if r.dry_run {
+            "would remind of"
+        } else {
+            "reminded of"
+        },
+        r.reminded_approvals
+    )?;
     Ok(())
 }

@@ -46,6 +46,9 @@ pub struct CleanupReport {
     /// Budget reservations of model calls whose process died, given back.
     #[serde(default)]
     pub released_reservations: u64,
+    /// Approvals waiting past `approval_reminder_hours`, reminded of.
+    #[serde(default)]
+    pub reminded_approvals: u64,
 }
 
 /// Errors of a cleanup pass.
@@ -104,6 +107,10 @@ pub async fn cleanup(
             0
         } else {
             store::budgets::sweep_expired(pool, None).await?
+        },
+        reminded_approvals: match cfg.approval_reminder_hours {
+            0 => 0,
+            hours => store::notifications::remind_approvals(pool, hours, dry_run).await?,
         },
     })
 }

@@ -121,3 +121,28 @@ pub async fn read_all(db: impl PgExecutor<'_>, tenant: Option<Uuid>, by: &str) -
     .await?
     .rows_affected())
 }
+
+/// Raises `approval_reminder` for every approval still pending `hours` after it was
+/// created and not reminded of before (or with `dry_run`, counts them: the CASE keeps
+/// the raise from being evaluated); how many.
+pub async fn remind_approvals(db: impl PgExecutor<'_>, hours: u32, dry_run: bool) -> Result<u64> {
+    let n: i64 = crate::db::query_scalar(
+        "SELECT count(*) FILTER (WHERE CASE WHEN $2 THEN true ELSE copydesk_notify(
+                    a.tenant_id, ar.project_id, a.job_id, 'warning', 'approval_reminder', a.id::text,
+                    format('%s has waited %s hours for approval',
+                           copydesk_approval_subject(a.artifact_id),
+                           floor(extract(epoch FROM now() - a.created_at) / 3600)),
+                    '', jsonb_build_object('approval_id', a.id, 'waiting_since', a.created_at))
+                  IS NOT NULL END)
+           FROM approvals a JOIN artifacts ar ON ar.id = a.artifact_id
+          WHERE a.status = 'pending' AND a.created_at < now() - $1 * interval '1 hour'
+            AND NOT EXISTS (SELECT 1 FROM notifications n
+                             WHERE n.tenant_id = a.tenant_id AND n.kind = 'approval_reminder'
+                               AND n.cause = a.id::text)",
+    )
+    .bind(f64::from(hours))
+    .bind(dry_run)
+    .fetch_one(db)
+    .await?;
+    Ok(n as u64)
+}
