@@ -236,6 +236,35 @@ impl Fetcher {
         Ok(parsed)
     }
 
+    /// POSTs a JSON body with `headers` (a webhook's delivery), through the same guard;
+    /// a redirect is not followed. Returns the answer's status and the start of its body
+    /// (at most 1,000 characters), whatever the status.
+    pub async fn post_json(
+        &self,
+        url: &str,
+        headers: reqwest::header::HeaderMap,
+        body: Vec<u8>,
+    ) -> Result<(u16, String), FetchError> {
+        let checked = self.check_url(url)?;
+        let res = self
+            .client
+            .post(checked)
+            .headers(headers)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| {
+                refusal(url, &e).unwrap_or_else(|| FetchError::Http {
+                    url: url.to_owned(),
+                    source: e,
+                })
+            })?;
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap_or_default();
+        Ok((status, text.chars().take(1000).collect()))
+    }
+
     /// GETs an HTML page, following redirects by hand, each hop checked again.
     pub async fn get_html(&self, url: &str) -> Result<Page, FetchError> {
         self.get(

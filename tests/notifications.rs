@@ -245,3 +245,252 @@ async fn an_approval_the_pipeline_creates_raises_one_notification_of_its_tenant(
         .unwrap();
     assert_eq!(read_by, [Some("ana".to_owned()), Some("ana".to_owned())]);
 }
+
+/// What the webhook receiver saw: each request's headers and body, and whether the
+/// Standard Webhooks library verified it.
+#[derive(Default)]
+struct Received {
+    requests: Vec<(axum::http::HeaderMap, Vec<u8>, bool)>,
+    accepted_ids: Vec<String>,
+    /// Answer this many requests (the first ones) with 500.
+    fail_first: usize,
+}
+
+/// A receiver as the specification describes it: verifies the signature with the
+/// secret (the official library), refuses a message id it has taken before (a
+/// replay) with 409, and takes the rest.
+async fn receive(
+    axum::extract::State((secret, seen)): axum::extract::State<(
+        String,
+        std::sync::Arc<std::sync::Mutex<Received>>,
+    )>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::http::StatusCode {
+    use axum::http::StatusCode;
+    let verified = standardwebhooks::Webhook::new(&secret)
+        .unwrap()
+        .verify(&body, &headers)
+        .is_ok();
+    let mut r = seen.lock().unwrap();
+    r.requests.push((headers.clone(), body.to_vec(), verified));
+    if !verified {
+        return StatusCode::UNAUTHORIZED;
+    }
+    let id = headers["webhook-id"].to_str().unwrap().to_owned();
+    if r.accepted_ids.contains(&id) {
+        return StatusCode::CONFLICT;
+    }
+    if r.fail_first > 0 {
+        r.fail_first -= 1;
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    r.accepted_ids.push(id);
+    StatusCode::OK
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_gets_each_new_notification_signed_retried_and_never_for_a_rollback() {
+    use std::sync::{Arc, Mutex};
+    let db = test_db().await;
+    let key = copydesk::keys::Keys::generate();
+    let seen = Arc::new(Mutex::new(Received {
+        fail_first: 2,
+        ..Received::default()
+    }));
+    // The channel is added first (its secret is made then); the receiver reads it late.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks/copydesk", listener.local_addr().unwrap());
+    let env = [
+        ("COPYDESK_FERNET_KEYS", key.as_str()),
+        ("COPYDESK__FETCH__ALLOW_LOOPBACK", "true"),
+    ];
+    let (ok, out, err) = copydesk_at(
+        &db.url,
+        &env,
+        &[
+            "notifications",
+            "channels",
+            "add",
+            "webhook",
+            &url,
+            "--min-severity",
+            "warning",
+        ],
+    );
+    assert!(ok, "{err}");
+    let secret = out.lines().last().unwrap().to_owned();
+    assert!(secret.starts_with("whsec_"), "{out}");
+    let app = axum::Router::new()
+        .route("/hooks/copydesk", axum::routing::post(receive))
+        .with_state((secret.clone(), seen.clone()));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    // The secret is nowhere in the database as text.
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM notification_channels WHERE position($1 in convert_from(secret, 'LATIN1')) > 0",
+    )
+    .bind(secret.trim_start_matches("whsec_"))
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(stored, 0);
+
+    let mut settings = fast_settings();
+    settings.fetch.allow_loopback = true;
+    let services = copydesk::jobs::Services {
+        keys: copydesk::keys::Keys::parse(&key).map(Arc::new),
+        ..services(settings)
+    };
+    let r = app::runner(db.pool.clone(), app::registry(), services);
+
+    // A rolled-back failure: no notification, no delivery, nothing sent.
+    let job = noop(&db, "{}").await;
+    let mut tx = db.pool.begin().await.unwrap();
+    sqlx::query("UPDATE jobs SET status = 'failed', last_error = 'made up' WHERE id = $1")
+        .bind(job)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    // An info notification is below the channel's least severity: not sent either.
+    copydesk::store::notifications::raise(
+        &db.pool,
+        &copydesk::store::notifications::New {
+            tenant: copydesk::domain::DEFAULT_TENANT,
+            project: None,
+            job: None,
+            severity: copydesk::domain::Severity::Info,
+            kind: "test_info",
+            cause: "x",
+            title: "Just so you know",
+            body: "",
+            data: json!({}),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM notification_deliveries").await,
+        0
+    );
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM jobs WHERE kind = 'notify'").await,
+        0
+    );
+
+    // A job failing for good: one delivery, refused twice with 500, taken the third time.
+    fail(&db, job, "the store is gone").await;
+    wait_for(
+        std::time::Duration::from_secs(20),
+        "the webhook to take it",
+        || async {
+            while run_once(&r, &["notify"]).await.unwrap().is_some() {}
+            count(
+                &db.pool,
+                "SELECT count(*) FROM notification_deliveries WHERE status = 'delivered'",
+            )
+            .await
+                == 1
+        },
+    )
+    .await;
+    let (status, attempts, answer_status): (String, i32, Option<i32>) =
+        sqlx::query_as("SELECT status, attempts, answer_status FROM notification_deliveries")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (status.as_str(), attempts, answer_status),
+        ("delivered", 3, Some(200))
+    );
+    let (requests, last_headers, last_body) = {
+        let r = seen.lock().unwrap();
+        let last = r.requests.last().unwrap();
+        (r.requests.len(), last.0.clone(), last.1.clone())
+    };
+    assert_eq!(requests, 3);
+    {
+        let r = seen.lock().unwrap();
+        assert!(
+            r.requests.iter().all(|q| q.2),
+            "every request verified by the library"
+        );
+        let ids: Vec<&str> = r
+            .requests
+            .iter()
+            .map(|q| q.0["webhook-id"].to_str().unwrap())
+            .collect();
+        assert!(
+            ids.iter().all(|i| *i == ids[0]),
+            "one message id across retries: {ids:?}"
+        );
+    }
+    let payload: Value = serde_json::from_slice(&last_body).unwrap();
+    assert_eq!(payload["kind"], "job_failed");
+    assert_eq!(payload["job_id"], job.to_string());
+    assert_eq!(
+        payload["text"],
+        "[error] A noop job failed for good\nthe store is gone"
+    );
+    assert!(payload["notification_id"].is_string());
+
+    // The same request again is a replay: refused. A changed timestamp breaks the
+    // signature.
+    let client = reqwest::Client::new();
+    let resend = |headers: axum::http::HeaderMap| {
+        let (client, url, body) = (client.clone(), url.clone(), last_body.clone());
+        async move {
+            let mut req = client.post(&url).body(body);
+            for (k, v) in headers.iter() {
+                req = req.header(k.as_str(), v.to_str().unwrap());
+            }
+            req.send().await.unwrap().status().as_u16()
+        }
+    };
+    assert_eq!(resend(last_headers.clone()).await, 409);
+    let mut forged = last_headers.clone();
+    let later = last_headers["webhook-timestamp"]
+        .to_str()
+        .unwrap()
+        .parse::<i64>()
+        .unwrap()
+        + 1;
+    forged.insert("webhook-timestamp", later.to_string().parse().unwrap());
+    assert_eq!(resend(forged).await, 401);
+
+    // A repeat of the cause folds into the unread row: counted, not sent again.
+    let again = noop(&db, "{}").await;
+    fail(&db, again, "the store is gone").await;
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM jobs WHERE kind = 'notify'").await,
+        1
+    );
+
+    // The CLI: the channel with its last delivery; a test through it.
+    let (ok, out, err) = copydesk_at(
+        &db.url,
+        &env,
+        &["notifications", "channels", "list", "--json"],
+    );
+    assert!(ok, "{err}");
+    let listed: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["last_status"], "delivered");
+    assert_eq!(listed[0]["last_answer_status"], 200);
+    assert!(!out.contains("whsec_"), "{out}");
+    let channel = listed[0]["id"].as_str().unwrap().to_owned();
+    let (ok, out, err) = copydesk_at(&db.url, &env, &["notifications", "test", &channel]);
+    assert!(ok, "{err}");
+    assert!(out.contains("answered 200"), "{out}");
+    assert_eq!(seen.lock().unwrap().requests.len(), 6);
+    let (ok, _, err) = copydesk_at(
+        &db.url,
+        &env,
+        &["notifications", "channels", "remove", &channel],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM notification_deliveries").await,
+        0
+    );
+}

@@ -20,14 +20,14 @@ use crate::{
     jobs::{
         App, Services, brand_voice_analysis::BrandVoiceArgs, cache_refresh::CacheRefreshArgs,
         cleanup::CleanupArgs, draft_generation::DraftArgs, evaluation::EvaluationArgs,
-        noop::NoopArgs, publishing::PublishingArgs,
+        noop::NoopArgs, notify::NotifyArgs, publishing::PublishingArgs,
     },
     keys::Keys,
     llm, pipeline, publish,
 };
 
 static REGISTRY: LazyLock<Registry<App>> = LazyLock::new(|| {
-    use crate::jobs::{cache_refresh, cleanup, noop, publishing};
+    use crate::jobs::{cache_refresh, cleanup, noop, notify, publishing};
     Registry::new()
         .register::<NoopArgs, _, _>(noop::run)
         .register::<CleanupArgs, _, _>(cleanup::run)
@@ -36,6 +36,7 @@ static REGISTRY: LazyLock<Registry<App>> = LazyLock::new(|| {
         .register::<DraftArgs, _, _>(pipeline::steps::draft_generation)
         .register::<EvaluationArgs, _, _>(pipeline::steps::evaluation)
         .register::<PublishingArgs, _, _>(publishing::run)
+        .register::<NotifyArgs, _, _>(notify::run)
 });
 
 /// Every kind copydesk ships: the one list. Adding a kind means its module in `jobs/`,

@@ -7,7 +7,7 @@ use clap::Subcommand;
 use uuid::Uuid;
 
 use super::{Env, JsonFlag};
-use crate::{report::table, store};
+use crate::{domain::Severity, report::table, store};
 
 #[derive(Debug, Subcommand)]
 pub enum NotificationsCommand {
@@ -25,6 +25,14 @@ pub enum NotificationsCommand {
         #[command(flatten)]
         json: JsonFlag,
     },
+    /// Where notifications are delivered: webhooks.
+    #[command(subcommand)]
+    Channels(ChannelsCommand),
+    /// Send a test notification through a channel now and print the receiver's answer.
+    Test {
+        #[arg(value_parser = super::parse_id)]
+        channel: Uuid,
+    },
     /// Mark a notification read (`--by` names who), or with --all every unread one.
     Read {
         #[arg(value_parser = super::parse_id, required_unless_present = "all", conflicts_with = "all")]
@@ -34,6 +42,46 @@ pub enum NotificationsCommand {
         /// Only this tenant's (its slug).
         #[arg(long, value_name = "SLUG")]
         tenant: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ChannelsCommand {
+    /// Add a channel. `webhook URL`: each new notification is POSTed there, signed as
+    /// Standard Webhooks says; the signing secret is printed once, on the last line.
+    Add {
+        #[command(subcommand)]
+        channel: NewChannel,
+    },
+    /// Every channel, with its latest delivery.
+    List {
+        /// One tenant's (its slug); every tenant's without it.
+        #[arg(long, value_name = "SLUG")]
+        tenant: Option<String>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Remove a channel (its deliveries go with it).
+    Remove {
+        #[arg(value_parser = super::parse_id)]
+        id: Uuid,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NewChannel {
+    /// A webhook (http or https; the URL goes through the same guard as store pages).
+    Webhook {
+        url: String,
+        /// The tenant it serves (its slug; `default` without it).
+        #[arg(long, value_name = "SLUG")]
+        tenant: Option<String>,
+        /// Only this project's notifications (else all of the tenant's).
+        #[arg(long, value_parser = super::parse_id)]
+        project: Option<Uuid>,
+        /// The least severity it gets: info, warning or error.
+        #[arg(long, default_value = "info")]
+        min_severity: Severity,
     },
 }
 
@@ -87,6 +135,35 @@ pub async fn run(
                 )?;
             }
         }
+        NotificationsCommand::Channels(cmd) => channels(cmd, env, by, out).await?,
+        NotificationsCommand::Test { channel } => {
+            let Some((url, secret)) =
+                store::notifications::channel_secret(pool, None, channel).await?
+            else {
+                anyhow::bail!("no notification channel {channel}");
+            };
+            let keys = env_keys()?;
+            let secret = String::from_utf8(keys.decrypt(
+                &secret,
+                &format!("the signing secret of notification channel {channel}"),
+            )?)?;
+            let now = chrono::Utc::now();
+            let body = serde_json::json!({
+                "text": format!("[info] A test of copydesk's notifications, sent by {by}"),
+                "notification_id": null, "severity": "info", "kind": "test",
+                "title": "A test of copydesk's notifications", "body": "",
+                "job_id": null, "project_id": null, "data": {}, "created_at": now,
+            });
+            let fetcher = crate::fetch::Fetcher::new(&env.settings.fetch);
+            let id = format!("msg_test_{}", uuid::Uuid::new_v4().simple());
+            let (status, answer) =
+                crate::jobs::notify::send(&fetcher, &url, &secret, &id, serde_json::to_vec(&body)?)
+                    .await?;
+            writeln!(out, "{url} answered {status}: {answer}")?;
+            if !(200..300).contains(&status) {
+                anyhow::bail!("the webhook did not take the test notification ({status})");
+            }
+        }
         NotificationsCommand::Read { id, all, tenant } => {
             let tenant = store::tenants::resolve(pool, tenant.as_deref()).await?;
             if all {
@@ -98,6 +175,136 @@ pub async fn run(
                 }
                 writeln!(out, "{id} marked read by {by}")?;
             }
+        }
+    }
+    Ok(())
+}
+
+fn env_keys() -> anyhow::Result<crate::keys::Keys> {
+    crate::keys::Keys::from_env().map_err(|e| {
+        anyhow::anyhow!("webhook secrets are kept encrypted with COPYDESK_FERNET_KEYS: {e}")
+    })
+}
+
+async fn channels(
+    cmd: ChannelsCommand,
+    env: &Env,
+    by: &str,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<()> {
+    let pool = &env.db.pool;
+    match cmd {
+        ChannelsCommand::Add {
+            channel:
+                NewChannel::Webhook {
+                    url,
+                    tenant,
+                    project,
+                    min_severity,
+                },
+        } => {
+            crate::fetch::Fetcher::new(&env.settings.fetch).check_url(&url)?;
+            let keys = env_keys()?;
+            let tenant = match store::tenants::resolve(pool, tenant.as_deref()).await? {
+                Some(t) => t,
+                None => crate::domain::DEFAULT_TENANT,
+            };
+            let secret = crate::jobs::notify::new_secret();
+            let mut tx = pool.begin().await?;
+            let id = store::notifications::add_webhook(
+                &mut *tx,
+                tenant,
+                project,
+                &url,
+                min_severity,
+                &keys.encrypt(secret.as_bytes()),
+                by,
+            )
+            .await?;
+            store::audit::record(
+                &mut *tx,
+                &store::audit::Entry {
+                    tenant: Some(tenant),
+                    actor: by,
+                    action: "notification_channel.added",
+                    target_table: Some("notification_channels"),
+                    target_id: Some(id),
+                    details: serde_json::json!({"kind": "webhook", "url": url,
+                        "project_id": project, "min_severity": min_severity}),
+                },
+            )
+            .await?;
+            tx.commit().await?;
+            writeln!(
+                out,
+                "channel {id}: webhook {url}, {min_severity} and above
+                 its signing secret (shown once; receivers verify webhook-signature with it):
+{secret}"
+            )?;
+        }
+        ChannelsCommand::List { tenant, json } => {
+            let tenant = store::tenants::resolve(pool, tenant.as_deref()).await?;
+            let list = store::notifications::channels(pool, tenant).await?;
+            if json.json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
+            } else if list.is_empty() {
+                writeln!(out, "no notification channels")?;
+            } else {
+                let rows = list
+                    .into_iter()
+                    .map(|c| {
+                        vec![
+                            c.id.to_string(),
+                            c.tenant,
+                            c.kind,
+                            c.target,
+                            c.min_severity.to_string(),
+                            c.project_id.map_or("all".into(), |p| p.to_string()),
+                            match (c.last_status, c.last_answer_status) {
+                                (Some(s), Some(code)) => format!("{s} ({code})"),
+                                (Some(s), None) => s,
+                                _ => "-".into(),
+                            },
+                        ]
+                    })
+                    .collect();
+                writeln!(
+                    out,
+                    "{}",
+                    table(
+                        &[
+                            "ID",
+                            "TENANT",
+                            "KIND",
+                            "TARGET",
+                            "FROM",
+                            "PROJECT",
+                            "LAST DELIVERY"
+                        ],
+                        rows
+                    )
+                )?;
+            }
+        }
+        ChannelsCommand::Remove { id } => {
+            let mut tx = pool.begin().await?;
+            if !store::notifications::remove_channel(&mut *tx, None, id).await? {
+                anyhow::bail!("no notification channel {id}");
+            }
+            store::audit::record(
+                &mut *tx,
+                &store::audit::Entry {
+                    tenant: None,
+                    actor: by,
+                    action: "notification_channel.removed",
+                    target_table: Some("notification_channels"),
+                    target_id: Some(id),
+                    details: serde_json::json!({}),
+                },
+            )
+            .await?;
+            tx.commit().await?;
+            writeln!(out, "channel {id} removed")?;
         }
     }
     Ok(())

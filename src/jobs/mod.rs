@@ -12,6 +12,7 @@ pub mod cleanup;
 pub mod draft_generation;
 pub mod evaluation;
 pub mod noop;
+pub mod notify;
 pub mod publishing;
 
 use std::sync::Arc;
@@ -117,6 +118,7 @@ mod tests {
     #[test]
     fn every_kinds_stored_example_round_trips_and_matches_its_schema() {
         round_trip::<noop::NoopArgs>(include_str!("../../jobs/noop/example.json"));
+        round_trip::<notify::NotifyArgs>(include_str!("../../jobs/notify/example.json"));
         round_trip::<cleanup::CleanupArgs>(include_str!("../../jobs/cleanup/example.json"));
         round_trip::<cache_refresh::CacheRefreshArgs>(include_str!(
             "../../jobs/cache_refresh/example.json"

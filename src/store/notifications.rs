@@ -146,3 +146,156 @@ pub async fn remind_approvals(db: impl PgExecutor<'_>, hours: u32, dry_run: bool
     .await?;
     Ok(n as u64)
 }
+
+/// A delivery channel of a tenant (a webhook), as listed: never its secret.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Channel {
+    pub id: Uuid,
+    pub tenant: String,
+    pub project_id: Option<Uuid>,
+    pub kind: String,
+    pub target: String,
+    pub min_severity: Severity,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    /// Its latest delivery: status, the receiver's status code, when.
+    pub last_status: Option<String>,
+    pub last_answer_status: Option<i32>,
+    pub last_at: Option<DateTime<Utc>>,
+}
+
+/// Adds a webhook channel with its encrypted signing secret; returns its id.
+pub async fn add_webhook(
+    db: impl PgExecutor<'_>,
+    tenant: Uuid,
+    project: Option<Uuid>,
+    url: &str,
+    min_severity: Severity,
+    secret: &[u8],
+    by: &str,
+) -> Result<Uuid> {
+    Ok(crate::db::query_scalar(
+        "INSERT INTO notification_channels (tenant_id, project_id, kind, target, min_severity, secret, created_by)
+         VALUES ($1, $2, 'webhook', $3, $4, $5, $6) RETURNING id",
+    )
+    .bind(tenant)
+    .bind(project)
+    .bind(url)
+    .bind(min_severity)
+    .bind(secret)
+    .bind(by)
+    .fetch_one(db)
+    .await?)
+}
+
+/// Channels (of one tenant, or all), oldest first, each with its latest delivery.
+pub async fn channels(db: impl PgExecutor<'_>, tenant: Option<Uuid>) -> Result<Vec<Channel>> {
+    Ok(crate::db::query_as(
+        "SELECT c.id, t.slug AS tenant, c.project_id, c.kind, c.target, c.min_severity,
+                c.created_by, c.created_at, d.status AS last_status,
+                d.answer_status AS last_answer_status, d.created_at AS last_at
+           FROM notification_channels c JOIN tenants t ON t.id = c.tenant_id
+           LEFT JOIN LATERAL (SELECT status, answer_status, created_at FROM notification_deliveries
+                               WHERE channel_id = c.id ORDER BY created_at DESC LIMIT 1) d ON true
+          WHERE $1::uuid IS NULL OR c.tenant_id = $1
+          ORDER BY c.created_at, c.id",
+    )
+    .bind(tenant)
+    .fetch_all(db)
+    .await?)
+}
+
+/// Removes a channel (and its deliveries); false when there is none (of `tenant`).
+pub async fn remove_channel(
+    db: impl PgExecutor<'_>,
+    tenant: Option<Uuid>,
+    id: Uuid,
+) -> Result<bool> {
+    Ok(crate::db::query(
+        "DELETE FROM notification_channels WHERE id = $1 AND ($2::uuid IS NULL OR tenant_id = $2)",
+    )
+    .bind(id)
+    .bind(tenant)
+    .execute(db)
+    .await?
+    .rows_affected()
+        == 1)
+}
+
+/// What a delivery sends, and where.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Delivery {
+    pub id: Uuid,
+    pub status: String,
+    pub attempts: i32,
+    pub channel_id: Uuid,
+    pub target: String,
+    pub secret: Vec<u8>,
+    pub notification_id: Uuid,
+    pub project_id: Option<Uuid>,
+    pub job_id: Option<Uuid>,
+    pub severity: Severity,
+    pub kind: String,
+    pub title: String,
+    pub body: String,
+    pub data: Value,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A delivery with its notification and channel; `None` when it is gone (its channel
+/// was removed).
+pub async fn delivery(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Delivery>> {
+    Ok(crate::db::query_as(
+        "SELECT d.id, d.status, d.attempts, c.id AS channel_id, c.target, c.secret,
+                n.id AS notification_id, n.project_id, n.job_id, n.severity, n.kind, n.title,
+                n.body, n.data, n.created_at
+           FROM notification_deliveries d
+           JOIN notification_channels c ON c.id = d.channel_id
+           JOIN notifications n ON n.id = d.notification_id
+          WHERE d.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(db)
+    .await?)
+}
+
+/// Records one attempt of a delivery: the receiver's status (none: unreachable) and
+/// answer, and whether it took it.
+pub async fn record_attempt(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    answer_status: Option<u16>,
+    answer: &str,
+    delivered: bool,
+) -> Result<()> {
+    crate::db::query(
+        "UPDATE notification_deliveries
+            SET attempts = attempts + 1, answer_status = $2, answer = $3,
+                status = CASE WHEN $4 THEN 'delivered' ELSE status END,
+                delivered_at = CASE WHEN $4 THEN now() ELSE delivered_at END
+          WHERE id = $1",
+    )
+    .bind(id)
+    .bind(answer_status.map(i32::from))
+    .bind(answer)
+    .bind(delivered)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// A channel's encrypted secret and URL, for a test delivery.
+pub async fn channel_secret(
+    db: impl PgExecutor<'_>,
+    tenant: Option<Uuid>,
+    id: Uuid,
+) -> Result<Option<(String, Vec<u8>)>> {
+    Ok(crate::db::query_as(
+        "SELECT target, secret FROM notification_channels
+          WHERE id = $1 AND ($2::uuid IS NULL OR tenant_id = $2)",
+    )
+    .bind(id)
+    .bind(tenant)
+    .fetch_optional(db)
+    .await?)
+}
