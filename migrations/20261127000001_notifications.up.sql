@@ -54,8 +54,11 @@ CREATE TABLE notification_channels (
     tenant_id     uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
     project_id    uuid REFERENCES projects (id) ON DELETE CASCADE,
     kind          text NOT NULL CONSTRAINT notification_channels_kind_known CHECK (kind IN ('webhook')),
-    -- Where to: the webhook's URL.
+    -- Where to, as shown: the webhook URL's origin, its path hidden (a Slack or Teams
+    -- webhook URL is itself a credential).
     target        text NOT NULL,
+    -- The whole URL, encrypted with COPYDESK_FERNET_KEYS.
+    url           bytea NOT NULL,
     min_severity  text NOT NULL DEFAULT 'info'
                   CONSTRAINT notification_channels_severity_known
                   CHECK (min_severity IN ('info', 'warning', 'error')),

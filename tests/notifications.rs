@@ -325,9 +325,21 @@ async fn a_webhook_gets_each_new_notification_signed_retried_and_never_for_a_rol
         .route("/hooks/copydesk", axum::routing::post(receive))
         .with_state((secret.clone(), seen.clone()));
     tokio::spawn(async move { axum::serve(listener, app).await });
-    // The secret is nowhere in the database as text.
+    // The URL is shown by its origin (a webhook URL may itself be a credential), and
+    // neither its path nor the secret is in the database as text.
+    let origin = url.trim_end_matches("/hooks/copydesk");
+    assert!(out.starts_with("channel "), "{out}");
+    assert!(
+        out.lines()
+            .next()
+            .unwrap()
+            .contains(&format!("webhook {origin}/…")),
+        "{out}"
+    );
     let stored: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM notification_channels WHERE position($1 in convert_from(secret, 'LATIN1')) > 0",
+        "SELECT count(*) FROM notification_channels
+          WHERE position($1 in target || convert_from(url, 'LATIN1') || convert_from(secret, 'LATIN1')) > 0
+             OR position('/hooks/copydesk' in target || convert_from(url, 'LATIN1')) > 0",
     )
     .bind(secret.trim_start_matches("whsec_"))
     .fetch_one(&db.pool)
@@ -477,7 +489,20 @@ async fn a_webhook_gets_each_new_notification_signed_retried_and_never_for_a_rol
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0]["last_status"], "delivered");
     assert_eq!(listed[0]["last_answer_status"], 200);
-    assert!(!out.contains("whsec_"), "{out}");
+    assert!(
+        !out.contains("whsec_") && !out.contains("/hooks/copydesk"),
+        "{out}"
+    );
+    // Nor is the path in what the failed attempts left behind.
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM jobs j, notification_deliveries d
+              WHERE j.last_error LIKE '%/hooks/copydesk%' OR d.answer LIKE '%/hooks/copydesk%'"
+        )
+        .await,
+        0
+    );
     let channel = listed[0]["id"].as_str().unwrap().to_owned();
     let (ok, out, err) = copydesk_at(&db.url, &env, &["notifications", "test", &channel]);
     assert!(ok, "{err}");

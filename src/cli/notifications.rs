@@ -137,16 +137,19 @@ pub async fn run(
         }
         NotificationsCommand::Channels(cmd) => channels(cmd, env, by, out).await?,
         NotificationsCommand::Test { channel } => {
-            let Some((url, secret)) =
+            let Some((shown, url, secret)) =
                 store::notifications::channel_secret(pool, None, channel).await?
             else {
                 anyhow::bail!("no notification channel {channel}");
             };
             let keys = env_keys()?;
-            let secret = String::from_utf8(keys.decrypt(
-                &secret,
-                &format!("the signing secret of notification channel {channel}"),
-            )?)?;
+            let open = |sealed: &[u8], what: &str| -> anyhow::Result<String> {
+                Ok(String::from_utf8(keys.decrypt(
+                    sealed,
+                    &format!("the {what} of notification channel {channel}"),
+                )?)?)
+            };
+            let (url, secret) = (open(&url, "URL")?, open(&secret, "signing secret")?);
             let now = chrono::Utc::now();
             let body = serde_json::json!({
                 "text": format!("[info] A test of copydesk's notifications, sent by {by}"),
@@ -158,8 +161,9 @@ pub async fn run(
             let id = format!("msg_test_{}", uuid::Uuid::new_v4().simple());
             let (status, answer) =
                 crate::jobs::notify::send(&fetcher, &url, &secret, &id, serde_json::to_vec(&body)?)
-                    .await?;
-            writeln!(out, "{url} answered {status}: {answer}")?;
+                    .await
+                    .map_err(|e| anyhow::anyhow!(e.to_string().replace(url.as_str(), &shown)))?;
+            writeln!(out, "{shown} answered {status}: {answer}")?;
             if !(200..300).contains(&status) {
                 anyhow::bail!("the webhook did not take the test notification ({status})");
             }
@@ -210,14 +214,18 @@ async fn channels(
                 None => crate::domain::DEFAULT_TENANT,
             };
             let secret = crate::jobs::notify::new_secret();
+            let shown = crate::jobs::notify::shown(&url);
             let mut tx = pool.begin().await?;
             let id = store::notifications::add_webhook(
                 &mut *tx,
-                tenant,
-                project,
-                &url,
-                min_severity,
-                &keys.encrypt(secret.as_bytes()),
+                &store::notifications::NewWebhook {
+                    tenant,
+                    project,
+                    shown: &shown,
+                    url: &keys.encrypt(url.as_bytes()),
+                    secret: &keys.encrypt(secret.as_bytes()),
+                    min_severity,
+                },
                 by,
             )
             .await?;
@@ -229,7 +237,7 @@ async fn channels(
                     action: "notification_channel.added",
                     target_table: Some("notification_channels"),
                     target_id: Some(id),
-                    details: serde_json::json!({"kind": "webhook", "url": url,
+                    details: serde_json::json!({"kind": "webhook", "url": shown,
                         "project_id": project, "min_severity": min_severity}),
                 },
             )
@@ -237,9 +245,9 @@ async fn channels(
             tx.commit().await?;
             writeln!(
                 out,
-                "channel {id}: webhook {url}, {min_severity} and above
-                 its signing secret (shown once; receivers verify webhook-signature with it):
-{secret}"
+                "channel {id}: webhook {shown}, {min_severity} and above\n\
+                 its signing secret (shown once; receivers verify webhook-signature with it):\n\
+                 {secret}"
             )?;
         }
         ChannelsCommand::List { tenant, json } => {

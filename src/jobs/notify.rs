@@ -34,6 +34,15 @@ impl JobArgs for NotifyArgs {
 
 const SECRET_PREFIX: &str = "whsec_";
 
+/// How a webhook URL is shown (in listings, errors, the audit log): its origin, the
+/// path hidden, since a Slack or Teams webhook URL is itself a credential.
+pub fn shown(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(u) => format!("{}/…", u.origin().ascii_serialization()),
+        Err(_) => "a webhook URL".into(),
+    }
+}
+
 /// A new signing secret: `whsec_` and 32 random bytes in base64.
 pub fn new_secret() -> String {
     format!("{SECRET_PREFIX}{}", B64.encode(rand::random::<[u8; 32]>()))
@@ -114,25 +123,30 @@ pub async fn run(ctx: Ctx, args: NotifyArgs) -> Result<Outcome, JobError> {
         return Ok(Outcome::done_with(json!({"delivered": true})));
     }
     let keys = ctx.app.keys.clone().map_err(|e| {
-        JobError::permanent(format!("cannot read the channel's signing secret: {e}"))
+        JobError::permanent(format!(
+            "cannot read the channel's URL and signing secret: {e}"
+        ))
     })?;
-    let secret = keys
-        .decrypt(
-            &d.secret,
-            &format!(
-                "the signing secret of notification channel {}",
-                d.channel_id
-            ),
+    let open = |sealed: &[u8], what: &str| {
+        keys.decrypt(
+            sealed,
+            &format!("the {what} of notification channel {}", d.channel_id),
         )
-        .map_err(|e| JobError::permanent(e.to_string()))?;
-    let secret = String::from_utf8(secret)
-        .map_err(|_| JobError::permanent("the channel's signing secret is not text"))?;
+        .map_err(|e| JobError::permanent(e.to_string()))
+        .and_then(|v| {
+            String::from_utf8(v)
+                .map_err(|_| JobError::permanent(format!("the channel's {what} is not text")))
+        })
+    };
+    let (url, secret) = (open(&d.url, "URL")?, open(&d.secret, "signing secret")?);
     let body = serde_json::to_vec(&payload(&d)).expect("JSON values serialise");
     let id = format!("msg_{}", d.id);
-    let sent = send(&ctx.app.fetcher, &d.target, &secret, &id, body).await;
+    let sent = send(&ctx.app.fetcher, &url, &secret, &id, body).await;
+    // The whole URL stays out of rows and logs: errors name it as shown.
+    let hide = |text: String| text.replace(url.as_str(), &d.target);
     let (status, answer, delivered) = match &sent {
         Ok((s, a)) => (Some(*s), a.clone(), (200..300).contains(s)),
-        Err(e) => (None, e.to_string(), false),
+        Err(e) => (None, hide(e.to_string()), false),
     };
     store::notifications::record_attempt(&ctx.pool, d.id, status, &answer, delivered)
         .await
@@ -143,7 +157,7 @@ pub async fn run(ctx: Ctx, args: NotifyArgs) -> Result<Outcome, JobError> {
             "the webhook {} answered {s}: {a}",
             d.target
         ))),
-        Err(e) if e.is_transient() => Err(JobError::transient(e.to_string())),
-        Err(e) => Err(JobError::permanent(e.to_string())),
+        Err(e) if e.is_transient() => Err(JobError::transient(hide(e.to_string()))),
+        Err(e) => Err(JobError::permanent(hide(e.to_string()))),
     }
 }

@@ -147,7 +147,8 @@ pub async fn remind_approvals(db: impl PgExecutor<'_>, hours: u32, dry_run: bool
     Ok(n as u64)
 }
 
-/// A delivery channel of a tenant (a webhook), as listed: never its secret.
+/// A delivery channel of a tenant (a webhook), as listed: never its secret, nor its
+/// URL's path.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Channel {
     pub id: Uuid,
@@ -164,25 +165,31 @@ pub struct Channel {
     pub last_at: Option<DateTime<Utc>>,
 }
 
-/// Adds a webhook channel with its encrypted signing secret; returns its id.
-pub async fn add_webhook(
-    db: impl PgExecutor<'_>,
-    tenant: Uuid,
-    project: Option<Uuid>,
-    url: &str,
-    min_severity: Severity,
-    secret: &[u8],
-    by: &str,
-) -> Result<Uuid> {
+/// A webhook channel to add: what is shown of it, and its URL and signing secret, both
+/// encrypted.
+#[derive(Debug, Clone)]
+pub struct NewWebhook<'a> {
+    pub tenant: Uuid,
+    pub project: Option<Uuid>,
+    pub shown: &'a str,
+    pub url: &'a [u8],
+    pub secret: &'a [u8],
+    pub min_severity: Severity,
+}
+
+/// Adds a webhook channel; returns its id.
+pub async fn add_webhook(db: impl PgExecutor<'_>, w: &NewWebhook<'_>, by: &str) -> Result<Uuid> {
     Ok(crate::db::query_scalar(
-        "INSERT INTO notification_channels (tenant_id, project_id, kind, target, min_severity, secret, created_by)
-         VALUES ($1, $2, 'webhook', $3, $4, $5, $6) RETURNING id",
+        "INSERT INTO notification_channels
+                (tenant_id, project_id, kind, target, url, min_severity, secret, created_by)
+         VALUES ($1, $2, 'webhook', $3, $4, $5, $6, $7) RETURNING id",
     )
-    .bind(tenant)
-    .bind(project)
-    .bind(url)
-    .bind(min_severity)
-    .bind(secret)
+    .bind(w.tenant)
+    .bind(w.project)
+    .bind(w.shown)
+    .bind(w.url)
+    .bind(w.min_severity)
+    .bind(w.secret)
     .bind(by)
     .fetch_one(db)
     .await?)
@@ -229,7 +236,9 @@ pub struct Delivery {
     pub status: String,
     pub attempts: i32,
     pub channel_id: Uuid,
+    /// The URL as shown (its path hidden), and the whole URL encrypted.
     pub target: String,
+    pub url: Vec<u8>,
     pub secret: Vec<u8>,
     pub notification_id: Uuid,
     pub project_id: Option<Uuid>,
@@ -246,7 +255,7 @@ pub struct Delivery {
 /// was removed).
 pub async fn delivery(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Delivery>> {
     Ok(crate::db::query_as(
-        "SELECT d.id, d.status, d.attempts, c.id AS channel_id, c.target, c.secret,
+        "SELECT d.id, d.status, d.attempts, c.id AS channel_id, c.target, c.url, c.secret,
                 n.id AS notification_id, n.project_id, n.job_id, n.severity, n.kind, n.title,
                 n.body, n.data, n.created_at
            FROM notification_deliveries d
@@ -284,14 +293,14 @@ pub async fn record_attempt(
     Ok(())
 }
 
-/// A channel's encrypted secret and URL, for a test delivery.
+/// A channel's URL as shown, and its encrypted URL and secret, for a test delivery.
 pub async fn channel_secret(
     db: impl PgExecutor<'_>,
     tenant: Option<Uuid>,
     id: Uuid,
-) -> Result<Option<(String, Vec<u8>)>> {
+) -> Result<Option<(String, Vec<u8>, Vec<u8>)>> {
     Ok(crate::db::query_as(
-        "SELECT target, secret FROM notification_channels
+        "SELECT target, url, secret FROM notification_channels
           WHERE id = $1 AND ($2::uuid IS NULL OR tenant_id = $2)",
     )
     .bind(id)
