@@ -318,7 +318,10 @@ async fn behind_a_pooler_migrations_need_a_direct_url_and_say_so() {
     // Something to do and no direct URL: refused, saying what to set.
     let (ok, _, err) = through(&url, &["migrate", "--revert"]);
     assert!(!ok);
-    assert!(err.contains("[database] listen_url"), "{err}");
+    assert!(
+        err.contains("migration reverts need a session") && err.contains("[database] listen_url"),
+        "{err}"
+    );
     // With the direct URL, the revert and the migration run there.
     let with_direct = |args: &[&str]| {
         let env = [

@@ -134,7 +134,7 @@ impl Database {
 
     /// Reverts the newest applied migration, as [`revert_newest`] does.
     pub async fn revert_newest(&self) -> Result<Option<String>> {
-        revert_newest(&*self.sessions("reverting a migration").await?).await
+        revert_newest(&*self.sessions("migration reverts").await?).await
     }
 
     /// A pool whose connections are sessions, for `what`: the pool itself, or behind a
