@@ -279,7 +279,6 @@ async fn run(cluster: &Cluster, projects: u32, limiter: bool) -> anyhow::Result<
             .await?,
     );
     copydesk::db::migrate(db.pool()).await?;
-    sqlx::query("DELETE FROM jobs").execute(&db).await?;
 
     let provider = Arc::new(Mutex::new(Provider::new()));
     let model = serve(

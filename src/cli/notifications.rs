@@ -138,7 +138,7 @@ pub async fn run(
         NotificationsCommand::Channels(cmd) => channels(cmd, env, by, out).await?,
         NotificationsCommand::Test { channel } => {
             let Some((shown, url, secret)) =
-                store::notifications::channel_secret(pool, None, channel).await?
+                store::notifications::channel_secret(pool, channel).await?
             else {
                 anyhow::bail!("no notification channel {channel}");
             };
@@ -296,7 +296,7 @@ async fn channels(
         }
         ChannelsCommand::Remove { id } => {
             let mut tx = pool.begin().await?;
-            if !store::notifications::remove_channel(&mut *tx, None, id).await? {
+            if !store::notifications::remove_channel(&mut *tx, id).await? {
                 anyhow::bail!("no notification channel {id}");
             }
             store::audit::record(

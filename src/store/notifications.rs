@@ -212,21 +212,16 @@ pub async fn channels(db: impl PgExecutor<'_>, tenant: Option<Uuid>) -> Result<V
     .await?)
 }
 
-/// Removes a channel (and its deliveries); false when there is none (of `tenant`).
-pub async fn remove_channel(
-    db: impl PgExecutor<'_>,
-    tenant: Option<Uuid>,
-    id: Uuid,
-) -> Result<bool> {
-    Ok(crate::db::query(
-        "DELETE FROM notification_channels WHERE id = $1 AND ($2::uuid IS NULL OR tenant_id = $2)",
+/// Removes a channel (and its deliveries); false when there is none.
+pub async fn remove_channel(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool> {
+    Ok(
+        crate::db::query("DELETE FROM notification_channels WHERE id = $1")
+            .bind(id)
+            .execute(db)
+            .await?
+            .rows_affected()
+            == 1,
     )
-    .bind(id)
-    .bind(tenant)
-    .execute(db)
-    .await?
-    .rows_affected()
-        == 1)
 }
 
 /// What a delivery sends, and where.
@@ -296,15 +291,12 @@ pub async fn record_attempt(
 /// A channel's URL as shown, and its encrypted URL and secret, for a test delivery.
 pub async fn channel_secret(
     db: impl PgExecutor<'_>,
-    tenant: Option<Uuid>,
     id: Uuid,
 ) -> Result<Option<(String, Vec<u8>, Vec<u8>)>> {
-    Ok(crate::db::query_as(
-        "SELECT target, url, secret FROM notification_channels
-          WHERE id = $1 AND ($2::uuid IS NULL OR tenant_id = $2)",
+    Ok(
+        crate::db::query_as("SELECT target, url, secret FROM notification_channels WHERE id = $1")
+            .bind(id)
+            .fetch_optional(db)
+            .await?,
     )
-    .bind(id)
-    .bind(tenant)
-    .fetch_optional(db)
-    .await?)
 }

@@ -98,18 +98,6 @@ impl Db {
     pub async fn close(&self) {
         self.pool.close().await
     }
-
-    pub fn is_closed(&self) -> bool {
-        self.pool.is_closed()
-    }
-
-    pub fn size(&self) -> u32 {
-        self.pool.size()
-    }
-
-    pub fn num_idle(&self) -> usize {
-        self.pool.num_idle()
-    }
 }
 
 impl From<PgPool> for Db {
