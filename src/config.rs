@@ -33,6 +33,7 @@ pub struct Settings {
     pub publish: PublishSettings,
     pub catalog: CatalogSettings,
     pub limits: LimitSettings,
+    pub notifications: NotificationSettings,
 }
 
 /// Parses a duration: a whole number with `s`, `m`, `h` or `d` (`90d`, `12h`, `30m`),
@@ -201,6 +202,43 @@ pub struct CleanupSettings {
     pub archive_idle_projects_days: i32,
     pub batch_size: i64,
     pub approval_reminder_hours: u32,
+}
+
+/// `[notifications]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationSettings {
+    pub email: EmailSettings,
+}
+
+/// How email reaches its SMTP server.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// A plain connection upgraded with STARTTLS; refused when the server does not offer
+    /// it (the submission port, 587).
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Tls,
+    /// No TLS at all: only for a relay on the same machine.
+    None,
+}
+
+/// `[notifications.email]`: the SMTP server email channels send through. The login is
+/// read from `COPYDESK_SMTP_USERNAME` and `COPYDESK_SMTP_PASSWORD`, never from a file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailSettings {
+    /// Empty: no SMTP server (email channels cannot be added).
+    pub smtp_host: String,
+    pub smtp_port: u16,
+    pub tls: SmtpTls,
+    /// The sender, `Name <address>` or an address.
+    pub from: String,
+    /// A PEM file of extra certificate authorities to trust (a private CA) besides the
+    /// system's; empty: the system's alone.
+    pub ca_file: String,
+    pub timeout_secs: u64,
 }
 
 /// `[http]`

@@ -4,7 +4,7 @@
 //! Layers, top to bottom (a module imports only from those below it; the queue engine
 //! is a crate of its own, `copydesk-queue`, so the compiler keeps it under everything):
 //! `cli` → `demo` → `app` → `http` → `pipeline` → `jobs` → `publish`, `llm` → `store`
-//! → `domain`, `config`, `db`, `fetch`, `keys`, `report`, `retry_after`, `telemetry`
+//! → `domain`, `config`, `db`, `fetch`, `keys`, `mail`, `report`, `retry_after`, `telemetry`
 //! → `queue` (the engine).
 
 pub mod app;
@@ -19,6 +19,7 @@ pub mod jobs;
 pub mod keys;
 pub mod links;
 pub mod llm;
+pub mod mail;
 pub mod pipeline;
 pub mod publish;
 pub mod report;

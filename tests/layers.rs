@@ -15,6 +15,7 @@ const FLOORS: &[(&str, u8)] = &[
     ("retry_after", 1),
     ("telemetry", 2),
     ("fetch", 2),
+    ("mail", 2),
     ("db", 2),
     ("store", 3),
     ("llm", 4),

@@ -519,3 +519,305 @@ async fn a_webhook_gets_each_new_notification_signed_retried_and_never_for_a_rol
         0
     );
 }
+
+/// A real SMTP server on loopback (Debian's `python3-aiosmtpd`): STARTTLS required
+/// before anything else, a login required after it, the first message refused with
+/// 451 (try again later); each message taken is printed as a JSON line.
+const SMTP_SERVER: &str = r#"
+import json, ssl, sys, time
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+cert, key, port, user, password, refuse = sys.argv[1:7]
+refuse = int(refuse)
+
+class Handler:
+    async def handle_DATA(self, server, session, envelope):
+        global refuse
+        if refuse > 0:
+            refuse -= 1
+            return '451 4.3.0 Try again later'
+        print(json.dumps({"from": envelope.mail_from, "to": envelope.rcpt_tos,
+                          "authenticated": bool(session.authenticated),
+                          "data": envelope.content.decode('utf8', 'replace')}), flush=True)
+        return '250 2.0.0 Ok: queued'
+
+def login(server, session, envelope, mechanism, auth_data):
+    ok = (isinstance(auth_data, LoginPassword) and auth_data.login == user.encode()
+          and auth_data.password == password.encode())
+    return AuthResult(success=ok, handled=False)
+
+tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+tls.load_cert_chain(cert, key)
+Controller(Handler(), hostname='127.0.0.1', port=int(port), tls_context=tls,
+           require_starttls=True, authenticator=login, auth_required=True,
+           auth_require_tls=True).start()
+print("ready", flush=True)
+while True:
+    time.sleep(3600)
+"#;
+
+/// A certificate authority and a certificate it signed for 127.0.0.1: (CA, cert, key).
+fn smtp_certificates(dir: &std::path::Path) -> (String, String, String) {
+    let p = |f: &str| dir.join(f).to_str().unwrap().to_owned();
+    std::fs::write(
+        dir.join("ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+         extendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    for args in [
+        [
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                &p("ca.key"),
+                "-out",
+                &p("ca.pem"),
+                "-days",
+                "2",
+                "-subj",
+                "/CN=copydesk test CA",
+            ],
+        ]
+        .concat(),
+        [
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                &p("smtp.key"),
+                "-out",
+                &p("smtp.csr"),
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        ]
+        .concat(),
+        vec![
+            "x509",
+            "-req",
+            "-in",
+            &p("smtp.csr"),
+            "-CA",
+            &p("ca.pem"),
+            "-CAkey",
+            &p("ca.key"),
+            "-CAcreateserial",
+            "-out",
+            &p("smtp.pem"),
+            "-days",
+            "2",
+            "-extfile",
+            &p("ext"),
+        ],
+    ] {
+        let out = std::process::Command::new("openssl")
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    (p("ca.pem"), p("smtp.pem"), p("smtp.key"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_email_channel_sends_through_a_real_smtp_server_with_starttls_and_a_login() {
+    use std::io::BufRead;
+    let db = test_db().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = smtp_certificates(dir.path());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(dir.path().join("smtp.py"), SMTP_SERVER).unwrap();
+    // Debian's Python (where the package installs aiosmtpd), not one on PATH.
+    let mut server = Proc(
+        std::process::Command::new("/usr/bin/python3")
+            .arg(dir.path().join("smtp.py"))
+            .args([
+                &cert,
+                &key,
+                &port.to_string(),
+                "copydesk",
+                "s3cret-smtp",
+                "1",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("/usr/bin/python3 runs (apt-get install python3-aiosmtpd)"),
+    );
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let stdout = server.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let next = |what: &str| {
+        lines
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("the SMTP server did not report {what}"))
+    };
+    assert_eq!(next("ready (is python3-aiosmtpd installed?)"), "ready");
+
+    // Without a server configured, an email channel is refused before anything is kept.
+    let (ok, _, err) = copydesk(
+        &db,
+        &[
+            "notifications",
+            "channels",
+            "add",
+            "email",
+            "ana@example.com",
+        ],
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("no SMTP server is configured: set [notifications.email] smtp_host"),
+        "{err}"
+    );
+    let port = port.to_string();
+    let mut env = vec![
+        ("COPYDESK__NOTIFICATIONS__EMAIL__SMTP_HOST", "127.0.0.1"),
+        ("COPYDESK__NOTIFICATIONS__EMAIL__SMTP_PORT", port.as_str()),
+        (
+            "COPYDESK__NOTIFICATIONS__EMAIL__FROM",
+            "copydesk <copydesk@example.net>",
+        ),
+        ("COPYDESK_SMTP_USERNAME", "copydesk"),
+        ("COPYDESK_SMTP_PASSWORD", "s3cret-smtp"),
+    ];
+    let (ok, _, err) = copydesk_at(
+        &db.url,
+        &env,
+        &[
+            "notifications",
+            "channels",
+            "add",
+            "email",
+            "ana at example",
+        ],
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("\"ana at example\" is not an email address"),
+        "{err}"
+    );
+    let (ok, out, err) = copydesk_at(
+        &db.url,
+        &env,
+        &[
+            "notifications",
+            "channels",
+            "add",
+            "email",
+            "Ana <ana@example.com>",
+            "--min-severity",
+            "warning",
+        ],
+    );
+    assert!(ok, "{err}");
+    let channel = out
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(':')
+        .to_owned();
+    assert!(
+        out.contains("email to Ana <ana@example.com>, warning and above"),
+        "{out}"
+    );
+
+    // The server's certificate is signed by a CA the system does not trust: refused,
+    // nothing sent, until ca_file names it.
+    let (ok, _, err) = copydesk_at(&db.url, &env, &["notifications", "test", &channel]);
+    assert!(!ok);
+    assert!(err.contains("the SMTP server 127.0.0.1:"), "{err}");
+    assert!(err.contains("could not be reached"), "{err}");
+    assert!(!err.contains("s3cret-smtp"), "{err}");
+    env.push(("COPYDESK__NOTIFICATIONS__EMAIL__CA_FILE", ca.as_str()));
+    // A wrong password: the server's 535, and the password nowhere in what is said.
+    let mut wrong = env.clone();
+    wrong.push(("COPYDESK_SMTP_PASSWORD", "not-it"));
+    let (ok, _, err) = copydesk_at(&db.url, &wrong, &["notifications", "test", &channel]);
+    assert!(!ok);
+    assert!(err.contains("refused the email: 535"), "{err}");
+    assert!(!err.contains("not-it"), "{err}");
+
+    // A job failing for good, delivered by the real worker: the server refuses the
+    // first message with 451, the delivery is retried and taken.
+    let job = noop(&db, "{}").await;
+    fail(&db, job, "the store is gone").await;
+    let mut worker = spawn_worker(&db, &[], &env);
+    let mail: Value = serde_json::from_str(&next("the notification's email")).unwrap();
+    assert_eq!(mail["from"], "copydesk@example.net");
+    assert_eq!(mail["to"], json!(["ana@example.com"]));
+    assert_eq!(mail["authenticated"], true);
+    let data = mail["data"].as_str().unwrap();
+    assert!(
+        data.contains("Subject: [copydesk error] A noop job failed for good"),
+        "{data}"
+    );
+    assert!(data.contains("the store is gone"), "{data}");
+    assert!(data.contains(&format!("Job: {job}")), "{data}");
+    wait_for(
+        std::time::Duration::from_secs(20),
+        "the delivery to be recorded",
+        || async {
+            count(
+                &db.pool,
+                "SELECT count(*) FROM notification_deliveries WHERE status = 'delivered'",
+            )
+            .await
+                == 1
+        },
+    )
+    .await;
+    let (attempts, answer_status, answer): (i32, Option<i32>, String) =
+        sqlx::query_as("SELECT attempts, answer_status, answer FROM notification_deliveries")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!((attempts, answer_status), (2, Some(250)), "{answer}");
+    assert!(answer.contains("Ok: queued"), "{answer}");
+    let message_id = data.lines().find(|l| l.starts_with("Message-ID:")).unwrap();
+    assert!(message_id.contains("@copydesk>"), "{message_id}");
+    signal(&worker, nix::sys::signal::Signal::SIGTERM);
+    wait_exit(&mut worker, std::time::Duration::from_secs(20));
+    // Nothing else was sent.
+    assert!(lines.try_recv().is_err());
+
+    // `notifications test` sends one now.
+    let (ok, out, err) = copydesk_at(&db.url, &env, &["notifications", "test", &channel]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("the SMTP server took the email for Ana <ana@example.com>: 250"),
+        "{out}"
+    );
+    let test_mail: Value = serde_json::from_str(&next("the test email")).unwrap();
+    assert_eq!(test_mail["authenticated"], true);
+    assert!(
+        test_mail["data"]
+            .as_str()
+            .unwrap()
+            .contains("A test of copydesk's notifications")
+    );
+}

@@ -25,7 +25,7 @@ pub enum NotificationsCommand {
         #[command(flatten)]
         json: JsonFlag,
     },
-    /// Where notifications are delivered: webhooks.
+    /// Where notifications are delivered: webhooks and email addresses.
     #[command(subcommand)]
     Channels(ChannelsCommand),
     /// Send a test notification through a channel now and print the receiver's answer.
@@ -49,6 +49,7 @@ pub enum NotificationsCommand {
 pub enum ChannelsCommand {
     /// Add a channel. `webhook URL`: each new notification is POSTed there, signed as
     /// Standard Webhooks says; the signing secret is printed once, on the last line.
+    /// `email ADDRESS`: each is mailed there through `[notifications.email]`.
     Add {
         #[command(subcommand)]
         channel: NewChannel,
@@ -73,6 +74,20 @@ pub enum NewChannel {
     /// A webhook (http or https; the URL goes through the same guard as store pages).
     Webhook {
         url: String,
+        /// The tenant it serves (its slug; `default` without it).
+        #[arg(long, value_name = "SLUG")]
+        tenant: Option<String>,
+        /// Only this project's notifications (else all of the tenant's).
+        #[arg(long, value_parser = super::parse_id)]
+        project: Option<Uuid>,
+        /// The least severity it gets: info, warning or error.
+        #[arg(long, default_value = "info")]
+        min_severity: Severity,
+    },
+    /// An email address, sent to through the SMTP server of `[notifications.email]`
+    /// (its login from COPYDESK_SMTP_USERNAME and COPYDESK_SMTP_PASSWORD).
+    Email {
+        address: String,
         /// The tenant it serves (its slug; `default` without it).
         #[arg(long, value_name = "SLUG")]
         tenant: Option<String>,
@@ -137,13 +152,34 @@ pub async fn run(
         }
         NotificationsCommand::Channels(cmd) => channels(cmd, env, by, out).await?,
         NotificationsCommand::Test { channel } => {
-            let Some((shown, url, secret)) =
+            let Some((kind, shown, url, secret)) =
                 store::notifications::channel_secret(pool, channel).await?
             else {
                 anyhow::bail!("no notification channel {channel}");
             };
+            if kind == "email" {
+                let mailer = crate::mail::Mailer::new(&env.settings.notifications.email)?;
+                let to = crate::mail::parse_address(&shown)?;
+                let id = format!("test.{}", uuid::Uuid::new_v4().simple());
+                let (code, answer) = mailer
+                    .send(
+                        &to,
+                        &id,
+                        "[copydesk info] A test of copydesk's notifications",
+                        format!("A test of copydesk's notifications, sent by {by}.\n"),
+                    )
+                    .await?;
+                writeln!(
+                    out,
+                    "the SMTP server took the email for {shown}: {code} {answer}"
+                )?;
+                return Ok(());
+            }
             let keys = env_keys()?;
-            let open = |sealed: &[u8], what: &str| -> anyhow::Result<String> {
+            let open = |sealed: &Option<Vec<u8>>, what: &str| -> anyhow::Result<String> {
+                let sealed = sealed
+                    .as_deref()
+                    .ok_or_else(|| anyhow::anyhow!("channel {channel} has no {what}"))?;
                 Ok(String::from_utf8(keys.decrypt(
                     sealed,
                     &format!("the {what} of notification channel {channel}"),
@@ -190,6 +226,30 @@ fn env_keys() -> anyhow::Result<crate::keys::Keys> {
     })
 }
 
+/// Audits a channel added in `tx`, and commits.
+async fn added(
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    tenant: Uuid,
+    by: &str,
+    id: Uuid,
+    details: serde_json::Value,
+) -> anyhow::Result<()> {
+    store::audit::record(
+        &mut *tx,
+        &store::audit::Entry {
+            tenant: Some(tenant),
+            actor: by,
+            action: "notification_channel.added",
+            target_table: Some("notification_channels"),
+            target_id: Some(id),
+            details,
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 async fn channels(
     cmd: ChannelsCommand,
     env: &Env,
@@ -209,10 +269,9 @@ async fn channels(
         } => {
             crate::fetch::Fetcher::new(&env.settings.fetch).check_url(&url)?;
             let keys = env_keys()?;
-            let tenant = match store::tenants::resolve(pool, tenant.as_deref()).await? {
-                Some(t) => t,
-                None => crate::domain::DEFAULT_TENANT,
-            };
+            let tenant = store::tenants::resolve(pool, tenant.as_deref())
+                .await?
+                .unwrap_or(crate::domain::DEFAULT_TENANT);
             let secret = crate::jobs::notify::new_secret();
             let shown = crate::jobs::notify::shown(&url);
             let mut tx = pool.begin().await?;
@@ -229,25 +288,49 @@ async fn channels(
                 by,
             )
             .await?;
-            store::audit::record(
-                &mut *tx,
-                &store::audit::Entry {
-                    tenant: Some(tenant),
-                    actor: by,
-                    action: "notification_channel.added",
-                    target_table: Some("notification_channels"),
-                    target_id: Some(id),
-                    details: serde_json::json!({"kind": "webhook", "url": shown,
-                        "project_id": project, "min_severity": min_severity}),
-                },
-            )
-            .await?;
-            tx.commit().await?;
+            let details = serde_json::json!({"kind": "webhook", "url": shown,
+                "project_id": project, "min_severity": min_severity});
+            added(tx, tenant, by, id, details).await?;
             writeln!(
                 out,
                 "channel {id}: webhook {shown}, {min_severity} and above\n\
                  its signing secret (shown once; receivers verify webhook-signature with it):\n\
                  {secret}"
+            )?;
+        }
+        ChannelsCommand::Add {
+            channel:
+                NewChannel::Email {
+                    address,
+                    tenant,
+                    project,
+                    min_severity,
+                },
+        } => {
+            // Refused before anything is written: an address that is not one, or no
+            // server to send through.
+            let to = crate::mail::parse_address(&address)?;
+            crate::mail::Mailer::new(&env.settings.notifications.email)?;
+            let tenant = store::tenants::resolve(pool, tenant.as_deref())
+                .await?
+                .unwrap_or(crate::domain::DEFAULT_TENANT);
+            let address = to.to_string();
+            let mut tx = pool.begin().await?;
+            let id = store::notifications::add_email(
+                &mut *tx,
+                tenant,
+                project,
+                &address,
+                min_severity,
+                by,
+            )
+            .await?;
+            let details = serde_json::json!({"kind": "email", "address": address,
+                "project_id": project, "min_severity": min_severity});
+            added(tx, tenant, by, id, details).await?;
+            writeln!(
+                out,
+                "channel {id}: email to {address}, {min_severity} and above"
             )?;
         }
         ChannelsCommand::List { tenant, json } => {

@@ -1,4 +1,4 @@
-//! `notify`: delivers one notification to one channel, a webhook, signed as the
+//! `notify`: delivers one notification to one channel. A webhook is signed as the
 //! Standard Webhooks specification says (`webhook-id`, `webhook-timestamp`,
 //! `webhook-signature: v1,<base64 HMAC-SHA256 of id.timestamp.body>` with the channel's
 //! `whsec_` secret), so receivers can verify it with that specification's libraries and
@@ -6,6 +6,9 @@
 //! a Slack-compatible `text`. The database enqueues one such job per channel when it
 //! raises a notification; each attempt is recorded on the delivery (the receiver's
 //! status and answer), and an answer other than 2xx, or none, is retried with backoff.
+//! An email goes through the SMTP server of `[notifications.email]` as plain text, with
+//! the delivery's id as its `Message-ID`; a 4xx reply or no answer is retried, a 5xx
+//! is not.
 
 use base64::{Engine, engine::general_purpose::STANDARD as B64};
 use copydesk_queue::{JobArgs, JobError, Outcome, ResultExt};
@@ -110,6 +113,14 @@ pub async fn send(
     fetcher.post_json(url, headers, body).await
 }
 
+/// One attempt's outcome: the receiver's status (an HTTP status or an SMTP reply code;
+/// none when there was no answer), its words, and the job's error when not delivered.
+struct Attempt {
+    status: Option<u16>,
+    answer: String,
+    error: Option<JobError>,
+}
+
 pub async fn run(ctx: Ctx, args: NotifyArgs) -> Result<Outcome, JobError> {
     let Some(d) = store::notifications::delivery(&ctx.pool, args.delivery_id)
         .await
@@ -122,12 +133,37 @@ pub async fn run(ctx: Ctx, args: NotifyArgs) -> Result<Outcome, JobError> {
     if d.status == "delivered" {
         return Ok(Outcome::done_with(json!({"delivered": true})));
     }
+    let attempt = match d.channel_kind.as_str() {
+        "email" => email(&ctx, &d).await,
+        _ => webhook(&ctx, &d).await?,
+    };
+    store::notifications::record_attempt(
+        &ctx.pool,
+        d.id,
+        attempt.status,
+        &attempt.answer,
+        attempt.error.is_none(),
+    )
+    .await
+    .retryable()?;
+    match attempt.error {
+        None => Ok(Outcome::done_with(
+            json!({"delivered": true, "status": attempt.status}),
+        )),
+        Some(e) => Err(e),
+    }
+}
+
+async fn webhook(ctx: &Ctx, d: &Delivery) -> Result<Attempt, JobError> {
     let keys = ctx.app.keys.clone().map_err(|e| {
         JobError::permanent(format!(
             "cannot read the channel's URL and signing secret: {e}"
         ))
     })?;
-    let open = |sealed: &[u8], what: &str| {
+    let open = |sealed: &Option<Vec<u8>>, what: &str| {
+        let sealed = sealed.as_deref().ok_or_else(|| {
+            JobError::permanent(format!("webhook channel {} has no {what}", d.channel_id))
+        })?;
         keys.decrypt(
             sealed,
             &format!("the {what} of notification channel {}", d.channel_id),
@@ -139,25 +175,92 @@ pub async fn run(ctx: Ctx, args: NotifyArgs) -> Result<Outcome, JobError> {
         })
     };
     let (url, secret) = (open(&d.url, "URL")?, open(&d.secret, "signing secret")?);
-    let body = serde_json::to_vec(&payload(&d)).expect("JSON values serialise");
+    let body = serde_json::to_vec(&payload(d)).expect("JSON values serialise");
     let id = format!("msg_{}", d.id);
-    let sent = send(&ctx.app.fetcher, &url, &secret, &id, body).await;
     // The whole URL stays out of rows and logs: errors name it as shown.
     let hide = |text: String| text.replace(url.as_str(), &d.target);
-    let (status, answer, delivered) = match &sent {
-        Ok((s, a)) => (Some(*s), a.clone(), (200..300).contains(s)),
-        Err(e) => (None, hide(e.to_string()), false),
-    };
-    store::notifications::record_attempt(&ctx.pool, d.id, status, &answer, delivered)
-        .await
-        .retryable()?;
+    Ok(
+        match send(&ctx.app.fetcher, &url, &secret, &id, body).await {
+            Ok((s, answer)) if (200..300).contains(&s) => Attempt {
+                status: Some(s),
+                answer,
+                error: None,
+            },
+            Ok((s, answer)) => Attempt {
+                error: Some(JobError::transient(format!(
+                    "the webhook {} answered {s}: {answer}",
+                    d.target
+                ))),
+                status: Some(s),
+                answer,
+            },
+            Err(e) => {
+                let why = hide(e.to_string());
+                Attempt {
+                    status: None,
+                    error: Some(if e.is_transient() {
+                        JobError::transient(why.clone())
+                    } else {
+                        JobError::permanent(why.clone())
+                    }),
+                    answer: why,
+                }
+            }
+        },
+    )
+}
+
+/// An email's subject and plain-text body for a notification.
+pub fn email_text(d: &Delivery, public_url: &str) -> (String, String) {
+    let subject = format!("[copydesk {}] {}", d.severity, d.title);
+    let mut body = format!("{}\n", d.title);
+    if !d.body.is_empty() {
+        body.push_str(&format!("\n{}\n", d.body));
+    }
+    body.push_str(&format!("\nSeverity: {}\nKind: {}\n", d.severity, d.kind));
+    if let Some(p) = d.project_id {
+        body.push_str(&format!("Project: {p}\n"));
+    }
+    if let Some(j) = d.job_id {
+        body.push_str(&format!("Job: {j}\n"));
+    }
+    body.push_str(&format!("Notification: {}\n", d.notification_id));
+    if !public_url.is_empty() {
+        body.push_str(&format!(
+            "\n{}/console/notifications\n",
+            public_url.trim_end_matches('/')
+        ));
+    }
+    body.push_str(&format!(
+        "\nSent by copydesk to this channel ({}); `copydesk notifications channels remove {}` stops it.\n",
+        d.target, d.channel_id
+    ));
+    (subject, body)
+}
+
+async fn email(ctx: &Ctx, d: &Delivery) -> Attempt {
+    let settings = &ctx.app.settings;
+    let sent = async {
+        let mailer = crate::mail::Mailer::new(&settings.notifications.email)?;
+        let to = crate::mail::parse_address(&d.target)?;
+        let (subject, body) = email_text(d, &settings.http.public_url);
+        mailer.send(&to, &d.id.to_string(), &subject, body).await
+    }
+    .await;
     match sent {
-        Ok((s, _)) if delivered => Ok(Outcome::done_with(json!({"delivered": true, "status": s}))),
-        Ok((s, a)) => Err(JobError::transient(format!(
-            "the webhook {} answered {s}: {a}",
-            d.target
-        ))),
-        Err(e) if e.is_transient() => Err(JobError::transient(hide(e.to_string()))),
-        Err(e) => Err(JobError::permanent(hide(e.to_string()))),
+        Ok((code, answer)) => Attempt {
+            status: Some(code),
+            answer,
+            error: None,
+        },
+        Err(e) => Attempt {
+            status: e.code(),
+            answer: e.to_string(),
+            error: Some(if e.is_transient() {
+                JobError::transient(e.to_string())
+            } else {
+                JobError::permanent(e.to_string())
+            }),
+        },
     }
 }

@@ -147,8 +147,8 @@ pub async fn remind_approvals(db: impl PgExecutor<'_>, hours: u32, dry_run: bool
     Ok(n as u64)
 }
 
-/// A delivery channel of a tenant (a webhook), as listed: never its secret, nor its
-/// URL's path.
+/// A delivery channel of a tenant (a webhook or an email address), as listed: never a
+/// webhook's secret, nor its URL's path.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Channel {
     pub id: Uuid,
@@ -195,6 +195,29 @@ pub async fn add_webhook(db: impl PgExecutor<'_>, w: &NewWebhook<'_>, by: &str) 
     .await?)
 }
 
+/// Adds an email channel sending to `address`; returns its id.
+pub async fn add_email(
+    db: impl PgExecutor<'_>,
+    tenant: Uuid,
+    project: Option<Uuid>,
+    address: &str,
+    min_severity: Severity,
+    by: &str,
+) -> Result<Uuid> {
+    Ok(crate::db::query_scalar(
+        "INSERT INTO notification_channels
+                (tenant_id, project_id, kind, target, min_severity, created_by)
+         VALUES ($1, $2, 'email', $3, $4, $5) RETURNING id",
+    )
+    .bind(tenant)
+    .bind(project)
+    .bind(address)
+    .bind(min_severity)
+    .bind(by)
+    .fetch_one(db)
+    .await?)
+}
+
 /// Channels (of one tenant, or all), oldest first, each with its latest delivery.
 pub async fn channels(db: impl PgExecutor<'_>, tenant: Option<Uuid>) -> Result<Vec<Channel>> {
     Ok(crate::db::query_as(
@@ -231,10 +254,13 @@ pub struct Delivery {
     pub status: String,
     pub attempts: i32,
     pub channel_id: Uuid,
-    /// The URL as shown (its path hidden), and the whole URL encrypted.
+    /// `webhook` or `email`.
+    pub channel_kind: String,
+    /// A webhook's URL as shown (its path hidden), or an email address.
     pub target: String,
-    pub url: Vec<u8>,
-    pub secret: Vec<u8>,
+    /// A webhook's whole URL and signing secret, encrypted.
+    pub url: Option<Vec<u8>>,
+    pub secret: Option<Vec<u8>>,
     pub notification_id: Uuid,
     pub project_id: Option<Uuid>,
     pub job_id: Option<Uuid>,
@@ -250,7 +276,7 @@ pub struct Delivery {
 /// was removed).
 pub async fn delivery(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Delivery>> {
     Ok(crate::db::query_as(
-        "SELECT d.id, d.status, d.attempts, c.id AS channel_id, c.target, c.url, c.secret,
+        "SELECT d.id, d.status, d.attempts, c.id AS channel_id, c.kind AS channel_kind, c.target, c.url, c.secret,
                 n.id AS notification_id, n.project_id, n.job_id, n.severity, n.kind, n.title,
                 n.body, n.data, n.created_at
            FROM notification_deliveries d
@@ -288,15 +314,17 @@ pub async fn record_attempt(
     Ok(())
 }
 
-/// A channel's URL as shown, and its encrypted URL and secret, for a test delivery.
-pub async fn channel_secret(
-    db: impl PgExecutor<'_>,
-    id: Uuid,
-) -> Result<Option<(String, Vec<u8>, Vec<u8>)>> {
-    Ok(
-        crate::db::query_as("SELECT target, url, secret FROM notification_channels WHERE id = $1")
-            .bind(id)
-            .fetch_optional(db)
-            .await?,
+/// A channel to send through: its kind, its target (a webhook's URL as shown, or an
+/// address), and a webhook's encrypted URL and secret.
+pub type ChannelSecret = (String, String, Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// A channel's kind, target, and a webhook's encrypted URL and secret, for a test
+/// delivery.
+pub async fn channel_secret(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<ChannelSecret>> {
+    Ok(crate::db::query_as(
+        "SELECT kind, target, url, secret FROM notification_channels WHERE id = $1",
     )
+    .bind(id)
+    .fetch_optional(db)
+    .await?)
 }
