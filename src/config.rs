@@ -34,6 +34,7 @@ pub struct Settings {
     pub catalog: CatalogSettings,
     pub limits: LimitSettings,
     pub notifications: NotificationSettings,
+    pub files: FileSettings,
 }
 
 /// Parses a duration: a whole number with `s`, `m`, `h` or `d` (`90d`, `12h`, `30m`),
@@ -202,6 +203,53 @@ pub struct CleanupSettings {
     pub archive_idle_projects_days: i32,
     pub batch_size: i64,
     pub approval_reminder_hours: u32,
+}
+
+/// `[files]`: where files' bytes live, and what is taken.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSettings {
+    pub store: FileStoreKind,
+    /// The local folder; empty: `files` under COPYDESK_HOME.
+    pub local_dir: String,
+    pub s3: S3Settings,
+    /// The largest file taken, in bytes.
+    pub max_bytes: u64,
+    /// The content types taken (as sniffed from the bytes, not from the name).
+    pub allowed_types: Vec<String>,
+}
+
+/// Where files' bytes live.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FileStoreKind {
+    Local,
+    S3,
+}
+
+/// `[files.s3]`: any S3-compatible store. The keys are read from `AWS_ACCESS_KEY_ID`
+/// and `AWS_SECRET_ACCESS_KEY` (and the rest of the AWS_* variables), never from a file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Settings {
+    pub bucket: String,
+    /// Empty: AWS itself; else the store's URL (`http://127.0.0.1:9000`).
+    pub endpoint: String,
+    pub region: String,
+    /// Plain `http://` endpoints are refused unless this is true.
+    pub allow_http: bool,
+    /// Keys are made under this prefix (`copydesk/`); empty: none.
+    pub prefix: String,
+}
+
+impl Settings {
+    /// The folder copydesk keeps its own state in: `COPYDESK_HOME`, else
+    /// `[database] home`.
+    pub fn home(&self) -> PathBuf {
+        std::env::var_os("COPYDESK_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.database.home.clone())
+    }
 }
 
 /// `[notifications]`

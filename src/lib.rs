@@ -3,7 +3,7 @@
 //!
 //! Layers, top to bottom (a module imports only from those below it; the queue engine
 //! is a crate of its own, `copydesk-queue`, so the compiler keeps it under everything):
-//! `cli` → `demo` → `app` → `http` → `pipeline` → `jobs` → `publish`, `llm` → `store`
+//! `cli` → `demo` → `app` → `http` → `pipeline` → `jobs` → `publish`, `llm`, `files` → `store`
 //! → `domain`, `config`, `db`, `fetch`, `keys`, `mail`, `report`, `retry_after`, `telemetry`
 //! → `queue` (the engine).
 
@@ -14,6 +14,7 @@ pub mod db;
 pub mod demo;
 pub mod domain;
 pub mod fetch;
+pub mod files;
 pub mod http;
 pub mod jobs;
 pub mod keys;

@@ -21,6 +21,7 @@ const FLOORS: &[(&str, u8)] = &[
     ("llm", 4),
     ("publish", 4),
     ("report", 4),
+    ("files", 4),
     ("jobs", 5),
     ("pipeline", 6),
     ("http", 7),

@@ -1220,3 +1220,190 @@ async fn an_expiring_token_and_a_retiring_version_are_told_at_each_post_and_test
     let access = creds["access_token"].as_str().unwrap();
     assert!(!format!("{rows:?}").contains(access));
 }
+
+/// A 1×1 PNG.
+const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89\0\0\0\rIDATx\x9cc\xf8\xcf\xc0\xf0\x1f\0\x05\0\x01\xff\x89\x99=\x1d\0\0\0\0IEND\xaeB`\x82";
+
+/// Settings whose file store is `dir`, and an image put there for `project`.
+async fn image_in(db: &TestDb, dir: &std::path::Path, project: Uuid) -> (Settings, Uuid) {
+    let mut settings = fast_settings();
+    settings.files.local_dir = dir.to_str().unwrap().to_owned();
+    let (id, _) = copydesk::files::Files::new(&settings)
+        .unwrap()
+        .put(
+            &db.pool,
+            &copydesk::files::Put {
+                tenant: copydesk::domain::DEFAULT_TENANT,
+                project: Some(project),
+                kind: "image",
+                name: "linen.png",
+                bytes: PNG,
+            },
+            "test",
+        )
+        .await
+        .unwrap();
+    (settings, id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blog_drafts_image_is_wordpress_featured_media_and_the_shopify_article_image() {
+    let db = test_db().await;
+    let fake = FakePlatforms::start().await.unwrap();
+    let k = Keys::generate();
+    let files = tempfile::tempdir().unwrap();
+    let (wp, shop) = (project(&db).await, project(&db).await);
+    connect(&db, &fake, &k, wp, Platform::Wordpress).await;
+    connect(&db, &fake, &k, shop, Platform::Shopify).await;
+    let (settings, image) = image_in(&db, files.path(), wp).await;
+    let (wp_draft, a) =
+        draft_awaiting_approval(&db, wp, "blog", "Linen that lasts", BLOG, None).await;
+    let (shop_draft, b) =
+        draft_awaiting_approval(&db, shop, "blog", "Linen that lasts", BLOG, None).await;
+    let (x_draft, _) = draft_awaiting_approval(&db, wp, "x", "", "Linen, on X.", None).await;
+    let notes: Uuid = sqlx::query_scalar(
+        "INSERT INTO files (tenant_id, kind, name, sha256, size, content_type, storage_key, created_by)
+         VALUES ($1, 'sample', 'voice.md', repeat('a', 64), 5, 'text/markdown', 'k', 'test') RETURNING id",
+    )
+    .bind(copydesk::domain::DEFAULT_TENANT)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+
+    // Naming it: only a blog draft takes a picture, and only an image is one.
+    let attach = |file: Uuid, draft: Uuid| {
+        copydesk(
+            &db,
+            &[
+                "files",
+                "attach",
+                &file.to_string(),
+                "--draft",
+                &draft.to_string(),
+            ],
+        )
+    };
+    let (ok, _, err) = attach(image, x_draft);
+    assert!(!ok);
+    assert!(
+        err.contains(&format!("artifact {x_draft} is not a blog draft")),
+        "{err}"
+    );
+    let (ok, _, err) = attach(notes, wp_draft);
+    assert!(!ok);
+    assert!(
+        err.contains(&format!("file {notes} is text/markdown, not an image")),
+        "{err}"
+    );
+    for draft in [wp_draft, shop_draft] {
+        let (ok, out, err) = attach(image, draft);
+        assert!(ok, "{err}");
+        assert!(
+            out.contains(&format!("draft {draft} publishes with image {image}")),
+            "{out}"
+        );
+    }
+    // A later version of the draft (a rewrite, an edit) keeps its picture.
+    let v2: Uuid = sqlx::query_scalar(
+        "INSERT INTO artifacts (project_id, kind, channel, version, based_on_id, source, title, content)
+         VALUES ($1, 'draft', 'blog', 2, $2, 'human', 'Linen that lasts', 'Edited.') RETURNING id",
+    )
+    .bind(wp)
+    .bind(wp_draft)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let inherited = store::files::image_of(&db.pool, v2).await.unwrap().unwrap();
+    assert_eq!(inherited.id, image);
+
+    let r = publish_runner(&db, settings.clone(), &k);
+    let wp_job = approve(&db, &settings, a).await;
+    let shop_job = approve(&db, &settings, b).await;
+    drain(&r).await;
+    assert_eq!(
+        status_of(&db.pool, wp_job).await,
+        "done",
+        "{:?}",
+        attempts_and_error(&db.pool, wp_job).await
+    );
+    assert_eq!(
+        status_of(&db.pool, shop_job).await,
+        "done",
+        "{:?}",
+        attempts_and_error(&db.pool, shop_job).await
+    );
+    let media = fake.media();
+    assert_eq!(media.len(), 1, "{media:?}");
+    assert_eq!(media[0].bytes, PNG);
+    assert_eq!(media[0].mime_type, "image/png");
+    let post = &fake.posts_on(Platform::Wordpress)[0];
+    assert_eq!(
+        post.image.as_deref(),
+        Some(media[0].id.to_string().as_str())
+    );
+    assert!(
+        media[0].slug.starts_with(post.slug.as_deref().unwrap()),
+        "{media:?} {post:?}"
+    );
+    let article = &fake.posts_on(Platform::Shopify)[0];
+    assert_eq!(
+        article.image.as_deref(),
+        Some(format!("linen.png, {} bytes", PNG.len()).as_str())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_after_the_media_upload_leaves_one_media_item() {
+    let db = test_db().await;
+    let fake = FakePlatforms::start().await.unwrap();
+    let k = Keys::generate();
+    let files = tempfile::tempdir().unwrap();
+    let p = project(&db).await;
+    connect(&db, &fake, &k, p, Platform::Wordpress).await;
+    let (settings, image) = image_in(&db, files.path(), p).await;
+    let (draft, a) = draft_awaiting_approval(&db, p, "blog", "Linen that lasts", BLOG, None).await;
+    store::files::attach_image(&db.pool, draft, image)
+        .await
+        .unwrap();
+    // WordPress keeps the upload, then holds its answer back: the worker dies waiting.
+    fake.hold_answers(Some(Duration::from_secs(60)));
+    let env = [
+        ("COPYDESK_FERNET_KEYS", k.as_str()),
+        ("COPYDESK__WORKER__LEASE_SECS", "2"),
+        ("COPYDESK__LLM__PROVIDER", "offline"),
+        ("COPYDESK__FILES__LOCAL_DIR", files.path().to_str().unwrap()),
+    ];
+    let mut first = spawn_worker(&db, &["--kinds", "publishing"], &env);
+    let job = approve(&db, &settings, a).await;
+    wait_for(
+        Duration::from_secs(20),
+        "the upload to reach WordPress",
+        || async { fake.media().len() == 1 },
+    )
+    .await;
+    signal(&first, nix::sys::signal::Signal::SIGKILL);
+    first.wait().unwrap();
+    fake.hold_answers(None);
+    assert!(fake.posts().is_empty());
+    let _second = spawn_worker(&db, &["--kinds", "publishing"], &env);
+    wait_for(
+        Duration::from_secs(30),
+        "the post after the rescue",
+        || async { status_of(&db.pool, job).await == "done" },
+    )
+    .await;
+    let media = fake.media();
+    assert_eq!(media.len(), 1, "{media:?}");
+    let posts = fake.posts_on(Platform::Wordpress);
+    assert_eq!(posts.len(), 1);
+    assert_eq!(
+        posts[0].image.as_deref(),
+        Some(media[0].id.to_string().as_str())
+    );
+    let uploads = fake
+        .requests()
+        .iter()
+        .filter(|r| *r == "POST /wordpress/wp-json/wp/v2/media")
+        .count();
+    assert_eq!(uploads, 1, "{:?}", fake.requests());
+}

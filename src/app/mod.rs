@@ -59,6 +59,7 @@ pub fn services(settings: Arc<Settings>) -> Result<Services, llm::Error> {
         fetcher: Fetcher::new(&settings.fetch),
         keys: Keys::from_env().map(Arc::new),
         publish_http: publish::client(&settings.publish),
+        files: crate::files::Files::new(&settings).map_err(Arc::new),
         settings,
     })
 }

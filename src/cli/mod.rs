@@ -5,6 +5,7 @@
 mod approvals;
 mod cleanup;
 mod enqueue;
+mod files;
 mod jobs;
 mod limits;
 mod notifications;
@@ -123,6 +124,9 @@ pub enum Command {
     /// What needs a person: jobs failed for good, approvals waiting.
     #[command(subcommand)]
     Notifications(notifications::NotificationsCommand),
+    /// Images for posts, style samples and exports, stored once per tenant by SHA-256.
+    #[command(subcommand)]
+    Files(files::FilesCommand),
 }
 
 #[derive(Debug, Args)]
@@ -157,6 +161,32 @@ pub struct JsonFlag {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+impl JsonFlag {
+    /// Prints a listing: JSON with `--json`; else `empty` when there is nothing; else
+    /// a table of `headers`, one row per item.
+    pub fn print<T: serde::Serialize>(
+        self,
+        out: &mut (dyn Write + Send),
+        list: Vec<T>,
+        empty: &str,
+        headers: &[&str],
+        row: impl FnMut(T) -> Vec<String>,
+    ) -> anyhow::Result<()> {
+        if self.json {
+            writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
+        } else if list.is_empty() {
+            writeln!(out, "{empty}")?;
+        } else {
+            writeln!(
+                out,
+                "{}",
+                table(headers, list.into_iter().map(row).collect())
+            )?;
+        }
+        Ok(())
+    }
 }
 
 /// Runs one parsed command, writing its output to `out`.
@@ -218,6 +248,7 @@ async fn dispatch(
         Command::Audit(cmd) => tenants::audit(cmd, env, out).await?,
         Command::Limits(cmd) => limits::run(cmd, env, by, out).await?,
         Command::Notifications(cmd) => notifications::run(cmd, env, by, out).await?,
+        Command::Files(cmd) => files::run(cmd, env, by, out).await?,
         Command::Settings(cmd) => publish::settings(cmd, env, out).await?,
         Command::Db(DbCommand::Url) => match &env.db.cluster {
             Some(c) => writeln!(out, "{}", c.url("copydesk"))?,

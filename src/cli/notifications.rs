@@ -7,7 +7,7 @@ use clap::Subcommand;
 use uuid::Uuid;
 
 use super::{Env, JsonFlag};
-use crate::{domain::Severity, report::table, store};
+use crate::{domain::Severity, store};
 
 #[derive(Debug, Subcommand)]
 pub enum NotificationsCommand {
@@ -116,39 +116,25 @@ pub async fn run(
         } => {
             let tenant = store::tenants::resolve(pool, tenant.as_deref()).await?;
             let list = store::notifications::list(pool, tenant, unread, limit).await?;
-            if json.json {
-                writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
-            } else if list.is_empty() {
-                writeln!(
-                    out,
-                    "no {}notifications",
-                    if unread { "unread " } else { "" }
-                )?;
-            } else {
-                let rows = list
-                    .into_iter()
-                    .map(|n| {
-                        vec![
-                            n.id.to_string(),
-                            n.last_at.format("%Y-%m-%d %H:%M UTC").to_string(),
-                            n.severity.to_string(),
-                            n.kind,
-                            n.count.to_string(),
-                            n.title,
-                            n.read_by
-                                .map_or("unread".into(), |b| format!("read by {b}")),
-                        ]
-                    })
-                    .collect();
-                writeln!(
-                    out,
-                    "{}",
-                    table(
-                        &["ID", "LAST", "SEVERITY", "KIND", "TIMES", "TITLE", "READ"],
-                        rows
-                    )
-                )?;
-            }
+            let empty = format!("no {}notifications", if unread { "unread " } else { "" });
+            json.print(
+                out,
+                list,
+                &empty,
+                &["ID", "LAST", "SEVERITY", "KIND", "TIMES", "TITLE", "READ"],
+                |n| {
+                    vec![
+                        n.id.to_string(),
+                        n.last_at.format("%Y-%m-%d %H:%M UTC").to_string(),
+                        n.severity.to_string(),
+                        n.kind,
+                        n.count.to_string(),
+                        n.title,
+                        n.read_by
+                            .map_or("unread".into(), |b| format!("read by {b}")),
+                    ]
+                },
+            )?;
         }
         NotificationsCommand::Channels(cmd) => channels(cmd, env, by, out).await?,
         NotificationsCommand::Test { channel } => {
@@ -336,46 +322,35 @@ async fn channels(
         ChannelsCommand::List { tenant, json } => {
             let tenant = store::tenants::resolve(pool, tenant.as_deref()).await?;
             let list = store::notifications::channels(pool, tenant).await?;
-            if json.json {
-                writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
-            } else if list.is_empty() {
-                writeln!(out, "no notification channels")?;
-            } else {
-                let rows = list
-                    .into_iter()
-                    .map(|c| {
-                        vec![
-                            c.id.to_string(),
-                            c.tenant,
-                            c.kind,
-                            c.target,
-                            c.min_severity.to_string(),
-                            c.project_id.map_or("all".into(), |p| p.to_string()),
-                            match (c.last_status, c.last_answer_status) {
-                                (Some(s), Some(code)) => format!("{s} ({code})"),
-                                (Some(s), None) => s,
-                                _ => "-".into(),
-                            },
-                        ]
-                    })
-                    .collect();
-                writeln!(
-                    out,
-                    "{}",
-                    table(
-                        &[
-                            "ID",
-                            "TENANT",
-                            "KIND",
-                            "TARGET",
-                            "FROM",
-                            "PROJECT",
-                            "LAST DELIVERY"
-                        ],
-                        rows
-                    )
-                )?;
-            }
+            json.print(
+                out,
+                list,
+                "no notification channels",
+                &[
+                    "ID",
+                    "TENANT",
+                    "KIND",
+                    "TARGET",
+                    "FROM",
+                    "PROJECT",
+                    "LAST DELIVERY",
+                ],
+                |c| {
+                    vec![
+                        c.id.to_string(),
+                        c.tenant,
+                        c.kind,
+                        c.target,
+                        c.min_severity.to_string(),
+                        c.project_id.map_or("all".into(), |p| p.to_string()),
+                        match (c.last_status, c.last_answer_status) {
+                            (Some(s), Some(code)) => format!("{s} ({code})"),
+                            (Some(s), None) => s,
+                            _ => "-".into(),
+                        },
+                    ]
+                },
+            )?;
         }
         ChannelsCommand::Remove { id } => {
             let mut tx = pool.begin().await?;

@@ -97,9 +97,7 @@ impl Database {
                 })
             }
             _ => {
-                let home = std::env::var_os("COPYDESK_HOME")
-                    .map(std::path::PathBuf::from)
-                    .unwrap_or_else(|| settings.database.home.clone());
+                let home = settings.home();
                 let cluster = tokio::task::spawn_blocking(move || {
                     embedded::Cluster::ensure(&home, embedded::Options::default())
                 })

@@ -50,11 +50,25 @@ pub struct FakePost {
     pub scheduled_for: Option<i64>,
     /// When the platform made it (Unix seconds, this machine's clock).
     pub created: i64,
+    /// Its picture: WordPress's featured media id, or Shopify's article image
+    /// (`<filename>, <bytes> bytes`).
+    pub image: Option<String>,
+}
+
+/// An item of WordPress's media library.
+#[derive(Debug, Clone)]
+pub struct FakeMedia {
+    pub id: i64,
+    pub slug: String,
+    pub file_name: String,
+    pub mime_type: String,
+    pub bytes: Vec<u8>,
 }
 
 #[derive(Debug, Default)]
 struct State {
     posts: Vec<FakePost>,
+    media: Vec<FakeMedia>,
     next_id: u64,
     requests: Vec<String>,
     throttle: HashMap<Platform, u32>,
@@ -140,6 +154,11 @@ impl FakePlatforms {
                 json!({"page_id": FB_PAGE, "graph_version": "v25.0", "api_base": base}),
             ),
         }
+    }
+
+    /// WordPress's media library, in order of upload.
+    pub fn media(&self) -> Vec<FakeMedia> {
+        self.state.lock().expect("not poisoned").media.clone()
     }
 
     /// Every post the fakes hold, in order.
@@ -419,6 +438,20 @@ fn wordpress(
             "link": format!("http://{addr}/wordpress/{}/", p.slug.clone().unwrap_or_default()),
             "title": {"raw": p.text, "rendered": p.text},
             "content": {"raw": p.body, "rendered": p.body},
+            "featured_media": p.image.as_deref().and_then(|i| i.parse::<i64>().ok()).unwrap_or(0),
+        })
+    };
+    let media_json = |m: &FakeMedia| {
+        json!({
+            "id": m.id,
+            "slug": m.slug,
+            "status": "inherit",
+            "type": "attachment",
+            "media_type": if m.mime_type.starts_with("image/") { "image" } else { "file" },
+            "mime_type": m.mime_type,
+            "title": {"raw": m.slug, "rendered": m.slug},
+            "source_url": format!("http://{addr}/wordpress/wp-content/uploads/{}", m.file_name),
+            "link": format!("http://{addr}/wordpress/{}/", m.slug),
         })
     };
     let mut s = state.lock().expect("not poisoned");
@@ -438,6 +471,64 @@ fn wordpress(
                 .map(post_json)
                 .collect();
             axum::Json(Value::Array(found)).into_response()
+        }
+        ("GET", "/wp-json/wp/v2/media") => {
+            let slug = query(uri).get("slug").cloned().unwrap_or_default();
+            let found: Vec<Value> = s
+                .media
+                .iter()
+                .filter(|m| m.slug == slug)
+                .map(media_json)
+                .collect();
+            axum::Json(Value::Array(found)).into_response()
+        }
+        ("POST", "/wp-json/wp/v2/media") => {
+            // The file is the raw body; its name comes from Content-Disposition, its
+            // other fields (slug, title, alt_text) from the query string.
+            let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+            let Some(file_name) = header("content-disposition").and_then(|d| {
+                d.split(';')
+                    .find_map(|p| p.trim().strip_prefix("filename="))
+                    .map(|f| f.trim_matches('"').to_owned())
+            }) else {
+                return problem(
+                    400,
+                    json!({"code": "rest_upload_no_content_disposition", "message": "No Content-Disposition supplied.", "data": {"status": 400}}),
+                );
+            };
+            let Some(mime_type) = header("content-type").map(str::to_owned) else {
+                return problem(
+                    400,
+                    json!({"code": "rest_upload_no_content_type", "message": "No Content-Type supplied.", "data": {"status": 400}}),
+                );
+            };
+            if body.is_empty() {
+                return problem(
+                    400,
+                    json!({"code": "rest_upload_no_data", "message": "No data supplied.", "data": {"status": 400}}),
+                );
+            }
+            let q = query(uri);
+            let base = q.get("slug").cloned().unwrap_or_else(|| {
+                file_name
+                    .rsplit_once('.')
+                    .map_or(file_name.clone(), |(b, _)| b.to_owned())
+            });
+            let (mut slug, mut n) = (base.clone(), 2);
+            while s.media.iter().any(|m| m.slug == slug) {
+                slug = format!("{base}-{n}");
+                n += 1;
+            }
+            let m = FakeMedia {
+                id: next_id(&mut s) as i64,
+                slug,
+                file_name,
+                mime_type,
+                bytes: body.to_vec(),
+            };
+            let answer = media_json(&m);
+            s.media.push(m);
+            created(answer)
         }
         ("POST", "/wp-json/wp/v2/posts") => {
             let Some(b) = json_body(body) else {
@@ -464,6 +555,13 @@ fn wordpress(
                 return problem(
                     400,
                     json!({"code": "rest_invalid_param", "message": "Invalid parameter(s): date_gmt", "data": {"status": 400}}),
+                );
+            }
+            let featured = b["featured_media"].as_i64().filter(|id| *id != 0);
+            if featured.is_some_and(|id| !s.media.iter().any(|m| m.id == id)) {
+                return problem(
+                    400,
+                    json!({"code": "rest_invalid_featured_media", "message": "Invalid featured media ID.", "data": {"status": 400}}),
                 );
             }
             let scheduled = date.map(|d| d.and_utc().timestamp());
@@ -494,6 +592,7 @@ fn wordpress(
                 status,
                 scheduled_for: scheduled,
                 created: now(),
+                image: featured.map(|id| id.to_string()),
             };
             let answer = post_json(&post);
             s.posts.push(post);
@@ -539,6 +638,7 @@ fn shopify(
             "body_html": p.body,
             "published_at": p.scheduled_for.and_then(rfc3339),
             "created_at": rfc3339(p.created),
+            "image": p.image.as_ref().map(|i| json!({"src": format!("https://cdn.shopify.com/s/files/1/{i}")})),
         })
     };
     let mut s = state.lock().expect("not poisoned");
@@ -587,6 +687,35 @@ fn shopify(
                     .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
                     .map(|d| d.timestamp())
                     .or_else(|| Some(chrono::Utc::now().timestamp()));
+                // An article's image: base64 `attachment` with a `filename`, or a `src`.
+                let image = match &a["image"] {
+                    Value::Null => None,
+                    img => match (img["attachment"].as_str(), img["src"].as_str()) {
+                        (Some(b64), _) => {
+                            use base64::Engine;
+                            match base64::engine::general_purpose::STANDARD.decode(b64) {
+                                Ok(bytes) if !bytes.is_empty() => Some(format!(
+                                    "{}, {} bytes",
+                                    img["filename"].as_str().unwrap_or("image"),
+                                    bytes.len()
+                                )),
+                                _ => {
+                                    return problem(
+                                        422,
+                                        json!({"errors": {"image": ["Image attachment is invalid"]}}),
+                                    );
+                                }
+                            }
+                        }
+                        (None, Some(src)) => Some(src.to_owned()),
+                        (None, None) => {
+                            return problem(
+                                422,
+                                json!({"errors": {"image": ["Image must have an attachment or a src"]}}),
+                            );
+                        }
+                    },
+                };
                 let id = 9_000_000 + next_id(&mut s);
                 let post = FakePost {
                     platform: Platform::Shopify,
@@ -597,6 +726,7 @@ fn shopify(
                     status: "published".into(),
                     scheduled_for: at,
                     created: now(),
+                    image,
                 };
                 let answer = article_json(&post);
                 s.posts.push(post);
@@ -734,6 +864,7 @@ fn linkedin(
         status: "PUBLISHED".into(),
         scheduled_for: None,
         created: now(),
+        image: None,
     });
     let mut res = StatusCode::CREATED.into_response();
     res.headers_mut()
@@ -836,6 +967,7 @@ fn x(
                 status: "published".into(),
                 scheduled_for: None,
                 created: now(),
+                image: None,
             });
             created(json!({"data": {"id": id, "text": text, "edit_history_tweet_ids": [id]}}))
         }
@@ -920,6 +1052,7 @@ fn facebook(
                 .into(),
                 scheduled_for: scheduled,
                 created: now(),
+                image: None,
             });
             axum::Json(json!({"id": id})).into_response()
         }

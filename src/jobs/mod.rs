@@ -34,6 +34,9 @@ pub struct Services {
     pub keys: Result<Arc<keys::Keys>, keys::KeyError>,
     /// The HTTP client for publishing platforms.
     pub publish_http: reqwest::Client,
+    /// The `[files]` object store; its error is kept like the keys' (only a post with
+    /// an image needs it).
+    pub files: Result<crate::files::Files, std::sync::Arc<crate::files::FileError>>,
 }
 
 /// The application context the engine hands every handler.

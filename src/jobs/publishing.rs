@@ -158,7 +158,10 @@ pub async fn run(ctx: Ctx, args: PublishingArgs) -> Result<Outcome, JobError> {
                 .unwrap_or_default()
         )));
     }
-    let post = post_of(&draft, channel, ctx.job.id, args.publish_at);
+    let mut post = post_of(&draft, channel, ctx.job.id, args.publish_at);
+    if channel == Channel::Blog {
+        post.image = image(&ctx, artifact, &post.title).await?;
+    }
     publish::validate(platform, &post)
         .map_err(|e| JobError::permanent(format!("not sent to {platform}: {e}")))?;
 
@@ -403,6 +406,43 @@ pub async fn run(ctx: Ctx, args: PublishingArgs) -> Result<Outcome, JobError> {
     }
 }
 
+/// The picture a blog draft names (or an earlier version of it), read from the file
+/// store and checked against its SHA-256.
+async fn image(ctx: &Ctx, artifact: Uuid, title: &str) -> Result<Option<publish::Image>, JobError> {
+    let Some(file) = store::files::image_of(&ctx.pool, artifact)
+        .await
+        .retryable()?
+    else {
+        return Ok(None);
+    };
+    if file.tenant_id != ctx.job.tenant_id {
+        return Err(JobError::permanent(format!(
+            "the image of artifact {artifact} (file {}) belongs to another tenant: refusing to publish it",
+            file.id
+        )));
+    }
+    let files = ctx.app.files.as_ref().map_err(|e| {
+        JobError::permanent(format!(
+            "the draft's image (file {}) cannot be read: {e}",
+            file.id
+        ))
+    })?;
+    let bytes = files.read(&file).await.map_err(|e| {
+        let why = format!("reading the draft's image (file {}): {e}", file.id);
+        if e.is_transient() {
+            JobError::transient(why)
+        } else {
+            JobError::permanent(why)
+        }
+    })?;
+    Ok(Some(publish::Image {
+        name: file.name,
+        content_type: file.content_type,
+        bytes,
+        alt: title.to_owned(),
+    }))
+}
+
 /// The draft as the destination takes it. A blog post's leading `# Title` heading is
 /// taken off (WordPress and Shopify show the title themselves) and names the post when
 /// the draft has no title; the slug is the job's own.
@@ -438,6 +478,7 @@ fn post_of(
         title,
         body,
         publish_at,
+        image: None,
     }
 }
 

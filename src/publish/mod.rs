@@ -63,6 +63,29 @@ pub struct Post {
     pub slug: String,
     /// Handed to platforms that schedule natively (WordPress, Shopify, Facebook).
     pub publish_at: Option<DateTime<Utc>>,
+    /// A blog post's picture: WordPress's featured image, Shopify's article image.
+    pub image: Option<Image>,
+}
+
+/// A picture to publish with a post.
+#[derive(Clone)]
+pub struct Image {
+    /// The file name it is uploaded with.
+    pub name: String,
+    pub content_type: String,
+    pub bytes: bytes::Bytes,
+    /// Alternative text for people who cannot see it.
+    pub alt: String,
+}
+
+impl std::fmt::Debug for Image {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Image")
+            .field("name", &self.name)
+            .field("content_type", &self.content_type)
+            .field("bytes", &self.bytes.len())
+            .finish()
+    }
 }
 
 /// A post the platform has (or had already).

@@ -79,6 +79,15 @@ pub async fn create(ctx: &Ctx, post: &Post) -> Result<Published, CallError> {
     if let Some(at) = post.publish_at.filter(|at| *at > chrono::Utc::now()) {
         article["published_at"] = json!(at.to_rfc3339());
     }
+    if let Some(image) = &post.image {
+        // The image goes in the article's own request: one call, reconciled with it.
+        use base64::Engine;
+        article["image"] = json!({
+            "attachment": base64::engine::general_purpose::STANDARD.encode(&image.bytes),
+            "filename": image.name,
+            "alt": image.alt,
+        });
+    }
     let url = format!("{}/blogs/{}/articles.json", base(ctx)?, blog_id(ctx)?);
     let req = authed(ctx, ctx.http.post(url))?.json(&json!({"article": article}));
     let reply = ctx.send("POST /blogs/{id}/articles.json", req).await?;

@@ -1,10 +1,12 @@
 //! WordPress (self-hosted), REST API v2. Application-password Basic auth; the draft's
 //! Markdown rendered to HTML; a slug unique to the job so a lost answer is reconciled by
-//! looking the slug up; `status: future` with `date_gmt` when scheduled (natively).
+//! looking the slug up; `status: future` with `date_gmt` when scheduled (natively). A
+//! post's picture is uploaded to the media library first (its slug the post's own
+//! plus `-image`, looked up before uploading) and set as `featured_media`.
 
 use serde_json::{Value, json};
 
-use super::{CallError, Candidate, Ctx, Post, Published};
+use super::{CallError, Candidate, Ctx, Image, Post, Published};
 
 fn base(ctx: &Ctx) -> Result<String, CallError> {
     let site = ctx.meta("site_url").unwrap_or_default().to_owned();
@@ -43,6 +45,53 @@ fn published(post: &Value) -> Option<Published> {
     })
 }
 
+/// The media item of this job's picture: the one an earlier attempt uploaded (found by
+/// its slug, which is the job's own), else a new upload. So an upload whose answer was
+/// lost, or a crash after it, leaves one media item, not two.
+async fn media(ctx: &Ctx, post: &Post, image: &Image) -> Result<i64, CallError> {
+    let slug = format!("{}-image", post.slug);
+    let req = auth(ctx, ctx.http.get(format!("{}/media", base(ctx)?)))?
+        .query(&[("slug", slug.as_str()), ("context", "edit")]);
+    let found = ctx.send("GET /wp/v2/media?slug", req).await?;
+    if let Some(id) = found
+        .body
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["slug"] == slug.as_str())
+        .and_then(|m| m["id"].as_i64())
+    {
+        tracing::info!(
+            media = id,
+            "the picture was uploaded by an earlier attempt: using it"
+        );
+        return Ok(id);
+    }
+    let ext = match image.content_type.as_str() {
+        "image/jpeg" => "jpg",
+        other => other.strip_prefix("image/").unwrap_or("bin"),
+    };
+    let req = auth(ctx, ctx.http.post(format!("{}/media", base(ctx)?)))?
+        .query(&[
+            ("slug", slug.as_str()),
+            ("title", post.title.as_str()),
+            ("alt_text", image.alt.as_str()),
+        ])
+        .header(reqwest::header::CONTENT_TYPE, &image.content_type)
+        .header(
+            reqwest::header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{slug}.{ext}\""),
+        )
+        .body(image.bytes.clone());
+    let reply = ctx.send("POST /wp/v2/media", req).await?;
+    reply.body["id"].as_i64().ok_or_else(|| {
+        CallError::unknown(format!(
+            "POST /wp/v2/media answered {} without a media id; the upload may exist",
+            reply.status
+        ))
+    })
+}
+
 pub async fn create(ctx: &Ctx, post: &Post) -> Result<Published, CallError> {
     let mut body = json!({
         "title": post.title,
@@ -50,6 +99,9 @@ pub async fn create(ctx: &Ctx, post: &Post) -> Result<Published, CallError> {
         "slug": post.slug,
         "status": "publish",
     });
+    if let Some(image) = &post.image {
+        body["featured_media"] = json!(media(ctx, post, image).await?);
+    }
     if let Some(at) = post.publish_at.filter(|at| *at > chrono::Utc::now()) {
         body["status"] = json!("future");
         body["date_gmt"] = json!(at.format("%Y-%m-%dT%H:%M:%S").to_string());
