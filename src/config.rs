@@ -124,6 +124,9 @@ pub struct PublishSettings {
     pub reconcile_recent_posts: u32,
     pub facebook_min_schedule_minutes: i64,
     pub token_expiry_warning_days: u32,
+    pub duplicate_window_days: u32,
+    pub token_refresh_schedule: String,
+    pub token_refresh_ahead_minutes: u32,
 }
 
 /// `[catalog]`

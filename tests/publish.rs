@@ -1407,3 +1407,212 @@ async fn a_worker_killed_after_the_media_upload_leaves_one_media_item() {
         .count();
     assert_eq!(uploads, 1, "{:?}", fake.requests());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_text_to_the_same_integration_is_refused_within_the_window_unless_again() {
+    let db = test_db().await;
+    let fake = FakePlatforms::start().await.unwrap();
+    let k = Keys::generate();
+    let settings = fast_settings();
+    let p = project(&db).await;
+    let wp = connect(&db, &fake, &k, p, Platform::Wordpress).await;
+    let r = publish_runner(&db, settings.clone(), &k);
+    let posts = || fake.posts_on(Platform::Wordpress).len();
+
+    let (_, a) = draft_awaiting_approval(&db, p, "blog", "Linen that lasts", BLOG, None).await;
+    let first = approve(&db, &settings, a).await;
+    drain(&r).await;
+    assert_eq!(status_of(&db.pool, first).await, "done");
+    let url = fake.posts_on(Platform::Wordpress)[0].slug.clone().unwrap();
+
+    // Another draft saying the same (other spacing and case): refused before any call,
+    // with the first post's link and how to post it anyway.
+    let same = BLOG.to_uppercase().replace("\n\n", "\n  \n");
+    let (second_draft, b) =
+        draft_awaiting_approval(&db, p, "blog", "LINEN  that lasts", &same, None).await;
+    let second = approve(&db, &settings, b).await;
+    let requests = fake.requests().len();
+    drain(&r).await;
+    assert_eq!(status_of(&db.pool, second).await, "failed");
+    let (_, error) = attempts_and_error(&db.pool, second).await;
+    let error = error.unwrap();
+    assert!(
+        error.contains("not sent: the same text went to wordpress"),
+        "{error}"
+    );
+    assert!(error.contains(&url), "{error}");
+    assert!(
+        error.contains(&format!(
+            "copydesk publish {second_draft} --integration {wp} --again"
+        )),
+        "{error}"
+    );
+    assert_eq!(posts(), 1);
+    assert_eq!(fake.requests().len(), requests, "no call was made");
+
+    // Asked again, it goes out.
+    let (ok, _, err) = copydesk(
+        &db,
+        &[
+            "publish",
+            &second_draft.to_string(),
+            "--integration",
+            &wp.to_string(),
+            "--again",
+        ],
+    );
+    assert!(ok, "{err}");
+    drain(&r).await;
+    assert_eq!(posts(), 2);
+
+    // Two jobs with the same new text at once: one posts, the other is refused.
+    let text = "## Summer linen\n\nLight, cool, made to be mended.\n";
+    let (_, c) = draft_awaiting_approval(&db, p, "blog", "Summer linen", text, None).await;
+    let (_, d) = draft_awaiting_approval(&db, p, "blog", "Summer linen", text, None).await;
+    let racers = [
+        approve(&db, &settings, c).await,
+        approve(&db, &settings, d).await,
+    ];
+    let r2 = publish_runner(&db, settings.clone(), &k);
+    let (x, y) = tokio::join!(
+        run_once(&r, &["publishing"]),
+        run_once(&r2, &["publishing"])
+    );
+    x.unwrap();
+    y.unwrap();
+    drain(&r).await;
+    let mut statuses = vec![
+        status_of(&db.pool, racers[0]).await,
+        status_of(&db.pool, racers[1]).await,
+    ];
+    statuses.sort();
+    assert_eq!(statuses, ["done", "failed"]);
+    assert_eq!(posts(), 3);
+
+    // Past the window the same text may go out again.
+    sqlx::query("UPDATE publish_attempts SET created_at = now() - interval '8 days'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let (_, e) = draft_awaiting_approval(&db, p, "blog", "Summer linen", text, None).await;
+    let later = approve(&db, &settings, e).await;
+    drain(&r).await;
+    assert_eq!(status_of(&db.pool, later).await, "done");
+    assert_eq!(posts(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x_tokens_are_refreshed_ahead_of_expiry_by_the_scheduled_job_once_across_racers() {
+    let db = test_db().await;
+    let fake = FakePlatforms::start().await.unwrap();
+    let k = Keys::generate();
+    let keys = Keys::parse(&k).unwrap();
+    let settings = fast_settings();
+    let p = project(&db).await;
+    // A token pair that expires in ten minutes.
+    let expiring = |minutes: i64| {
+        let (mut creds, meta) = fake.integration(Platform::X);
+        creds["expires_at"] = json!((Utc::now() + chrono::Duration::minutes(minutes)).to_rfc3339());
+        (creds, meta)
+    };
+    let (creds, meta) = expiring(10);
+    let x = integrations::connect(&db.pool, &keys, p, Platform::X, &creds, &meta, "test")
+        .await
+        .unwrap();
+    let r = publish_runner(&db, settings.clone(), &k);
+    let tick = || async {
+        let job: Uuid = sqlx::query_scalar(
+            "INSERT INTO jobs (kind, input) VALUES ('token_refresh', '{}') RETURNING id",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        while run_once(&r, &["token_refresh"]).await.unwrap().is_some() {}
+        assert_eq!(status_of(&db.pool, job).await, "done");
+        sqlx::query_scalar::<_, Value>("SELECT output FROM jobs WHERE id = $1")
+            .bind(job)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
+    };
+    let token_calls = || {
+        fake.requests()
+            .iter()
+            .filter(|r| *r == "POST /x/2/oauth2/token")
+            .count()
+    };
+    let out = tick().await;
+    assert_eq!(out, json!({"checked": 1, "refreshed": 1, "failed": 0}));
+    assert_eq!(token_calls(), 1);
+    let (_, stored) = integrations::load(&db.pool, &keys, x).await.unwrap();
+    let (now_valid, _) = fake.integration(Platform::X);
+    assert_eq!(
+        stored.get("access_token"),
+        now_valid["access_token"].as_str()
+    );
+    let expires = chrono::DateTime::parse_from_rfc3339(stored.get("expires_at").unwrap()).unwrap();
+    assert!(
+        expires > Utc::now() + chrono::Duration::minutes(100),
+        "{expires}"
+    );
+    // Not due again: nothing is called.
+    assert_eq!(
+        tick().await,
+        json!({"checked": 1, "refreshed": 0, "failed": 0})
+    );
+    assert_eq!(token_calls(), 1);
+
+    // Two processes finding the same pair due at once: one refresh (X's refresh
+    // tokens are single-use: a second would be refused and break the integration).
+    let (creds, meta) = expiring(5);
+    integrations::connect(&db.pool, &keys, p, Platform::X, &creds, &meta, "test")
+        .await
+        .unwrap();
+    let racer = || async {
+        let loaded = integrations::load(&db.pool, &keys, x).await.unwrap();
+        let ctx = copydesk::publish::Ctx::new(
+            copydesk::publish::client(&settings.publish),
+            db.pool.clone(),
+            settings.publish.clone(),
+            loaded,
+            None,
+            Some(Arc::new(Keys::parse(&k).unwrap())),
+        );
+        copydesk::publish::x::refresh_ahead(&ctx, chrono::Duration::minutes(30)).await
+    };
+    let (a, b) = tokio::join!(racer(), racer());
+    // (A racer that read the pair after the other stored it has nothing to do.)
+    assert!(a.is_ok() && b.is_ok(), "{a:?} {b:?}");
+    assert_eq!(token_calls(), 2, "one refresh for both racers");
+    let (_, stored) = integrations::load(&db.pool, &keys, x).await.unwrap();
+    let (now_valid, _) = fake.integration(Platform::X);
+    assert_eq!(
+        stored.get("access_token"),
+        now_valid["access_token"].as_str()
+    );
+
+    // A refresh X refuses marks the integration error, and tells someone.
+    let (mut creds, meta) = expiring(5);
+    creds["refresh_token"] = json!("revoked-by-the-user");
+    integrations::connect(&db.pool, &keys, p, Platform::X, &creds, &meta, "test")
+        .await
+        .unwrap();
+    assert_eq!(
+        tick().await,
+        json!({"checked": 1, "refreshed": 0, "failed": 1})
+    );
+    let status: String = sqlx::query_scalar("SELECT status FROM integrations WHERE id = $1")
+        .bind(x)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "error");
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM notifications WHERE kind = 'credentials_refused'"
+        )
+        .await,
+        1
+    );
+}

@@ -21,13 +21,14 @@ use crate::{
         App, Services, brand_voice_analysis::BrandVoiceArgs, cache_refresh::CacheRefreshArgs,
         cleanup::CleanupArgs, draft_generation::DraftArgs, evaluation::EvaluationArgs,
         noop::NoopArgs, notify::NotifyArgs, publishing::PublishingArgs,
+        token_refresh::TokenRefreshArgs,
     },
     keys::Keys,
     llm, pipeline, publish,
 };
 
 static REGISTRY: LazyLock<Registry<App>> = LazyLock::new(|| {
-    use crate::jobs::{cache_refresh, cleanup, noop, notify, publishing};
+    use crate::jobs::{cache_refresh, cleanup, noop, notify, publishing, token_refresh};
     Registry::new()
         .register::<NoopArgs, _, _>(noop::run)
         .register::<CleanupArgs, _, _>(cleanup::run)
@@ -37,6 +38,7 @@ static REGISTRY: LazyLock<Registry<App>> = LazyLock::new(|| {
         .register::<EvaluationArgs, _, _>(pipeline::steps::evaluation)
         .register::<PublishingArgs, _, _>(publishing::run)
         .register::<NotifyArgs, _, _>(notify::run)
+        .register::<TokenRefreshArgs, _, _>(token_refresh::run)
 });
 
 /// Every kind copydesk ships: the one list. Adding a kind means its module in `jobs/`,

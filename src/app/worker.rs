@@ -19,6 +19,7 @@ use crate::{
         cache_refresh::{CacheRefreshArgs, CacheSource},
         cleanup::CleanupArgs,
         evaluation::EvaluationArgs,
+        token_refresh::TokenRefreshArgs,
     },
     pipeline::decisions,
 };
@@ -106,6 +107,21 @@ pub fn periodic(settings: &Settings) -> Vec<Periodic> {
                         tick: Some(at.clone()),
                     })
                     .idempotency_key(format!("cleanup:{at}")),
+                ]
+            }),
+        });
+    }
+    if settings.cleanup.enabled && !settings.publish.token_refresh_schedule.trim().is_empty() {
+        all.push(Periodic {
+            name: TokenRefreshArgs::KIND.into(),
+            schedule: settings.publish.token_refresh_schedule.clone(),
+            jobs: Arc::new(|at| {
+                let at = at.to_rfc3339();
+                vec![
+                    NewJob::of(&TokenRefreshArgs {
+                        tick: Some(at.clone()),
+                    })
+                    .idempotency_key(format!("token_refresh:{at}")),
                 ]
             }),
         });

@@ -73,7 +73,8 @@ pub struct PublishArgs {
     /// When to publish (RFC 3339); now when absent.
     #[arg(long)]
     pub at: Option<DateTime<Utc>>,
-    /// Publish even though a publication of this draft to this integration exists.
+    /// Publish even though this draft was published to this integration already, or
+    /// the same text was within `[publish] duplicate_window_days`.
     #[arg(long)]
     pub again: bool,
     #[command(flatten)]

@@ -14,6 +14,7 @@ pub mod evaluation;
 pub mod noop;
 pub mod notify;
 pub mod publishing;
+pub mod token_refresh;
 
 use std::sync::Arc;
 
@@ -123,6 +124,9 @@ mod tests {
         round_trip::<noop::NoopArgs>(include_str!("../../jobs/noop/example.json"));
         round_trip::<notify::NotifyArgs>(include_str!("../../jobs/notify/example.json"));
         round_trip::<cleanup::CleanupArgs>(include_str!("../../jobs/cleanup/example.json"));
+        round_trip::<token_refresh::TokenRefreshArgs>(include_str!(
+            "../../jobs/token_refresh/example.json"
+        ));
         round_trip::<cache_refresh::CacheRefreshArgs>(include_str!(
             "../../jobs/cache_refresh/example.json"
         ));

@@ -47,6 +47,10 @@ pub struct PublishingArgs {
     /// Handed to platforms that schedule natively (the job's `run_at` is when it runs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publish_at: Option<DateTime<Utc>>,
+    /// Post even when the same text went to this integration within `[publish]
+    /// duplicate_window_days`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub again: bool,
 }
 
 impl JobArgs for PublishingArgs {
@@ -302,6 +306,7 @@ pub async fn run(ctx: Ctx, args: PublishingArgs) -> Result<Outcome, JobError> {
             return Err(JobError::wait(format!("waiting for limit {key}"), after));
         }
     };
+    let content_hash = publish::content_hash(&post);
     let attempt = attempts::record_sending(
         &ctx.pool,
         &NewAttempt {
@@ -311,11 +316,27 @@ pub async fn run(ctx: Ctx, args: PublishingArgs) -> Result<Outcome, JobError> {
             integration_id,
             platform,
             lookup_key,
+            content_hash: &content_hash,
         },
+        ctx.app.settings.publish.duplicate_window_days,
+        args.again,
     )
     .await;
     let attempt = match attempt {
-        Ok(a) => a,
+        Ok(Ok(a)) => a,
+        Ok(Err(earlier)) => {
+            let _ = store::limits::release(&ctx.pool, &slots).await;
+            return Err(JobError::permanent(format!(
+                "not sent: the same text went to {platform} {} ago ({}, job {}); publish it again anyway with `copydesk publish {artifact} --integration {integration_id} --again`",
+                ago(earlier.created_at),
+                match (&earlier.url, earlier.state) {
+                    (Some(url), _) if !url.is_empty() => url.clone(),
+                    (_, AttemptState::Sending) => "its answer is not in yet".into(),
+                    _ => "no link recorded".into(),
+                },
+                earlier.job_id
+            )));
+        }
         Err(e) => {
             // Nothing was sent: the slots go back now rather than at their lease's end.
             let _ = store::limits::release(&ctx.pool, &slots).await;
@@ -404,6 +425,18 @@ pub async fn run(ctx: Ctx, args: PublishingArgs) -> Result<Outcome, JobError> {
             )))
         }
     }
+}
+
+/// How long ago `at` was, in the largest whole unit.
+fn ago(at: DateTime<Utc>) -> String {
+    let secs = (Utc::now() - at).num_seconds().max(0);
+    let (n, unit) = match secs {
+        s if s >= 86_400 => (s / 86_400, "day"),
+        s if s >= 3_600 => (s / 3_600, "hour"),
+        s if s >= 60 => (s / 60, "minute"),
+        s => (s, "second"),
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
 
 /// The picture a blog draft names (or an earlier version of it), read from the file

@@ -30,7 +30,8 @@ pub struct PublicationRequest {
     pub integration: Option<Uuid>,
     /// When to publish (now when absent or past).
     pub at: Option<DateTime<Utc>>,
-    /// Publish even though a publication to this integration exists.
+    /// Publish even though a publication to this integration exists, or the same text
+    /// went to it within `[publish] duplicate_window_days`.
     pub again: bool,
     /// The job that asked (the evaluation whose draft was approved).
     pub parent: Option<Uuid>,
@@ -125,7 +126,10 @@ pub async fn request(
                 });
             }
             (Some(_), true) => again = Some(earlier.len()),
-            (None, _) => {}
+            // Not published yet, but asked to post anyway (the same text went out
+            // within the duplicate window): a key of its own, apart from the refused job.
+            (None, true) => again = Some(0),
+            (None, false) => {}
         }
     }
     let (run_at, publish_at) = match integration {
@@ -139,6 +143,7 @@ pub async fn request(
         integration_id: integration.map(|(id, _, _)| id),
         channel: Some(channel),
         publish_at,
+        again: req.again,
     };
     let job = NewJob::of(&args)
         .project(integration.map(|(_, _, p)| p).or(draft.project_id))

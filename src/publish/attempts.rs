@@ -47,13 +47,59 @@ pub struct NewAttempt<'a> {
     pub platform: Platform,
     /// The slug or handle (WordPress, Shopify) or the exact text (LinkedIn, X, Facebook).
     pub lookup_key: &'a str,
+    /// The normalised text's SHA-256 ([`super::content_hash`]): what the duplicate
+    /// guard compares.
+    pub content_hash: &'a str,
 }
 
-/// Records an attempt as `sending` (committed at once: before the request leaves).
-pub async fn record_sending(db: impl PgExecutor<'_>, a: &NewAttempt<'_>) -> Result<Attempt> {
-    Ok(crate::db::query_as(
-        "INSERT INTO publish_attempts (job_id, attempt, artifact_id, integration_id, platform, lookup_key)
-         VALUES ($1, $2, $3, $4, $5, $6)
+/// Another job's post of the same text to the same integration.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Earlier {
+    pub job_id: Uuid,
+    /// `sent`, or `sending` (its answer not in yet, or lost).
+    pub state: AttemptState,
+    pub url: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Records an attempt as `sending` (committed at once: before the request leaves) —
+/// unless, with a window of `window_days` (0: none) and not `again`, another job sent
+/// or is sending the same text to the same integration within it: then that one, and
+/// nothing is recorded. The check and the record hold a transaction-scoped lock on the
+/// integration and the text, so two jobs racing with the same text do not both pass.
+pub async fn record_sending(
+    pool: &Db,
+    a: &NewAttempt<'_>,
+    window_days: u32,
+    again: bool,
+) -> Result<std::result::Result<Attempt, Earlier>> {
+    let mut tx = pool.begin().await?;
+    if window_days > 0 && !again {
+        crate::db::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text || $2, 0))")
+            .bind(a.integration_id)
+            .bind(a.content_hash)
+            .execute(&mut *tx)
+            .await?;
+        let earlier: Option<Earlier> = crate::db::query_as(
+            "SELECT job_id, state, url, created_at FROM publish_attempts
+              WHERE integration_id = $1 AND content_hash = $2 AND state <> 'not_sent'
+                AND job_id <> $3 AND created_at > now() - $4 * interval '1 day'
+              ORDER BY created_at DESC LIMIT 1",
+        )
+        .bind(a.integration_id)
+        .bind(a.content_hash)
+        .bind(a.job_id)
+        .bind(f64::from(window_days))
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(e) = earlier {
+            return Ok(Err(e));
+        }
+    }
+    let attempt = crate::db::query_as(
+        "INSERT INTO publish_attempts
+                (job_id, attempt, artifact_id, integration_id, platform, lookup_key, content_hash)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
          RETURNING id, attempt, state, external_id, url, created_at",
     )
     .bind(a.job_id)
@@ -62,8 +108,11 @@ pub async fn record_sending(db: impl PgExecutor<'_>, a: &NewAttempt<'_>) -> Resu
     .bind(a.integration_id)
     .bind(a.platform)
     .bind(a.lookup_key)
-    .fetch_one(db)
-    .await?)
+    .bind(a.content_hash)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Ok(attempt))
 }
 
 /// Sets the outcome of attempts: `sent` with the post, or `not_sent` with why.

@@ -67,6 +67,30 @@ pub struct Post {
     pub image: Option<Image>,
 }
 
+/// The SHA-256 (hex) of what a post says, normalised so that spacing, case and Unicode
+/// forms do not make the same text look new: NFKC, lower case, white space runs as one
+/// space. A blog post's title counts with its body.
+pub fn content_hash(post: &Post) -> String {
+    use sha2::Digest;
+    use unicode_normalization::UnicodeNormalization;
+    let text = if post.channel == Channel::Blog {
+        format!("{}\n{}", post.title, post.body)
+    } else {
+        post.body.clone()
+    };
+    let normal = text
+        .nfkc()
+        .collect::<String>()
+        .to_lowercase()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    sha2::Sha256::digest(normal.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// A picture to publish with a post.
 #[derive(Clone)]
 pub struct Image {

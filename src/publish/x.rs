@@ -237,6 +237,33 @@ async fn refresh(ctx: &Ctx) -> Result<(), CallError> {
             "the x token needs a refresh, which needs COPYDESK_FERNET_KEYS".into(),
         ));
     };
+    // One refresh of an integration at a time, in every process: X's refresh tokens are
+    // single-use, so a second refresh with the same one would be refused. The lock is
+    // the transaction's; whoever waited reads the pair the first one stored.
+    let unknown =
+        |e: &dyn std::fmt::Display| CallError::unknown(format!("refreshing the x token: {e}"));
+    let mut tx = ctx.pool.begin().await.map_err(|e| unknown(&e))?;
+    crate::db::query(
+        "SELECT pg_advisory_xact_lock(hashtextextended('x-token-refresh:' || $1::text, 0))",
+    )
+    .bind(ctx.integration.id)
+    .execute(&mut *tx)
+    .await
+    .map_err(|e| unknown(&e))?;
+    let stored = store::integrations::credentials(&mut *tx, ctx.integration.id)
+        .await
+        .map_err(|e| unknown(&e))?;
+    let stored = keys
+        .decrypt_credentials(
+            &stored,
+            &format!("the credentials of integration {}", ctx.integration.id),
+        )
+        .map_err(|e| unknown(&e))?;
+    if stored.get("access_token") != creds.get("access_token") {
+        tracing::info!(integration = %ctx.integration.id, "another process refreshed the x token: using its pair");
+        *ctx.refreshed.lock().expect("not poisoned") = Some(stored);
+        return Ok(());
+    }
     let mut req = ctx
         .http
         .post(format!("{}/2/oauth2/token", base(ctx)))
@@ -248,7 +275,15 @@ async fn refresh(ctx: &Ctx) -> Result<(), CallError> {
     if let Some(secret) = creds.get("client_secret") {
         req = req.basic_auth(client_id, Some(secret));
     }
-    let reply = ctx.send("POST /2/oauth2/token", req).await?;
+    // X answers a refresh token it no longer honours (revoked, used, expired) with
+    // 400 `invalid_request`: the credentials are refused, like a 401.
+    let reply = ctx
+        .send("POST /2/oauth2/token", req)
+        .await
+        .map_err(|e| match e {
+            CallError::Rejected(m) => CallError::Auth(format!("x refused the refresh token: {m}")),
+            other => other,
+        })?;
     let token = reply.body["access_token"].as_str().ok_or_else(|| {
         CallError::Auth("the token refresh answered without an access_token".into())
     })?;
@@ -262,12 +297,31 @@ async fn refresh(ctx: &Ctx) -> Result<(), CallError> {
         next.0.insert("expires_at".into(), json!(at.to_rfc3339()));
     }
     let token = keys.encrypt_json(&Value::Object(next.0.clone()));
-    store::integrations::set_credentials(&ctx.pool, ctx.integration.id, &token)
+    store::integrations::set_credentials(&mut *tx, ctx.integration.id, &token)
+        .await
+        .map_err(|e| CallError::unknown(format!("storing the refreshed x token: {e}")))?;
+    tx.commit()
         .await
         .map_err(|e| CallError::unknown(format!("storing the refreshed x token: {e}")))?;
     tracing::info!(integration = %ctx.integration.id, "refreshed the x OAuth 2.0 token");
     *ctx.refreshed.lock().expect("not poisoned") = Some(next);
     Ok(())
+}
+
+/// Refreshes an OAuth 2.0 token that expires within `ahead` (the scheduled refresh, so
+/// no post has to): whether it did. OAuth 1.0a tokens, and tokens that do not say
+/// when they expire or cannot be refreshed, are left alone.
+pub async fn refresh_ahead(ctx: &Ctx, ahead: chrono::Duration) -> Result<bool, CallError> {
+    let creds = current(ctx);
+    let due = creds
+        .get("expires_at")
+        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+        .is_some_and(|at| at <= chrono::Utc::now() + ahead);
+    if oauth1(ctx) || !due || creds.get("refresh_token").is_none() {
+        return Ok(false);
+    }
+    refresh(ctx).await?;
+    Ok(true)
 }
 
 /// Runs `call`, refreshing an OAuth 2.0 token first when it has expired and once more

@@ -38,6 +38,16 @@ impl Integration {
 const COLUMNS: &str =
     "id, tenant_id, project_id, platform, metadata, status, last_error, last_sync_at, updated_at";
 
+/// The connected integrations with `platform`, of every tenant.
+pub async fn connected(db: impl PgExecutor<'_>, platform: Platform) -> Result<Vec<Uuid>> {
+    Ok(crate::db::query_scalar(
+        "SELECT id FROM integrations WHERE platform = $1 AND status = 'connected' ORDER BY id",
+    )
+    .bind(platform)
+    .fetch_all(db)
+    .await?)
+}
+
 /// Stores (or replaces) a project's integration with a platform; status `connected`.
 pub async fn upsert(
     db: impl PgExecutor<'_>,
