@@ -558,6 +558,14 @@ async fn editors_and_clients_decide_in_a_real_browser() {
         "no credential in a page"
     );
     shot(&c, "11-integrations").await;
+
+    // The approvals above told the tenant: one notification per approval, readable.
+    c.goto(&format!("{base}/console/notifications?all=1"))
+        .await
+        .unwrap();
+    let text = page_text(&c).await;
+    assert!(text.contains("waits for approval"), "{text}");
+    shot(&c, "12-notifications").await;
     c.close().await.unwrap();
 }
 
@@ -783,4 +791,154 @@ async fn the_console_refuses_forged_forms_other_tenants_ids_and_lesser_roles() {
     let csp = headers["content-security-policy"].to_str().unwrap();
     assert!(csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"));
     assert_eq!(headers["referrer-policy"], "no-referrer");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_notifications_page_shows_the_tenants_own_and_marks_them_read() {
+    use copydesk::{domain::Severity, store::notifications::New};
+    let db = test_db().await;
+    let keys = Arc::new(Keys::parse(&Keys::generate()).unwrap());
+    let router = copydesk::http::app(
+        ApiState::new(
+            db.pool.clone(),
+            Arc::new(fast_settings()),
+            catalog(),
+            Ok(keys),
+        )
+        .with_link_key(LinkKey::parse(LINK_KEY).unwrap()),
+    );
+    let globex = {
+        let mut tx = db.pool.begin().await.unwrap();
+        let t = store::tenants::create(&mut tx, "globex", "Globex", "test")
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        t.id
+    };
+    let raise = |tenant: Uuid, title: &'static str| {
+        let pool = db.pool.clone();
+        async move {
+            store::notifications::raise(
+                &pool,
+                &New {
+                    tenant,
+                    project: None,
+                    job: None,
+                    severity: Severity::Error,
+                    kind: "job_failed",
+                    cause: title,
+                    title,
+                    body: "the store is gone",
+                    data: json!({}),
+                },
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let ours = raise(DEFAULT_TENANT, "A noop job failed for good").await;
+    let theirs = raise(globex, "Globex's own trouble").await;
+    store::notifications::add_webhook(
+        &db.pool,
+        &store::notifications::NewWebhook {
+            tenant: DEFAULT_TENANT,
+            project: None,
+            shown: "https://hooks.example.com/…",
+            url: b"sealed",
+            secret: b"sealed",
+            min_severity: Severity::Warning,
+        },
+        "test",
+    )
+    .await
+    .unwrap();
+    let ana = format!(
+        "copydesk_session={}",
+        token(&db, DEFAULT_TENANT, "ana", TokenRole::Viewer).await
+    );
+
+    let (status, _, page) = http(&router, "GET", "/console/notifications", Some(&ana), None).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("A noop job failed for good"), "{page}");
+    assert!(page.contains("the store is gone"));
+    assert!(
+        !page.contains("Globex"),
+        "another tenant's notification is not shown"
+    );
+    assert!(page.contains("https://hooks.example.com/…"));
+    assert!(page.contains("warning and above"));
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap()
+        .to_owned();
+    let read_by = |id: Uuid| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, Option<String>>(
+                "SELECT read_by FROM notifications WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    // A forged form, and another tenant's id, change nothing.
+    let (status, _, _) = http(
+        &router,
+        "POST",
+        &format!("/console/notifications/{ours}/read"),
+        Some(&ana),
+        Some("csrf=guess"),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _, _) = http(
+        &router,
+        "POST",
+        &format!("/console/notifications/{theirs}/read"),
+        Some(&ana),
+        Some(&format!("csrf={csrf}")),
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert_eq!(read_by(theirs).await, None);
+    assert_eq!(read_by(ours).await, None);
+    let (status, headers, _) = http(
+        &router,
+        "POST",
+        &format!("/console/notifications/{ours}/read"),
+        Some(&ana),
+        Some(&format!("csrf={csrf}")),
+    )
+    .await;
+    assert_eq!(status, 303);
+    assert_eq!(headers["location"], "/console/notifications?done=read");
+    assert_eq!(read_by(ours).await.as_deref(), Some("ana"));
+    let (_, _, page) = http(
+        &router,
+        "GET",
+        "/console/notifications?done=read",
+        Some(&ana),
+        None,
+    )
+    .await;
+    assert!(
+        page.contains("Marked read.") && page.contains("Nothing unread."),
+        "{page}"
+    );
+    let (_, _, page) = http(
+        &router,
+        "GET",
+        "/console/notifications?all=1",
+        Some(&ana),
+        None,
+    )
+    .await;
+    assert!(
+        page.contains("A noop job failed for good") && page.contains(">ana<"),
+        "{page}"
+    );
 }

@@ -6,6 +6,7 @@
 //! review links (`review`) live under `/review` and need no login.
 
 mod approvals;
+mod notifications;
 mod projects;
 mod queue;
 mod render;
@@ -59,6 +60,15 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/console/integrations/{id}/test",
             post(projects::test_integration),
+        )
+        .route("/console/notifications", get(notifications::list))
+        .route(
+            "/console/notifications/read-all",
+            post(notifications::read_all),
+        )
+        .route(
+            "/console/notifications/{id}/read",
+            post(notifications::read),
         )
         .route("/review/{link}", get(review::show).post(review::decide))
         .layer(axum::extract::DefaultBodyLimit::max(limit))
@@ -163,6 +173,7 @@ fn nav(session: Option<&Session>) -> Markup {
                     a href="/console/jobs" { "Jobs" }
                     a href="/console/projects" { "Projects" }
                     a href="/console/integrations" { "Integrations" }
+                    a href="/console/notifications" { "Notifications" }
                 }
                 div.who {
                     span { (s.caller.token.name) " · " (s.caller.token.role) }
@@ -211,6 +222,8 @@ fn done_message(key: &str) -> Option<&'static str> {
         "bulk" => "The group's jobs are queued again.",
         "tested" => "The integration was tested; its status below is the answer.",
         "revoked" => "The review link is withdrawn.",
+        "read" => "Marked read.",
+        "read_all" => "Every notification is marked read.",
         _ => return None,
     })
 }
