@@ -14,7 +14,6 @@ use uuid::Uuid;
 
 use crate::{
     config::{FileStoreKind, Settings},
-    db::Db,
     store::{self, files::File},
 };
 
@@ -207,7 +206,13 @@ impl Files {
 
     /// Stores `bytes` for `tenant` (unless the same bytes are there already) and records
     /// the file: (its id, whether it is new to the tenant).
-    pub async fn put(&self, db: &Db, put: &Put<'_>, by: &str) -> Result<(Uuid, bool), FileError> {
+    /// The row is written through `db` (a transaction the caller may audit in).
+    pub async fn put(
+        &self,
+        db: impl sqlx::PgExecutor<'_>,
+        put: &Put<'_>,
+        by: &str,
+    ) -> Result<(Uuid, bool), FileError> {
         let name = std::path::Path::new(put.name)
             .file_name()
             .and_then(|n| n.to_str())

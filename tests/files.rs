@@ -246,6 +246,15 @@ async fn the_same_bytes_are_stored_once_per_tenant_and_limits_name_what_is_wrong
     assert!(!ok);
     assert!(err.contains("no project"), "{err}");
     assert_eq!(count(&db.pool, "SELECT count(*) FROM files").await, 3);
+    // Each new file is audited (a put of bytes already stored writes nothing).
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM audit_log WHERE action = 'file.put' AND target_table = 'files'"
+        )
+        .await,
+        3
+    );
     assert_eq!(stored(&home.path().join("files")).len(), 3);
 
     // Bytes changed in the store behind copydesk's back are refused, not served.

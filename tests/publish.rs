@@ -1303,6 +1303,14 @@ async fn a_blog_drafts_image_is_wordpress_featured_media_and_the_shopify_article
             "{out}"
         );
     }
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM audit_log WHERE action = 'file.attached'"
+        )
+        .await,
+        2
+    );
     // A later version of the draft (a rewrite, an edit) keeps its picture.
     let v2: Uuid = sqlx::query_scalar(
         "INSERT INTO artifacts (project_id, kind, channel, version, based_on_id, source, title, content)

@@ -52,6 +52,30 @@ pub enum FilesCommand {
     },
 }
 
+/// Records a write to a file in the audit log, in its transaction.
+async fn audited(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    tenant: Uuid,
+    by: &str,
+    action: &str,
+    file: Uuid,
+    details: serde_json::Value,
+) -> anyhow::Result<()> {
+    store::audit::record(
+        &mut **tx,
+        &store::audit::Entry {
+            tenant: Some(tenant),
+            actor: by,
+            action,
+            target_table: Some("files"),
+            target_id: Some(file),
+            details,
+        },
+    )
+    .await?;
+    Ok(())
+}
+
 pub async fn run(
     cmd: FilesCommand,
     env: &Env,
@@ -72,9 +96,10 @@ pub async fn run(
                 .map_err(|e| anyhow::anyhow!("{} cannot be read: {e}", path.display()))?;
             let files = Files::new(&env.settings)?;
             let name = path.to_string_lossy();
+            let mut tx = pool.begin().await?;
             let (id, new) = files
                 .put(
-                    pool,
+                    &mut *tx,
                     &crate::files::Put {
                         tenant,
                         project: Some(project),
@@ -85,6 +110,20 @@ pub async fn run(
                     by,
                 )
                 .await?;
+            if new {
+                audited(
+                    &mut tx,
+                    tenant,
+                    by,
+                    "file.put",
+                    id,
+                    serde_json::json!({
+                        "name": name, "kind": kind, "project_id": project, "size": bytes.len(),
+                    }),
+                )
+                .await?;
+            }
+            tx.commit().await?;
             eprintln!(
                 "{} ({} bytes) {} in {}",
                 path.display(),
@@ -141,7 +180,21 @@ pub async fn run(
             )?;
         }
         FilesCommand::Attach { file, draft } => {
-            store::files::attach_image(pool, draft, file).await?;
+            let mut tx = pool.begin().await?;
+            store::files::attach_image(&mut *tx, draft, file).await?;
+            let tenant = store::files::get(&mut *tx, None, file).await?.tenant_id;
+            audited(
+                &mut tx,
+                tenant,
+                by,
+                "file.attached",
+                file,
+                serde_json::json!({
+                    "draft_artifact_id": draft,
+                }),
+            )
+            .await?;
+            tx.commit().await?;
             writeln!(out, "draft {draft} publishes with image {file}")?;
         }
     }
