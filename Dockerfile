@@ -3,7 +3,7 @@
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 # The queue engine is a crate of its own in the workspace.
 COPY crates ./crates
 COPY src ./src
