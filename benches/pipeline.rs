@@ -1,4 +1,5 @@
-//! `cargo bench --bench pipeline [-- --projects N] [-- --no-off-run]`
+//! `cargo bench --bench pipeline [-- --projects N] [-- --no-off-run] [-- --tight]
+//! [-- --tight-projects N --tight-rate R] [-- --tight-no-limiter]`
 //!
 //! The whole pipeline at scale, as users run it: two `copydesk worker` processes at
 //! their defaults against a Postgres of their own, `--projects` projects (200 by
@@ -26,6 +27,15 @@
 //! minute's at 200,000 a minute; `calls_over_rate_s` in the JSON is the plainer calls ÷
 //! 600 a minute), per-project finish times (p50, p95) and each worker's peak RSS; and
 //! one JSON document. Not a test: figures depend on the machine.
+//!
+//! Then the tight-limit line (`--tight` runs it alone): `--tight-projects` projects (40)
+//! for the blog and X against a provider that answers `--tight-rate` requests in any
+//! second (3) and refuses past it, the limiter set to the same, far more draft jobs
+//! ready than the provider takes: calls answered against the calls a run with no limit
+//! makes for the same jobs (repeated calls ÷ calls should be 0: a job that waits for
+//! the limit resumes at the call that waited), and wall time against calls ÷ rate, up
+//! to every draft waiting for its approval. `--tight-no-limiter` sets no limit, as a new
+//! user has: the provider's 429s alone hold the work back.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -75,7 +85,11 @@ fn progress(msg: &str) {
 
 /// The fake provider's books.
 struct Provider {
-    /// When each accepted request of the last minute arrived.
+    /// At most `requests` accepted in any `window`.
+    requests: usize,
+    window: Duration,
+    tokens_per_minute: f64,
+    /// When each accepted request of the last window arrived.
     log: VecDeque<Instant>,
     /// When the token bucket is full again (it holds a minute's worth).
     token_tat: Instant,
@@ -85,8 +99,11 @@ struct Provider {
 }
 
 impl Provider {
-    fn new() -> Self {
+    fn new(requests: usize, window: Duration, tokens_per_minute: f64) -> Self {
         Self {
+            requests,
+            window,
+            tokens_per_minute,
             log: VecDeque::new(),
             token_tat: Instant::now(),
             accepted: 0,
@@ -101,15 +118,15 @@ impl Provider {
         while self
             .log
             .front()
-            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60))
+            .is_some_and(|t| now.duration_since(*t) >= self.window)
         {
             self.log.pop_front();
         }
         let mut wait = Duration::ZERO;
-        if self.log.len() >= REQUESTS_PER_MINUTE {
-            wait = Duration::from_secs(60) - now.duration_since(self.log[0]);
+        if self.log.len() >= self.requests {
+            wait = self.window - now.duration_since(self.log[0]);
         }
-        let need = Duration::from_secs_f64(60.0 * tokens as f64 / TOKENS_PER_MINUTE);
+        let need = Duration::from_secs_f64(60.0 * tokens as f64 / self.tokens_per_minute);
         let tat = self.token_tat.max(now);
         if tat + need > now + Duration::from_secs(60) {
             wait = wait.max(tat + need - now - Duration::from_secs(60));
@@ -268,19 +285,42 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-async fn run(cluster: &Cluster, projects: u32, limiter: bool) -> anyhow::Result<Run> {
-    let name = format!("bench_{}", if limiter { "on" } else { "off" });
-    cluster.create_database(&name).await?;
-    let url = cluster.url(&name);
+/// A run's database, model server and projects, the projects' first jobs held back.
+struct Setup {
+    name: String,
+    url: String,
+    db: Db,
+    provider: Arc<Mutex<Provider>>,
+    model: SocketAddr,
+    key: String,
+    ids: Vec<Uuid>,
+    // Kept alive for the run.
+    _platforms: FakePlatforms,
+}
+
+/// Creates database `name`, a fake provider and `projects` projects for `channels`,
+/// with the limiter set to `limit` (requests, per ms, tokens a minute) when given and
+/// an integration for each destination when `integrations`.
+async fn setup(
+    cluster: &Cluster,
+    name: &str,
+    projects: u32,
+    channels: &[Channel],
+    provider: Provider,
+    limit: Option<(i32, i64, Option<i32>)>,
+    integrations: bool,
+) -> anyhow::Result<Setup> {
+    cluster.create_database(name).await?;
+    let url = cluster.url(name);
     let db = Db::new(
         PgPoolOptions::new()
             .max_connections(4)
-            .connect_with(cluster.connect_options(&name))
+            .connect_with(cluster.connect_options(name))
             .await?,
     );
     copydesk::db::migrate(db.pool()).await?;
 
-    let provider = Arc::new(Mutex::new(Provider::new()));
+    let provider = Arc::new(Mutex::new(provider));
     let model = serve(
         Router::new()
             .route("/v1/chat/completions", post(answer))
@@ -291,26 +331,25 @@ async fn run(cluster: &Cluster, projects: u32, limiter: bool) -> anyhow::Result<
     let platforms = FakePlatforms::start().await?;
     let key = Keys::generate();
     let keys = Keys::parse(&key)?;
-    if limiter {
+    if let Some((requests, per_ms, tokens)) = limit {
         sqlx::query(
-            "INSERT INTO limits (key, requests, per_ms, tokens_per_minute) VALUES ($1, $2, 60000, $3)",
+            "INSERT INTO limits (key, requests, per_ms, tokens_per_minute) VALUES ($1, $2, $3, $4)",
         )
         .bind(format!("llm:{model}"))
-        .bind(REQUESTS_PER_MINUTE as i32)
-        .bind(TOKENS_PER_MINUTE as i32)
+        .bind(requests)
+        .bind(per_ms)
+        .bind(tokens)
         .execute(&db)
         .await?;
     }
 
-    progress(&format!(
-        "{name}: creating {projects} projects with four integrations each"
-    ));
+    progress(&format!("{name}: creating {projects} projects"));
     let catalog = copydesk::app::catalog();
     let mut ids = Vec::new();
     for n in 0..projects {
         let mut tx = db.begin().await?;
         let plan = Plan {
-            channels: Channel::ALL.to_vec(),
+            channels: channels.to_vec(),
             topic: Some("Why our linen lasts a decade".into()),
             instructions: None,
             schedule: None,
@@ -330,30 +369,45 @@ async fn run(cluster: &Cluster, projects: u32, limiter: bool) -> anyhow::Result<
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        for platform in DESTINATIONS {
-            let (creds, meta) = platforms.integration(platform);
-            copydesk::publish::integrations::connect(
-                &db,
-                &keys,
-                started.project_id,
-                platform,
-                &creds,
-                &meta,
-                "bench",
-            )
-            .await?;
+        if integrations {
+            for platform in DESTINATIONS {
+                let (creds, meta) = platforms.integration(platform);
+                copydesk::publish::integrations::connect(
+                    &db,
+                    &keys,
+                    started.project_id,
+                    platform,
+                    &creds,
+                    &meta,
+                    "bench",
+                )
+                .await?;
+            }
         }
         ids.push(started.project_id);
     }
+    Ok(Setup {
+        name: name.to_owned(),
+        url,
+        db,
+        provider,
+        model,
+        key,
+        ids,
+        _platforms: platforms,
+    })
+}
 
-    let spawn = || -> anyhow::Result<Worker> {
+impl Setup {
+    /// A `copydesk worker` process at its defaults.
+    fn worker(&self) -> anyhow::Result<Worker> {
         Ok(Worker(
             Command::new(env!("CARGO_BIN_EXE_copydesk"))
                 .args(["worker", "--no-scheduler", "--no-migrate"])
-                .env("DATABASE_URL", &url)
-                .env("COPYDESK_LLM_BASE_URL", format!("http://{model}/v1"))
+                .env("DATABASE_URL", &self.url)
+                .env("COPYDESK_LLM_BASE_URL", format!("http://{}/v1", self.model))
                 .env("COPYDESK_LLM_API_KEY", "sk-bench")
-                .env("COPYDESK_FERNET_KEYS", &key)
+                .env("COPYDESK_FERNET_KEYS", &self.key)
                 .env("COPYDESK__FETCH__ALLOW_LOOPBACK", "true")
                 .env("COPYDESK__CATALOG__ENABLED", "false")
                 .env("RUST_LOG", "error")
@@ -362,13 +416,48 @@ async fn run(cluster: &Cluster, projects: u32, limiter: bool) -> anyhow::Result<
                 .stderr(Stdio::inherit())
                 .spawn()?,
         ))
-    };
-    let workers = vec![spawn()?, spawn()?];
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    sqlx::query("UPDATE jobs SET run_at = now() WHERE run_at = 'infinity'")
-        .execute(&db)
-        .await?;
-    let started = Instant::now();
+    }
+
+    /// Two workers, then the held-back jobs released; returns when they were.
+    async fn start(&self) -> anyhow::Result<(Vec<Worker>, Instant)> {
+        let workers = vec![self.worker()?, self.worker()?];
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        sqlx::query("UPDATE jobs SET run_at = now() WHERE run_at = 'infinity'")
+            .execute(&self.db)
+            .await?;
+        Ok((workers, Instant::now()))
+    }
+}
+
+async fn run(cluster: &Cluster, projects: u32, limiter: bool) -> anyhow::Result<Run> {
+    let name = format!("bench_{}", if limiter { "on" } else { "off" });
+    let limit = limiter.then_some((
+        REQUESTS_PER_MINUTE as i32,
+        60_000,
+        Some(TOKENS_PER_MINUTE as i32),
+    ));
+    let provider = Provider::new(
+        REQUESTS_PER_MINUTE,
+        Duration::from_secs(60),
+        TOKENS_PER_MINUTE,
+    );
+    let setup = setup(
+        cluster,
+        &name,
+        projects,
+        &Channel::ALL,
+        provider,
+        limit,
+        true,
+    )
+    .await?;
+    let Setup {
+        ref db,
+        ref provider,
+        ref ids,
+        ..
+    } = setup;
+    let (workers, started) = setup.start().await?;
     let mut finished: HashMap<Uuid, f64> = HashMap::new();
     let mut last_report = Instant::now();
     while finished.len() < ids.len() {
@@ -378,13 +467,13 @@ async fn run(cluster: &Cluster, projects: u32, limiter: bool) -> anyhow::Result<
         );
         // Approvals given by plain SQL, as another service would.
         sqlx::query("UPDATE approvals SET status = 'approved', decided_by = 'bench' WHERE status = 'pending'")
-            .execute(&db)
+            .execute(db)
             .await?;
         let done: Vec<Uuid> = sqlx::query_scalar(
             "SELECT project_id FROM jobs WHERE kind = 'publishing' AND status = 'done'
               GROUP BY project_id HAVING count(*) = 4",
         )
-        .fetch_all(&db)
+        .fetch_all(db)
         .await?;
         for p in done {
             finished
@@ -392,7 +481,7 @@ async fn run(cluster: &Cluster, projects: u32, limiter: bool) -> anyhow::Result<
                 .or_insert_with(|| started.elapsed().as_secs_f64());
         }
         let failed: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE status = 'failed'")
-            .fetch_one(&db)
+            .fetch_one(db)
             .await?;
         anyhow::ensure!(failed == 0, "{name}: {failed} job(s) failed");
         if last_report.elapsed() > Duration::from_secs(10) {
@@ -425,14 +514,14 @@ async fn run(cluster: &Cluster, projects: u32, limiter: bool) -> anyhow::Result<
              SELECT 'noop', '{\"sleep_ms\": 50}', $1 FROM generate_series(1, 10000)",
         )
         .bind(ids[0])
-        .execute(&db)
+        .execute(db)
         .await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let small: Uuid = sqlx::query_scalar(
             "INSERT INTO jobs (kind, input, project_id) VALUES ('noop', '{}', $1) RETURNING id",
         )
         .bind(ids[1])
-        .fetch_one(&db)
+        .fetch_one(db)
         .await?;
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
@@ -441,7 +530,7 @@ async fn run(cluster: &Cluster, projects: u32, limiter: bool) -> anyhow::Result<
                   WHERE id = $1 AND started_at IS NOT NULL",
             )
             .bind(small)
-            .fetch_optional(&db)
+            .fetch_optional(db)
             .await?;
             if let Some(w) = waited {
                 break Some(w);
@@ -471,6 +560,111 @@ async fn run(cluster: &Cluster, projects: u32, limiter: bool) -> anyhow::Result<
     })
 }
 
+/// The tight-limit line's figures.
+struct Tight {
+    /// Calls the provider answered and refused.
+    accepted: u64,
+    refused: u64,
+    /// The calls a run without any limit makes for the same jobs: one per agent of
+    /// each job (a brand voice 1, a blog draft 4, an X draft 2, an evaluation 1).
+    needed: u64,
+    wall: Duration,
+    /// Answered calls per agent, from `runs`.
+    per_agent: Vec<(String, i64)>,
+}
+
+/// `projects` projects for the blog and X against a provider that answers `rate`
+/// requests in any second (429 past it), the limiter set to the same, two workers at
+/// their defaults: far more draft jobs ready than the provider takes in a second. Runs
+/// until every draft waits for its approval (brand voices approved by SQL).
+async fn tight(
+    cluster: &Cluster,
+    projects: u32,
+    rate: usize,
+    limiter: bool,
+) -> anyhow::Result<Tight> {
+    let setup = setup(
+        cluster,
+        if limiter {
+            "bench_tight"
+        } else {
+            "bench_tight_nolimit"
+        },
+        projects,
+        &[Channel::Blog, Channel::X],
+        Provider::new(rate, Duration::from_secs(1), 1e12),
+        limiter.then_some((rate as i32, 1000, None)),
+        false,
+    )
+    .await?;
+    let (workers, started) = setup.start().await?;
+    let (db, name) = (&setup.db, &setup.name);
+    let target = 2 * i64::from(projects);
+    let mut last_report = Instant::now();
+    loop {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(3600),
+            "{name}: the drafts did not reach their approvals in an hour"
+        );
+        sqlx::query(
+            "UPDATE approvals SET status = 'approved', decided_by = 'bench' WHERE status = 'pending'
+               AND job_id IN (SELECT id FROM jobs WHERE kind = 'brand_voice_analysis')",
+        )
+        .execute(db)
+        .await?;
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM jobs WHERE kind = 'evaluation' AND status = 'needs_approval'",
+        )
+        .fetch_one(db)
+        .await?;
+        if waiting >= target {
+            break;
+        }
+        let failed: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE status = 'failed'")
+            .fetch_one(db)
+            .await?;
+        anyhow::ensure!(failed == 0, "{name}: {failed} job(s) failed");
+        if last_report.elapsed() > Duration::from_secs(10) {
+            let p = setup.provider.lock().unwrap();
+            progress(&format!(
+                "{name}: {:.0} s, {waiting}/{target} drafts waiting for approval, {} calls accepted, {} refused",
+                started.elapsed().as_secs_f64(),
+                p.accepted,
+                p.refused
+            ));
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let wall = started.elapsed();
+    let needed: i64 = sqlx::query_scalar(
+        "SELECT coalesce(sum(CASE WHEN kind <> 'draft_generation' THEN 1
+                                  WHEN input->>'channel' = 'blog' THEN 4 ELSE 2 END), 0)::bigint
+           FROM jobs WHERE kind IN ('brand_voice_analysis', 'draft_generation', 'evaluation')
+            AND status IN ('done', 'needs_approval')",
+    )
+    .fetch_one(db)
+    .await?;
+    let per_agent: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT agent, count(*) FROM runs WHERE error IS NULL GROUP BY agent ORDER BY agent",
+    )
+    .fetch_all(db)
+    .await?;
+    drop(workers);
+    let (accepted, refused) = {
+        let p = setup.provider.lock().unwrap();
+        (p.accepted, p.refused)
+    };
+    setup.db.close().await;
+    Ok(Tight {
+        accepted,
+        refused,
+        needed: needed as u64,
+        wall,
+        per_agent,
+    })
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -481,6 +675,16 @@ async fn main() -> anyhow::Result<()> {
         .and_then(|n| n.parse().ok())
         .unwrap_or(200);
     let off_run = !args.iter().any(|a| a == "--no-off-run");
+    let arg = |name: &str, default: u32| -> u32 {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(default)
+    };
+    let tight_only = args.iter().any(|a| a == "--tight");
+    let (tight_projects, tight_rate) = (arg("--tight-projects", 40), arg("--tight-rate", 3));
+    let tight_limiter = !args.iter().any(|a| a == "--tight-no-limiter");
     let dir = tempfile::Builder::new().prefix("cdp").tempdir_in("/tmp")?;
     progress(&format!("starting Postgres under {}", dir.path().display()));
     let home = dir.path().to_owned();
@@ -491,6 +695,9 @@ async fn main() -> anyhow::Result<()> {
     let mut runs = vec![("limiter on", true)];
     if off_run {
         runs.push(("limiter off", false));
+    }
+    if tight_only {
+        runs.clear();
     }
     println!();
     println!(
@@ -555,6 +762,42 @@ async fn main() -> anyhow::Result<()> {
             }),
         );
     }
+    let t = tight(&cluster, tight_projects, tight_rate as usize, tight_limiter).await?;
+    let repeated = t.accepted as f64 - t.needed as f64;
+    let by_rate = t.needed as f64 / f64::from(tight_rate);
+    let wall = t.wall.as_secs_f64();
+    println!();
+    let per_agent = t
+        .per_agent
+        .iter()
+        .map(|(a, n)| format!("{a} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    println!(
+        "tight limit ({}): {tight_projects} projects (blog, X) at {tight_rate} requests/s: {} calls answered \
+         (an unlimited run makes {}), repeated {:.3}, {} refused (429), wall {wall:.1} s, \
+         calls / rate {by_rate:.1} s, wall / (calls / rate) {:.3}; answered per agent: {per_agent}",
+        if tight_limiter {
+            "limiter on"
+        } else {
+            "no limiter"
+        },
+        t.accepted,
+        t.needed,
+        repeated / t.accepted.max(1) as f64,
+        t.refused,
+        wall / by_rate
+    );
+    doc.insert(
+        "tight limit".into(),
+        json!({
+            "projects": tight_projects, "requests_per_second": tight_rate,
+            "accepted": t.accepted, "refused_429": t.refused, "unlimited_run_calls": t.needed,
+            "repeated_over_calls": repeated / t.accepted.max(1) as f64,
+            "wall_s": wall, "calls_over_rate_s": by_rate, "wall_over_calls_over_rate": wall / by_rate,
+            "limiter": tight_limiter, "answered_per_agent": t.per_agent.iter().cloned().collect::<HashMap<_, _>>(),
+        }),
+    );
     println!("{}", serde_json::to_string_pretty(&Value::Object(doc))?);
     Ok(())
 }

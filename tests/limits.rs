@@ -84,28 +84,13 @@ async fn fake_server() -> (Arc<Fake>, SocketAddr) {
     let app = Router::new()
         .route("/v1/chat/completions", post(answer))
         .with_state(fake.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (fake, addr)
+    (fake, serve(app).await)
 }
 
 /// `n` evaluation jobs, each of one draft: one model call each.
 async fn evaluations(db: &TestDb, n: usize) -> Vec<Uuid> {
     let pool = &db.pool;
-    let project: Uuid =
-        sqlx::query_scalar("INSERT INTO projects (name) VALUES ('Linen & Loom') RETURNING id")
-            .fetch_one(pool)
-            .await
-            .unwrap();
-    let voice: Uuid = sqlx::query_scalar(
-        "INSERT INTO artifacts (project_id, kind, content, data)
-         VALUES ($1, 'brand_voice', 'warm', '{\"analysis\": {\"tone\": [\"warm\"]}}') RETURNING id",
-    )
-    .bind(project)
-    .fetch_one(pool)
-    .await
-    .unwrap();
+    let (project, voice) = project_with_voice(pool).await;
     let mut jobs = Vec::new();
     for i in 0..n {
         let draft: Uuid = sqlx::query_scalar(

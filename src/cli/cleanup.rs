@@ -29,6 +29,13 @@ pub async fn run(args: CleanupArgs, env: &Env, out: &mut (dyn Write + Send)) -> 
         "{verb} {} done, {} failed, {} cancelled job(s) past retention",
         r.deleted_done, r.deleted_failed, r.deleted_cancelled
     )?;
+    if !r.dry_run {
+        writeln!(
+            out,
+            "deleted {} step(s) kept by those jobs",
+            r.deleted_job_steps
+        )?;
+    }
     writeln!(
         out,
         "{verb} {} brand-voice cache row(s) and {} catalogue item(s) past expiry",

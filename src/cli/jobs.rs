@@ -120,6 +120,21 @@ pub async fn run(
                 for (k, v) in fields {
                     writeln!(out, "{k:>16}: {v}")?;
                 }
+                writeln!(out, "{:>16}: {}", "steps", d.steps.len())?;
+                for s in &d.steps {
+                    let how = match s.replays {
+                        0 => "called".to_owned(),
+                        n => format!("called, then replayed {n} time(s)"),
+                    };
+                    writeln!(
+                        out,
+                        "{:>16}  {} (attempt {}, {}): {how}",
+                        "",
+                        s.name,
+                        s.attempt,
+                        s.created_at.to_rfc3339()
+                    )?;
+                }
                 for (label, items) in [
                     ("runs", &d.runs),
                     ("artifacts", &d.artifacts),

@@ -189,14 +189,21 @@ pub(crate) async fn analyse(
     let mut title = String::new();
     let mut text = String::new();
     if let Some(url) = store_url {
-        let page = ctx.app.fetcher.get_html(url).await.map_err(|e| {
-            if e.is_transient() {
-                JobError::transient(e.to_string())
-            } else {
-                JobError::permanent(e.to_string())
-            }
-        })?;
-        (title, text) = page_text(&page.body);
+        // A step: the analysis after a wait or a retry reads the page it read before.
+        (title, text) = ctx
+            .steps()
+            .run("store page", &url, || async {
+                let page = ctx.app.fetcher.get_html(url).await.map_err(|e| {
+                    if e.is_transient() {
+                        JobError::transient(e.to_string())
+                    } else {
+                        JobError::permanent(e.to_string())
+                    }
+                })?;
+                Ok::<_, JobError>(page_text(&page.body))
+            })
+            .await?
+            .output;
     }
     for s in samples {
         let sample = match s {

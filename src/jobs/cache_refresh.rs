@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::db::Db;
-use copydesk_queue::{JobArgs, JobError, NewJob, Outcome, ResultExt, text_enum};
+use copydesk_queue::{JobArgs, JobError, NewJob, Outcome, ResultExt, Steps, text_enum};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -95,6 +95,7 @@ pub async fn run(ctx: Ctx, args: CacheRefreshArgs) -> Result<Outcome, JobError> 
             let token = catalog_token(&ctx).await?;
             let counts = refresh_catalog(
                 &ctx.pool,
+                &ctx.steps(),
                 ctx.job.tenant_id,
                 &ctx.app.fetcher,
                 &ctx.app.settings.catalog,
@@ -219,8 +220,10 @@ fn item(raw: &Value) -> Result<CatalogItem, Skipped> {
 }
 
 /// Fetches every page of the catalogue and upserts it in one transaction.
+/// Each page is a step of the job: a retry after a failed page starts at that page.
 pub async fn refresh_catalog(
     pool: &Db,
+    steps: &Steps,
     tenant: Uuid,
     fetcher: &Fetcher,
     cfg: &CatalogSettings,
@@ -248,16 +251,18 @@ pub async fn refresh_catalog(
         url.query_pairs_mut()
             .append_pair(&cfg.page_param, &page.to_string())
             .append_pair(&cfg.per_page_param, &cfg.per_page.to_string());
-        let body = fetcher
-            .get_json(url.as_str(), &headers)
-            .await
-            .map_err(|e| {
-                if e.is_transient() {
-                    JobError::transient(format!("catalogue page {page}: {e}"))
-                } else {
-                    JobError::permanent(format!("catalogue page {page}: {e}"))
-                }
-            })?;
+        let body: Value = steps
+            .run(&format!("catalogue page {page}"), &url.as_str(), || async {
+                fetcher.get_json(url.as_str(), &headers).await.map_err(|e| {
+                    if e.is_transient() {
+                        JobError::transient(format!("catalogue page {page}: {e}"))
+                    } else {
+                        JobError::permanent(format!("catalogue page {page}: {e}"))
+                    }
+                })
+            })
+            .await?
+            .output;
         let list = if cfg.items_field.is_empty() {
             &body
         } else {

@@ -1,5 +1,5 @@
 //! `cleanup`: retention and housekeeping. Deletes finished jobs past their retention
-//! (per status), expired cache rows, rescues expired leases, archives idle projects and
+//! (per status) with the steps they kept, expired cache rows, rescues expired leases, archives idle projects and
 //! gives back budget reservations whose call's process died.
 //! Every delete runs in batches of `[cleanup] batch_size`, each its own short
 //! statement, so cleanup never holds long locks on the queue. `runs` rows are never
@@ -39,6 +39,9 @@ pub struct CleanupReport {
     pub deleted_done: u64,
     pub deleted_failed: u64,
     pub deleted_cancelled: u64,
+    /// The steps the deleted jobs had kept, deleted with them (0 in a dry run).
+    #[serde(default)]
+    pub deleted_job_steps: u64,
     pub rescued_leases: u64,
     pub deleted_brand_voice_cache: u64,
     pub deleted_catalog_items: u64,
@@ -92,6 +95,7 @@ pub async fn cleanup(
         deleted_done: deleted.done,
         deleted_failed: deleted.failed,
         deleted_cancelled: deleted.cancelled,
+        deleted_job_steps: deleted.steps,
         rescued_leases,
         deleted_brand_voice_cache: store::caches::expire(pool, Cache::BrandVoices, batch, dry_run)
             .await?,

@@ -281,6 +281,7 @@ async fn refresh_stale_items(ctx: &Ctx, ids: &[String]) -> Result<(), JobError> 
     let token = super::cache_refresh::catalog_token(ctx).await?;
     if let Err(e) = super::cache_refresh::refresh_catalog(
         &ctx.pool,
+        &ctx.steps(),
         ctx.job.tenant_id,
         &ctx.app.fetcher,
         &ctx.app.settings.catalog,

@@ -21,11 +21,13 @@ pub mod openai;
 pub mod repair;
 
 use std::{
+    collections::HashMap,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use crate::db::Db;
+use copydesk_queue::{RequestHash, Steps};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -79,6 +81,10 @@ pub enum Error {
         #[source]
         source: store::Error,
     },
+    /// The job's steps could not be read: the call is not made blind, since it may
+    /// already have been paid for.
+    #[error("reading the job's steps: {0}")]
+    Steps(#[source] copydesk_queue::Error),
 }
 
 impl Error {
@@ -86,7 +92,7 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Failed { retryable, .. } => *retryable,
-            Self::Store { .. } | Self::Wait { .. } => true,
+            Self::Store { .. } | Self::Steps(_) | Self::Wait { .. } => true,
             Self::Config(_) | Self::UnknownAgent(_) | Self::OverBudget { .. } => false,
         }
     }
@@ -186,7 +192,7 @@ pub struct Call {
 }
 
 /// A model's answer.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Reply {
     pub text: String,
     /// The parsed, repaired and validated JSON, when the call asked for a schema.
@@ -214,6 +220,14 @@ pub struct Scope {
     pub project_id: Option<Uuid>,
 }
 
+impl Scope {
+    /// The job's steps: every answer a request gets is kept there, so a later run of
+    /// the job (after a wait, a retry, a crash) gets it back instead of paying again.
+    pub fn steps(&self) -> Steps {
+        Steps::new(self.pool.clone(), self.job_id, self.attempt)
+    }
+}
+
 /// The model client of a worker process.
 #[derive(Debug, Clone)]
 pub struct Llm {
@@ -228,6 +242,9 @@ pub struct Llm {
 /// One request's outcome, as the runs row records it.
 struct Try<'a> {
     model: &'a str,
+    /// The answer is an earlier run's, kept as a step: no request was made now, so it
+    /// writes no runs row, settles nothing and says nothing of the model's health.
+    replayed: bool,
     mode: Option<StructuredMode>,
     /// The mode was negotiated (not pinned): what works is worth remembering.
     negotiated: bool,
@@ -286,7 +303,37 @@ impl Llm {
         }
     }
 
+    /// The offline provider's answer, as a step like a remote one (it costs nothing,
+    /// but a job's page says the same of it: called once, then replayed).
     async fn offline(&self, scope: &Scope, call: &Call, agent: &AgentConfig) -> Result<Reply> {
+        let request = (
+            OFFLINE,
+            &agent.model_id,
+            &call.system,
+            &call.user,
+            &call.schema,
+            &call.hints,
+        );
+        let step = RequestHash::of(&request);
+        let steps = scope.steps();
+        if let Some(reply) = steps
+            .recall::<Reply>(&call.agent, step)
+            .await
+            .map_err(Error::Steps)?
+        {
+            return Ok(reply);
+        }
+        let reply = self.offline_reply(scope, call, agent).await?;
+        steps.record_or_warn(&call.agent, step, &reply).await;
+        Ok(reply)
+    }
+
+    async fn offline_reply(
+        &self,
+        scope: &Scope,
+        call: &Call,
+        agent: &AgentConfig,
+    ) -> Result<Reply> {
         let started = Instant::now();
         let reservation = self.reserve(scope, agent, 0.0).await?;
         let reply = offline::reply(agent, call);
@@ -318,6 +365,10 @@ impl Llm {
         let mut last_wait = None;
         // The shortest wait for a rate limit among the models that had no capacity.
         let mut waiting: Option<(String, Duration)> = None;
+        let steps = scope.steps();
+        // How many answers each request body has had in this call: the same body asked
+        // again (a cut-off answer, a retry after a bad one) is another step.
+        let mut asked: HashMap<RequestHash, u32> = HashMap::new();
         for (hop, model) in chain.iter().enumerate() {
             let keys = store::limits::llm_keys(base_url, model);
             let has_next = hop + 1 < chain.len();
@@ -336,65 +387,102 @@ impl Llm {
                 notes.push(format!("skipped {} (cooling down)", skipped.join(", ")));
             }
             loop {
-                let tokens = tokens_needed(call, agent, repair.as_ref());
-                let slots = match store::limits::take(
-                    &scope.pool,
-                    &self.limits,
-                    &keys,
-                    tokens,
-                    Some(scope.job_id),
-                )
-                .await
-                .map_err(|source| Error::Store {
-                    doing: "taking from the rate limits".into(),
-                    source,
-                })? {
-                    Taken::Granted(slots) => slots,
-                    Taken::Wait { key, after } => {
-                        tracing::debug!(%key, after_ms = after.as_millis() as u64, %model, "rate limit: no capacity");
-                        if waiting.as_ref().is_none_or(|(_, w)| after < *w) {
-                            waiting = Some((key, after));
+                // Each request is a step of the job: the answer an earlier run got for
+                // this very request (its body, its server, and how many answers the same
+                // body had already had in this call) comes back without asking again.
+                let request =
+                    openai::request_body(base_url, agent, model, call, mode, repair.as_ref());
+                let same = RequestHash::of(&(base_url, &request));
+                let step = RequestHash::of(&(base_url, &request, *asked.get(&same).unwrap_or(&0)));
+                let name = step_name(call, hop, repair.is_some());
+                let recalled = steps
+                    .recall::<Completion>(&name, step)
+                    .await
+                    .map_err(Error::Steps)?;
+                let (t, sent) = match recalled {
+                    Some(c) => {
+                        let t = Try {
+                            model,
+                            replayed: true,
+                            mode,
+                            negotiated: pinned.is_none(),
+                            started: Instant::now(),
+                            reservation: None,
+                        };
+                        (t, Ok(c))
+                    }
+                    None => {
+                        let tokens = tokens_needed(call, agent, repair.as_ref());
+                        let slots = match store::limits::take(
+                            &scope.pool,
+                            &self.limits,
+                            &keys,
+                            tokens,
+                            Some(scope.job_id),
+                        )
+                        .await
+                        .map_err(|source| Error::Store {
+                            doing: "taking from the rate limits".into(),
+                            source,
+                        })? {
+                            Taken::Granted(slots) => slots,
+                            Taken::Wait { key, after } => {
+                                tracing::debug!(%key, after_ms = after.as_millis() as u64, %model, "rate limit: no capacity");
+                                if waiting.as_ref().is_none_or(|(_, w)| after < *w) {
+                                    waiting = Some((key, after));
+                                }
+                                break;
+                            }
+                        };
+                        let estimate = self.worst_case(model, call, agent, repair.as_ref());
+                        let reservation = match self.reserve(scope, agent, estimate).await {
+                            Ok(r) => r,
+                            Err(e) => {
+                                self.release(scope, &slots).await;
+                                return Err(e);
+                            }
+                        };
+                        let t = Try {
+                            model,
+                            replayed: false,
+                            mode,
+                            negotiated: pinned.is_none(),
+                            started: Instant::now(),
+                            reservation,
+                        };
+                        let sent = openai::send(
+                            &self.http,
+                            &self.cfg,
+                            base_url,
+                            key,
+                            agent,
+                            model,
+                            call,
+                            mode,
+                            repair.as_ref(),
+                        )
+                        .await;
+                        // What the server says the call used, when it says (a throttled or
+                        // failed request leaves the estimate standing).
+                        let used = match &sent {
+                            Ok(c) => Some(&c.usage),
+                            Err(Failure::Malformed { usage, .. }) => Some(usage),
+                            Err(_) => None,
                         }
-                        break;
+                        .map(|u| u.prompt_tokens.max(0) as u32 + u.completion_tokens.max(0) as u32)
+                        .filter(|n| *n > 0);
+                        self.end_call(scope, &keys, &slots, tokens, used).await;
+                        if let Ok(c) = &sent {
+                            // Kept before anything else is written: from here on no run
+                            // of this job pays for this request again.
+                            steps.record_or_warn(&name, step, c).await;
+                        }
+                        (t, sent)
                     }
                 };
-                let estimate = self.worst_case(model, call, agent, repair.as_ref());
-                let reservation = match self.reserve(scope, agent, estimate).await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        self.release(scope, &slots).await;
-                        return Err(e);
-                    }
-                };
-                let t = Try {
-                    model,
-                    mode,
-                    negotiated: pinned.is_none(),
-                    started: Instant::now(),
-                    reservation,
-                };
-                let sent = openai::send(
-                    &self.http,
-                    &self.cfg,
-                    base_url,
-                    key,
-                    agent,
-                    model,
-                    call,
-                    mode,
-                    repair.as_ref(),
-                )
-                .await;
-                // What the server says the call used, when it says (a throttled or
-                // failed request leaves the estimate standing).
-                let used = match &sent {
-                    Ok(c) => Some(&c.usage),
-                    Err(Failure::Malformed { usage, .. }) => Some(usage),
-                    Err(_) => None,
+                if sent.is_ok() {
+                    *asked.entry(same).or_default() += 1;
                 }
-                .map(|u| u.prompt_tokens.max(0) as u32 + u.completion_tokens.max(0) as u32)
-                .filter(|n| *n > 0);
-                self.end_call(scope, &keys, &slots, tokens, used).await;
                 let outcome = match sent {
                     Ok(c) => match self
                         .answered(scope, call, base_url, &t, c, repair.is_some(), &mut notes)
@@ -940,16 +1028,23 @@ impl Llm {
             notes: joined.as_deref(),
             ..NewRun::call(&call.agent, &provider, &answered_by)
         };
-        self.settle(scope, t.reservation, &run).await?;
+        if t.replayed {
+            tracing::debug!(agent = %call.agent, model = t.model, "answer replayed from the job's steps: no request made");
+        } else {
+            self.settle(scope, t.reservation, &run).await?;
+        }
         let repaired = match outcome {
             Ok(r) => r,
             Err(u) => return Ok(Err(u)),
         };
-        if let Err(e) = store::models::record_success(&scope.pool, base_url, t.model).await {
+        if !t.replayed
+            && let Err(e) = store::models::record_success(&scope.pool, base_url, t.model).await
+        {
             tracing::warn!(error = %e, "could not record a model's success");
         }
         if let Some(mode) = t.mode
             && t.negotiated
+            && !t.replayed
         {
             self.memory
                 .succeeded(&scope.pool, base_url, t.model, mode)
@@ -996,6 +1091,16 @@ fn tokens_needed(call: &Call, agent: &AgentConfig, repair: Option<&RepairTurn>) 
         chars += r.answer.len() + r.problem.len();
     }
     (chars / 4) as u32 + agent.max_tokens.max(0) as u32
+}
+
+/// A request's step name: the agent, and what kind of turn it is when not the first.
+fn step_name(call: &Call, hop: usize, repair: bool) -> String {
+    match (hop, repair) {
+        (0, false) => call.agent.clone(),
+        (0, true) => format!("{} repair", call.agent),
+        (h, false) => format!("{} fallback {h}", call.agent),
+        (h, true) => format!("{} fallback {h} repair", call.agent),
+    }
 }
 
 fn schema_name(call: &Call) -> &str {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{AgentConfig, Call, Secret};
@@ -61,7 +61,7 @@ struct ApiError {
 }
 
 /// Tokens as the provider reported them.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Usage {
     pub prompt_tokens: i32,
     pub completion_tokens: i32,
@@ -94,8 +94,9 @@ impl Usage {
     }
 }
 
-/// One answer.
-#[derive(Debug, Clone)]
+/// One answer. Kept as a job's step when it comes, so a later run of the job gets it
+/// back instead of asking again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Completion {
     pub text: String,
     /// `length`: the answer was cut off at max_tokens.

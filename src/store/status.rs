@@ -130,6 +130,9 @@ pub struct JobDetail {
     #[serde(flatten)]
     pub job: Job,
     pub runs: Vec<Value>,
+    /// The job's steps: each kept output, the attempt that paid for it, and how often a
+    /// later run got it back instead of calling again.
+    pub steps: Vec<copydesk_queue::steps::StepRow>,
     pub artifacts: Vec<Value>,
     pub approvals: Vec<Value>,
     /// Publishing attempts (what was sent, what came back), oldest first.
@@ -153,6 +156,12 @@ pub async fn job(conn: &mut PgConnection, id: Uuid) -> Result<JobDetail> {
     }
     Ok(JobDetail {
         runs: super::runs::for_job(&mut *conn, id).await?,
+        steps: copydesk_queue::steps::list(&mut *conn, id)
+            .await
+            .map_err(|e| match e {
+                copydesk_queue::Error::Sql(e) => Error::Sql(e),
+                other => Error::Invalid(other.to_string()),
+            })?,
         artifacts: rows(
             conn,
             "SELECT jsonb_build_object('id', id, 'kind', kind, 'channel', channel, 'version', version,

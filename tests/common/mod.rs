@@ -144,6 +144,32 @@ pub async fn allow_any_kind(pool: &Db) {
         .unwrap();
 }
 
+/// A project (Linen & Loom) with a warm brand voice: (project, brand voice artifact).
+pub async fn project_with_voice(pool: &Db) -> (Uuid, Uuid) {
+    let project: Uuid =
+        sqlx::query_scalar("INSERT INTO projects (name) VALUES ('Linen & Loom') RETURNING id")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    let voice: Uuid = sqlx::query_scalar(
+        "INSERT INTO artifacts (project_id, kind, content, data)
+         VALUES ($1, 'brand_voice', 'warm', '{\"analysis\": {\"tone\": [\"warm\"]}}') RETURNING id",
+    )
+    .bind(project)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    (project, voice)
+}
+
+/// Serves `app` on a loopback port of its own for the rest of the test.
+pub async fn serve(app: axum::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
 /// Polls `check` until it returns true or `timeout` passes (then panics with `what`).
 pub async fn wait_for<F, Fut>(timeout: Duration, what: &str, mut check: F)
 where

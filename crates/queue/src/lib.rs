@@ -39,6 +39,7 @@ pub mod outcome;
 pub mod registry;
 pub mod runner;
 pub mod sql;
+pub mod steps;
 pub mod text;
 pub mod worker;
 
@@ -51,6 +52,7 @@ use uuid::Uuid;
 pub use outcome::{Effects, JobError, Outcome, ResultExt};
 pub use registry::{Catalog, JobArgs, JobContext, Registry};
 pub use runner::Runner;
+pub use steps::{Ran, RequestHash, Steps};
 
 #[doc(hidden)]
 pub mod __private {
@@ -104,6 +106,9 @@ pub enum Error {
     /// A write the application made inside a finish (its effects) failed.
     #[error("{0}")]
     Effect(String),
+    /// A step's output cannot be stored as JSON.
+    #[error("step {name:?}: its output does not serialise to JSON: {detail}")]
+    StepOutput { name: String, detail: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

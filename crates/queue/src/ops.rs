@@ -119,6 +119,8 @@ pub struct Retention {
     pub done: u64,
     pub failed: u64,
     pub cancelled: u64,
+    /// The steps the deleted jobs kept (deleted with them; not counted by a dry run).
+    pub steps: u64,
 }
 
 /// Deletes finished jobs older than their status's retention (days), `batch` rows per
@@ -136,8 +138,9 @@ pub async fn delete_finished(
         } else {
             let mut total = 0;
             loop {
-                let n = sql::job_delete_finished(pool, status, days, batch).await?;
+                let (n, steps) = sql::job_delete_finished(pool, status, days, batch).await?;
                 total += n;
+                r.steps += steps;
                 if (n as i64) < batch {
                     break total;
                 }

@@ -179,6 +179,14 @@ impl From<JobError> for Outcome {
     }
 }
 
+/// The engine's own failures (a database error reading a job's steps, say) are worth
+/// another attempt.
+impl From<crate::Error> for JobError {
+    fn from(e: crate::Error) -> Self {
+        JobError::transient(e.to_string())
+    }
+}
+
 /// Classifies any error where it happens.
 pub trait ResultExt<T> {
     /// Worth retrying.

@@ -32,6 +32,14 @@ pub struct JobContext<C> {
     pub app: C,
 }
 
+impl<C> JobContext<C> {
+    /// The job's steps, as this run sees them: work kept when it ends and replayed to
+    /// every later run of the job instead of being done again ([`crate::steps`]).
+    pub fn steps(&self) -> crate::Steps {
+        crate::Steps::new(self.pool.clone(), self.job.id, self.job.attempts)
+    }
+}
+
 /// A kind's handler.
 pub type HandlerFn<C> =
     Arc<dyn Fn(JobContext<C>) -> BoxFuture<'static, Result<Outcome, JobError>> + Send + Sync>;

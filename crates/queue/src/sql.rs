@@ -609,26 +609,32 @@ pub async fn queue_stats(db: impl PgExecutor<'_>) -> Result<Vec<StatsRow>> {
     .await?)
 }
 
-/// Deletes up to `limit` jobs of `status` that finished more than `days` ago.
+/// Deletes up to `limit` jobs of `status` that finished more than `days` ago; returns
+/// how many jobs went and how many steps went with them (the foreign key cascades; the
+/// count reads the steps as they were before the statement).
 pub async fn job_delete_finished(
     db: impl PgExecutor<'_>,
     status: JobStatus,
     days: i32,
     limit: i64,
-) -> Result<u64> {
-    Ok(crate::db::query(
-        "DELETE FROM jobs WHERE id IN (
-             SELECT id FROM jobs
-             WHERE status = $1 AND finished_at < now() - $2 * interval '1 day'
-             ORDER BY finished_at LIMIT $3
-             FOR UPDATE SKIP LOCKED)",
+) -> Result<(u64, u64)> {
+    let (jobs, steps): (i64, i64) = crate::db::query_as(
+        "WITH gone AS (
+             DELETE FROM jobs WHERE id IN (
+                 SELECT id FROM jobs
+                 WHERE status = $1 AND finished_at < now() - $2 * interval '1 day'
+                 ORDER BY finished_at LIMIT $3
+                 FOR UPDATE SKIP LOCKED)
+             RETURNING id)
+         SELECT (SELECT count(*) FROM gone),
+                (SELECT count(*) FROM job_steps s JOIN gone ON gone.id = s.job_id)",
     )
     .bind(status)
     .bind(days)
     .bind(limit)
-    .execute(db)
-    .await?
-    .rows_affected())
+    .fetch_one(db)
+    .await?;
+    Ok((jobs as u64, steps as u64))
 }
 
 /// Counts what [`job_delete_finished`] would delete, for `--dry-run`.

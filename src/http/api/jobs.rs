@@ -175,6 +175,10 @@ pub struct JobDetailView {
     /// Each external call it made (model or platform), with tokens and cost.
     #[schema(value_type = Vec<Object>)]
     pub runs: Vec<Value>,
+    /// Its steps (name, attempt, created_at, replays, last_replayed_at): work paid for
+    /// once and replayed to later runs.
+    #[schema(value_type = Vec<Object>)]
+    pub steps: Vec<copydesk_queue::steps::StepRow>,
     #[schema(value_type = Vec<Object>)]
     pub artifacts: Vec<Value>,
     #[schema(value_type = Vec<Object>)]
@@ -198,6 +202,7 @@ async fn show_job(
     Ok(Json(JobDetailView {
         job: d.job.into(),
         runs: d.runs,
+        steps: d.steps,
         artifacts: d.artifacts,
         approvals: d.approvals,
         attempts: d.attempts,

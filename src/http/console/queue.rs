@@ -385,6 +385,26 @@ pub async fn job(
                     }
                 }
             }
+            @if !d.steps.is_empty() {
+                h2 { "Steps" }
+                p.muted { "Each step is paid for once: a later run of the job gets its output back." }
+                table {
+                    thead { tr { th { "Step" } th { "Attempt" } th { "Ended" } th { "Since" } } }
+                    tbody {
+                        @for s in &d.steps {
+                            tr {
+                                td { (s.name) }
+                                td { (s.attempt) }
+                                td { (render::time(s.created_at)) }
+                                td {
+                                    @if s.replays == 0 { "called" }
+                                    @else { "called, then replayed " (s.replays) " time(s)" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
             h2 { "Timeline" }
             ol.timeline {
                 @for e in &events {
