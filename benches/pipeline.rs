@@ -96,6 +96,8 @@ struct Provider {
     accepted: u64,
     refused: u64,
     tokens: u64,
+    /// When each accepted request arrived.
+    times: Vec<Instant>,
 }
 
 impl Provider {
@@ -109,6 +111,7 @@ impl Provider {
             accepted: 0,
             refused: 0,
             tokens: 0,
+            times: Vec::new(),
         }
     }
 
@@ -139,6 +142,7 @@ impl Provider {
         self.token_tat = tat + need;
         self.accepted += 1;
         self.tokens += tokens;
+        self.times.push(now);
         Ok(())
     }
 }
@@ -571,6 +575,10 @@ struct Tight {
     wall: Duration,
     /// Answered calls per agent, from `runs`.
     per_agent: Vec<(String, i64)>,
+    /// Calls answered in each 10 s of the run.
+    per_10s: Vec<u32>,
+    /// Times the limiter sent a job away to wait.
+    waited: i64,
 }
 
 /// `projects` projects for the blog and X against a provider that answers `rate`
@@ -645,15 +653,29 @@ async fn tight(
     )
     .fetch_one(db)
     .await?;
+    let waited: i64 = sqlx::query_scalar("SELECT coalesce(sum(waited), 0)::bigint FROM limits")
+        .fetch_one(db)
+        .await?;
     let per_agent: Vec<(String, i64)> = sqlx::query_as(
         "SELECT agent, count(*) FROM runs WHERE error IS NULL GROUP BY agent ORDER BY agent",
     )
     .fetch_all(db)
     .await?;
     drop(workers);
-    let (accepted, refused) = {
+    let (accepted, refused, per_10s) = {
         let p = setup.provider.lock().unwrap();
-        (p.accepted, p.refused)
+        // Calls answered in each 10 s from the first: how evenly the limit was used.
+        let mut per_10s: Vec<u32> = Vec::new();
+        if let Some(first) = p.times.first() {
+            for t in &p.times {
+                let i = (t.duration_since(*first).as_secs() / 10) as usize;
+                if per_10s.len() <= i {
+                    per_10s.resize(i + 1, 0);
+                }
+                per_10s[i] += 1;
+            }
+        }
+        (p.accepted, p.refused, per_10s)
     };
     setup.db.close().await;
     Ok(Tight {
@@ -662,6 +684,8 @@ async fn tight(
         needed: needed as u64,
         wall,
         per_agent,
+        per_10s,
+        waited,
     })
 }
 
@@ -788,6 +812,10 @@ async fn main() -> anyhow::Result<()> {
         t.refused,
         wall / by_rate
     );
+    println!(
+        "answered in each 10 s: {:?}; jobs sent away to wait: {}",
+        t.per_10s, t.waited
+    );
     doc.insert(
         "tight limit".into(),
         json!({
@@ -796,6 +824,7 @@ async fn main() -> anyhow::Result<()> {
             "repeated_over_calls": repeated / t.accepted.max(1) as f64,
             "wall_s": wall, "calls_over_rate_s": by_rate, "wall_over_calls_over_rate": wall / by_rate,
             "limiter": tight_limiter, "answered_per_agent": t.per_agent.iter().cloned().collect::<HashMap<_, _>>(),
+            "answered_per_10s": t.per_10s, "limiter_waits": t.waited,
         }),
     );
     println!("{}", serde_json::to_string_pretty(&Value::Object(doc))?);

@@ -1,7 +1,7 @@
 //! The `jobs` table as an apalis backend. [`JobsBackend`] implements apalis-core's
 //! `Backend` directly: it claims a batch with one statement when it has room, hands the
-//! jobs to apalis one by one, and sleeps until a NOTIFY, the poll interval or freed room
-//! wakes it. [`JobService`] runs each job and passes its result to the kind's
+//! jobs to apalis one by one, and sleeps until a NOTIFY, the poll interval, freed room
+//! or a job it sent back to wait coming due wakes it. [`JobService`] runs each job and passes its result to the kind's
 //! [`finisher`], which commits results in batches on a task of its own; [`keep_leases`]
 //! extends the leases of what each worker holds and rescues what others abandoned.
 //!
@@ -73,6 +73,11 @@ pub struct Held {
     /// Of `ids`, buffered jobs on their way back to the queue (see
     /// [`JobsBackend::hand_back`]).
     giving_back: AtomicUsize,
+    /// When the jobs this worker sent back to wait (for a limit, or a retry with a
+    /// known delay) are due again, soonest first (at most [`DUE_TIMES`]): the backend
+    /// looks at each instead of at the next poll, so a job that waited resumes as soon
+    /// as it may.
+    due: Mutex<std::collections::BTreeSet<std::time::Instant>>,
 }
 
 impl Held {
@@ -125,6 +130,45 @@ impl Held {
     /// Jobs that ended and wait for their finish to commit.
     fn finishing(&self) -> usize {
         self.finishing.load(Ordering::Acquire)
+    }
+
+    /// Notes, once their finish has committed, when jobs sent back to wait are due: the
+    /// commit's `run_at` is `now()` of its transaction plus the wait, so waking the
+    /// wait after the commit is never early.
+    fn waiting_until(&self, batch: &[Finished]) {
+        let now = std::time::Instant::now();
+        let mut due = self.due.lock().unwrap_or_else(|e| e.into_inner());
+        for f in batch {
+            let after = match &f.outcome {
+                crate::Outcome::Wait { after, .. } => *after,
+                crate::Outcome::Retry {
+                    after: Some(after), ..
+                } => *after,
+                _ => continue,
+            };
+            due.insert(now + after);
+            if due.len() > DUE_TIMES {
+                // The latest go: the poll interval still finds those jobs.
+                due.pop_last();
+            }
+        }
+    }
+
+    /// Forgets the due times that have come.
+    fn take_due(&self, now: std::time::Instant) {
+        let mut due = self.due.lock().unwrap_or_else(|e| e.into_inner());
+        while due.first().is_some_and(|at| *at <= now) {
+            due.pop_first();
+        }
+    }
+
+    /// When the soonest job this worker sent back to wait is due.
+    fn due(&self) -> Option<std::time::Instant> {
+        self.due
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .first()
+            .copied()
     }
 }
 
@@ -226,8 +270,13 @@ pub struct JobsBackend<C> {
     room: Wake,
     room_notified: Pin<Box<OwnedNotified>>,
     poll: tokio::time::Interval,
+    /// Armed for the soonest job this worker sent back to wait ([`Held::due`]).
+    due_timer: Option<(std::time::Instant, Pin<Box<tokio::time::Sleep>>)>,
     fairness: Arc<std::sync::Mutex<Fairness>>,
 }
+
+/// Most due times of waiting jobs a worker keeps (see [`Held::due`]).
+const DUE_TIMES: usize = 1024;
 
 /// How long a kind whose grown buffer had to give jobs back keeps the configured sizes
 /// before its claims may grow again, so a kind that mixes fast and slow jobs does not
@@ -353,6 +402,7 @@ impl<C: Clone + Send + Sync + 'static> JobsBackend<C> {
             room,
             room_notified,
             poll,
+            due_timer: None,
             fairness: Arc::new(std::sync::Mutex::new(Fairness {
                 many_projects: true,
                 next_check: std::time::Instant::now(),
@@ -370,6 +420,20 @@ impl<C: Clone + Send + Sync + 'static> JobsBackend<C> {
             woke = true;
         }
         if self.poll.poll_tick(cx).is_ready() {
+            woke = true;
+        }
+        // A job this worker sent back to wait is due: look now, not at the next poll.
+        if let Some(at) = self.in_flight.due()
+            && self.due_timer.as_ref().is_none_or(|(t, _)| *t != at)
+        {
+            let deadline = tokio::time::Instant::from_std(at);
+            self.due_timer = Some((at, Box::pin(tokio::time::sleep_until(deadline))));
+        }
+        if let Some((_, timer)) = self.due_timer.as_mut()
+            && timer.as_mut().poll(cx).is_ready()
+        {
+            self.due_timer = None;
+            self.in_flight.take_due(std::time::Instant::now());
             woke = true;
         }
         woke
@@ -640,6 +704,9 @@ pub async fn finisher(
         > 0
     {
         let result = finish(&pool, &worker, &batch, &retry).await;
+        if result.is_ok() {
+            in_flight.waiting_until(&batch);
+        }
         {
             let mut set = lock(&in_flight);
             for f in &batch {
