@@ -389,7 +389,7 @@ pub async fn job(
                 h2 { "Steps" }
                 p.muted { "Each step is paid for once: a later run of the job gets its output back." }
                 table {
-                    thead { tr { th { "Step" } th { "Attempt" } th { "Ended" } th { "Since" } } }
+                    thead { tr { th { "Step" } th { "Attempt" } th { "Ended" } th { "Paid" } } }
                     tbody {
                         @for s in &d.steps {
                             tr {
