@@ -1,6 +1,6 @@
 //! `cleanup`: retention and housekeeping. Deletes finished jobs past their retention
-//! (per status) with the steps they kept, expired cache rows, rescues expired leases, archives idle projects and
-//! gives back budget reservations whose call's process died.
+//! (per status) with the steps they kept, expired cache rows, rescues expired leases,
+//! archives idle projects and gives back budget reservations whose call's process died.
 //! Every delete runs in batches of `[cleanup] batch_size`, each its own short
 //! statement, so cleanup never holds long locks on the queue. `runs` rows are never
 //! deleted: they are the cost history.

@@ -12,8 +12,10 @@
 //! first reserves its worst-case cost against the project's budget (`store::budgets`) and
 //! ends with a `runs` row (model, mode, tokens, cost and where it came from, notes) that
 //! settles the reservation, in its own transaction, so cost is never lost even when the
-//! job later fails. Errors are this layer's own ([`Error`]); handlers map them to job
-//! errors.
+//! job later fails. Every answer is also kept as a step of the job (`copydesk_queue::
+//! steps`) before its `runs` row: a later run of the job making the same request gets
+//! it back with no request, no reservation, no limit taken and no `runs` row. Errors are
+//! this layer's own ([`Error`]); handlers map them to job errors.
 
 mod memory;
 pub mod offline;
@@ -84,7 +86,7 @@ pub enum Error {
     /// The job's steps could not be read: the call is not made blind, since it may
     /// already have been paid for.
     #[error("reading the job's steps: {0}")]
-    Steps(#[source] copydesk_queue::Error),
+    Steps(#[from] copydesk_queue::Error),
 }
 
 impl Error {
@@ -314,18 +316,13 @@ impl Llm {
             &call.schema,
             &call.hints,
         );
-        let step = RequestHash::of(&request);
-        let steps = scope.steps();
-        if let Some(reply) = steps
-            .recall::<Reply>(&call.agent, step)
-            .await
-            .map_err(Error::Steps)?
-        {
-            return Ok(reply);
-        }
-        let reply = self.offline_reply(scope, call, agent).await?;
-        steps.record_or_warn(&call.agent, step, &reply).await;
-        Ok(reply)
+        Ok(scope
+            .steps()
+            .run(&call.agent, &request, || {
+                self.offline_reply(scope, call, agent)
+            })
+            .await?
+            .output)
     }
 
     async fn offline_reply(
@@ -393,12 +390,9 @@ impl Llm {
                 let request =
                     openai::request_body(base_url, agent, model, call, mode, repair.as_ref());
                 let same = RequestHash::of(&(base_url, &request));
-                let step = RequestHash::of(&(base_url, &request, *asked.get(&same).unwrap_or(&0)));
+                let step = same.nth(*asked.get(&same).unwrap_or(&0));
                 let name = step_name(call, hop, repair.is_some());
-                let recalled = steps
-                    .recall::<Completion>(&name, step)
-                    .await
-                    .map_err(Error::Steps)?;
+                let recalled = steps.recall::<Completion>(&name, step).await?;
                 let (t, sent) = match recalled {
                     Some(c) => {
                         let t = Try {
@@ -455,11 +449,8 @@ impl Llm {
                             &self.cfg,
                             base_url,
                             key,
-                            agent,
-                            model,
-                            call,
-                            mode,
-                            repair.as_ref(),
+                            &request,
+                            mode.is_some(),
                         )
                         .await;
                         // What the server says the call used, when it says (a throttled or

@@ -253,22 +253,18 @@ fn model_unavailable(text: &str) -> bool {
         .any(|w| t.contains(w))
 }
 
-/// Sends one request and classifies what came back.
-#[allow(clippy::too_many_arguments)]
+/// Sends one request (`body`, from [`request_body`]; `structured`: it asks for a
+/// structured answer) and classifies what came back.
 pub async fn send(
     http: &reqwest::Client,
     cfg: &LlmSettings,
     base_url: &str,
     key: Option<&Secret>,
-    agent: &AgentConfig,
-    model: &str,
-    call: &Call,
-    mode: Option<StructuredMode>,
-    repair: Option<&RepairTurn>,
+    body: &Value,
+    structured: bool,
 ) -> Result<Completion, Failure> {
     let url = format!("{}/chat/completions", base_url.trim_end_matches('/'));
-    let body = request_body(base_url, agent, model, call, mode, repair);
-    let mut req = http.post(&url).json(&body);
+    let mut req = http.post(&url).json(body);
     if let Some(k) = key {
         req = req.bearer_auth(k.expose());
     }
@@ -297,7 +293,7 @@ pub async fn send(
         retry_after: None,
     })?;
     if !(200..300).contains(&status) {
-        return Err(classify_error(status, &text, retry_after, mode.is_some()));
+        return Err(classify_error(status, &text, retry_after, structured));
     }
     let parsed: ChatResponse = serde_json::from_str(&text).map_err(|e| Failure::Malformed {
         message: format!("the answer is not a chat completion ({e})"),
@@ -312,7 +308,7 @@ pub async fn send(
             code,
             &json!({"error": {"message": message}}).to_string(),
             retry_after,
-            mode.is_some(),
+            structured,
         ));
     }
     let choice = parsed.choices.first();

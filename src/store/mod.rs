@@ -52,6 +52,16 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The engine's reads, as the store's: a database failure stays one.
+impl From<copydesk_queue::Error> for Error {
+    fn from(e: copydesk_queue::Error) -> Self {
+        match e {
+            copydesk_queue::Error::Sql(e) => Error::Sql(e),
+            other => Error::Invalid(other.to_string()),
+        }
+    }
+}
+
 impl Error {
     /// Whether trying again later could help (the database, not the request, failed).
     pub fn is_transient(&self) -> bool {

@@ -142,11 +142,7 @@ pub struct JobDetail {
 /// A job with its runs, artifacts, approvals and publishing attempts.
 pub async fn job(conn: &mut PgConnection, id: Uuid) -> Result<JobDetail> {
     let job = copydesk_queue::sql::job_get(&mut *conn, id)
-        .await
-        .map_err(|e| match e {
-            copydesk_queue::Error::Sql(e) => Error::Sql(e),
-            other => Error::Invalid(other.to_string()),
-        })?
+        .await?
         .ok_or(Error::NotFound { what: "job", id })?;
     async fn rows(conn: &mut PgConnection, q: &'static str, id: Uuid) -> Result<Vec<Value>> {
         Ok(crate::db::query_scalar::<Value>(q)
@@ -156,12 +152,7 @@ pub async fn job(conn: &mut PgConnection, id: Uuid) -> Result<JobDetail> {
     }
     Ok(JobDetail {
         runs: super::runs::for_job(&mut *conn, id).await?,
-        steps: copydesk_queue::steps::list(&mut *conn, id)
-            .await
-            .map_err(|e| match e {
-                copydesk_queue::Error::Sql(e) => Error::Sql(e),
-                other => Error::Invalid(other.to_string()),
-            })?,
+        steps: copydesk_queue::steps::list(&mut *conn, id).await?,
         artifacts: rows(
             conn,
             "SELECT jsonb_build_object('id', id, 'kind', kind, 'channel', channel, 'version', version,

@@ -1,9 +1,10 @@
 //! The `jobs` table as an apalis backend. [`JobsBackend`] implements apalis-core's
 //! `Backend` directly: it claims a batch with one statement when it has room, hands the
 //! jobs to apalis one by one, and sleeps until a NOTIFY, the poll interval, freed room
-//! or a job it sent back to wait coming due wakes it. [`JobService`] runs each job and passes its result to the kind's
-//! [`finisher`], which commits results in batches on a task of its own; [`keep_leases`]
-//! extends the leases of what each worker holds and rescues what others abandoned.
+//! or a job it sent back to wait coming due wakes it. [`JobService`] runs each job and
+//! passes its result to the kind's [`finisher`], which commits results in batches on a
+//! task of its own; [`keep_leases`] extends the leases of what each worker holds and
+//! rescues what others abandoned.
 //!
 //! apalis-core's `Persisted` state machine was the first backend: it serialises fetching
 //! and finishing (nothing is claimed while a batch of finishes commits) and stops
@@ -136,16 +137,20 @@ impl Held {
     /// commit's `run_at` is `now()` of its transaction plus the wait, so waking the
     /// wait after the commit is never early.
     fn waiting_until(&self, batch: &[Finished]) {
+        let mut waits = batch.iter().filter_map(|f| match &f.outcome {
+            crate::Outcome::Wait { after, .. } => Some(*after),
+            crate::Outcome::Retry {
+                after: Some(after), ..
+            } => Some(*after),
+            _ => None,
+        });
+        // Most batches (fast jobs) hold none: no lock for them.
+        let Some(first) = waits.next() else {
+            return;
+        };
         let now = std::time::Instant::now();
         let mut due = self.due.lock().unwrap_or_else(|e| e.into_inner());
-        for f in batch {
-            let after = match &f.outcome {
-                crate::Outcome::Wait { after, .. } => *after,
-                crate::Outcome::Retry {
-                    after: Some(after), ..
-                } => *after,
-                _ => continue,
-            };
+        for after in std::iter::once(first).chain(waits) {
             due.insert(now + after);
             if due.len() > DUE_TIMES {
                 // The latest go: the poll interval still finds those jobs.

@@ -43,6 +43,15 @@ impl RequestHash {
         Self(Sha256::digest(&bytes).into())
     }
 
+    /// The `n`th asking of the same request (0 the first): the same request made again
+    /// within one run (an answer cut off, asked once more) is a step of its own.
+    pub fn nth(self, n: u32) -> Self {
+        let mut h = Sha256::new();
+        h.update(self.0);
+        h.update(n.to_be_bytes());
+        Self(h.finalize().into())
+    }
+
     /// The first eight bytes, in hex: enough to tell requests apart when listing.
     pub fn short(&self) -> String {
         self.0[..8].iter().map(|b| format!("{b:02x}")).collect()
@@ -73,10 +82,6 @@ impl Steps {
             job_id,
             attempt,
         }
-    }
-
-    pub fn job_id(&self) -> Uuid {
-        self.job_id
     }
 
     /// Runs `work` as step `name` asked `request`, or gets its stored output back.
