@@ -46,7 +46,7 @@ async fn main() -> anyhow::Result<()> {
         .max_connections(8)
         .connect_with(cluster.connect_options("bench"))
         .await?;
-    copydesk::db::migrate(&pool).await?;
+    copydesk::db::migrate(&pool, &copydesk::app::catalog()).await?;
 
     progress(&format!(
         "writing {finished} finished jobs and {queued} queued"

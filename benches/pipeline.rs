@@ -322,7 +322,7 @@ async fn setup(
             .connect_with(cluster.connect_options(name))
             .await?,
     );
-    copydesk::db::migrate(db.pool()).await?;
+    copydesk::db::migrate(db.pool(), &copydesk::app::catalog()).await?;
 
     let provider = Arc::new(Mutex::new(provider));
     let model = serve(

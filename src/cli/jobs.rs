@@ -96,11 +96,11 @@ pub async fn run(
                     ("project", opt(j.project_id.map(|p| p.to_string()))),
                     (
                         "input artifact",
-                        opt(j.input_artifact_id.map(|p| p.to_string())),
+                        opt(d.job_artifacts.input_artifact_id.map(|p| p.to_string())),
                     ),
                     (
                         "output artifact",
-                        opt(j.output_artifact_id.map(|p| p.to_string())),
+                        opt(d.job_artifacts.output_artifact_id.map(|p| p.to_string())),
                     ),
                     ("attempts", format!("{} of {}", j.attempts, j.max_attempts)),
                     ("priority", j.priority.to_string()),

@@ -217,7 +217,7 @@ async fn dispatch(
 ) -> anyhow::Result<()> {
     match command {
         Command::Migrate { revert: false } => {
-            let n = env.db.migrate().await?;
+            let n = env.db.migrate(&crate::app::catalog()).await?;
             writeln!(out, "applied {n} migration(s); the schema is current")?;
         }
         Command::Migrate { revert: true } => match env.db.revert_newest().await? {

@@ -25,7 +25,7 @@ pub async fn run(
     out: &mut (dyn Write + Send),
 ) -> anyhow::Result<()> {
     if env.settings.worker.migrate_on_start && !args.no_migrate {
-        env.db.migrate().await?;
+        env.db.migrate(&crate::app::catalog()).await?;
     }
     let addr = match args.http {
         Some(a) => a,

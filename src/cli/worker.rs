@@ -37,7 +37,7 @@ pub async fn run(
     out: &mut (dyn Write + Send),
 ) -> anyhow::Result<()> {
     if env.settings.worker.migrate_on_start && !args.no_migrate {
-        let n = env.db.migrate().await?;
+        let n = env.db.migrate(&crate::app::catalog()).await?;
         if n > 0 {
             tracing::info!(applied = n, "migrations applied");
         }

@@ -1,11 +1,18 @@
 //! Connecting to Postgres: `DATABASE_URL` when set, otherwise the embedded cluster under
-//! `COPYDESK_HOME`; and the migrations in `migrations/`, compiled into the binary.
+//! `COPYDESK_HOME`; and the migrations, compiled into the binary: the engine's first
+//! (`crates/queue/migrations`, history `copydesk_queue_migrations`), then the
+//! application's layer on top (`migrations/`, history `copydesk_migrations`).
+//!
+//! A database made before the engine owned its schema has the migrations now in
+//! `migrations/legacy/` in `_sqlx_migrations`: those still missing run first, then both
+//! baselines are recorded as applied (they describe what those migrations made), and
+//! everything after them runs as on any database.
 
 pub mod embedded;
 
 pub use copydesk_queue::db::{Db, query, query_as, query_scalar};
 
-use std::time::Duration;
+use std::{sync::LazyLock, time::Duration};
 
 use sqlx::{
     PgPool,
@@ -13,10 +20,29 @@ use sqlx::{
     postgres::{PgConnectOptions, PgPoolOptions},
 };
 
+use copydesk_queue::{Catalog, schema};
+
 use crate::config::{Pooler, Settings};
 
-/// Every migration in `migrations/`, compiled in.
-pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+/// The application's migrations (`migrations/`), compiled in, with their history table.
+pub static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
+    let mut m = sqlx::migrate!("./migrations");
+    m.dangerous_set_table_name(HISTORY);
+    m
+});
+
+/// Where the application's migrations are recorded.
+pub const HISTORY: &str = "copydesk_migrations";
+
+/// The application's first migration: its layer as it stood when the engine took its
+/// own schema over.
+pub const BASELINE: i64 = 20261207000010;
+
+/// The migrations of a copydesk from before the engine owned its schema, recorded in
+/// `_sqlx_migrations`: run only to bring such a database to where the baselines start.
+pub static LEGACY: Migrator = sqlx::migrate!("./migrations/legacy");
+
+const LEGACY_HISTORY: &str = "_sqlx_migrations";
 
 /// What went wrong reaching or preparing the database.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +55,8 @@ pub enum Error {
     BadUrl(sqlx::Error),
     #[error(transparent)]
     Embedded(#[from] embedded::Error),
+    #[error(transparent)]
+    Queue(#[from] copydesk_queue::Error),
     #[error("{0}")]
     Setting(String),
     #[error(
@@ -119,15 +147,18 @@ impl Database {
 }
 
 impl Database {
-    /// Applies every pending migration; returns how many were applied. Behind a pooler,
-    /// through the direct connection (`[database] listen_url`); with none, only when
-    /// nothing is pending.
-    pub async fn migrate(&self) -> Result<usize> {
+    /// Applies every pending migration and registers `catalog`'s kinds, as [`migrate`]
+    /// does; returns how many migrations ran. Behind a pooler, through the direct
+    /// connection (`[database] listen_url`); with none, only when nothing is pending.
+    pub async fn migrate(&self, catalog: &Catalog) -> Result<usize> {
         // Nothing to apply needs no session.
-        if matches!(self.direct, Direct::None) && pending(&self.pool).await?.is_empty() {
-            return Ok(0);
-        }
-        migrate(&*self.sessions("migrations").await?).await
+        let ran = if matches!(self.direct, Direct::None) && pending(&self.pool).await?.is_empty() {
+            0
+        } else {
+            migrate_schema(&*self.sessions("migrations").await?).await?
+        };
+        schema::register_kinds(&self.pool, catalog).await?;
+        Ok(ran)
     }
 
     /// Reverts the newest applied migration, as [`revert_newest`] does.
@@ -158,54 +189,65 @@ pub fn pool_options(settings: &Settings) -> PgPoolOptions {
         .acquire_timeout(Duration::from_secs(settings.database.acquire_timeout_secs))
 }
 
-/// Applies every pending migration; returns how many were applied.
-pub async fn migrate(pool: &PgPool) -> Result<usize> {
-    let before = applied_versions(pool).await?.len();
-    MIGRATOR.run(pool).await?;
-    Ok(applied_versions(pool).await?.len().saturating_sub(before))
+/// Applies every pending migration, the engine's first, then makes every kind of
+/// `catalog` one a job may name; returns how many migrations ran.
+pub async fn migrate(pool: &PgPool, catalog: &Catalog) -> Result<usize> {
+    let ran = migrate_schema(pool).await?;
+    schema::register_kinds(pool, catalog).await?;
+    Ok(ran)
 }
 
-/// Reverts the newest applied migration; returns its description, if any was applied.
-pub async fn revert_newest(pool: &PgPool) -> Result<Option<String>> {
-    let applied = applied_versions(pool).await?;
-    let Some(newest) = applied.iter().max().copied() else {
-        return Ok(None);
-    };
-    let target = applied
-        .iter()
-        .filter(|v| **v < newest)
-        .max()
-        .copied()
-        .unwrap_or(0);
-    MIGRATOR.undo(pool, target).await?;
-    Ok(MIGRATOR
-        .iter()
-        .find(|m| m.version == newest)
-        .map(|m| format!("{} {}", m.version, m.description)))
-}
-
-/// Migrations compiled into this binary that the database has not applied.
-pub async fn pending(pool: &Db) -> Result<Vec<String>> {
-    let applied = applied_versions(pool).await?;
-    Ok(MIGRATOR
-        .iter()
-        .filter(|m| m.migration_type.is_up_migration() || !m.migration_type.is_down_migration())
-        .filter(|m| !applied.contains(&m.version))
-        .map(|m| format!("{} {}", m.version, m.description))
-        .collect())
-}
-
-async fn applied_versions<'c, E: sqlx::PgExecutor<'c> + Copy>(pool: E) -> Result<Vec<i64>> {
-    let exists: bool =
-        crate::db::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
-            .fetch_one(pool)
-            .await?;
-    if !exists {
-        return Ok(Vec::new());
+async fn migrate_schema(pool: &PgPool) -> Result<usize> {
+    let mut ran = 0;
+    if schema::table_exists(pool, LEGACY_HISTORY).await?
+        && !schema::table_exists(pool, HISTORY).await?
+    {
+        // Made by a copydesk from before the engine owned its schema: finish its
+        // migrations, then the engine (seeing `jobs`) and this layer record their
+        // baselines instead of running them.
+        let before = schema::history(pool, LEGACY_HISTORY).await?.len();
+        LEGACY.run(pool).await?;
+        ran += schema::history(pool, LEGACY_HISTORY).await?.len() - before;
+        ran += schema::migrate(pool).await?;
+        MIGRATOR.skip(pool, Some(BASELINE)).await?;
     }
-    Ok(crate::db::query_scalar(
-        "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
-    )
-    .fetch_all(pool)
-    .await?)
+    ran += schema::migrate(pool).await?;
+    let before = schema::history(pool, HISTORY).await?.len();
+    MIGRATOR.run(pool).await?;
+    Ok(ran + schema::history(pool, HISTORY).await?.len() - before)
+}
+
+/// Reverts the newest applied migration (the application's, and once none of those is
+/// left, the engine's); returns its description, if any was applied.
+pub async fn revert_newest(pool: &PgPool) -> Result<Option<String>> {
+    for (migrator, table) in [(&*MIGRATOR, HISTORY), (schema::migrator(), schema::HISTORY)] {
+        let applied = schema::history(pool, table).await?;
+        let Some(newest) = applied.last().copied() else {
+            continue;
+        };
+        let target = applied.iter().rev().nth(1).copied().unwrap_or(0);
+        migrator.undo(pool, target).await?;
+        return Ok(migrator
+            .iter()
+            .find(|m| m.version == newest)
+            .map(|m| format!("{} {}", m.version, m.description)));
+    }
+    Ok(None)
+}
+
+/// Migrations compiled into this binary that the database has not applied, the
+/// engine's first.
+pub async fn pending(pool: &Db) -> Result<Vec<String>> {
+    let mut pending = Vec::new();
+    for (migrator, table) in [(schema::migrator(), schema::HISTORY), (&*MIGRATOR, HISTORY)] {
+        let applied = schema::history(pool, table).await?;
+        pending.extend(
+            migrator
+                .iter()
+                .filter(|m| !m.migration_type.is_down_migration())
+                .filter(|m| !applied.contains(&m.version))
+                .map(|m| format!("{} {}", m.version, m.description)),
+        );
+    }
+    Ok(pending)
 }

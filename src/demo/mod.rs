@@ -96,7 +96,7 @@ where
         }
         None => writeln!(out, "postgres: DATABASE_URL")?,
     }
-    let applied = env.db.migrate().await?;
+    let applied = env.db.migrate(&crate::app::catalog()).await?;
     writeln!(out, "migrations: {applied} applied, schema current")?;
     let result = match noop {
         Some(n) => noop::run(n, &env, out).await,

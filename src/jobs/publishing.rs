@@ -642,7 +642,7 @@ fn publication(
         let a = artifact.clone();
         Box::pin(async move {
             store::artifacts::insert(&mut *conn, &a).await?;
-            copydesk_queue::sql::job_set_output_artifact(&mut *conn, job_id, a.id).await?;
+            store::jobs::set_output_artifact(&mut *conn, job_id, a.id).await?;
             store::integrations::mark_ok(&mut *conn, integration_id).await?;
             Ok(())
         })

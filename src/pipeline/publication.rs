@@ -16,7 +16,7 @@ use crate::{
     domain::{ArtifactKind, Platform},
     jobs::publishing::PublishingArgs,
     publish::integrations::schedule,
-    store,
+    store::{self, jobs::NewJobExt},
 };
 
 /// What to publish, where and when.

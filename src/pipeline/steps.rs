@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use copydesk_queue::{Effects, JobError, NewJob, Outcome, sql::job_set_output_artifact};
+use copydesk_queue::{Effects, JobError, NewJob, Outcome};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -20,7 +20,7 @@ use crate::{
         draft_generation::{self, DraftArgs, Drafted},
         evaluation::{self, Evaluated, EvaluationArgs, EvaluationOutput},
     },
-    store::{self, artifacts::NewArtifact},
+    store::{self, artifacts::NewArtifact, jobs::NewJobExt},
 };
 
 /// `brand_voice_analysis` done: the analysis waits for approval
@@ -163,7 +163,7 @@ async fn record(
     artifact: &NewArtifact,
 ) -> Result<(), copydesk_queue::Error> {
     store::artifacts::insert(&mut *conn, artifact).await?;
-    job_set_output_artifact(&mut *conn, job, artifact.id).await?;
+    store::jobs::set_output_artifact(&mut *conn, job, artifact.id).await?;
     Ok(())
 }
 

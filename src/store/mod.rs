@@ -14,6 +14,7 @@ pub mod caches;
 pub mod console;
 pub mod files;
 pub mod integrations;
+pub mod jobs;
 pub mod limits;
 pub mod models;
 pub mod notifications;

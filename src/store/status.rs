@@ -129,6 +129,9 @@ pub async fn project(conn: &mut PgConnection, project: Uuid) -> Result<ProjectSt
 pub struct JobDetail {
     #[serde(flatten)]
     pub job: Job,
+    /// The artifact it read and the one it produced.
+    #[serde(flatten)]
+    pub job_artifacts: super::jobs::JobArtifacts,
     pub runs: Vec<Value>,
     /// The job's steps: each kept output, the attempt that paid for it, and how often a
     /// later run got it back instead of calling again.
@@ -151,6 +154,10 @@ pub async fn job(conn: &mut PgConnection, id: Uuid) -> Result<JobDetail> {
             .await?)
     }
     Ok(JobDetail {
+        job_artifacts: super::jobs::artifacts(&mut *conn, &[id])
+            .await?
+            .remove(&id)
+            .unwrap_or_default(),
         runs: super::runs::for_job(&mut *conn, id).await?,
         steps: copydesk_queue::steps::list(&mut *conn, id).await?,
         artifacts: rows(

@@ -65,7 +65,9 @@ fn shared() -> &'static Shared {
                     .connect_with(cluster.connect_options(TEMPLATE))
                     .await
                     .unwrap();
-                copydesk::db::migrate(&pool).await.unwrap();
+                copydesk::db::migrate(&pool, &copydesk::app::catalog())
+                    .await
+                    .unwrap();
                 pool.close().await;
             });
             Shared { cluster, dir }
@@ -136,10 +138,10 @@ pub fn catalog() -> Catalog {
     app::catalog()
 }
 
-/// Lets a test register kinds the migration does not know.
-pub async fn allow_any_kind(pool: &Db) {
-    sqlx::query("ALTER TABLE jobs DROP CONSTRAINT jobs_kind_known")
-        .execute(pool)
+/// Makes the kinds of `registry` (a test's own among them) ones a job may name, as a
+/// worker starting with it would.
+pub async fn register_kinds(pool: &Db, registry: &Registry<App>) {
+    copydesk::queue::schema::register_kinds(pool, &registry.catalog())
         .await
         .unwrap();
 }

@@ -38,10 +38,13 @@ pub mod ops;
 pub mod outcome;
 pub mod registry;
 pub mod runner;
+pub mod schema;
 pub mod sql;
 pub mod steps;
 pub mod text;
 pub mod worker;
+
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -84,8 +87,12 @@ impl JobStatus {
 pub enum Error {
     #[error("database: {0}")]
     Sql(#[from] sqlx::Error),
+    #[error("the engine's migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("unknown job kind {0:?}: known kinds are {1}")]
     UnknownKind(String, String),
+    #[error("column {name:?} of a new job: {why}")]
+    Column { name: String, why: &'static str },
     #[error("input for {kind} is invalid: {detail}")]
     InvalidInput { kind: String, detail: String },
     #[error("job {0} not found")]
@@ -123,12 +130,16 @@ pub struct NewJob {
     /// writer's).
     pub tenant_id: Option<Uuid>,
     pub project_id: Option<Uuid>,
-    pub input_artifact_id: Option<Uuid>,
     pub parent_id: Option<Uuid>,
     pub priority: Option<i32>,
     pub run_at: Option<DateTime<Utc>>,
     pub max_attempts: Option<i32>,
     pub idempotency_key: Option<String>,
+    /// Values for columns the application added to `jobs`, by column name, as JSON the
+    /// column's type reads (`jsonb_populate_record`); a column not named is NULL, as it
+    /// would be for an `INSERT` that leaves it out.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub columns: BTreeMap<String, Value>,
 }
 
 impl NewJob {
@@ -159,8 +170,11 @@ impl NewJob {
         self.parent_id = id.into();
         self
     }
-    pub fn input_artifact(mut self, id: impl Into<Option<Uuid>>) -> Self {
-        self.input_artifact_id = id.into();
+    /// Sets a column the application added to `jobs` (not one of the engine's).
+    pub fn column(mut self, name: impl Into<String>, value: impl Serialize) -> Self {
+        // Ids, numbers and strings always serialise.
+        let value = serde_json::to_value(value).expect("a column value serialises to JSON");
+        self.columns.insert(name.into(), value);
         self
     }
     pub fn priority(mut self, p: i32) -> Self {
@@ -198,8 +212,6 @@ pub struct Job {
     pub project_id: Option<Uuid>,
     pub input: Value,
     pub output: Option<Value>,
-    pub input_artifact_id: Option<Uuid>,
-    pub output_artifact_id: Option<Uuid>,
     pub parent_id: Option<Uuid>,
     pub priority: i32,
     pub run_at: DateTime<Utc>,
@@ -229,7 +241,6 @@ pub struct ClaimedJob {
     pub tenant_id: Uuid,
     pub project_id: Option<Uuid>,
     pub input: Value,
-    pub input_artifact_id: Option<Uuid>,
     pub parent_id: Option<Uuid>,
     pub priority: i32,
     pub attempts: i32,

@@ -23,8 +23,7 @@ pub async fn job_insert_many(conn: &mut PgConnection, jobs: &[NewJob]) -> Result
     let n = jobs.len();
     let mut ids = Vec::with_capacity(n);
     let (mut kinds, mut inputs) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    let (mut tenants, mut projects, mut artifacts, mut parents) = (
-        Vec::with_capacity(n),
+    let (mut tenants, mut projects, mut parents) = (
         Vec::with_capacity(n),
         Vec::with_capacity(n),
         Vec::with_capacity(n),
@@ -35,6 +34,8 @@ pub async fn job_insert_many(conn: &mut PgConnection, jobs: &[NewJob]) -> Result
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
+    let mut extras = Vec::with_capacity(n);
+    let mut columns = std::collections::BTreeSet::new();
     for j in jobs {
         // Time-ordered ids keep the primary key's inserts at the right edge of the index.
         ids.push(Uuid::now_v7());
@@ -42,47 +43,61 @@ pub async fn job_insert_many(conn: &mut PgConnection, jobs: &[NewJob]) -> Result
         inputs.push(&j.input);
         tenants.push(j.tenant_id);
         projects.push(j.project_id);
-        artifacts.push(j.input_artifact_id);
         parents.push(j.parent_id);
         priorities.push(j.priority);
         run_ats.push(j.run_at);
         max_attempts.push(j.max_attempts);
         keys.push(j.idempotency_key.as_deref());
+        for name in j.columns.keys() {
+            check_column(name)?;
+            columns.insert(name.as_str());
+        }
+        extras.push(serde_json::to_value(&j.columns).unwrap_or_default());
     }
     // The coalesce defaults are the column defaults of the migration; a test checks
     // that a library enqueue and a plain INSERT produce the same row. A batch that names
     // no tenant leaves `tenant_id` out, as such an INSERT would: the database decides
-    // (its column default or its tenant trigger), without a trigger call per row.
-    let tenant = if tenants.iter().any(Option::is_some) {
-        (", tenant_id", ", t.tenant_id")
+    // (its column default or the application's trigger), without a trigger call per row.
+    let mut into = String::new();
+    let mut select = String::new();
+    if tenants.iter().any(Option::is_some) {
+        into.push_str(", tenant_id");
+        select.push_str(", t.tenant_id");
+    }
+    // The application's columns, typed by the table itself.
+    let lateral = if columns.is_empty() {
+        ""
     } else {
-        ("", "")
+        for c in &columns {
+            into.push_str(&format!(", \"{c}\""));
+            select.push_str(&format!(", x.\"{c}\""));
+        }
+        " CROSS JOIN LATERAL jsonb_populate_record(NULL::jobs, t.extra) AS x"
     };
     let inserted: Vec<Uuid> = crate::db::query_scalar(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO jobs (id, kind, input, project_id, input_artifact_id, parent_id,
-                           priority, run_at, max_attempts, idempotency_key{})
-         SELECT t.id, t.kind, t.input, t.project_id, t.input_artifact_id, t.parent_id,
+        "INSERT INTO jobs (id, kind, input, project_id, parent_id,
+                           priority, run_at, max_attempts, idempotency_key{into})
+         SELECT t.id, t.kind, t.input, t.project_id, t.parent_id,
                 coalesce(t.priority, 0), coalesce(t.run_at, now()), coalesce(t.max_attempts, 5),
-                t.idempotency_key{}
-         FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::uuid[], $5::uuid[], $6::uuid[],
-                     $7::int[], $8::timestamptz[], $9::int[], $10::text[], $11::uuid[])
-              AS t(id, kind, input, project_id, input_artifact_id, parent_id,
-                   priority, run_at, max_attempts, idempotency_key, tenant_id)
+                t.idempotency_key{select}
+         FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::uuid[], $5::uuid[],
+                     $6::int[], $7::timestamptz[], $8::int[], $9::text[], $10::uuid[], $11::jsonb[])
+              AS t(id, kind, input, project_id, parent_id,
+                   priority, run_at, max_attempts, idempotency_key, tenant_id, extra){lateral}
          ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-         RETURNING id",
-        tenant.0, tenant.1
+         RETURNING id"
     )))
     .bind(&ids)
     .bind(&kinds)
     .bind(&inputs)
     .bind(&projects)
-    .bind(&artifacts)
     .bind(&parents)
     .bind(&priorities)
     .bind(&run_ats)
     .bind(&max_attempts)
     .bind(&keys)
     .bind(&tenants)
+    .bind(&extras)
     .fetch_all(&mut *conn)
     .await?;
 
@@ -152,7 +167,7 @@ pub async fn job_claim_counting(
     // custom plans (a generic one, not knowing the LIMIT, costs more), as the plain
     // statement does when it is sent unprepared. See PERFORMANCE.md.
     let rows = crate::db::query(
-        "SELECT id, kind, tenant_id, project_id, input, input_artifact_id, parent_id, priority,
+        "SELECT id, kind, tenant_id, project_id, input, parent_id, priority,
                 attempts, max_attempts, run_at, created_at, locked_by, groups
          FROM copydesk_claim($1, $2::int, $3, $4)",
     )
@@ -202,9 +217,8 @@ pub async fn job_claim_plain(
              ORDER BY priority DESC, run_at, id
              LIMIT $2
              FOR UPDATE SKIP LOCKED))
-         RETURNING j.id, j.kind, j.tenant_id, j.project_id, j.input, j.input_artifact_id,
-                   j.parent_id, j.priority, j.attempts, j.max_attempts, j.run_at, j.created_at,
-                   j.locked_by",
+         RETURNING j.id, j.kind, j.tenant_id, j.project_id, j.input, j.parent_id,
+                   j.priority, j.attempts, j.max_attempts, j.run_at, j.created_at, j.locked_by",
     )
     .persistent(false)
     .bind(kind)
@@ -412,11 +426,33 @@ pub async fn job_notify(db: impl PgExecutor<'_>, kinds: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Every column of [`Job`]: the engine's own columns of `jobs`, which a new job's
+/// [`NewJob::columns`] may not name.
 const JOB_COLUMNS: &str =
-    "id, kind, status, tenant_id, project_id, input, output, input_artifact_id,
-    output_artifact_id, parent_id, priority, run_at, attempts, max_attempts, locked_by,
-    locked_until, last_error, waiting_for, idempotency_key, created_at, started_at, finished_at,
-    updated_at";
+    "id, kind, status, tenant_id, project_id, input, output, parent_id, priority, run_at,
+    attempts, max_attempts, locked_by, locked_until, last_error, waiting_for, idempotency_key,
+    created_at, started_at, finished_at, updated_at";
+
+/// A column of [`NewJob::columns`] is a plain lower-case identifier the engine does not
+/// set itself (its name is written into the statement).
+fn check_column(name: &str) -> Result<()> {
+    let why = if name.is_empty()
+        || name.starts_with(|c: char| c.is_ascii_digit())
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
+        "not a plain lower-case column name"
+    } else if JOB_COLUMNS.split(',').any(|c| c.trim() == name) {
+        "the engine's own column: set it through its own field"
+    } else {
+        return Ok(());
+    };
+    Err(crate::Error::Column {
+        name: name.to_owned(),
+        why,
+    })
+}
 
 /// One job by id.
 pub async fn job_get(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Job>> {
@@ -671,20 +707,6 @@ pub async fn job_status(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<JobS
             .fetch_optional(db)
             .await?,
     )
-}
-
-/// Points a job's `output_artifact_id` at what its step produced (inside its finish).
-pub async fn job_set_output_artifact(
-    db: impl PgExecutor<'_>,
-    job: Uuid,
-    artifact: Uuid,
-) -> Result<()> {
-    crate::db::query("UPDATE jobs SET output_artifact_id = $2 WHERE id = $1")
-        .bind(job)
-        .bind(artifact)
-        .execute(db)
-        .await?;
-    Ok(())
 }
 
 /// Ends a job waiting for a person (`needs_approval`) as `status`, with `error` as its

@@ -107,6 +107,11 @@ pub async fn run<C: Clone + Send + Sync + 'static>(
                 })
         })
         .collect::<Result<Vec<_>>>()?;
+    // Every kind this process knows may be enqueued from now on, by plain SQL too.
+    let new = crate::schema::register_kinds(&runner.pool, &runner.registry.catalog()).await?;
+    if new > 0 {
+        tracing::info!(new, "registered job kinds");
+    }
     if let Some(c) = opts.concurrency {
         let mut config = (*runner.config).clone();
         config.worker.concurrency = c;

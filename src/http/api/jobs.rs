@@ -23,7 +23,9 @@ use super::{
     page::{Cursor, Page, PageQuery},
     problem::Problem,
 };
-use crate::{domain::TokenRole, pipeline, store};
+use sqlx::PgConnection;
+
+use crate::{domain::TokenRole, pipeline, store, store::jobs::JobArtifacts};
 
 pub fn routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()
@@ -61,8 +63,9 @@ pub struct JobView {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-impl From<Job> for JobView {
-    fn from(j: Job) -> Self {
+impl JobView {
+    /// The engine's row and the application's columns beside it.
+    fn new(j: Job, a: JobArtifacts) -> Self {
         Self {
             id: j.id,
             kind: j.kind,
@@ -70,8 +73,8 @@ impl From<Job> for JobView {
             project_id: j.project_id,
             input: j.input,
             output: j.output,
-            input_artifact_id: j.input_artifact_id,
-            output_artifact_id: j.output_artifact_id,
+            input_artifact_id: a.input_artifact_id,
+            output_artifact_id: a.output_artifact_id,
             parent_id: j.parent_id,
             priority: j.priority,
             run_at: j.run_at,
@@ -83,6 +86,27 @@ impl From<Job> for JobView {
             started_at: j.started_at,
             finished_at: j.finished_at,
         }
+    }
+
+    /// Views of `jobs`, each with its artifacts (one query for them all).
+    async fn all(conn: &mut PgConnection, jobs: Vec<Job>) -> Result<Vec<Self>, Problem> {
+        let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
+        let mut artifacts = store::jobs::artifacts(conn, &ids).await?;
+        Ok(jobs
+            .into_iter()
+            .map(|j| {
+                let a = artifacts.remove(&j.id).unwrap_or_default();
+                Self::new(j, a)
+            })
+            .collect())
+    }
+
+    async fn one(conn: &mut PgConnection, job: Job) -> Result<Self, Problem> {
+        let a = store::jobs::artifacts(conn, &[job.id])
+            .await?
+            .remove(&job.id)
+            .unwrap_or_default();
+        Ok(Self::new(job, a))
     }
 }
 
@@ -159,10 +183,11 @@ async fn list_jobs(
     let after = page.cursor()?.map(|c| c.id);
     let mut tx = caller.begin(&state).await?;
     let jobs = sql::job_page(&mut *tx, &filter, after, limit + 1).await?;
-    tx.commit().await?;
     let page = Page::of(jobs, limit, |j| Cursor { at: None, id: j.id });
+    let items = JobView::all(&mut tx, page.items).await?;
+    tx.commit().await?;
     Ok(Json(Page {
-        items: page.items.into_iter().map(JobView::from).collect(),
+        items,
         next: page.next,
     }))
 }
@@ -200,7 +225,7 @@ async fn show_job(
     let d = store::status::job(&mut tx, id).await?;
     tx.commit().await?;
     Ok(Json(JobDetailView {
-        job: d.job.into(),
+        job: JobView::new(d.job, d.job_artifacts),
         runs: d.runs,
         steps: d.steps,
         artifacts: d.artifacts,
@@ -290,8 +315,9 @@ async fn retry_job(
     caller.require(TokenRole::Operator)?;
     let mut tx = caller.begin(&state).await?;
     let job = pipeline::operator::retry_in(&mut tx, id, caller.actor()).await?;
+    let view = JobView::one(&mut tx, job).await?;
     tx.commit().await?;
-    Ok(Json(job.into()))
+    Ok(Json(view))
 }
 
 /// A queued or running job cancelled (operator).
@@ -306,8 +332,9 @@ async fn cancel_job(
     caller.require(TokenRole::Operator)?;
     let mut tx = caller.begin(&state).await?;
     let job = pipeline::operator::cancel_in(&mut tx, id, caller.actor()).await?;
+    let view = JobView::one(&mut tx, job).await?;
     tx.commit().await?;
-    Ok(Json(job.into()))
+    Ok(Json(view))
 }
 
 /// At most this many jobs change in one bulk call.

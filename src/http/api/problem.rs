@@ -147,7 +147,9 @@ impl From<copydesk_queue::Error> for Problem {
             Q::UnknownKind(..) | Q::InvalidInput { .. } | Q::BadSchedule { .. } => {
                 Problem::unprocessable(e.to_string())
             }
-            Q::Effect(_) | Q::StepOutput { .. } => Problem::internal(&e),
+            Q::Effect(_) | Q::StepOutput { .. } | Q::Column { .. } | Q::Migrate(_) => {
+                Problem::internal(&e)
+            }
         }
     }
 }
