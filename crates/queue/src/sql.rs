@@ -34,7 +34,6 @@ pub async fn job_insert_many(conn: &mut PgConnection, jobs: &[NewJob]) -> Result
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
-    let mut extras = Vec::with_capacity(n);
     let mut columns = std::collections::BTreeSet::new();
     for j in jobs {
         // Time-ordered ids keep the primary key's inserts at the right edge of the index.
@@ -52,7 +51,6 @@ pub async fn job_insert_many(conn: &mut PgConnection, jobs: &[NewJob]) -> Result
             check_column(name)?;
             columns.insert(name.as_str());
         }
-        extras.push(serde_json::to_value(&j.columns).unwrap_or_default());
     }
     // The coalesce defaults are the column defaults of the migration; a test checks
     // that a library enqueue and a plain INSERT produce the same row. A batch that names
@@ -64,7 +62,13 @@ pub async fn job_insert_many(conn: &mut PgConnection, jobs: &[NewJob]) -> Result
         into.push_str(", tenant_id");
         select.push_str(", t.tenant_id");
     }
-    // The application's columns, typed by the table itself.
+    // The application's columns, typed by the table itself (no array at all when no job
+    // names one: unnest pads it with NULLs).
+    let extras: Option<Vec<Value>> = (!columns.is_empty()).then(|| {
+        jobs.iter()
+            .map(|j| serde_json::to_value(&j.columns).unwrap_or_default())
+            .collect()
+    });
     let lateral = if columns.is_empty() {
         ""
     } else {
