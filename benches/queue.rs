@@ -21,7 +21,7 @@ use copydesk::{
     config::Settings,
     db::embedded::{Cluster, Options},
     jobs::App,
-    queue::{self, NewJob, Runner, sql},
+    queue::{self, NewJob, Runner, ops},
 };
 use serde_json::{Value, json};
 use sqlx::{PgPool, postgres::PgPoolOptions};
@@ -545,7 +545,7 @@ async fn backlog(dbs: &Dbs, big: usize, report: &mut Report) -> anyhow::Result<(
         let t = Instant::now();
         let mut got = 0;
         while got < claims {
-            got += sql::job_claim(pool, "backlog", "noop", 100, Duration::from_secs(60))
+            got += ops::claim(pool, "backlog", "noop", 100, Duration::from_secs(60))
                 .await?
                 .len();
         }

@@ -16,7 +16,6 @@ use copydesk::{
     queue::{
         self, Error, JobError, JobStatus, NewJob, Outcome, Registry,
         runner::{self, Finished, Written, run_once},
-        sql,
     },
 };
 use serde_json::json;
@@ -59,7 +58,7 @@ async fn claim_noops(db: &TestDb, worker: &str, n: usize) -> Vec<queue::ClaimedJ
     )
     .await
     .unwrap();
-    sql::job_claim(&db.pool, worker, "noop", n as i64, Duration::from_secs(60))
+    queue::ops::claim(&db.pool, worker, "noop", n as i64, Duration::from_secs(60))
         .await
         .unwrap()
 }
@@ -542,7 +541,7 @@ async fn many_claimers_race_and_each_job_is_claimed_once() {
             let name = format!("racer-{w}");
             let mut mine = Vec::new();
             loop {
-                let got = sql::job_claim(&pool, &name, "noop", 37, Duration::from_secs(60))
+                let got = queue::ops::claim(&pool, &name, "noop", 37, Duration::from_secs(60))
                     .await
                     .unwrap();
                 if got.is_empty() {
@@ -585,7 +584,7 @@ async fn cancel_stops_a_queued_job_and_discards_a_running_jobs_result() {
     .await
     .unwrap()
     .id;
-    let claimed = sql::job_claim(&db.pool, "w1", "noop", 1, Duration::from_secs(60))
+    let claimed = queue::ops::claim(&db.pool, "w1", "noop", 1, Duration::from_secs(60))
         .await
         .unwrap();
     assert_eq!(claimed[0].id, running);
@@ -623,7 +622,7 @@ async fn cancel_stops_a_queued_job_and_discards_a_running_jobs_result() {
     assert_eq!(status_of(&db.pool, running).await, "cancelled");
     // And nothing claims a cancelled job.
     assert!(
-        sql::job_claim(&db.pool, "w2", "noop", 10, Duration::from_secs(60))
+        queue::ops::claim(&db.pool, "w2", "noop", 10, Duration::from_secs(60))
             .await
             .unwrap()
             .is_empty()
@@ -667,7 +666,9 @@ async fn a_lost_lease_drops_only_that_jobs_writes_in_a_batched_finish() {
         .await
         .unwrap();
     assert_eq!(
-        sql::job_rescue_expired(&db.pool, 10).await.unwrap().len(),
+        queue::ops::rescue_expired(&db.pool, 10, false)
+            .await
+            .unwrap(),
         1
     );
 
@@ -1019,11 +1020,10 @@ async fn leases_are_extended_while_claimed_jobs_wait_behind_a_busy_worker() {
     // Past the 2-s lease of the running job and of the one waiting: another process's
     // rescue must find nothing, because the worker kept both leases alive.
     tokio::time::sleep(Duration::from_millis(2600)).await;
-    let rescued = sql::job_rescue_expired(&db.pool, 100).await.unwrap();
-    assert!(
-        rescued.is_empty(),
-        "leases ran out under a live worker: {rescued:?}"
-    );
+    let rescued = queue::ops::rescue_expired(&db.pool, 100, false)
+        .await
+        .unwrap();
+    assert_eq!(rescued, 0, "leases ran out under a live worker");
     stop.send(()).unwrap();
     worker.await.unwrap().unwrap();
 }
@@ -1066,7 +1066,7 @@ async fn claims_take_from_every_project_in_turn_and_priority_still_goes_first() 
     let claim = |n: i64| {
         let pool = db.pool.clone();
         async move {
-            sql::job_claim(&pool, "w", "noop", n, Duration::from_secs(60))
+            queue::ops::claim(&pool, "w", "noop", n, Duration::from_secs(60))
                 .await
                 .unwrap()
                 .into_iter()
@@ -1141,7 +1141,7 @@ async fn jobs_without_a_project_take_turns_by_tenant() {
     tx.commit().await.unwrap();
     let busy = backlog(&db, None, false, 500, 0).await;
     let quiet = backlog(&db, Some(globex), false, 1, 0).await;
-    let got: Vec<Uuid> = sql::job_claim(&db.pool, "w", "noop", 4, Duration::from_secs(60))
+    let got: Vec<Uuid> = queue::ops::claim(&db.pool, "w", "noop", 4, Duration::from_secs(60))
         .await
         .unwrap()
         .into_iter()
@@ -1245,7 +1245,7 @@ async fn claiming_a_job_that_waited_clears_its_note_on_either_claim() {
     let lease = Duration::from_secs(60);
     let fair = waited(1).await;
     assert_eq!(
-        sql::job_claim(&db.pool, "w", "noop", 1, lease)
+        queue::ops::claim(&db.pool, "w", "noop", 1, lease)
             .await
             .unwrap()
             .len(),
@@ -1253,7 +1253,7 @@ async fn claiming_a_job_that_waited_clears_its_note_on_either_claim() {
     );
     let plain = waited(1).await;
     assert_eq!(
-        sql::job_claim_plain(&db.pool, "w", "noop", 1, lease)
+        queue::ops::claim_plain(&db.pool, "w", "noop", 1, lease)
             .await
             .unwrap()
             .len(),

@@ -62,7 +62,7 @@ pub async fn run(args: EnqueueArgs, env: &Env, out: &mut (dyn Write + Send)) -> 
     let e = queue::enqueue(&mut tx, &crate::app::catalog(), &job).await?;
     tx.commit().await?;
     if args.json {
-        let row = queue::sql::job_get(&env.db.pool, e.id).await?;
+        let row = queue::ops::find(&env.db.pool, e.id).await?;
         let mut v = serde_json::to_value(row)?;
         v["created"] = Value::Bool(e.created);
         writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;

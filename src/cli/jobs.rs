@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::{Env, JsonFlag, TenantFlag, table};
 use crate::{
     pipeline::operator,
-    queue::{Job, JobStatus, ops, sql},
+    queue::{Job, JobStatus, ops},
     report, store,
 };
 
@@ -66,13 +66,13 @@ pub async fn run(
     match cmd {
         JobsCommand::List(a) => {
             let tenant = a.tenant.id(env).await?;
-            let filter = sql::JobFilter {
+            let filter = ops::JobFilter {
                 status: a.status,
                 kind: a.kind.clone(),
                 tenant_id: tenant,
                 ..Default::default()
             };
-            let jobs = sql::job_page(pool, &filter, None, a.limit).await?;
+            let jobs = ops::page(pool, &filter, None, a.limit).await?;
             if a.json.json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&jobs)?)?;
             } else if jobs.is_empty() {

@@ -8,7 +8,7 @@
 //! baselines are recorded as applied (they describe what those migrations made), and
 //! everything after them runs as on any database.
 
-pub mod embedded;
+pub use copydesk_cluster as embedded;
 
 pub use copydesk_queue::db::{Db, query, query_as, query_scalar};
 

@@ -59,7 +59,7 @@ async fn metrics_text(State(pool): State<Db>) -> impl IntoResponse {
     // kind and status that emptied since the last scrape is reported as 0, not dropped.
     static SEEN: std::sync::Mutex<BTreeSet<(String, String)>> =
         std::sync::Mutex::new(BTreeSet::new());
-    if let Ok(rows) = crate::queue::sql::queue_stats(&pool).await {
+    if let Ok(rows) = crate::queue::ops::stats(&pool).await.map(|s| s.rows) {
         let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
         let now: BTreeSet<(String, String)> = rows
             .iter()

@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use crate::db::Db;
-use copydesk_queue::{Catalog, JobArgs, JobStatus, sql::job_end_waiting};
+use copydesk_queue::{Catalog, JobArgs, JobStatus, ops};
 use serde::Serialize;
 use sqlx::{Acquire, PgConnection};
 use uuid::Uuid;
@@ -264,7 +264,7 @@ async fn apply_one(
             _ if approved => (JobStatus::Done, None),
             _ => (JobStatus::Failed, Some(format!("rejected: {notes}"))),
         };
-        if job_end_waiting(&mut *conn, job, status, error.as_deref()).await? {
+        if ops::end_waiting(&mut *conn, job, status, error.as_deref()).await? {
             job_status = Some(status);
         }
     }

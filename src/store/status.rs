@@ -144,7 +144,7 @@ pub struct JobDetail {
 
 /// A job with its runs, artifacts, approvals and publishing attempts.
 pub async fn job(conn: &mut PgConnection, id: Uuid) -> Result<JobDetail> {
-    let job = copydesk_queue::sql::job_get(&mut *conn, id)
+    let job = copydesk_queue::ops::find(&mut *conn, id)
         .await?
         .ok_or(Error::NotFound { what: "job", id })?;
     async fn rows(conn: &mut PgConnection, q: &'static str, id: Uuid) -> Result<Vec<Value>> {

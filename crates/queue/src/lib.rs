@@ -39,7 +39,7 @@ pub mod outcome;
 pub mod registry;
 pub mod runner;
 pub mod schema;
-pub mod sql;
+mod sql;
 pub mod steps;
 pub mod text;
 pub mod worker;
@@ -55,6 +55,7 @@ use uuid::Uuid;
 pub use outcome::{Effects, JobError, Outcome, ResultExt};
 pub use registry::{Catalog, JobArgs, JobContext, Registry};
 pub use runner::Runner;
+pub use sql::JOBS_CHANNEL;
 pub use steps::{Ran, RequestHash, Steps};
 
 #[doc(hidden)]

@@ -1,16 +1,79 @@
-//! What operators do to jobs: get, list, retry, cancel, stats. The CLI and (later) the
-//! HTTP API call these same functions.
+//! What the application does to jobs beyond enqueueing them: get, list, count, retry,
+//! cancel, end a job that waited for a person, stats, retention; and claims, for tools,
+//! tests and benchmarks (workers claim through their backend). The CLI, the HTTP API and
+//! the pipeline call these; the statements themselves stay private to the engine.
+
+use std::time::Duration;
 
 use crate::db::Db;
 use serde::Serialize;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
-use crate::{Error, Job, JobStatus, Result, sql};
+pub use crate::sql::{BulkAction, JobFilter, StatsRow};
+use crate::{ClaimedJob, Error, Job, JobStatus, Result, sql};
 
 /// One job by id.
 pub async fn get(pool: &Db, id: Uuid) -> Result<Job> {
     sql::job_get(pool, id).await?.ok_or(Error::NotFound(id))
+}
+
+/// One job by id, if the caller may see it (inside the caller's transaction).
+pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Job>> {
+    sql::job_get(db, id).await
+}
+
+/// Up to `limit` jobs matching `filter`, newest first, after the job `after`.
+pub async fn page(
+    db: impl PgExecutor<'_>,
+    filter: &JobFilter,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<Job>> {
+    sql::job_page(db, filter, after, limit).await
+}
+
+/// How many jobs match `filter` and are in one of `statuses`.
+pub async fn count(
+    db: impl PgExecutor<'_>,
+    filter: &JobFilter,
+    statuses: &[JobStatus],
+) -> Result<i64> {
+    sql::job_count(db, filter, statuses).await
+}
+
+/// Ends a job waiting for a person (`needs_approval`) as `status`, with `error` as its
+/// last error when given; whether the job was waiting.
+pub async fn end_waiting(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    status: JobStatus,
+    error: Option<&str>,
+) -> Result<bool> {
+    sql::job_end_waiting(db, id, status, error).await
+}
+
+/// Claims up to `limit` ready jobs of `kind` for `worker` as a worker's fair claim does
+/// (taking from every project in turn), committing at once.
+pub async fn claim(
+    db: impl PgExecutor<'_>,
+    worker: &str,
+    kind: &str,
+    limit: i64,
+    lease: Duration,
+) -> Result<Vec<ClaimedJob>> {
+    sql::job_claim(db, worker, kind, limit, lease).await
+}
+
+/// The plain claim: the best `limit` ready jobs of `kind`, whoever's they are.
+pub async fn claim_plain(
+    db: impl PgExecutor<'_>,
+    worker: &str,
+    kind: &str,
+    limit: i64,
+    lease: Duration,
+) -> Result<Vec<ClaimedJob>> {
+    sql::job_claim_plain(db, worker, kind, limit, lease).await
 }
 
 /// A failed or cancelled job back to `queued`, attempts reset; wakes its workers.

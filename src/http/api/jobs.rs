@@ -8,8 +8,8 @@ use axum::{
 };
 use chrono::{DateTime, Utc};
 use copydesk_queue::{
-    Job, JobStatus, NewJob, ops,
-    sql::{self, BulkAction, JobFilter},
+    Job, JobStatus, NewJob,
+    ops::{self, BulkAction, JobFilter},
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -182,7 +182,7 @@ async fn list_jobs(
     let limit = page.limit()?;
     let after = page.cursor()?.map(|c| c.id);
     let mut tx = caller.begin(&state).await?;
-    let jobs = sql::job_page(&mut *tx, &filter, after, limit + 1).await?;
+    let jobs = ops::page(&mut *tx, &filter, after, limit + 1).await?;
     let page = Page::of(jobs, limit, |j| Cursor { at: None, id: j.id });
     let items = JobView::all(&mut tx, page.items).await?;
     tx.commit().await?;
@@ -393,7 +393,7 @@ pub(crate) async fn bulk_in(
     filter: &JobFilter,
     expect: Option<i64>,
 ) -> Result<BulkView, Problem> {
-    let matched = sql::job_count(&mut **tx, filter, action.applies_to()).await?;
+    let matched = ops::count(&mut **tx, filter, action.applies_to()).await?;
     let Some(expect) = expect else {
         return Ok(BulkView {
             matched,

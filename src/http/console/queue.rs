@@ -11,8 +11,8 @@ use axum::{
 };
 use chrono::{DateTime, Utc};
 use copydesk_queue::{
-    JobStatus, ops,
-    sql::{self, BulkAction, JobFilter},
+    JobStatus,
+    ops::{self, BulkAction, JobFilter},
 };
 use maud::{Markup, html};
 use serde::Deserialize;
@@ -199,7 +199,7 @@ pub async fn jobs(
         .transpose()?
         .map(|c| c.id);
     let mut tx = session.caller.begin(&state).await?;
-    let rows = sql::job_page(&mut *tx, &filter, after, JOBS_PAGE + 1).await?;
+    let rows = ops::page(&mut *tx, &filter, after, JOBS_PAGE + 1).await?;
     tx.commit().await?;
     let more = rows.len() as i64 > JOBS_PAGE;
     let rows = &rows[..rows.len().min(JOBS_PAGE as usize)];

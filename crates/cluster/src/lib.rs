@@ -1,5 +1,8 @@
 //! The embedded Postgres: a cluster under `COPYDESK_HOME` run from the machine's own
-//! `initdb`/`pg_ctl`/`postgres` binaries, so `copydesk demo` needs no set-up.
+//! `initdb`/`pg_ctl`/`postgres` binaries, so `copydesk demo` needs no set-up, and each
+//! test binary of every crate gets a cluster of its own. A crate of its own so the
+//! engine's tests use it without depending on the application. Its statements are
+//! plain sqlx: the cluster is never behind a pooler.
 //!
 //! * It listens on a Unix socket only, in a folder only its owner can open, so trust
 //!   authentication admits nobody but the local user (and root).
@@ -311,7 +314,7 @@ impl Cluster {
     pub async fn create_database_from(&self, name: &str, template: Option<&str>) -> Result<()> {
         let mut conn = self.connect_options("postgres").connect().await?;
         let exists: bool =
-            crate::db::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
                 .bind(name)
                 .fetch_one(&mut conn)
                 .await?;
