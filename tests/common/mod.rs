@@ -3,9 +3,8 @@
 #![allow(dead_code)]
 
 use std::{
-    path::PathBuf,
     process::{Child, Command, Stdio},
-    sync::{Arc, OnceLock},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -13,7 +12,7 @@ use copydesk::{
     app,
     config::Settings,
     db::Db,
-    db::embedded::{Cluster, Options},
+    db::embedded::Cluster,
     jobs::{App, Services},
     queue::{Catalog, Registry, Runner},
 };
@@ -22,64 +21,21 @@ use uuid::Uuid;
 
 const TEMPLATE: &str = "copydesk_template";
 
-struct Shared {
-    cluster: Cluster,
-    dir: PathBuf,
-}
-
-static SHARED: OnceLock<Shared> = OnceLock::new();
-
-extern "C" fn stop_cluster() {
-    if let Some(s) = SHARED.get() {
-        s.cluster.stop();
-        let _ = std::fs::remove_dir_all(&s.dir);
-    }
-}
-
-fn shared() -> &'static Shared {
-    SHARED.get_or_init(|| {
-        // Started on a plain thread: this may be called from inside a tokio runtime.
-        std::thread::spawn(|| {
-            let dir = tempfile::Builder::new()
-                .prefix("cdt")
-                .tempdir_in("/tmp")
-                .expect("temp dir")
-                .keep();
-            let cluster = Cluster::ensure(
-                &dir,
-                Options {
-                    unsafe_no_sync: true,
-                },
-            )
-            .expect("test cluster starts");
-            // SAFETY: registering a plain extern "C" function with no captured state.
-            unsafe { libc::atexit(stop_cluster) };
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                cluster.create_database(TEMPLATE).await.unwrap();
-                let pool = PgPoolOptions::new()
-                    .max_connections(1)
-                    .connect_with(cluster.connect_options(TEMPLATE))
-                    .await
-                    .unwrap();
-                copydesk::db::migrate(&pool, &copydesk::app::catalog())
-                    .await
-                    .unwrap();
-                pool.close().await;
-            });
-            Shared { cluster, dir }
-        })
-        .join()
-        .expect("cluster set-up thread")
-    })
-}
-
-/// The test binary's cluster.
+/// The test binary's cluster, its template migrated as `copydesk migrate` would.
 pub fn cluster() -> &'static Cluster {
-    &shared().cluster
+    copydesk::db::embedded::testing::cluster(TEMPLATE, |options| {
+        Box::pin(async move {
+            let pool = PgPoolOptions::new()
+                .max_connections(1)
+                .connect_with(options)
+                .await
+                .unwrap();
+            copydesk::db::migrate(&pool, &copydesk::app::catalog())
+                .await
+                .unwrap();
+            pool.close().await;
+        })
+    })
 }
 
 /// A fresh, migrated database of its own.

@@ -559,3 +559,86 @@ fn tail(path: &Path) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(15)..].join("\n")
 }
+
+/// Tests' clusters: one per test binary, started on first use in a temporary folder,
+/// with a template database made once, and stopped (its folder removed) at exit.
+pub mod testing {
+    use std::{future::Future, path::PathBuf, pin::Pin, sync::OnceLock};
+
+    use sqlx::postgres::PgConnectOptions;
+
+    use super::{Cluster, Options};
+
+    struct Shared {
+        cluster: Cluster,
+        dir: PathBuf,
+    }
+
+    static SHARED: OnceLock<Shared> = OnceLock::new();
+
+    extern "C" fn stop() {
+        if let Some(s) = SHARED.get() {
+            s.cluster.stop();
+            let _ = std::fs::remove_dir_all(&s.dir);
+        }
+    }
+
+    /// What makes the template: given a connection to it, migrates it (and whatever
+    /// else every test's database starts with).
+    pub type Prepare = fn(PgConnectOptions) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+
+    /// The test binary's cluster; the first call starts it and creates `template` with
+    /// `prepare` (later calls' arguments are not used).
+    pub fn cluster(template: &str, prepare: Prepare) -> &'static Cluster {
+        &SHARED
+            .get_or_init(|| {
+                let template = template.to_owned();
+                // A plain thread: the caller may be inside a tokio runtime.
+                std::thread::spawn(move || {
+                    // Under /tmp, not $TMPDIR: the socket's path must stay short.
+                    let dir = PathBuf::from("/tmp").join(format!(
+                        "cdt{}-{:x}",
+                        std::process::id(),
+                        rand_suffix()
+                    ));
+                    std::fs::create_dir_all(&dir).expect("test cluster folder");
+                    let cluster = Cluster::ensure(
+                        &dir,
+                        Options {
+                            unsafe_no_sync: true,
+                        },
+                    )
+                    .expect("test cluster starts");
+                    // SAFETY: registering a plain extern "C" function with no state.
+                    unsafe { libc::atexit(stop) };
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("a runtime for the template");
+                    rt.block_on(async {
+                        cluster
+                            .create_database(&template)
+                            .await
+                            .expect("template database");
+                        prepare(cluster.connect_options(&template)).await;
+                    });
+                    Shared { cluster, dir }
+                })
+                .join()
+                .expect("cluster set-up thread")
+            })
+            .cluster
+    }
+
+    fn rand_suffix() -> u64 {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default(),
+        );
+        h.finish()
+    }
+}

@@ -1,7 +1,9 @@
--- The claim returns the engine's columns only. (Before the engine owned its schema it
--- also returned the application's `input_artifact_id`; a database created since has this
--- version already, from the baseline, and gets it again here.) A changed result type
--- needs the function dropped first.
+-- The claim returns the engine's columns only (before the engine owned its schema it
+-- also returned the application's `input_artifact_id`), and finds a group that is the
+-- nil uuid (the engine's default tenant; before, the second half of the uuid order
+-- started after it). A database created since has this version already, from the
+-- baseline, and gets it again here. A changed result type needs the function dropped
+-- first.
 DROP FUNCTION IF EXISTS copydesk_claim(text, integer, text, bigint);
 
 CREATE FUNCTION copydesk_claim(p_kind text, p_limit integer, p_worker text, p_lease_ms bigint) RETURNS TABLE(
@@ -22,16 +24,25 @@ DECLARE
     taken   int;
 BEGIN
     -- From `start` to the end of the order, then from its beginning up to `start`.
+    -- (The second phase's first look has no lower bound, so a group that is the nil
+    -- uuid, the engine's default tenant, is found too.)
     FOR phase IN 1..2 LOOP
-        after := CASE phase WHEN 1 THEN start ELSE '00000000-0000-0000-0000-000000000000' END;
+        after := CASE phase WHEN 1 THEN start END;
         upto := CASE phase WHEN 1 THEN 'ffffffff-ffff-ffff-ffff-ffffffffffff' ELSE start END;
         LOOP
             EXIT WHEN cardinality(found) >= p_limit;
-            SELECT coalesce(q.project_id, q.tenant_id) INTO g FROM jobs q
-            WHERE q.status = 'queued' AND q.kind = p_kind AND q.run_at <= now()
-              AND coalesce(q.project_id, q.tenant_id) > after
-              AND coalesce(q.project_id, q.tenant_id) <= upto
-            ORDER BY coalesce(q.project_id, q.tenant_id) LIMIT 1;
+            IF after IS NULL THEN
+                SELECT coalesce(q.project_id, q.tenant_id) INTO g FROM jobs q
+                WHERE q.status = 'queued' AND q.kind = p_kind AND q.run_at <= now()
+                  AND coalesce(q.project_id, q.tenant_id) <= upto
+                ORDER BY coalesce(q.project_id, q.tenant_id) LIMIT 1;
+            ELSE
+                SELECT coalesce(q.project_id, q.tenant_id) INTO g FROM jobs q
+                WHERE q.status = 'queued' AND q.kind = p_kind AND q.run_at <= now()
+                  AND coalesce(q.project_id, q.tenant_id) > after
+                  AND coalesce(q.project_id, q.tenant_id) <= upto
+                ORDER BY coalesce(q.project_id, q.tenant_id) LIMIT 1;
+            END IF;
             EXIT WHEN g IS NULL;
             found := found || g;
             after := g;
