@@ -77,36 +77,8 @@ pub async fn run<C: Clone + Send + Sync + 'static>(
     opts: WorkerOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<WorkerSummary> {
-    let kinds: Vec<String> = match &opts.kinds {
-        Some(k) => k.clone(),
-        None => runner
-            .registry
-            .names()
-            .into_iter()
-            .map(str::to_owned)
-            .collect(),
-    };
-    for k in &kinds {
-        if runner.registry.handler(k).is_none() {
-            return Err(Error::UnknownKind(
-                k.clone(),
-                runner.registry.names().join(", "),
-            ));
-        }
-    }
-    let schedules = opts
-        .periodic
-        .iter()
-        .map(|p| {
-            cron::Schedule::from_str(&p.schedule)
-                .map(|s| (p.clone(), s))
-                .map_err(|e| Error::BadSchedule {
-                    name: p.name.clone(),
-                    schedule: p.schedule.clone(),
-                    why: e.to_string(),
-                })
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let kinds = kinds_to_run(&runner, &opts)?;
+    let schedules = schedules(&opts)?;
     // Every kind this process knows may be enqueued from now on, by plain SQL too.
     let new = crate::schema::register_kinds(&runner.pool, &runner.registry.catalog()).await?;
     if new > 0 {
@@ -128,30 +100,7 @@ pub async fn run<C: Clone + Send + Sync + 'static>(
         .iter()
         .map(|k| (k.clone(), Arc::new(Notify::new())))
         .collect();
-    let listen_pool = match &opts.listen {
-        Some(direct) => {
-            tracing::info!("LISTEN goes through its own connection ([database] listen_url)");
-            // One connection, opened when the listener first connects.
-            Some(
-                sqlx::postgres::PgPoolOptions::new()
-                    .max_connections(1)
-                    .connect_lazy_with(direct.clone()),
-            )
-        }
-        None if crate::db::pooled() => None,
-        None => Some(runner.pool.pool().clone()),
-    };
-    let listener = match listen_pool {
-        Some(pool) => tokio::spawn(listen(pool, wakes.clone(), opts.channels.clone())),
-        None => {
-            // LISTEN holds a session, which a pooler in transaction mode does not keep.
-            tracing::info!(
-                poll_interval_ms = runner.config.worker.poll_interval_ms,
-                "behind a pooler with no [database] listen_url: no LISTEN, workers poll for new jobs"
-            );
-            tokio::spawn(std::future::pending())
-        }
-    };
+    let listener = spawn_listener(&runner, &opts, wakes.clone());
 
     let mut monitor = Monitor::new();
     let mut names = Vec::new();
@@ -230,6 +179,99 @@ pub async fn run<C: Clone + Send + Sync + 'static>(
     if let Err(e) = &result {
         tracing::error!(error = %e, "a worker stopped with an error");
     }
+    listener.abort();
+    let released = drain_and_release(&runner.pool, &names, &leased, finishers).await;
+    lease_keeper.abort();
+    tracing::info!("worker stopped");
+    Ok(WorkerSummary {
+        names,
+        released_on_shutdown: released,
+    })
+}
+
+/// The kinds this process runs (`opts.kinds`, else every registered kind), each one the
+/// registry has a handler for.
+fn kinds_to_run<C: Clone + Send + Sync + 'static>(
+    runner: &Runner<C>,
+    opts: &WorkerOptions,
+) -> Result<Vec<String>> {
+    let kinds: Vec<String> = match &opts.kinds {
+        Some(k) => k.clone(),
+        None => runner
+            .registry
+            .names()
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
+    };
+    for k in &kinds {
+        if runner.registry.handler(k).is_none() {
+            return Err(Error::UnknownKind(
+                k.clone(),
+                runner.registry.names().join(", "),
+            ));
+        }
+    }
+    Ok(kinds)
+}
+
+/// Each periodic enqueue with its parsed schedule.
+fn schedules(opts: &WorkerOptions) -> Result<Vec<(Periodic, cron::Schedule)>> {
+    opts.periodic
+        .iter()
+        .map(|p| {
+            cron::Schedule::from_str(&p.schedule)
+                .map(|s| (p.clone(), s))
+                .map_err(|e| Error::BadSchedule {
+                    name: p.name.clone(),
+                    schedule: p.schedule.clone(),
+                    why: e.to_string(),
+                })
+        })
+        .collect::<Result<Vec<_>>>()
+}
+
+/// The LISTEN task waking each kind's worker (and the application's channels): through
+/// the pool, or its own connection from `opts.listen`; none behind a pooler without one.
+fn spawn_listener<C: Clone + Send + Sync + 'static>(
+    runner: &Runner<C>,
+    opts: &WorkerOptions,
+    wakes: HashMap<String, Wake>,
+) -> tokio::task::JoinHandle<()> {
+    let listen_pool = match &opts.listen {
+        Some(direct) => {
+            tracing::info!("LISTEN goes through its own connection ([database] listen_url)");
+            // One connection, opened when the listener first connects.
+            Some(
+                sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(1)
+                    .connect_lazy_with(direct.clone()),
+            )
+        }
+        None if crate::db::pooled() => None,
+        None => Some(runner.pool.pool().clone()),
+    };
+    match listen_pool {
+        Some(pool) => tokio::spawn(listen(pool, wakes, opts.channels.clone())),
+        None => {
+            // LISTEN holds a session, which a pooler in transaction mode does not keep.
+            tracing::info!(
+                poll_interval_ms = runner.config.worker.poll_interval_ms,
+                "behind a pooler with no [database] listen_url: no LISTEN, workers poll for new jobs"
+            );
+            tokio::spawn(std::future::pending())
+        }
+    }
+}
+
+/// After the workers stopped: claims under way end, every finisher commits what is left,
+/// then the jobs still held go back to the queue; returns how many went back.
+async fn drain_and_release(
+    pool: &Db,
+    names: &[String],
+    leased: &[(String, InFlight)],
+    finishers: Vec<tokio::task::JoinHandle<()>>,
+) -> usize {
     // Claims under way finish first (their jobs are then released with the rest).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while leased.iter().any(|(_, held)| held.claims() > 0) && tokio::time::Instant::now() < deadline
@@ -246,17 +288,11 @@ pub async fn run<C: Clone + Send + Sync + 'static>(
             tracing::error!("a finisher did not drain within 30 s; those jobs' leases will expire");
         }
     }
-    listener.abort();
-    let released = release(&runner.pool, &names).await;
-    lease_keeper.abort();
+    let released = release(pool, names).await;
     if released > 0 {
         tracing::warn!(jobs = released, "released unfinished jobs back to queued");
     }
-    tracing::info!("worker stopped");
-    Ok(WorkerSummary {
-        names,
-        released_on_shutdown: released,
-    })
+    released
 }
 
 /// A periodic schedule's handler: the jobs of one tick, in one statement.
