@@ -85,6 +85,44 @@ pub struct PublishingOutput {
 
 pub async fn run(ctx: Ctx, args: PublishingArgs) -> Result<Outcome, JobError> {
     let artifact = args.artifact_id;
+    let (draft, channel, pctx) = destination(&ctx, &args).await?;
+    let platform = pctx.integration.platform;
+    let mut post = post_of(&draft, channel, ctx.job.id, args.publish_at);
+    if channel == Channel::Blog {
+        post.image = image(&ctx, artifact, &post.title).await?;
+    }
+    publish::validate(platform, &post)
+        .map_err(|e| JobError::permanent(format!("not sent to {platform}: {e}")))?;
+
+    if platform == Platform::Facebook
+        && let Some(at) = post.publish_at
+        && at > Utc::now()
+        && !publish::facebook::natively_schedulable(
+            at,
+            ctx.app.settings.publish.facebook_min_schedule_minutes,
+        )
+    {
+        // Too close for Facebook's scheduler (the job ran late): post at the time.
+        let wait = (at - Utc::now()).to_std().unwrap_or_default();
+        return Err(JobError::transient(format!(
+            "{at} is too close for Facebook's scheduler: posting at that time instead"
+        ))
+        .retry_after(wait));
+    }
+    if let Some(done) = earlier_attempts(&ctx, &pctx, &post, artifact).await? {
+        return Ok(done);
+    }
+    post_once(&ctx, &pctx, &post, &args).await
+}
+
+/// The approved draft, its channel, and the integration it goes to (the job's, else the
+/// project's for the channel), loaded and checked: the same tenant and project,
+/// connected, and healthy.
+async fn destination(
+    ctx: &Ctx,
+    args: &PublishingArgs,
+) -> Result<(store::artifacts::Publishable, Channel, PublishCtx), JobError> {
+    let artifact = args.artifact_id;
     let draft = store::artifacts::publishable(&ctx.pool, artifact).await?;
     if draft.tenant_id != ctx.job.tenant_id {
         return Err(JobError::permanent(format!(
@@ -162,40 +200,34 @@ pub async fn run(ctx: Ctx, args: PublishingArgs) -> Result<Outcome, JobError> {
                 .unwrap_or_default()
         )));
     }
-    let mut post = post_of(&draft, channel, ctx.job.id, args.publish_at);
-    if channel == Channel::Blog {
-        post.image = image(&ctx, artifact, &post.title).await?;
-    }
-    publish::validate(platform, &post)
-        .map_err(|e| JobError::permanent(format!("not sent to {platform}: {e}")))?;
+    Ok((
+        draft,
+        channel,
+        PublishCtx::new(
+            ctx.app.publish_http.clone(),
+            ctx.pool.clone(),
+            ctx.app.settings.publish.clone(),
+            (integration, creds),
+            Some((ctx.job.id, ctx.job.attempts)),
+            Some(keys),
+        ),
+    ))
+}
 
-    if platform == Platform::Facebook
-        && let Some(at) = post.publish_at
-        && at > Utc::now()
-        && !publish::facebook::natively_schedulable(
-            at,
-            ctx.app.settings.publish.facebook_min_schedule_minutes,
-        )
-    {
-        // Too close for Facebook's scheduler (the job ran late): post at the time.
-        let wait = (at - Utc::now()).to_std().unwrap_or_default();
-        return Err(JobError::transient(format!(
-            "{at} is too close for Facebook's scheduler: posting at that time instead"
-        ))
-        .retry_after(wait));
-    }
-    let pctx = PublishCtx::new(
-        ctx.app.publish_http.clone(),
-        ctx.pool.clone(),
-        ctx.app.settings.publish.clone(),
-        (integration, creds),
-        Some((ctx.job.id, ctx.job.attempts)),
-        Some(keys),
-    );
+/// What earlier attempts of this job left: a recorded post finishes the job with it; a
+/// post whose answer was lost is looked up on the platform (found: finished with it;
+/// not there: marked not sent, and this attempt posts); a lookup refused fails the job
+/// and tells a person what to check.
+async fn earlier_attempts(
+    ctx: &Ctx,
+    pctx: &PublishCtx,
+    post: &Post,
+    artifact: Uuid,
+) -> Result<Option<Outcome>, JobError> {
+    let (integration_id, platform) = (pctx.integration.id, pctx.integration.platform);
     let finish = |p: Published, how: How, attempt: Option<Uuid>| {
-        publication(&ctx, &pctx, &post, artifact, p, how, attempt)
+        publication(ctx, pctx, post, artifact, p, how, attempt)
     };
-
     let earlier = attempts::for_job(&ctx.pool, ctx.job.id, integration_id)
         .await
         .retryable()?;
@@ -210,7 +242,7 @@ pub async fn run(ctx: Ctx, args: PublishingArgs) -> Result<Outcome, JobError> {
             response: json!({"recorded_by_attempt": sent.attempt}),
             scheduled_for: None,
         };
-        return Ok(finish(p, How::Recorded, Some(sent.id)));
+        return Ok(Some(finish(p, How::Recorded, Some(sent.id))));
     }
     let unknown: Vec<&attempts::Attempt> = earlier
         .iter()
@@ -224,13 +256,13 @@ pub async fn run(ctx: Ctx, args: PublishingArgs) -> Result<Outcome, JobError> {
             .join(", ");
         tracing::info!(attempts = %which, "earlier attempts have no recorded outcome: reconciling");
         let ids: Vec<Uuid> = unknown.iter().map(|a| a.id).collect();
-        match publish::find(&pctx, &post, first.created_at).await {
+        match publish::find(pctx, post, first.created_at).await {
             Ok(Some(p)) => {
                 attempts::mark(&ctx.pool, &ids, AttemptState::Sent, Some(&p), None)
                     .await
                     .retryable()?;
                 tracing::info!(external_id = %p.external_id, "found the earlier attempt's post: not posting again");
-                return Ok(finish(p, How::Reconciled, ids.last().copied()));
+                return Ok(Some(finish(p, How::Reconciled, ids.last().copied())));
             }
             Ok(None) => {
                 tracing::info!("the platform has no post from the earlier attempts: posting");
@@ -248,7 +280,7 @@ pub async fn run(ctx: Ctx, args: PublishingArgs) -> Result<Outcome, JobError> {
                 message,
                 retry_after,
             }) => {
-                return Err(throttled(&ctx, platform, integration_id, &message, retry_after).await);
+                return Err(throttled(ctx, platform, integration_id, &message, retry_after).await);
             }
             Err(e @ (CallError::Unknown { .. } | CallError::NotSent(_))) => {
                 return Err(transient(e, "reconciling an earlier attempt"));
@@ -258,8 +290,8 @@ pub async fn run(ctx: Ctx, args: PublishingArgs) -> Result<Outcome, JobError> {
                     "attempt {which} may have posted to {platform} (its answer was lost) and the lookup to confirm it failed: {e}. \
                      Check {} for {}; if it is there, nothing more is needed; if not, publish again with \
                      `copydesk publish {artifact} --integration {integration_id}`",
-                    where_to_look(&pctx),
-                    what_to_look_for(&post, platform)
+                    where_to_look(pctx),
+                    what_to_look_for(post, platform)
                 );
                 // A person must look: told now, and the job's failure is not told again.
                 store::notifications::raise(
@@ -283,6 +315,19 @@ pub async fn run(ctx: Ctx, args: PublishingArgs) -> Result<Outcome, JobError> {
         }
     }
 
+    Ok(None)
+}
+
+/// This attempt's post: the limits' slots, the duplicate guard and the `sending`
+/// record first, then the call, and what its answer means for the attempt and the job.
+async fn post_once(
+    ctx: &Ctx,
+    pctx: &PublishCtx,
+    post: &Post,
+    args: &PublishingArgs,
+) -> Result<Outcome, JobError> {
+    let (artifact, channel) = (args.artifact_id, post.channel);
+    let (integration_id, platform) = (pctx.integration.id, pctx.integration.platform);
     let lookup_key = if channel == Channel::Blog {
         &post.slug
     } else {
@@ -306,7 +351,7 @@ pub async fn run(ctx: Ctx, args: PublishingArgs) -> Result<Outcome, JobError> {
             return Err(JobError::wait(format!("waiting for limit {key}"), after));
         }
     };
-    let content_hash = publish::content_hash(&post);
+    let content_hash = publish::content_hash(post);
     let attempt = attempts::record_sending(
         &ctx.pool,
         &NewAttempt {
@@ -343,6 +388,27 @@ pub async fn run(ctx: Ctx, args: PublishingArgs) -> Result<Outcome, JobError> {
             return Err(e).retryable();
         }
     };
+    let created = publish::create(pctx, post).await;
+    if let Err(e) = store::limits::release(&ctx.pool, &slots).await {
+        tracing::warn!(error = %e, "could not free rate-limit slots; they expire with their lease");
+    }
+    answered(ctx, pctx, post, artifact, &attempt, created).await
+}
+
+/// What the platform's answer to this attempt's post means: the attempt marked `sent`
+/// or `not_sent` (or left `sending` when the answer is unknown, for the next attempt to
+/// reconcile), and the job done, retried later, or failed with what to do.
+async fn answered(
+    ctx: &Ctx,
+    pctx: &PublishCtx,
+    post: &Post,
+    artifact: Uuid,
+    attempt: &attempts::Attempt,
+    created: Result<Published, CallError>,
+) -> Result<Outcome, JobError> {
+    let (integration_id, platform) = (pctx.integration.id, pctx.integration.platform);
+    let finish =
+        |p: Published, how: How| publication(ctx, pctx, post, artifact, p, how, Some(attempt.id));
     let ids = [attempt.id];
     let mark = |state, p: Option<&Published>, error: Option<&str>| {
         let pool = ctx.pool.clone();
@@ -353,21 +419,17 @@ pub async fn run(ctx: Ctx, args: PublishingArgs) -> Result<Outcome, JobError> {
                 .retryable()
         }
     };
-    let created = publish::create(&pctx, &post).await;
-    if let Err(e) = store::limits::release(&ctx.pool, &slots).await {
-        tracing::warn!(error = %e, "could not free rate-limit slots; they expire with their lease");
-    }
     match created {
         Ok(p) => {
             mark(AttemptState::Sent, Some(&p), None).await?;
-            Ok(finish(p, How::Posted, Some(attempt.id)))
+            Ok(finish(p, How::Posted))
         }
         Err(CallError::Duplicate(m)) => {
             tracing::info!(refusal = %m, "the platform refused the post as a duplicate: reconciling");
-            match publish::find(&pctx, &post, attempt.created_at).await {
+            match publish::find(pctx, post, attempt.created_at).await {
                 Ok(Some(p)) => {
                     mark(AttemptState::Sent, Some(&p), Some(&m)).await?;
-                    Ok(finish(p, How::ReconciledAfterDuplicate, Some(attempt.id)))
+                    Ok(finish(p, How::ReconciledAfterDuplicate))
                 }
                 Ok(None)
                 | Err(CallError::Auth(_) | CallError::Rejected(_) | CallError::Duplicate(_)) => {
@@ -375,8 +437,8 @@ pub async fn run(ctx: Ctx, args: PublishingArgs) -> Result<Outcome, JobError> {
                     Err(JobError::permanent(format!(
                         "{platform} refused the post as a duplicate ({m}), but no matching post of this job was found among the recent ones: \
                          check {} for {}",
-                        where_to_look(&pctx),
-                        what_to_look_for(&post, platform)
+                        where_to_look(pctx),
+                        what_to_look_for(post, platform)
                     )))
                 }
                 Err(e) => Err(transient(e, "reconciling a duplicate refusal")),
@@ -387,7 +449,7 @@ pub async fn run(ctx: Ctx, args: PublishingArgs) -> Result<Outcome, JobError> {
             retry_after,
         }) => {
             mark(AttemptState::NotSent, None, Some(&message)).await?;
-            Err(throttled(&ctx, platform, integration_id, &message, retry_after).await)
+            Err(throttled(ctx, platform, integration_id, &message, retry_after).await)
         }
         Err(e @ CallError::NotSent(_)) => {
             mark(AttemptState::NotSent, None, Some(&e.to_string())).await?;
