@@ -37,11 +37,19 @@ pub struct Settings {
     pub files: FileSettings,
 }
 
+/// A duration that is not one, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("{0:?} is not a duration: a whole number and s, m, h or d, like 90d or 12h")]
+    NotADuration(String),
+    #[error("{0:?}: a duration must be longer than zero")]
+    Zero(String),
+}
+
 /// Parses a duration: a whole number with `s`, `m`, `h` or `d` (`90d`, `12h`, `30m`),
 /// as every command and the API take them. The error names what is wrong.
-pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let bad =
-        || format!("{s:?} is not a duration: a whole number and s, m, h or d, like 90d or 12h");
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, DurationError> {
+    let bad = || DurationError::NotADuration(s.to_owned());
     let t = s.trim();
     let unit = t.chars().last().ok_or_else(bad)?;
     let secs = match unit {
@@ -53,7 +61,7 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     };
     let n: u64 = t[..t.len() - 1].parse().map_err(|_| bad())?;
     if n == 0 {
-        return Err(format!("{s:?}: a duration must be longer than zero"));
+        return Err(DurationError::Zero(s.to_owned()));
     }
     n.checked_mul(secs)
         .map(std::time::Duration::from_secs)

@@ -181,3 +181,32 @@ text_enum! {
         Error = "error",
     }
 }
+
+text_enum! {
+    /// Where a notification goes (`notification_channels.kind`).
+    pub enum ChannelKind("notification channel kind") {
+        Webhook = "webhook",
+        Email = "email",
+    }
+}
+
+text_enum! {
+    /// Where one notification's delivery to one channel stands
+    /// (`notification_deliveries.status`).
+    pub enum DeliveryStatus("delivery status") {
+        Pending = "pending",
+        Delivered = "delivered",
+        Failed = "failed",
+    }
+}
+
+text_enum! {
+    /// What a file is for (`files.kind`).
+    pub enum FileKind("file kind") {
+        /// A post's picture.
+        Image = "image",
+        /// A style sample.
+        Sample = "sample",
+        Export = "export",
+    }
+}

@@ -14,11 +14,9 @@ use uuid::Uuid;
 
 use crate::{
     config::{FileStoreKind, Settings},
+    domain::FileKind,
     store::{self, files::File},
 };
-
-/// What a file may be used as.
-pub const KINDS: [&str; 3] = ["image", "sample", "export"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
@@ -38,8 +36,6 @@ pub enum FileError {
     },
     #[error("{name} is {content_type}, not an image: put it with --kind sample or export")]
     NotAnImage { name: String, content_type: String },
-    #[error("{0:?} is not a kind of file: image, sample or export")]
-    UnknownKind(String),
     #[error("{0:?} has no file name to keep")]
     BadName(String),
     #[error("the file store ({store}): {why}")]
@@ -175,10 +171,7 @@ impl Files {
     }
 
     /// Checks a file against the limits: its content type, as read from its bytes.
-    pub fn check(&self, name: &str, kind: &str, bytes: &[u8]) -> Result<String, FileError> {
-        if !KINDS.contains(&kind) {
-            return Err(FileError::UnknownKind(kind.to_owned()));
-        }
+    pub fn check(&self, name: &str, kind: FileKind, bytes: &[u8]) -> Result<String, FileError> {
         let name = name.to_owned();
         if bytes.is_empty() {
             return Err(FileError::Empty { name });
@@ -198,7 +191,7 @@ impl Files {
                 allowed: self.allowed.join(", "),
             });
         }
-        if kind == "image" && !content_type.starts_with("image/") {
+        if kind == FileKind::Image && !content_type.starts_with("image/") {
             return Err(FileError::NotAnImage { name, content_type });
         }
         Ok(content_type)
@@ -271,7 +264,7 @@ impl Files {
 pub struct Put<'a> {
     pub tenant: Uuid,
     pub project: Option<Uuid>,
-    pub kind: &'a str,
+    pub kind: FileKind,
     /// Its name (any folders are dropped).
     pub name: &'a str,
     pub bytes: &'a [u8],

@@ -890,7 +890,8 @@ async fn integration_tests_read_each_platform_and_set_the_status() {
     fake.revoke(Platform::Shopify);
     let err = check(ids[4].1).await.unwrap_err();
     assert!(
-        matches!(&err, copydesk::publish::CallError::Auth(m) if m.contains("Invalid API key or access token")),
+        // A 401: the token was not taken.
+        matches!(&err, copydesk::publish::CallError::TokenRefused(m) if m.contains("Invalid API key or access token")),
         "{err:?}"
     );
     // Each check wrote a runs row without a job.
@@ -1235,7 +1236,7 @@ async fn image_in(db: &TestDb, dir: &std::path::Path, project: Uuid) -> (Setting
             &copydesk::files::Put {
                 tenant: copydesk::domain::DEFAULT_TENANT,
                 project: Some(project),
-                kind: "image",
+                kind: copydesk::domain::FileKind::Image,
                 name: "linen.png",
                 bytes: PNG,
             },

@@ -7,7 +7,7 @@ use clap::Subcommand;
 use uuid::Uuid;
 
 use super::{Env, JsonFlag, TenantFlag};
-use crate::{files::Files, store};
+use crate::{domain::FileKind, files::Files, store};
 
 #[derive(Debug, Subcommand)]
 pub enum FilesCommand {
@@ -18,8 +18,8 @@ pub enum FilesCommand {
         #[arg(long, value_parser = super::parse_id)]
         project: Uuid,
         /// What it is for: image (a post's picture), sample (a style sample) or export.
-        #[arg(long, default_value = "image", value_parser = ["image", "sample", "export"])]
-        kind: String,
+        #[arg(long, default_value = "image")]
+        kind: FileKind,
     },
     /// A file's bytes: to --output, else to standard output.
     Get {
@@ -103,7 +103,7 @@ pub async fn run(
                     &crate::files::Put {
                         tenant,
                         project: Some(project),
-                        kind: &kind,
+                        kind,
                         name: &name,
                         bytes: &bytes,
                     },
@@ -169,7 +169,7 @@ pub async fn run(
                     vec![
                         f.id.to_string(),
                         f.tenant,
-                        f.kind,
+                        f.kind.to_string(),
                         f.name,
                         f.content_type,
                         f.size.to_string(),

@@ -271,7 +271,7 @@ pub fn parse_id(s: &str) -> Result<Uuid, BadArg> {
 
 /// Parses a duration: a whole number with `s`, `m`, `h` or `d` (`90d`, `12h`, `30m`).
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, BadArg> {
-    crate::config::parse_duration(s).map_err(BadArg)
+    crate::config::parse_duration(s).map_err(|e| BadArg(e.to_string()))
 }
 
 /// `--tenant SLUG`: the tenant a command acts for or lists (all or `default` without it).

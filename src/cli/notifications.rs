@@ -339,13 +339,13 @@ async fn channels(
                     vec![
                         c.id.to_string(),
                         c.tenant,
-                        c.kind,
+                        c.kind.to_string(),
                         c.target,
                         c.min_severity.to_string(),
                         c.project_id.map_or("all".into(), |p| p.to_string()),
                         match (c.last_status, c.last_answer_status) {
                             (Some(s), Some(code)) => format!("{s} ({code})"),
-                            (Some(s), None) => s,
+                            (Some(s), None) => s.to_string(),
                             _ => "-".into(),
                         },
                     ]

@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 use super::Ctx;
 use crate::{
+    domain::{ChannelKind, DeliveryStatus},
     fetch::{FetchError, Fetcher},
     store::{self, notifications::Delivery},
 };
@@ -51,13 +52,17 @@ pub fn new_secret() -> String {
     format!("{SECRET_PREFIX}{}", B64.encode(rand::random::<[u8; 32]>()))
 }
 
+/// A channel's signing secret that cannot sign.
+#[derive(Debug, thiserror::Error)]
+#[error("the channel's signing secret is not base64: {0}")]
+pub struct BadSecret(#[from] base64::DecodeError);
+
 /// The `webhook-signature` of `body`, sent as message `id` at `timestamp` (Unix
 /// seconds), with a `whsec_` secret.
-pub fn sign(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Result<String, String> {
-    let key = B64
-        .decode(secret.strip_prefix(SECRET_PREFIX).unwrap_or(secret))
-        .map_err(|e| format!("the channel's signing secret is not base64: {e}"))?;
-    let mut mac = Hmac::<Sha256>::new_from_slice(&key).map_err(|e| e.to_string())?;
+pub fn sign(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Result<String, BadSecret> {
+    let key = B64.decode(secret.strip_prefix(SECRET_PREFIX).unwrap_or(secret))?;
+    // HMAC takes a key of any length.
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("HMAC takes keys of any length");
     mac.update(format!("{id}.{timestamp}.").as_bytes());
     mac.update(body);
     Ok(format!("v1,{}", B64.encode(mac.finalize().into_bytes())))
@@ -93,9 +98,9 @@ pub async fn send(
     body: Vec<u8>,
 ) -> Result<(u16, String), FetchError> {
     let timestamp = chrono::Utc::now().timestamp();
-    let signature = sign(secret, id, timestamp, &body).map_err(|why| FetchError::BadUrl {
+    let signature = sign(secret, id, timestamp, &body).map_err(|e| FetchError::BadUrl {
         url: url.to_owned(),
-        why,
+        why: e.to_string(),
     })?;
     let mut headers = reqwest::header::HeaderMap::new();
     for (name, value) in [
@@ -130,12 +135,12 @@ pub async fn run(ctx: Ctx, args: NotifyArgs) -> Result<Outcome, JobError> {
             json!({"delivered": false, "why": "the delivery is gone (its channel was removed)"}),
         ));
     };
-    if d.status == "delivered" {
+    if d.status == DeliveryStatus::Delivered {
         return Ok(Outcome::done_with(json!({"delivered": true})));
     }
-    let attempt = match d.channel_kind.as_str() {
-        "email" => email(&ctx, &d).await,
-        _ => webhook(&ctx, &d).await?,
+    let attempt = match d.channel_kind {
+        ChannelKind::Email => email(&ctx, &d).await,
+        ChannelKind::Webhook => webhook(&ctx, &d).await?,
     };
     store::notifications::record_attempt(
         &ctx.pool,

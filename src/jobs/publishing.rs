@@ -432,7 +432,12 @@ async fn answered(
                     Ok(finish(p, How::ReconciledAfterDuplicate))
                 }
                 Ok(None)
-                | Err(CallError::Auth(_) | CallError::Rejected(_) | CallError::Duplicate(_)) => {
+                | Err(
+                    CallError::Auth(_)
+                    | CallError::TokenRefused(_)
+                    | CallError::Rejected(_)
+                    | CallError::Duplicate(_),
+                ) => {
                     mark(AttemptState::NotSent, None, Some(&m)).await?;
                     Err(JobError::permanent(format!(
                         "{platform} refused the post as a duplicate ({m}), but no matching post of this job was found among the recent ones: \
@@ -471,7 +476,7 @@ async fn answered(
                 None => e,
             })
         }
-        Err(CallError::Auth(m)) => {
+        Err(CallError::Auth(m) | CallError::TokenRefused(m)) => {
             mark(AttemptState::NotSent, None, Some(&m)).await?;
             store::integrations::mark_error(&ctx.pool, integration_id, &m, Some(ctx.job.id))
                 .await

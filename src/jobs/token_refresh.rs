@@ -59,7 +59,7 @@ pub async fn run(ctx: Ctx, _args: TokenRefreshArgs) -> Result<Outcome, JobError>
         match publish::x::refresh_ahead(&pctx, ahead).await {
             Ok(true) => refreshed += 1,
             Ok(false) => {}
-            Err(CallError::Auth(m)) => {
+            Err(CallError::Auth(m) | CallError::TokenRefused(m)) => {
                 store::integrations::mark_error(&ctx.pool, id, &m, Some(ctx.job.id))
                     .await
                     .retryable()?;

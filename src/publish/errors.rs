@@ -33,7 +33,13 @@ pub enum CallError {
         message: String,
         retry_after: Option<Duration>,
     },
-    /// 401/403 or a token error: the integration's credentials are at fault.
+    /// 401: the platform did not take the token (expired, revoked or wrong). A platform
+    /// whose tokens are refreshed (X) refreshes once and tries again; otherwise, as
+    /// `Auth`, the integration's credentials are at fault.
+    #[error("{0}")]
+    TokenRefused(String),
+    /// 403 or a token error in the body, or the integration's setup lacking what the
+    /// platform needs (its metadata): the integration is at fault.
     #[error("{0}")]
     Auth(String),
     /// Any other refusal (4xx): retrying the same request cannot help.
@@ -70,6 +76,7 @@ impl CallError {
                 message: f(message),
                 retry_after,
             },
+            Self::TokenRefused(m) => Self::TokenRefused(f(m)),
             Self::Auth(m) => Self::Auth(f(m)),
             Self::Rejected(m) => Self::Rejected(f(m)),
             Self::Duplicate(m) => Self::Duplicate(f(m)),
@@ -128,7 +135,8 @@ pub fn classify(platform: Platform, r: &Reply) -> Result<(), CallError> {
             Err(CallError::unknown(message()))
         }
         200..=299 => Ok(()),
-        401 | 403 => Err(CallError::Auth(message())),
+        401 => Err(CallError::TokenRefused(message())),
+        403 => Err(CallError::Auth(message())),
         408 => Err(CallError::unknown(message())),
         500..=599 => Err(CallError::Unknown {
             message: format!("{}; the request may have been applied", message()),
@@ -350,7 +358,7 @@ mod tests {
         );
         assert_eq!(
             classify(Platform::Wordpress, &wp),
-            Err(CallError::Auth("HTTP 401: Sorry, you are not allowed to create posts as this user. (rest_cannot_create)".into()))
+            Err(CallError::TokenRefused("HTTP 401: Sorry, you are not allowed to create posts as this user. (rest_cannot_create)".into()))
         );
         let shop = reply(422, json!({"errors": {"title": ["can't be blank"]}}), &[]);
         assert_eq!(

@@ -13,7 +13,7 @@ fn graph(ctx: &Ctx) -> Result<(String, String), CallError> {
         .unwrap_or(&ctx.settings.facebook_graph_version)
         .to_owned();
     let page = ctx.meta("page_id").map(str::to_owned).ok_or_else(|| {
-        CallError::Rejected("the facebook integration has no page_id in its metadata".into())
+        CallError::Auth("the facebook integration has no page_id in its metadata".into())
     })?;
     Ok((
         format!("{}/{version}", ctx.base("https://graph.facebook.com")),

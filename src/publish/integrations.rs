@@ -224,7 +224,7 @@ async fn test_unrecorded(
         }
         Err(e) => {
             let status = match &e {
-                CallError::Auth(m) => {
+                CallError::Auth(m) | CallError::TokenRefused(m) => {
                     store::integrations::mark_error(pool, id, m, None).await?;
                     IntegrationStatus::Error
                 }

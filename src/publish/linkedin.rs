@@ -51,7 +51,7 @@ fn headers(ctx: &Ctx, req: reqwest::RequestBuilder) -> Result<reqwest::RequestBu
 
 fn author(ctx: &Ctx) -> Result<String, CallError> {
     ctx.meta("author_urn").map(str::to_owned).ok_or_else(|| {
-        CallError::Rejected("the linkedin integration has no author_urn in its metadata".into())
+        CallError::Auth("the linkedin integration has no author_urn in its metadata".into())
     })
 }
 

@@ -22,7 +22,7 @@ fn blog_id(ctx: &Ctx) -> Result<String, CallError> {
     match ctx.integration.metadata.get("blog_id") {
         Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
         Some(Value::Number(n)) => Ok(n.to_string()),
-        _ => Err(CallError::Rejected(
+        _ => Err(CallError::Auth(
             "the shopify integration has no blog_id in its metadata".into(),
         )),
     }

@@ -338,8 +338,8 @@ where
         refresh(ctx).await?;
     }
     match call().await {
-        Err(CallError::Auth(m))
-            if m.contains("401") && ctx.refreshed.lock().expect("not poisoned").is_none() =>
+        Err(CallError::TokenRefused(_))
+            if ctx.refreshed.lock().expect("not poisoned").is_none() =>
         {
             tracing::info!("x answered 401: refreshing the token once");
             refresh(ctx).await?;

@@ -7,6 +7,7 @@ use sqlx::PgExecutor;
 use uuid::Uuid;
 
 use super::{Error, Result};
+use crate::domain::FileKind;
 
 /// A file's row.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -15,7 +16,7 @@ pub struct File {
     pub tenant: String,
     pub tenant_id: Uuid,
     pub project_id: Option<Uuid>,
-    pub kind: String,
+    pub kind: FileKind,
     pub name: String,
     pub sha256: String,
     pub size: i64,
@@ -31,7 +32,7 @@ pub struct File {
 pub struct NewFile<'a> {
     pub tenant: Uuid,
     pub project: Option<Uuid>,
-    pub kind: &'a str,
+    pub kind: FileKind,
     pub name: &'a str,
     pub sha256: &'a str,
     pub size: i64,

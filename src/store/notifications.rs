@@ -11,7 +11,7 @@ use sqlx::PgExecutor;
 use uuid::Uuid;
 
 use super::Result;
-use crate::domain::Severity;
+use crate::domain::{ChannelKind, DeliveryStatus, Severity};
 
 /// A notification to raise.
 #[derive(Debug, Clone)]
@@ -154,13 +154,13 @@ pub struct Channel {
     pub id: Uuid,
     pub tenant: String,
     pub project_id: Option<Uuid>,
-    pub kind: String,
+    pub kind: ChannelKind,
     pub target: String,
     pub min_severity: Severity,
     pub created_by: String,
     pub created_at: DateTime<Utc>,
     /// Its latest delivery: status, the receiver's status code, when.
-    pub last_status: Option<String>,
+    pub last_status: Option<DeliveryStatus>,
     pub last_answer_status: Option<i32>,
     pub last_at: Option<DateTime<Utc>>,
 }
@@ -251,11 +251,10 @@ pub async fn remove_channel(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool> {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Delivery {
     pub id: Uuid,
-    pub status: String,
+    pub status: DeliveryStatus,
     pub attempts: i32,
     pub channel_id: Uuid,
-    /// `webhook` or `email`.
-    pub channel_kind: String,
+    pub channel_kind: ChannelKind,
     /// A webhook's URL as shown (its path hidden), or an email address.
     pub target: String,
     /// A webhook's whole URL and signing secret, encrypted.

@@ -156,9 +156,6 @@ impl JobError {
         self.retry = Some(Some(after));
         self
     }
-    pub fn is_permanent(&self) -> bool {
-        self.retry.is_none() && self.wait.is_none()
-    }
 }
 
 impl From<JobError> for Outcome {
