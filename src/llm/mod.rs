@@ -254,6 +254,35 @@ struct Try<'a> {
     reservation: Option<Reservation>,
 }
 
+impl<'a> Try<'a> {
+    /// An earlier run's answer to the same request, kept as a step.
+    fn replayed(model: &'a str, mode: Option<StructuredMode>, negotiated: bool) -> Self {
+        Self {
+            model,
+            replayed: true,
+            mode,
+            negotiated,
+            started: Instant::now(),
+            reservation: None,
+        }
+    }
+}
+
+/// A request sent (its try and what came back), or the rate limit's wait.
+enum Paid<'a> {
+    Sent(Try<'a>, std::result::Result<Completion, Failure>),
+    Wait(String, Duration),
+}
+
+/// What a failure's handling needs to know of the model being tried.
+struct HopState<'a> {
+    model: &'a str,
+    has_next: bool,
+    pinned: Option<StructuredMode>,
+    keys: &'a [String],
+    cap: Duration,
+}
+
 /// How a call goes on after a request.
 enum Next {
     /// Ask again (same model): a repair turn, a step-down, or after a wait.
@@ -370,11 +399,7 @@ impl Llm {
             let keys = store::limits::llm_keys(base_url, model);
             let has_next = hop + 1 < chain.len();
             let pinned = self.pinned(agent, base_url);
-            let mut mode = match (&call.schema, pinned) {
-                (None, _) => None,
-                (Some(_), Some(m)) => Some(m),
-                (Some(_), None) => Some(self.learned_mode(scope, base_url, model).await),
-            };
+            let mut mode = self.first_mode(scope, call, base_url, model, pinned).await;
             let mut tries = 0;
             let mut repair: Option<RepairTurn> = None;
             let mut notes: Vec<String> = Vec::new();
@@ -394,82 +419,29 @@ impl Llm {
                 let name = step_name(call, hop, repair.is_some());
                 let recalled = steps.recall::<Completion>(&name, step).await?;
                 let (t, sent) = match recalled {
-                    Some(c) => {
-                        let t = Try {
+                    Some(c) => (Try::replayed(model, mode, pinned.is_none()), Ok(c)),
+                    None => match self
+                        .paid_call(
+                            scope,
+                            call,
+                            agent,
+                            (base_url, key),
                             model,
-                            replayed: true,
                             mode,
-                            negotiated: pinned.is_none(),
-                            started: Instant::now(),
-                            reservation: None,
-                        };
-                        (t, Ok(c))
-                    }
-                    None => {
-                        let tokens = tokens_needed(call, agent, repair.as_ref());
-                        let slots = match store::limits::take(
-                            &scope.pool,
-                            &self.limits,
-                            &keys,
-                            tokens,
-                            Some(scope.job_id),
+                            pinned,
+                            repair.as_ref(),
+                            (&request, &keys, &name, step),
                         )
-                        .await
-                        .map_err(|source| Error::Store {
-                            doing: "taking from the rate limits".into(),
-                            source,
-                        })? {
-                            Taken::Granted(slots) => slots,
-                            Taken::Wait { key, after } => {
-                                tracing::debug!(%key, after_ms = after.as_millis() as u64, %model, "rate limit: no capacity");
-                                if waiting.as_ref().is_none_or(|(_, w)| after < *w) {
-                                    waiting = Some((key, after));
-                                }
-                                break;
+                        .await?
+                    {
+                        Paid::Sent(t, sent) => (t, sent),
+                        Paid::Wait(key, after) => {
+                            if waiting.as_ref().is_none_or(|(_, w)| after < *w) {
+                                waiting = Some((key, after));
                             }
-                        };
-                        let estimate = self.worst_case(model, call, agent, repair.as_ref());
-                        let reservation = match self.reserve(scope, agent, estimate).await {
-                            Ok(r) => r,
-                            Err(e) => {
-                                self.release(scope, &slots).await;
-                                return Err(e);
-                            }
-                        };
-                        let t = Try {
-                            model,
-                            replayed: false,
-                            mode,
-                            negotiated: pinned.is_none(),
-                            started: Instant::now(),
-                            reservation,
-                        };
-                        let sent = openai::send(
-                            &self.http,
-                            &self.cfg,
-                            base_url,
-                            key,
-                            &request,
-                            mode.is_some(),
-                        )
-                        .await;
-                        // What the server says the call used, when it says (a throttled or
-                        // failed request leaves the estimate standing).
-                        let used = match &sent {
-                            Ok(c) => Some(&c.usage),
-                            Err(Failure::Malformed { usage, .. }) => Some(usage),
-                            Err(_) => None,
+                            break;
                         }
-                        .map(|u| u.prompt_tokens.max(0) as u32 + u.completion_tokens.max(0) as u32)
-                        .filter(|n| *n > 0);
-                        self.end_call(scope, &keys, &slots, tokens, used).await;
-                        if let Ok(c) = &sent {
-                            // Kept before anything else is written: from here on no run
-                            // of this job pays for this request again.
-                            steps.record_or_warn(&name, step, c).await;
-                        }
-                        (t, sent)
-                    }
+                    },
                 };
                 if sent.is_ok() {
                     *asked.entry(same).or_default() += 1;
@@ -485,135 +457,46 @@ impl Llm {
                     Err(f) => Ok(f),
                 };
                 let next = match outcome {
-                    // The answer could not be used.
-                    Err(Unanswered::IgnoredMode(text)) => {
-                        let weaker = mode.and_then(StructuredMode::weaker);
-                        match (weaker, pinned) {
-                            (Some(w), None) => {
-                                self.step_down(scope, base_url, model, w).await;
-                                notes.push(format!(
-                                    "{} ignored {}: stepped down to {w}",
-                                    model,
-                                    mode.map(|m| m.as_str()).unwrap_or_default()
-                                ));
-                                mode = Some(w);
-                                Next::Again
-                            }
-                            _ => {
-                                tries += 1;
-                                last = format!("the answer holds no JSON object: {}", clip(&text));
-                                repair = None;
-                                Next::Again
-                            }
-                        }
-                    }
-                    Err(Unanswered::Unusable { answer, problem }) => {
-                        if repair.is_none() {
-                            repair = Some(RepairTurn {
-                                answer,
-                                problem: problem.clone(),
-                            });
-                            notes.push(format!("asked again once: {problem}"));
-                        } else {
-                            tries += 1;
-                            repair = None;
-                        }
-                        last = format!("malformed {} answer: {problem}", schema_name(call));
-                        Next::Again
-                    }
-                    Err(Unanswered::CutOff) => {
-                        tries += 1;
-                        last = format!(
-                            "the answer was cut off at max_tokens ({})",
-                            agent.max_tokens
-                        );
+                    // The answer could not be used: ask again.
+                    Err(u) => {
+                        self.after_unusable(
+                            scope,
+                            call,
+                            agent,
+                            (base_url, model, pinned),
+                            u,
+                            (&mut mode, &mut tries, &mut repair),
+                            &mut notes,
+                            &mut last,
+                        )
+                        .await;
                         Next::Again
                     }
                     // The request failed.
                     Ok(f) => {
                         self.failed(scope, call, &t, &f, &notes).await?;
                         last = f.message().to_owned();
-                        match f {
-                            Failure::ModeRefused(m) => {
-                                let weaker = mode.and_then(StructuredMode::weaker);
-                                match (weaker, pinned) {
-                                    (Some(w), None) => {
-                                        self.step_down(scope, base_url, model, w).await;
-                                        notes.push(format!(
-                                            "{} refused {}: stepped down to {w}",
-                                            model,
-                                            mode.map(|m| m.as_str()).unwrap_or_default()
-                                        ));
-                                        mode = Some(w);
-                                        Next::Again
-                                    }
-                                    _ => {
-                                        return Err(Error::Failed {
-                                            agent: call.agent.clone(),
-                                            message: format!(
-                                                "{m} (the {} structured mode is {}; set [llm] structured_mode or [llm.structured_modes] to one the server takes)",
-                                                mode.map(|m| m.as_str()).unwrap_or_default(),
-                                                if pinned.is_some() {
-                                                    "pinned"
-                                                } else {
-                                                    "the weakest"
-                                                }
-                                            ),
-                                            retryable: false,
-                                            retry_after: None,
-                                        });
-                                    }
-                                }
-                            }
-                            Failure::Refused(m) => {
-                                return Err(Error::Failed {
-                                    agent: call.agent.clone(),
-                                    message: m,
-                                    retryable: false,
-                                    retry_after: None,
-                                });
-                            }
-                            Failure::Unavailable { retry_after, .. } => {
-                                self.sick(scope, base_url, model, &last).await;
-                                last_wait = retry_after;
-                                if has_next {
-                                    Next::NextModel
-                                } else {
-                                    tries += 1;
-                                    self.pause(retry_after, tries, cap).await
-                                }
-                            }
-                            Failure::Throttled { retry_after, .. } => {
-                                // The model's key stops for every process until the
-                                // server's reset; this job waits for it, or hands over.
-                                let pause = store::limits::pause(
-                                    &scope.pool,
-                                    &self.limits,
-                                    &keys[0],
-                                    retry_after,
-                                )
-                                .await
-                                .map_err(|source| {
-                                    Error::Store {
-                                        doing: "pausing a rate limit".into(),
-                                        source,
-                                    }
-                                })?;
-                                tracing::warn!(key = %keys[0], pause_ms = pause.as_millis() as u64, "throttled: key paused");
-                                if waiting.as_ref().is_none_or(|(_, w)| pause < *w) {
-                                    waiting = Some((keys[0].clone(), pause));
-                                }
-                                if has_next {
-                                    Next::NextModel
-                                } else {
-                                    break;
-                                }
-                            }
-                            Failure::Malformed { .. } => {
-                                tries += 1;
-                                self.pause(None, tries, cap).await
-                            }
-                        }
+                        let hop = HopState {
+                            model,
+                            has_next,
+                            pinned,
+                            keys: &keys,
+                            cap,
+                        };
+                        self.after_failure(
+                            scope,
+                            call,
+                            base_url,
+                            &hop,
+                            f,
+                            &mut mode,
+                            &mut tries,
+                            &mut notes,
+                            &mut last_wait,
+                            &mut waiting,
+                            &last,
+                        )
+                        .await?
                     }
                 };
                 match next {
@@ -631,6 +514,249 @@ impl Llm {
             return Err(Error::Wait { key, after });
         }
         Err(self.give_up(call, &last, last_wait))
+    }
+
+    /// A request no earlier run of the job has the answer to: capacity from the rate
+    /// limits (none: the wait), the budget reserved, the request sent, the limits told
+    /// what it used, and its answer kept as a step before anything else is written.
+    #[allow(clippy::too_many_arguments)]
+    async fn paid_call<'m>(
+        &self,
+        scope: &Scope,
+        call: &Call,
+        agent: &AgentConfig,
+        (base_url, key): (&str, Option<&Secret>),
+        model: &'m str,
+        mode: Option<StructuredMode>,
+        pinned: Option<StructuredMode>,
+        repair: Option<&RepairTurn>,
+        (request, keys, name, step): (&Value, &[String], &str, RequestHash),
+    ) -> Result<Paid<'m>> {
+        let tokens = tokens_needed(call, agent, repair);
+        let slots = match store::limits::take(
+            &scope.pool,
+            &self.limits,
+            keys,
+            tokens,
+            Some(scope.job_id),
+        )
+        .await
+        .map_err(|source| Error::Store {
+            doing: "taking from the rate limits".into(),
+            source,
+        })? {
+            Taken::Granted(slots) => slots,
+            Taken::Wait { key, after } => {
+                tracing::debug!(%key, after_ms = after.as_millis() as u64, %model, "rate limit: no capacity");
+                return Ok(Paid::Wait(key, after));
+            }
+        };
+        let estimate = self.worst_case(model, call, agent, repair);
+        let reservation = match self.reserve(scope, agent, estimate).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.release(scope, &slots).await;
+                return Err(e);
+            }
+        };
+        let t = Try {
+            model,
+            replayed: false,
+            mode,
+            negotiated: pinned.is_none(),
+            started: Instant::now(),
+            reservation,
+        };
+        let sent = openai::send(
+            &self.http,
+            &self.cfg,
+            base_url,
+            key,
+            request,
+            mode.is_some(),
+        )
+        .await;
+        // What the server says the call used, when it says (a throttled or
+        // failed request leaves the estimate standing).
+        let used = match &sent {
+            Ok(c) => Some(&c.usage),
+            Err(Failure::Malformed { usage, .. }) => Some(usage),
+            Err(_) => None,
+        }
+        .map(|u| u.prompt_tokens.max(0) as u32 + u.completion_tokens.max(0) as u32)
+        .filter(|n| *n > 0);
+        self.end_call(scope, keys, &slots, tokens, used).await;
+        if let Ok(c) = &sent {
+            // Kept before anything else is written: from here on no run
+            // of this job pays for this request again.
+            scope.steps().record_or_warn(name, step, c).await;
+        }
+        Ok(Paid::Sent(t, sent))
+    }
+
+    /// The structured mode a model is first asked in: none without a schema, the pinned
+    /// one, or the one this server and model last answered in.
+    async fn first_mode(
+        &self,
+        scope: &Scope,
+        call: &Call,
+        base_url: &str,
+        model: &str,
+        pinned: Option<StructuredMode>,
+    ) -> Option<StructuredMode> {
+        match (&call.schema, pinned) {
+            (None, _) => None,
+            (Some(_), Some(m)) => Some(m),
+            (Some(_), None) => Some(self.learned_mode(scope, base_url, model).await),
+        }
+    }
+
+    /// An answer that could not be used, and how the next request differs: a weaker
+    /// structured mode, a repair turn (once), or another try.
+    #[allow(clippy::too_many_arguments)]
+    async fn after_unusable(
+        &self,
+        scope: &Scope,
+        call: &Call,
+        agent: &AgentConfig,
+        (base_url, model, pinned): (&str, &str, Option<StructuredMode>),
+        u: Unanswered,
+        (mode, tries, repair): (
+            &mut Option<StructuredMode>,
+            &mut u32,
+            &mut Option<RepairTurn>,
+        ),
+        notes: &mut Vec<String>,
+        last: &mut String,
+    ) {
+        match u {
+            Unanswered::IgnoredMode(text) => {
+                let weaker = mode.and_then(StructuredMode::weaker);
+                match (weaker, pinned) {
+                    (Some(w), None) => {
+                        self.step_down(scope, base_url, model, w).await;
+                        notes.push(format!(
+                            "{} ignored {}: stepped down to {w}",
+                            model,
+                            mode.map(|m| m.as_str()).unwrap_or_default()
+                        ));
+                        *mode = Some(w);
+                    }
+                    _ => {
+                        *tries += 1;
+                        *last = format!("the answer holds no JSON object: {}", clip(&text));
+                        *repair = None;
+                    }
+                }
+            }
+            Unanswered::Unusable { answer, problem } => {
+                if repair.is_none() {
+                    *repair = Some(RepairTurn {
+                        answer,
+                        problem: problem.clone(),
+                    });
+                    notes.push(format!("asked again once: {problem}"));
+                } else {
+                    *tries += 1;
+                    *repair = None;
+                }
+                *last = format!("malformed {} answer: {problem}", schema_name(call));
+            }
+            Unanswered::CutOff => {
+                *tries += 1;
+                *last = format!(
+                    "the answer was cut off at max_tokens ({})",
+                    agent.max_tokens
+                );
+            }
+        }
+    }
+
+    /// What a failed request means for the call: a weaker structured mode, the next
+    /// model, a pause and another try, a wait for the rate limit, or the end.
+    #[allow(clippy::too_many_arguments)]
+    async fn after_failure(
+        &self,
+        scope: &Scope,
+        call: &Call,
+        base_url: &str,
+        hop: &HopState<'_>,
+        f: Failure,
+        mode: &mut Option<StructuredMode>,
+        tries: &mut u32,
+        notes: &mut Vec<String>,
+        last_wait: &mut Option<Duration>,
+        waiting: &mut Option<(String, Duration)>,
+        last: &str,
+    ) -> Result<Next> {
+        match f {
+            Failure::ModeRefused(m) => {
+                let weaker = mode.and_then(StructuredMode::weaker);
+                match (weaker, hop.pinned) {
+                    (Some(w), None) => {
+                        self.step_down(scope, base_url, hop.model, w).await;
+                        notes.push(format!(
+                            "{} refused {}: stepped down to {w}",
+                            hop.model,
+                            mode.map(|m| m.as_str()).unwrap_or_default()
+                        ));
+                        *mode = Some(w);
+                        Ok(Next::Again)
+                    }
+                    _ => Err(Error::Failed {
+                        agent: call.agent.clone(),
+                        message: format!(
+                            "{m} (the {} structured mode is {}; set [llm] structured_mode or [llm.structured_modes] to one the server takes)",
+                            mode.map(|m| m.as_str()).unwrap_or_default(),
+                            if hop.pinned.is_some() {
+                                "pinned"
+                            } else {
+                                "the weakest"
+                            }
+                        ),
+                        retryable: false,
+                        retry_after: None,
+                    }),
+                }
+            }
+            Failure::Refused(m) => Err(Error::Failed {
+                agent: call.agent.clone(),
+                message: m,
+                retryable: false,
+                retry_after: None,
+            }),
+            Failure::Unavailable { retry_after, .. } => {
+                self.sick(scope, base_url, hop.model, last).await;
+                *last_wait = retry_after;
+                if hop.has_next {
+                    Ok(Next::NextModel)
+                } else {
+                    *tries += 1;
+                    Ok(self.pause(retry_after, *tries, hop.cap).await)
+                }
+            }
+            Failure::Throttled { retry_after, .. } => {
+                // The model's key stops for every process until the
+                // server's reset; this job waits for it, or hands over.
+                let pause =
+                    store::limits::pause(&scope.pool, &self.limits, &hop.keys[0], retry_after)
+                        .await
+                        .map_err(|source| Error::Store {
+                            doing: "pausing a rate limit".into(),
+                            source,
+                        })?;
+                tracing::warn!(key = %hop.keys[0], pause_ms = pause.as_millis() as u64, "throttled: key paused");
+                if waiting.as_ref().is_none_or(|(_, w)| pause < *w) {
+                    *waiting = Some((hop.keys[0].clone(), pause));
+                }
+                // The next model, or (none left) the end of the chain: the call waits.
+                Ok(Next::NextModel)
+            }
+            Failure::Malformed { .. } => {
+                *tries += 1;
+                Ok(self.pause(None, *tries, hop.cap).await)
+            }
+        }
     }
 
     /// Frees a call's concurrency slots; one that cannot be freed expires on its own.
