@@ -178,7 +178,11 @@ impl FakePlatforms {
         self.state.lock().expect("not poisoned").requests.clone()
     }
 
+    // The controls below make a platform misbehave. Tests use them; the product binary
+    // has none of them (the `stand-in-controls` feature, which only the tests enable).
+
     /// The next `n` create calls to `platform` are rate limited.
+    #[cfg(feature = "stand-in-controls")]
     pub fn throttle(&self, platform: Platform, n: u32) {
         self.state
             .lock()
@@ -188,6 +192,7 @@ impl FakePlatforms {
     }
 
     /// Every call to `platform` is refused as unauthorised (a revoked token).
+    #[cfg(feature = "stand-in-controls")]
     pub fn revoke(&self, platform: Platform) {
         self.state
             .lock()
@@ -197,12 +202,14 @@ impl FakePlatforms {
     }
 
     /// X's access token expires now: only a refresh brings a working one.
+    #[cfg(feature = "stand-in-controls")]
     pub fn expire_x_token(&self) {
         let mut s = self.state.lock().expect("not poisoned");
         s.x_access = format!("x-fake-access-{}-unissued", s.next_id);
     }
 
     /// Create calls to `platform` keep the post, then answer 502 Bad Gateway.
+    #[cfg(feature = "stand-in-controls")]
     pub fn lose_answers(&self, platform: Platform, on: bool) {
         let mut s = self.state.lock().expect("not poisoned");
         if on {
@@ -213,6 +220,7 @@ impl FakePlatforms {
     }
 
     /// Create calls to `platform` answer 502 Bad Gateway without keeping the post.
+    #[cfg(feature = "stand-in-controls")]
     pub fn drop_creates(&self, platform: Platform, on: bool) {
         let mut s = self.state.lock().expect("not poisoned");
         if on {
@@ -223,6 +231,7 @@ impl FakePlatforms {
     }
 
     /// GET calls to `platform` are refused with 403 (no read permission).
+    #[cfg(feature = "stand-in-controls")]
     pub fn deny_reads(&self, platform: Platform) {
         self.state
             .lock()
@@ -232,6 +241,7 @@ impl FakePlatforms {
     }
 
     /// Create calls keep the post, then wait this long before answering.
+    #[cfg(feature = "stand-in-controls")]
     pub fn hold_answers(&self, d: Option<Duration>) {
         self.state.lock().expect("not poisoned").hold = d;
     }
