@@ -1,11 +1,10 @@
 //! copydesk: a job-queue worker service for AI content pipelines, driven by Postgres
 //! rows. See ARCHITECTURE.md for the map of the code and its invariants.
 //!
-//! Layers, top to bottom (a module imports only from those below it; the queue engine
-//! is a crate of its own, `copydesk-queue`, so the compiler keeps it under everything):
-//! `cli` → `demo` → `app` → `http` → `pipeline` → `jobs` → `publish`, `llm`, `files` → `store`
-//! → `domain`, `config`, `db`, `fetch`, `keys`, `mail`, `report`, `retry_after`, `telemetry`
-//! → `queue` (the engine).
+//! Layers: a module imports only from floors below its own; the floors are written
+//! once, in `tests/layers.rs`, which checks them (ARCHITECTURE.md draws them). The
+//! queue engine is a crate of its own, `copydesk-queue`, so the compiler keeps it under
+//! everything.
 
 pub mod app;
 pub mod cli;
