@@ -203,12 +203,11 @@ async fn migrate_schema(pool: &PgPool) -> Result<usize> {
         && !schema::table_exists(pool, HISTORY).await?
     {
         // Made by a copydesk from before the engine owned its schema: finish its
-        // migrations, then the engine (seeing `jobs`) and this layer record their
-        // baselines instead of running them.
+        // migrations, then record this layer's baseline instead of running it (the
+        // engine, seeing `jobs`, records its own just below).
         let before = schema::history(pool, LEGACY_HISTORY).await?.len();
         LEGACY.run(pool).await?;
         ran += schema::history(pool, LEGACY_HISTORY).await?.len() - before;
-        ran += schema::migrate(pool).await?;
         MIGRATOR.skip(pool, Some(BASELINE)).await?;
     }
     ran += schema::migrate(pool).await?;
