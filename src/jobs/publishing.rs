@@ -1,37 +1,31 @@
 //! `publishing`: sends an approved draft to one integration, exactly once.
 //!
-//! 1. Refuse any artifact without an `approved` approval, whoever enqueued the job;
-//!    refuse content over the platform's limit before any call.
-//! 2. If an earlier attempt of this job recorded a post (`publish_attempts.state =
-//!    'sent'`), finish with it. If one was left `sending` (its answer was lost: a crash,
-//!    a timeout, a 5xx), reconcile: look the post up on the platform (by slug or handle,
-//!    or by text among the recent posts) and finish with what is there; post again only
-//!    when the lookup says nothing went out; fail, telling the operator what to check,
-//!    when the lookup itself is refused.
-//! 3. Record the attempt (`sending`, committed) before the request leaves; then `sent`
-//!    with the external id, or `not_sent` when the platform refused it.
-//! 4. The `publication` artifact is written in the job's finish transaction.
+//! 1. Check the draft and the integration again (`publish::eligibility`: approved,
+//!    the right channel, the same tenant and project), whoever enqueued the job; the
+//!    integration connected and healthy; the content within the platform's limits.
+//! 2. Post exactly once (`publish::once`: earlier attempts reconciled first, the
+//!    attempt recorded before the request leaves).
+//! 3. The `publication` artifact is written in the job's finish transaction.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use copydesk_queue::{Effects, JobArgs, JobError, Outcome, ResultExt, text_enum};
+use copydesk_queue::{Effects, JobArgs, JobError, Outcome, ResultExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::Ctx;
 use crate::{
-    domain::{
-        ArtifactKind, ArtifactSource, AttemptState, Channel, IntegrationStatus, Platform, Severity,
-    },
+    domain::{ArtifactKind, ArtifactSource, Channel, IntegrationStatus, Platform},
     publish::{
-        self, CallError, Ctx as PublishCtx, Post, Published,
-        attempts::{self, NewAttempt},
-        integrations,
+        self, Ctx as PublishCtx, Post, eligibility, integrations,
+        once::{self, Delivered, Once},
     },
-    store::{self, artifacts::NewArtifact, limits::Taken},
+    store::{self, artifacts::NewArtifact},
 };
+
+pub use crate::publish::once::How;
 
 /// The input of a `publishing` job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,20 +50,6 @@ pub struct PublishingArgs {
 impl JobArgs for PublishingArgs {
     const KIND: &'static str = "publishing";
     const SCHEMA: &'static str = include_str!("../../jobs/publishing/schema.json");
-}
-
-text_enum! {
-    /// How a publication came to be recorded.
-    pub enum How("publication method") {
-        /// This attempt posted it.
-        Posted = "posted",
-        /// An earlier attempt's answer was lost; the platform showed its post.
-        Reconciled = "reconciled",
-        /// The platform refused this attempt as a duplicate of the earlier one's post.
-        ReconciledAfterDuplicate = "reconciled after a duplicate refusal",
-        /// An earlier attempt recorded the post before the job could finish.
-        Recorded = "recorded",
-    }
 }
 
 /// The output of a `publishing` job.
@@ -109,10 +89,23 @@ pub async fn run(ctx: Ctx, args: PublishingArgs) -> Result<Outcome, JobError> {
         ))
         .retry_after(wait));
     }
-    if let Some(done) = earlier_attempts(&ctx, &pctx, &post, artifact).await? {
-        return Ok(done);
+    let job = once::Job {
+        id: ctx.job.id,
+        attempt: ctx.job.attempts,
+        tenant: ctx.job.tenant_id,
+        project: ctx.job.project_id,
+    };
+    let delivered = Once {
+        pctx: &pctx,
+        limits: &ctx.app.settings.limits,
+        job,
+        post: &post,
+        artifact,
+        again: args.again,
     }
-    post_once(&ctx, &pctx, &post, &args).await
+    .post()
+    .await?;
+    Ok(publication(&ctx, &pctx, &post, artifact, delivered))
 }
 
 /// The approved draft, its channel, and the integration it goes to (the job's, else the
@@ -123,42 +116,25 @@ async fn destination(
     args: &PublishingArgs,
 ) -> Result<(store::artifacts::Publishable, Channel, PublishCtx), JobError> {
     let artifact = args.artifact_id;
-    let draft = store::artifacts::publishable(&ctx.pool, artifact).await?;
-    if draft.tenant_id != ctx.job.tenant_id {
+    let mut conn = ctx.pool.acquire().await.retryable()?;
+    let project = ctx.job.project_id;
+    let checked = eligibility::check(&mut conn, artifact, args.integration_id, project).await;
+    drop(conn);
+    let eligible = checked.map_err(|e| match e {
+        eligibility::Error::Store(e) if e.is_transient() => JobError::transient(e.to_string()),
+        e => JobError::permanent(format!("not publishing: {e}")),
+    })?;
+    // The job's tenant, not only the rows' own: a job inserted by SQL for one tenant
+    // never publishes another's draft.
+    if eligible.draft.tenant_id != ctx.job.tenant_id {
         return Err(JobError::permanent(format!(
             "artifact {artifact} belongs to another tenant than this job's: refusing to publish it"
         )));
     }
-    if draft.kind != ArtifactKind::Draft {
-        return Err(JobError::permanent(format!(
-            "artifact {artifact} is a {}, not a draft",
-            draft.kind
-        )));
-    }
-    if !draft.approved {
-        return Err(JobError::permanent(format!(
-            "artifact {artifact} has no approved approval: refusing to publish it"
-        )));
-    }
-    let channel = draft.channel.ok_or_else(|| {
-        JobError::permanent(format!("artifact {artifact} has no channel to publish to"))
-    })?;
-    let project = draft.project_id.or(ctx.job.project_id);
-    let integration_id = match args.integration_id {
-        Some(id) => id,
-        None => {
-            let found = match project {
-                Some(p) => store::integrations::for_channel(&ctx.pool, p, channel).await?,
-                None => None,
-            };
-            found.map(|(id, _)| id).ok_or_else(|| {
-                JobError::permanent(format!(
-                    "no integration for the {channel} channel in this project (add one with `copydesk integrations set --platform {}`)",
-                    Platform::for_channel(channel)[0]
-                ))
-            })?
-        }
-    };
+    let integration_id = eligible
+        .target()
+        .map_err(|e| JobError::permanent(e.to_string()))?
+        .integration;
     let keys = ctx.app.keys.clone().map_err(|e| {
         JobError::permanent(format!("cannot read the integration's credentials: {e}"))
     })?;
@@ -174,21 +150,6 @@ async fn destination(
     publish::health::check(&ctx.pool, &ctx.app.settings.publish, &integration, &creds)
         .await
         .retryable()?;
-    if platform.channel() != channel {
-        return Err(JobError::permanent(format!(
-            "integration {integration_id} publishes to {platform}, which does not take {channel} drafts"
-        )));
-    }
-    if integration.tenant_id != ctx.job.tenant_id {
-        return Err(JobError::permanent(format!(
-            "integration {integration_id} belongs to another tenant than this job's"
-        )));
-    }
-    if project.is_some_and(|p| p != integration.project_id) {
-        return Err(JobError::permanent(format!(
-            "integration {integration_id} belongs to another project than artifact {artifact}"
-        )));
-    }
     if integration.status != IntegrationStatus::Connected {
         return Err(JobError::permanent(format!(
             "integration {integration_id} ({platform}) is {}{}: fix it (`copydesk integrations set`, then `copydesk integrations test {integration_id}`) and retry this job",
@@ -201,8 +162,8 @@ async fn destination(
         )));
     }
     Ok((
-        draft,
-        channel,
+        eligible.draft,
+        eligible.channel,
         PublishCtx::new(
             ctx.app.publish_http.clone(),
             ctx.pool.clone(),
@@ -212,298 +173,6 @@ async fn destination(
             Some(keys),
         ),
     ))
-}
-
-/// What earlier attempts of this job left: a recorded post finishes the job with it; a
-/// post whose answer was lost is looked up on the platform (found: finished with it;
-/// not there: marked not sent, and this attempt posts); a lookup refused fails the job
-/// and tells a person what to check.
-async fn earlier_attempts(
-    ctx: &Ctx,
-    pctx: &PublishCtx,
-    post: &Post,
-    artifact: Uuid,
-) -> Result<Option<Outcome>, JobError> {
-    let (integration_id, platform) = (pctx.integration.id, pctx.integration.platform);
-    let finish = |p: Published, how: How, attempt: Option<Uuid>| {
-        publication(ctx, pctx, post, artifact, p, how, attempt)
-    };
-    let earlier = attempts::for_job(&ctx.pool, ctx.job.id, integration_id)
-        .await
-        .retryable()?;
-    if let Some(sent) = earlier.iter().find(|a| a.state == AttemptState::Sent) {
-        tracing::info!(
-            attempt = sent.attempt,
-            "an earlier attempt recorded the post: finishing with it"
-        );
-        let p = Published {
-            external_id: sent.external_id.clone().unwrap_or_default(),
-            url: sent.url.clone().unwrap_or_default(),
-            response: json!({"recorded_by_attempt": sent.attempt}),
-            scheduled_for: None,
-        };
-        return Ok(Some(finish(p, How::Recorded, Some(sent.id))));
-    }
-    let unknown: Vec<&attempts::Attempt> = earlier
-        .iter()
-        .filter(|a| a.state == AttemptState::Sending)
-        .collect();
-    if let Some(first) = unknown.first() {
-        let which = unknown
-            .iter()
-            .map(|a| a.attempt.to_string())
-            .collect::<Vec<_>>()
-            .join(", ");
-        tracing::info!(attempts = %which, "earlier attempts have no recorded outcome: reconciling");
-        let ids: Vec<Uuid> = unknown.iter().map(|a| a.id).collect();
-        match publish::find(pctx, post, first.created_at).await {
-            Ok(Some(p)) => {
-                attempts::mark(&ctx.pool, &ids, AttemptState::Sent, Some(&p), None)
-                    .await
-                    .retryable()?;
-                tracing::info!(external_id = %p.external_id, "found the earlier attempt's post: not posting again");
-                return Ok(Some(finish(p, How::Reconciled, ids.last().copied())));
-            }
-            Ok(None) => {
-                tracing::info!("the platform has no post from the earlier attempts: posting");
-                attempts::mark(
-                    &ctx.pool,
-                    &ids,
-                    AttemptState::NotSent,
-                    None,
-                    Some("reconciled: the platform has no such post"),
-                )
-                .await
-                .retryable()?;
-            }
-            Err(CallError::Throttled {
-                message,
-                retry_after,
-            }) => {
-                return Err(throttled(ctx, platform, integration_id, &message, retry_after).await);
-            }
-            Err(e @ (CallError::Unknown { .. } | CallError::NotSent(_))) => {
-                return Err(transient(e, "reconciling an earlier attempt"));
-            }
-            Err(e) => {
-                let what = format!(
-                    "attempt {which} may have posted to {platform} (its answer was lost) and the lookup to confirm it failed: {e}. \
-                     Check {} for {}; if it is there, nothing more is needed; if not, publish again with \
-                     `copydesk publish {artifact} --integration {integration_id}`",
-                    where_to_look(pctx),
-                    what_to_look_for(post, platform)
-                );
-                // A person must look: told now, and the job's failure is not told again.
-                store::notifications::raise(
-                    &ctx.pool,
-                    &store::notifications::New {
-                        tenant: ctx.job.tenant_id,
-                        project: ctx.job.project_id,
-                        job: Some(ctx.job.id),
-                        severity: Severity::Error,
-                        kind: "publication_unconfirmed",
-                        cause: &ctx.job.id.to_string(),
-                        title: &format!("A {platform} post may have gone out and could not be confirmed"),
-                        body: &what,
-                        data: json!({"artifact_id": artifact, "integration_id": integration_id, "platform": platform}),
-                    },
-                )
-                .await
-                .retryable()?;
-                return Err(JobError::permanent(what));
-            }
-        }
-    }
-
-    Ok(None)
-}
-
-/// This attempt's post: the limits' slots, the duplicate guard and the `sending`
-/// record first, then the call, and what its answer means for the attempt and the job.
-async fn post_once(
-    ctx: &Ctx,
-    pctx: &PublishCtx,
-    post: &Post,
-    args: &PublishingArgs,
-) -> Result<Outcome, JobError> {
-    let (artifact, channel) = (args.artifact_id, post.channel);
-    let (integration_id, platform) = (pctx.integration.id, pctx.integration.platform);
-    let lookup_key = if channel == Channel::Blog {
-        &post.slug
-    } else {
-        &post.body
-    };
-    // The post takes from the integration's and the platform's limits first; with no
-    // capacity the job waits, nothing sent and no attempt spent.
-    let limit_keys = store::limits::platform_keys(platform, integration_id);
-    let slots = match store::limits::take(
-        &ctx.pool,
-        &ctx.app.settings.limits,
-        &limit_keys,
-        0,
-        Some(ctx.job.id),
-    )
-    .await
-    .retryable()?
-    {
-        Taken::Granted(slots) => slots,
-        Taken::Wait { key, after } => {
-            return Err(JobError::wait(format!("waiting for limit {key}"), after));
-        }
-    };
-    let content_hash = publish::content_hash(post);
-    let attempt = attempts::record_sending(
-        &ctx.pool,
-        &NewAttempt {
-            job_id: ctx.job.id,
-            attempt: ctx.job.attempts,
-            artifact_id: artifact,
-            integration_id,
-            platform,
-            lookup_key,
-            content_hash: &content_hash,
-        },
-        ctx.app.settings.publish.duplicate_window_days,
-        args.again,
-    )
-    .await;
-    let attempt = match attempt {
-        Ok(Ok(a)) => a,
-        Ok(Err(earlier)) => {
-            let _ = store::limits::release(&ctx.pool, &slots).await;
-            return Err(JobError::permanent(format!(
-                "not sent: the same text went to {platform} {} ago ({}, job {}); publish it again anyway with `copydesk publish {artifact} --integration {integration_id} --again`",
-                ago(earlier.created_at),
-                match (&earlier.url, earlier.state) {
-                    (Some(url), _) if !url.is_empty() => url.clone(),
-                    (_, AttemptState::Sending) => "its answer is not in yet".into(),
-                    _ => "no link recorded".into(),
-                },
-                earlier.job_id
-            )));
-        }
-        Err(e) => {
-            // Nothing was sent: the slots go back now rather than at their lease's end.
-            let _ = store::limits::release(&ctx.pool, &slots).await;
-            return Err(e).retryable();
-        }
-    };
-    let created = publish::create(pctx, post).await;
-    if let Err(e) = store::limits::release(&ctx.pool, &slots).await {
-        tracing::warn!(error = %e, "could not free rate-limit slots; they expire with their lease");
-    }
-    answered(ctx, pctx, post, artifact, &attempt, created).await
-}
-
-/// What the platform's answer to this attempt's post means: the attempt marked `sent`
-/// or `not_sent` (or left `sending` when the answer is unknown, for the next attempt to
-/// reconcile), and the job done, retried later, or failed with what to do.
-async fn answered(
-    ctx: &Ctx,
-    pctx: &PublishCtx,
-    post: &Post,
-    artifact: Uuid,
-    attempt: &attempts::Attempt,
-    created: Result<Published, CallError>,
-) -> Result<Outcome, JobError> {
-    let (integration_id, platform) = (pctx.integration.id, pctx.integration.platform);
-    let finish =
-        |p: Published, how: How| publication(ctx, pctx, post, artifact, p, how, Some(attempt.id));
-    let ids = [attempt.id];
-    let mark = |state, p: Option<&Published>, error: Option<&str>| {
-        let pool = ctx.pool.clone();
-        let (p, error) = (p.cloned(), error.map(str::to_owned));
-        async move {
-            attempts::mark(&pool, &ids, state, p.as_ref(), error.as_deref())
-                .await
-                .retryable()
-        }
-    };
-    match created {
-        Ok(p) => {
-            mark(AttemptState::Sent, Some(&p), None).await?;
-            Ok(finish(p, How::Posted))
-        }
-        Err(CallError::Duplicate(m)) => {
-            tracing::info!(refusal = %m, "the platform refused the post as a duplicate: reconciling");
-            match publish::find(pctx, post, attempt.created_at).await {
-                Ok(Some(p)) => {
-                    mark(AttemptState::Sent, Some(&p), Some(&m)).await?;
-                    Ok(finish(p, How::ReconciledAfterDuplicate))
-                }
-                Ok(None)
-                | Err(
-                    CallError::Auth(_)
-                    | CallError::TokenRefused(_)
-                    | CallError::Rejected(_)
-                    | CallError::Duplicate(_),
-                ) => {
-                    mark(AttemptState::NotSent, None, Some(&m)).await?;
-                    Err(JobError::permanent(format!(
-                        "{platform} refused the post as a duplicate ({m}), but no matching post of this job was found among the recent ones: \
-                         check {} for {}",
-                        where_to_look(pctx),
-                        what_to_look_for(post, platform)
-                    )))
-                }
-                Err(e) => Err(transient(e, "reconciling a duplicate refusal")),
-            }
-        }
-        Err(CallError::Throttled {
-            message,
-            retry_after,
-        }) => {
-            mark(AttemptState::NotSent, None, Some(&message)).await?;
-            Err(throttled(ctx, platform, integration_id, &message, retry_after).await)
-        }
-        Err(e @ CallError::NotSent(_)) => {
-            mark(AttemptState::NotSent, None, Some(&e.to_string())).await?;
-            Err(transient(e, "posting"))
-        }
-        Err(CallError::Unknown {
-            message: m,
-            retry_after,
-        }) => {
-            // Left `sending`: the next attempt reconciles before it posts.
-            attempts::note_unknown(&ctx.pool, attempt.id, &m)
-                .await
-                .retryable()?;
-            let e = JobError::transient(format!(
-                "{platform}: {m} (the next attempt looks the post up before posting again)"
-            ));
-            Err(match retry_after {
-                Some(d) => e.retry_after(d),
-                None => e,
-            })
-        }
-        Err(CallError::Auth(m) | CallError::TokenRefused(m)) => {
-            mark(AttemptState::NotSent, None, Some(&m)).await?;
-            store::integrations::mark_error(&ctx.pool, integration_id, &m, Some(ctx.job.id))
-                .await
-                .retryable()?;
-            Err(JobError::permanent(format!(
-                "{platform} refused the credentials of integration {integration_id}: {m} (the integration is now marked error)"
-            )))
-        }
-        Err(CallError::Rejected(m)) => {
-            mark(AttemptState::NotSent, None, Some(&m)).await?;
-            Err(JobError::permanent(format!(
-                "{platform} refused the post: {m}"
-            )))
-        }
-    }
-}
-
-/// How long ago `at` was, in the largest whole unit.
-fn ago(at: DateTime<Utc>) -> String {
-    let secs = (Utc::now() - at).num_seconds().max(0);
-    let (n, unit) = match secs {
-        s if s >= 86_400 => (s / 86_400, "day"),
-        s if s >= 3_600 => (s / 3_600, "hour"),
-        s if s >= 60 => (s / 60, "minute"),
-        s => (s, "second"),
-    };
-    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
 
 /// The picture a blog draft names (or an earlier version of it), read from the file
@@ -582,96 +251,13 @@ fn post_of(
     }
 }
 
-/// A throttled answer: the integration's key stops for every process until the
-/// platform's reset (its `Retry-After`, else `[limits] throttle_pause_secs`), and this
-/// job waits for it without spending the attempt.
-async fn throttled(
-    ctx: &Ctx,
-    platform: Platform,
-    integration: Uuid,
-    message: &str,
-    retry_after: Option<std::time::Duration>,
-) -> JobError {
-    let key = store::limits::platform_keys(platform, integration).remove(0);
-    let pause =
-        match store::limits::pause(&ctx.pool, &ctx.app.settings.limits, &key, retry_after).await {
-            Ok(pause) => pause,
-            Err(e) => {
-                let e = JobError::transient(format!(
-                    "{platform} throttled ({message}); pausing {key} failed: {e}"
-                ));
-                return match retry_after {
-                    Some(d) => e.retry_after(d),
-                    None => e,
-                };
-            }
-        };
-    tracing::warn!(%key, pause_ms = pause.as_millis() as u64, "throttled: key paused");
-    JobError::wait(
-        format!("waiting for limit {key}: {platform} throttled ({message})"),
-        pause,
-    )
-}
-
-fn transient(e: CallError, doing: &str) -> JobError {
-    match e {
-        CallError::Throttled {
-            message,
-            retry_after: Some(d),
-        }
-        | CallError::Unknown {
-            message,
-            retry_after: Some(d),
-        } => JobError::transient(format!("{doing}: {message}")).retry_after(d),
-        other => JobError::transient(format!("{doing}: {other}")),
-    }
-}
-
-fn where_to_look(ctx: &PublishCtx) -> String {
-    let i = &ctx.integration;
-    match i.platform {
-        Platform::Wordpress => format!("the WordPress site {}", i.meta("site_url").unwrap_or("?")),
-        Platform::Shopify => format!(
-            "blog {} of {}",
-            i.meta("blog_id").unwrap_or("?"),
-            i.meta("shop_domain").unwrap_or("?")
-        ),
-        Platform::Linkedin => format!(
-            "the LinkedIn feed of {}",
-            i.meta("author_urn").unwrap_or("?")
-        ),
-        Platform::X => format!(
-            "the X account {}",
-            i.meta("username").unwrap_or("of the integration")
-        ),
-        Platform::Facebook => format!(
-            "Facebook page {} (published and scheduled posts)",
-            i.meta("page_id").unwrap_or("?")
-        ),
-    }
-}
-
-fn what_to_look_for(post: &Post, platform: Platform) -> String {
-    match platform {
-        Platform::Wordpress => format!("a post with the slug {:?}", post.slug),
-        Platform::Shopify => format!("an article with the handle {:?}", post.slug),
-        _ => format!(
-            "a post starting {:?}",
-            post.body.chars().take(60).collect::<String>()
-        ),
-    }
-}
-
 /// Done, with the `publication` artifact written in the finish transaction.
-fn publication(
-    ctx: &Ctx,
-    pctx: &PublishCtx,
-    post: &Post,
-    draft: Uuid,
-    p: Published,
-    how: How,
-    attempt: Option<Uuid>,
-) -> Outcome {
+fn publication(ctx: &Ctx, pctx: &PublishCtx, post: &Post, draft: Uuid, d: Delivered) -> Outcome {
+    let Delivered {
+        published: p,
+        how,
+        attempt,
+    } = d;
     let integration = &pctx.integration;
     let response: Value =
         serde_json::from_str(&pctx.creds.redact(&p.response.to_string())).unwrap_or(Value::Null);

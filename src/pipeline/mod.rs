@@ -38,10 +38,7 @@ pub mod steps;
 use uuid::Uuid;
 
 pub use crate::jobs::brand_voice_analysis::Plan;
-use crate::{
-    domain::{ArtifactKind, Channel, Platform},
-    store,
-};
+use crate::{domain::Platform, publish, store};
 
 /// Why a transition was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -50,24 +47,9 @@ pub enum Error {
     Store(#[from] store::Error),
     #[error(transparent)]
     Queue(#[from] copydesk_queue::Error),
-    #[error(
-        "artifact {0} has no approved approval: approve it first (`copydesk approvals approve`)"
-    )]
-    NotApproved(Uuid),
-    #[error("artifact {id} is a {kind}, not a draft")]
-    NotADraft { id: Uuid, kind: ArtifactKind },
-    #[error("artifact {0} has no channel to publish to")]
-    NoChannel(Uuid),
-    #[error(
-        "integration {integration} publishes to {platform}, which does not take {channel} drafts"
-    )]
-    WrongChannel {
-        integration: Uuid,
-        platform: Platform,
-        channel: Channel,
-    },
-    #[error("integration {integration} belongs to another project than artifact {artifact}")]
-    OtherProject { integration: Uuid, artifact: Uuid },
+    /// The draft may not go where it was asked to.
+    #[error(transparent)]
+    Ineligible(#[from] publish::eligibility::Ineligible),
     /// A row named by id belongs to another tenant than the one the caller acts for.
     #[error("{what} {id} belongs to another tenant than {tenant}")]
     OtherTenant {
@@ -95,6 +77,15 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<publish::eligibility::Error> for Error {
+    fn from(e: publish::eligibility::Error) -> Self {
+        match e {
+            publish::eligibility::Error::Ineligible(e) => Self::Ineligible(e),
+            publish::eligibility::Error::Store(e) => Self::Store(e),
+        }
+    }
+}
 
 impl Error {
     /// Whether the database, not the request, failed.

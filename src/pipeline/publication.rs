@@ -13,9 +13,12 @@ use uuid::Uuid;
 
 use super::{Error, Result};
 use crate::{
-    domain::{ArtifactKind, Platform},
+    domain::Platform,
     jobs::publishing::PublishingArgs,
-    publish::integrations::schedule,
+    publish::{
+        eligibility::{self, Eligible},
+        integrations::schedule,
+    },
     store::{self, jobs::NewJobExt},
 };
 
@@ -73,47 +76,12 @@ pub async fn request(
     facebook_min_schedule_minutes: i64,
     req: &PublicationRequest,
 ) -> Result<Requested> {
-    let draft = store::artifacts::publishable(&mut *conn, req.artifact).await?;
-    if draft.kind != ArtifactKind::Draft {
-        return Err(Error::NotADraft {
-            id: draft.id,
-            kind: draft.kind,
-        });
-    }
-    if !draft.approved {
-        return Err(Error::NotApproved(draft.id));
-    }
-    let channel = draft.channel.ok_or(Error::NoChannel(draft.id))?;
-    let integration = match (req.integration, draft.project_id) {
-        (Some(id), _) => {
-            let i = store::integrations::get(&mut *conn, id).await?;
-            if i.tenant_id != draft.tenant_id {
-                return Err(Error::OtherTenant {
-                    what: "integration",
-                    id,
-                    tenant: format!("the tenant of artifact {}", draft.id),
-                });
-            }
-            if i.platform.channel() != channel {
-                return Err(Error::WrongChannel {
-                    integration: id,
-                    platform: i.platform,
-                    channel,
-                });
-            }
-            if draft.project_id.is_some_and(|p| p != i.project_id) {
-                return Err(Error::OtherProject {
-                    integration: id,
-                    artifact: draft.id,
-                });
-            }
-            Some((id, i.platform, i.project_id))
-        }
-        (None, Some(project)) => store::integrations::for_channel(&mut *conn, project, channel)
-            .await?
-            .map(|(id, platform)| (id, platform, project)),
-        (None, None) => None,
-    };
+    let Eligible {
+        draft,
+        channel,
+        target,
+    } = eligibility::check(&mut *conn, req.artifact, req.integration, None).await?;
+    let integration = target.map(|t| (t.integration, t.platform, t.project));
     let mut again = None;
     if let Some((id, platform, _)) = integration {
         let earlier = store::artifacts::publications(&mut *conn, draft.id, id).await?;

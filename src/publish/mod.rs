@@ -6,14 +6,16 @@
 //! A destination offers four things: `validate` (limits, before any call), `create`
 //! (the one POST), `find` (reconciliation: is this job's post there?) and `check` (the
 //! cheapest authenticated read, for `copydesk integrations test`). The publishing job
-//! (`jobs/publishing.rs`) decides when each is called.
+//! (`jobs/publishing.rs`, through `once.rs`) decides when each is called.
 
 pub mod attempts;
+pub mod eligibility;
 pub mod errors;
 pub mod facebook;
 pub mod health;
 pub mod integrations;
 pub mod linkedin;
+pub mod once;
 pub mod shopify;
 pub mod wordpress;
 pub mod x;

@@ -12,7 +12,7 @@ use axum::{
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::{pipeline, publish, store};
+use crate::{pipeline, publish, publish::eligibility::Ineligible, store};
 
 /// An RFC 9457 problem document.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -162,7 +162,12 @@ impl From<pipeline::Error> for Problem {
             P::Queue(e) => e.into(),
             // Another tenant's row is, to this tenant, no row at all.
             P::OtherTenant { what, id, .. } => Problem::not_found(format!("no {what} {id}")),
-            P::AlreadyPublished { .. } | P::NotApproved(_) => Problem::conflict(e.to_string()),
+            P::Ineligible(Ineligible::OtherTenant { integration, .. }) => {
+                Problem::not_found(format!("no integration {integration}"))
+            }
+            P::AlreadyPublished { .. } | P::Ineligible(Ineligible::NotApproved(_)) => {
+                Problem::conflict(e.to_string())
+            }
             _ => Problem::unprocessable(e.to_string()),
         }
     }
