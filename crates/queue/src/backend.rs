@@ -40,8 +40,9 @@ use tokio::sync::{Notify, futures::OwnedNotified, mpsc};
 use uuid::Uuid;
 
 use crate::{
-    ClaimedJob, Error, JobStatus,
+    ClaimedJob, Error,
     config::{RetrySettings, WorkerSettings},
+    floors::Floors,
     runner::{Finished, Runner, finish},
     sql,
 };
@@ -188,6 +189,8 @@ pub const FAST_JOB: std::time::Duration = std::time::Duration::from_millis(2);
 pub async fn keep_leases(pool: Db, settings: WorkerSettings, workers: Vec<(String, InFlight)>) {
     let mut beat = tokio::time::interval(settings.heartbeat());
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Where the next rescue starts looking (`None`: everywhere, as at start).
+    let mut since = None;
     loop {
         beat.tick().await;
         for (worker, in_flight) in &workers {
@@ -200,7 +203,7 @@ pub async fn keep_leases(pool: Db, settings: WorkerSettings, workers: Vec<(Strin
                 }
             }
         }
-        rescue_expired(&pool).await;
+        since = rescue_expired(&pool, since).await.or(since);
     }
 }
 
@@ -208,23 +211,29 @@ fn lock(in_flight: &InFlight) -> std::sync::MutexGuard<'_, HashSet<Uuid>> {
     in_flight.ids.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Returns jobs whose lease ran out to `queued` (or `failed`) and wakes their workers.
-/// Errors are logged: the next beat tries again.
-pub async fn rescue_expired(pool: &Db) {
-    match sql::job_rescue_expired(pool, 1000).await {
-        Ok(rows) if !rows.is_empty() => {
-            for (id, kind, status) in &rows {
+/// Most jobs one rescue returns to the queue.
+const RESCUE_BATCH: i64 = 1000;
+
+/// Returns jobs whose lease ran out at or after `since` to `queued` (or `failed`); the
+/// requeue trigger wakes their workers. Returns where the next rescue may start: a
+/// second before this one looked, unless this one had more than it could take (then
+/// the next starts where this one did). Errors are logged: the next beat tries again.
+pub async fn rescue_expired(
+    pool: &Db,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    match sql::job_rescue_expired(pool, RESCUE_BATCH, since).await {
+        Ok(rescued) => {
+            for (id, kind, status) in &rescued.rows {
                 tracing::warn!(job_id = %id, kind = %kind, status = %status, "rescued a job whose lease expired");
             }
-            let kinds: Vec<&str> = rows
-                .iter()
-                .filter(|r| r.2 == JobStatus::Queued)
-                .map(|r| r.1.as_str())
-                .collect();
-            let _ = sql::job_notify(pool, &kinds).await;
+            (rescued.rows.len() < RESCUE_BATCH as usize)
+                .then(|| rescued.at - chrono::Duration::seconds(1))
         }
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "rescue of expired leases failed; will try again"),
+        Err(e) => {
+            tracing::warn!(error = %e, "rescue of expired leases failed; will try again");
+            None
+        }
     }
 }
 
@@ -278,7 +287,13 @@ pub struct JobsBackend<C> {
     /// Armed for the soonest job this worker sent back to wait ([`Held::due`]).
     due_timer: Option<(std::time::Instant, Pin<Box<tokio::time::Sleep>>)>,
     fairness: Arc<std::sync::Mutex<Fairness>>,
+    /// Where this kind's ready jobs start, as far as this worker knows (shared with the
+    /// LISTEN task, which lowers them).
+    floors: SharedFloors,
 }
+
+/// One kind's [`Floors`], shared by its backend and the process's LISTEN task.
+pub type SharedFloors = Arc<Mutex<Floors>>;
 
 /// Most due times of waiting jobs a worker keeps (see [`Held::due`]).
 const DUE_TIMES: usize = 1024;
@@ -367,6 +382,15 @@ impl Adapt {
 struct Fairness {
     many_projects: bool,
     next_check: std::time::Instant,
+    /// The one project (or tenant) the last fair claim found ready jobs for.
+    only: Option<Uuid>,
+}
+
+/// The project (or tenant, for jobs with none) all of `jobs` belong to, if one.
+fn only_group(jobs: &[ClaimedJob]) -> Option<Uuid> {
+    let group = |j: &ClaimedJob| j.project_id.unwrap_or(j.tenant_id);
+    let first = group(jobs.first()?);
+    jobs.iter().all(|j| group(j) == first).then_some(first)
 }
 
 /// How often a kind whose ready jobs were all one project's looks for others.
@@ -379,7 +403,13 @@ impl<C> Unpin for JobsBackend<C> {}
 impl<C: Clone + Send + Sync + 'static> JobsBackend<C> {
     /// A backend claiming `kind` jobs, woken by `wake` (NOTIFY), `room` (its finisher
     /// freed slots) and every poll interval; what it claims goes into `in_flight`.
-    pub fn new(runner: Runner<C>, kind: &str, wake: Wake, room: Wake, in_flight: InFlight) -> Self {
+    pub fn new(
+        runner: Runner<C>,
+        kind: &str,
+        (wake, floors): (Wake, SharedFloors),
+        room: Wake,
+        in_flight: InFlight,
+    ) -> Self {
         let w = &runner.config.worker;
         let adapt = Adapt::new(
             w.concurrency_for(kind),
@@ -411,7 +441,9 @@ impl<C: Clone + Send + Sync + 'static> JobsBackend<C> {
             fairness: Arc::new(std::sync::Mutex::new(Fairness {
                 many_projects: true,
                 next_check: std::time::Instant::now(),
+                only: None,
             })),
+            floors,
         }
     }
 
@@ -464,30 +496,70 @@ impl<C: Clone + Send + Sync + 'static> JobsBackend<C> {
         let lease = self.runner.config.worker.lease();
         let in_flight = self.in_flight.clone();
         in_flight.claims.fetch_add(1, Ordering::AcqRel);
-        let fairness = self.fairness.clone();
-        let fair = {
+        let (fairness, floors) = (self.fairness.clone(), self.floors.clone());
+        let now = std::time::Instant::now();
+        let (fair, probe) = {
             let f = fairness.lock().unwrap_or_else(|e| e.into_inner());
-            f.many_projects || std::time::Instant::now() >= f.next_check
+            let check = f.many_projects || now >= f.next_check;
+            // One project had the queue: ask whether another has ready jobs now, without
+            // reading that project's entries (all a held horizon keeps).
+            (check && f.only.is_none(), f.only.filter(|_| check))
         };
+        let start = floors.lock().unwrap_or_else(|e| e.into_inner()).start();
         tokio::spawn(async move {
+            let fair = match probe {
+                Some(group) => match sql::job_other_group_ready(&pool, &kind, group).await {
+                    Ok(others) => {
+                        let mut f = fairness.lock().unwrap_or_else(|e| e.into_inner());
+                        f.next_check = std::time::Instant::now() + FAIRNESS_CHECK;
+                        if others {
+                            f.only = None;
+                        }
+                        others
+                    }
+                    Err(_) => true,
+                },
+                None => fair,
+            };
             let result = if fair {
                 sql::job_claim_counting(&pool, &worker, &kind, n as i64, lease)
                     .await
                     .map(|(jobs, projects)| {
                         let mut f = fairness.lock().unwrap_or_else(|e| e.into_inner());
-                        // Nothing ready says nothing: look again at the next claim.
                         f.many_projects = projects > 1;
-                        f.next_check = std::time::Instant::now()
-                            + if jobs.is_empty() {
-                                std::time::Duration::ZERO
-                            } else {
-                                FAIRNESS_CHECK
-                            };
+                        if jobs.is_empty() {
+                            // Nothing ready says nothing: look again at the next claim
+                            // (the one project known so far is kept for the look).
+                            f.next_check = std::time::Instant::now();
+                        } else {
+                            f.only = only_group(&jobs).filter(|_| projects == 1);
+                            f.next_check = std::time::Instant::now() + FAIRNESS_CHECK;
+                        }
                         jobs
                     })
             } else {
-                sql::job_claim_plain(&pool, &worker, &kind, n as i64, lease).await
+                sql::job_claim_from(&pool, &worker, &kind, n as i64, lease, &start.floors)
+                    .await
+                    .inspect(|jobs| {
+                        if !jobs.is_empty() && only_group(jobs).is_none() {
+                            // Another project's jobs came up: fair claims from now on.
+                            let mut f = fairness.lock().unwrap_or_else(|e| e.into_inner());
+                            f.many_projects = true;
+                            f.only = None;
+                        }
+                    })
             };
+            {
+                let mut f = floors.lock().unwrap_or_else(|e| e.into_inner());
+                match &result {
+                    // A fair claim over several projects took each one's first jobs, not
+                    // the first of the kind: it says nothing of where ready jobs start.
+                    Ok(jobs) if !fair || only_group(jobs).is_some() => f.claimed(&start, jobs),
+                    Ok(_) => {}
+                    // Rows it locked may have been skipped by claims beside it.
+                    Err(_) => f.forget(),
+                }
+            }
             if let Ok(jobs) = &result {
                 lock(&in_flight).extend(jobs.iter().map(|j| j.id));
                 if !jobs.is_empty() {

@@ -34,6 +34,7 @@
 pub mod backend;
 pub mod config;
 pub mod db;
+pub mod floors;
 pub mod ops;
 pub mod outcome;
 pub mod registry;

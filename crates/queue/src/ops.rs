@@ -76,6 +76,20 @@ pub async fn claim_plain(
     sql::job_claim_plain(db, worker, kind, limit, lease).await
 }
 
+/// The plain claim from floors, as a worker makes it (see [`crate::floors`]): each
+/// priority in `floors` read from its floor (highest priority first), the others from
+/// their head.
+pub async fn claim_from(
+    db: impl PgExecutor<'_>,
+    worker: &str,
+    kind: &str,
+    limit: i64,
+    lease: Duration,
+    floors: &[(i32, chrono::DateTime<chrono::Utc>)],
+) -> Result<Vec<ClaimedJob>> {
+    sql::job_claim_from(db, worker, kind, limit, lease, floors).await
+}
+
 /// A failed or cancelled job back to `queued`, attempts reset; wakes its workers.
 pub async fn retry(pool: &Db, id: Uuid) -> Result<Job> {
     let mut tx = pool.begin().await?;
@@ -218,22 +232,17 @@ pub async fn delete_finished(
     Ok(r)
 }
 
-/// Returns every job whose lease ran out to the queue (`batch` per statement) and
-/// wakes its workers; with `dry_run`, only counts them.
+/// Returns every job whose lease ran out to the queue (`batch` per statement; the
+/// requeue trigger wakes its workers); with `dry_run`, only counts them.
 pub async fn rescue_expired(pool: &Db, batch: i64, dry_run: bool) -> Result<u64> {
     if dry_run {
         return sql::job_count_expired(pool).await;
     }
     let mut total = 0;
     loop {
-        let rescued = sql::job_rescue_expired(pool, batch).await?;
+        // The requeue trigger wakes the workers of what went back to the queue.
+        let rescued = sql::job_rescue_expired(pool, batch, None).await?.rows;
         total += rescued.len() as u64;
-        let kinds: Vec<&str> = rescued
-            .iter()
-            .filter(|(_, _, s)| *s == JobStatus::Queued)
-            .map(|(_, k, _)| k.as_str())
-            .collect();
-        sql::job_notify(pool, &kinds).await?;
         if (rescued.len() as i64) < batch {
             return Ok(total);
         }

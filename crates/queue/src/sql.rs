@@ -3,6 +3,7 @@
 //! Runtime-checked queries (`sqlx::query`), each covered by the tests in `tests/`.
 //! Time always comes from the database's `now()`, never from this process's clock.
 
+use chrono::{DateTime, Utc};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -234,6 +235,81 @@ pub async fn job_claim_plain(
     Ok(in_turns(jobs))
 }
 
+/// The plain claim from `floors` (see [`crate::floors`]): each known priority read from
+/// its floor, the others from their head, in the plain claim's order.
+pub async fn job_claim_from(
+    db: impl PgExecutor<'_>,
+    worker: &str,
+    kind: &str,
+    limit: i64,
+    lease: Duration,
+    floors: &[(i32, DateTime<Utc>)],
+) -> Result<Vec<ClaimedJob>> {
+    let (priorities, at): (Vec<i32>, Vec<DateTime<Utc>>) = floors.iter().copied().unzip();
+    let jobs = crate::db::query_as::<ClaimedJob>(
+        "SELECT id, kind, tenant_id, project_id, input, parent_id, priority,
+                attempts, max_attempts, run_at, created_at, locked_by
+         FROM copydesk_claim_from($1, $2::int, $3, $4, $5, $6)",
+    )
+    .persistent(false)
+    .bind(kind)
+    .bind(limit)
+    .bind(worker)
+    .bind(lease.as_millis() as i64)
+    .bind(priorities)
+    .bind(at)
+    .fetch_all(db)
+    .await?;
+    Ok(in_turns(jobs))
+}
+
+/// The `run_at` of the first ready job of `kind` and `priority` before `floor`, if any:
+/// a read of every entry behind the floor, for the sweep (see [`crate::floors`]).
+pub async fn job_ready_behind(
+    db: impl PgExecutor<'_>,
+    kind: &str,
+    priority: i32,
+    floor: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>> {
+    Ok(crate::db::query_scalar(
+        "SELECT run_at FROM jobs
+         WHERE status = 'queued' AND kind = $1 AND priority = $2 AND run_at < $3 AND run_at <= now()
+         ORDER BY run_at LIMIT 1",
+    )
+    .persistent(false)
+    .bind(kind)
+    .bind(priority)
+    .bind(floor)
+    .fetch_optional(db)
+    .await?)
+}
+
+/// Whether a ready job of `kind` belongs to a project (or tenant, for a job with none)
+/// other than `group`. Reads the two ranges of `jobs_queued_group_idx` either side of
+/// `group`, so the entries of `group` itself (all that a held horizon keeps, when one
+/// project has the queue to itself) are never visited.
+pub async fn job_other_group_ready(
+    db: impl PgExecutor<'_>,
+    kind: &str,
+    group: Uuid,
+) -> Result<bool> {
+    Ok(crate::db::query_scalar(
+        // Each side in the group index's order, so no plan reads the kind's whole
+        // queued index instead and filters.
+        "SELECT EXISTS (SELECT 1 FROM jobs WHERE status = 'queued' AND kind = $1 AND run_at <= now()
+                          AND coalesce(project_id, tenant_id) < $2
+                        ORDER BY coalesce(project_id, tenant_id) DESC LIMIT 1)
+             OR EXISTS (SELECT 1 FROM jobs WHERE status = 'queued' AND kind = $1 AND run_at <= now()
+                          AND coalesce(project_id, tenant_id) > $2
+                        ORDER BY coalesce(project_id, tenant_id) LIMIT 1)",
+    )
+    .persistent(false)
+    .bind(kind)
+    .bind(group)
+    .fetch_one(db)
+    .await?)
+}
+
 /// RETURNING has no order: claimed jobs start as the claim chose them, best first
 /// within each project, the projects in turns, higher priority first.
 fn in_turns(mut jobs: Vec<ClaimedJob>) -> Vec<ClaimedJob> {
@@ -350,32 +426,60 @@ pub async fn job_heartbeat(
     .rows_affected())
 }
 
+/// What a rescue of expired leases did, and the database's time when it looked.
+#[derive(Debug)]
+pub struct Rescued {
+    /// `(id, kind, new status)` of each job rescued.
+    pub rows: Vec<(Uuid, String, JobStatus)>,
+    pub at: DateTime<Utc>,
+}
+
 /// Returns jobs whose lease ran out to `queued` (or `failed` when their attempts are
-/// used up), at most `limit` of them. Returns `(id, kind, new status)`.
+/// used up), at most `limit` of them, looking only at leases that ran out at or after
+/// `since` (`None`: all). A caller that looked at `t` and rescued fewer than `limit`
+/// may pass a little before `t` next time: a lease that ran out before `t` was seen
+/// then (a running row's lease is always ahead of its claim), and the versions of
+/// finished jobs a held horizon keeps in `jobs_running_idx` are not read again.
 pub async fn job_rescue_expired(
     db: impl PgExecutor<'_>,
     limit: i64,
-) -> Result<Vec<(Uuid, String, JobStatus)>> {
-    Ok(crate::db::query_as(
-        "WITH expired AS (
-             SELECT id FROM jobs
-             WHERE status = 'running' AND locked_until < now()
-             ORDER BY locked_until
-             LIMIT $1
-             FOR UPDATE SKIP LOCKED
-         )
-         UPDATE jobs j SET
-             status = CASE WHEN j.attempts < j.max_attempts THEN 'queued' ELSE 'failed' END,
-             finished_at = CASE WHEN j.attempts < j.max_attempts THEN NULL ELSE now() END,
-             last_error = 'lease expired: worker ' || coalesce(j.locked_by, '?')
-                          || ' stopped heartbeating during attempt ' || j.attempts,
-             run_at = now(), locked_by = NULL, locked_until = NULL, updated_at = now()
-         FROM expired WHERE j.id = expired.id
-         RETURNING j.id, j.kind, j.status",
-    )
-    .bind(limit)
-    .fetch_all(db)
-    .await?)
+    since: Option<DateTime<Utc>>,
+) -> Result<Rescued> {
+    let (at, ids, kinds, statuses): (DateTime<Utc>, Vec<Uuid>, Vec<String>, Vec<JobStatus>) =
+        crate::db::query_as(
+            "WITH expired AS (
+                 SELECT id FROM jobs
+                 WHERE status = 'running' AND locked_until < now()
+                   AND locked_until >= coalesce($2, '-infinity'::timestamptz)
+                 ORDER BY locked_until
+                 LIMIT $1
+                 FOR UPDATE SKIP LOCKED
+             ), rescued AS (
+                 UPDATE jobs j SET
+                     status = CASE WHEN j.attempts < j.max_attempts THEN 'queued' ELSE 'failed' END,
+                     finished_at = CASE WHEN j.attempts < j.max_attempts THEN NULL ELSE now() END,
+                     last_error = 'lease expired: worker ' || coalesce(j.locked_by, '?')
+                                  || ' stopped heartbeating during attempt ' || j.attempts,
+                     run_at = now(), locked_by = NULL, locked_until = NULL, updated_at = now()
+                 FROM expired WHERE j.id = expired.id
+                 RETURNING j.id, j.kind, j.status)
+             SELECT now(), coalesce(array_agg(id), '{}'), coalesce(array_agg(kind), '{}'),
+                    coalesce(array_agg(status), '{}')
+             FROM rescued",
+        )
+        .bind(limit)
+        .bind(since)
+        .fetch_one(db)
+        .await?;
+    Ok(Rescued {
+        rows: ids
+            .into_iter()
+            .zip(kinds)
+            .zip(statuses)
+            .map(|((id, kind), status)| (id, kind, status))
+            .collect(),
+        at,
+    })
 }
 
 /// Puts every running job held by `workers` back to `queued` without using up an
@@ -404,6 +508,8 @@ pub async fn job_unclaim(
     worker: &str,
     ids: &[Uuid],
 ) -> Result<Vec<(Uuid, String)>> {
+    // They keep their `run_at`, so they stand behind the floors of every worker of the
+    // kind: the requeue trigger says where they start.
     Ok(crate::db::query_as(
         "UPDATE jobs SET status = 'queued', attempts = greatest(attempts - 1, 0),
                 locked_by = NULL, locked_until = NULL, updated_at = now()

@@ -6,7 +6,13 @@
 //! `[worker] shutdown_grace_secs` to finish and report; whatever is still running after
 //! that is put back to `queued` (its attempt not counted) before `run` returns.
 
-use std::{collections::HashMap, future::Future, str::FromStr, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    future::Future,
+    str::FromStr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use crate::db::Db;
 use apalis_core::{
@@ -19,10 +25,16 @@ use tokio::sync::Notify;
 
 use crate::{
     Catalog, Error, NewJob, Result,
-    backend::{InFlight, JobService, JobsBackend, Wake, finisher, keep_leases},
+    backend::{InFlight, JobService, JobsBackend, SharedFloors, Wake, finisher, keep_leases},
+    floors::{self, Floors},
     runner::Runner,
     sql,
 };
+
+/// One kind's floors, whoever panicked while holding them (they are only a hint).
+fn lock(floors: &SharedFloors) -> std::sync::MutexGuard<'_, Floors> {
+    floors.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Jobs enqueued on a cron schedule by every worker process that runs it; each job
 /// should carry an idempotency key derived from the tick, so however many processes
@@ -100,7 +112,34 @@ pub async fn run<C: Clone + Send + Sync + 'static>(
         .iter()
         .map(|k| (k.clone(), Arc::new(Notify::new())))
         .collect();
-    let listener = spawn_listener(&runner, &opts, wakes.clone());
+    // Behind floors is looked every SWEEP_EVERY, or every poll when no LISTEN can tell a
+    // worker of jobs made ready there.
+    let listen_through = listen_pool(&runner, &opts);
+    let sweep_every = if listen_through.is_some() {
+        floors::SWEEP_EVERY
+    } else {
+        runner
+            .config
+            .worker
+            .poll_interval()
+            .min(floors::SWEEP_EVERY)
+    };
+    let floors: HashMap<String, SharedFloors> = kinds
+        .iter()
+        .map(|k| (k.clone(), Arc::new(Mutex::new(Floors::new()))))
+        .collect();
+    let sweeper = tokio::spawn(sweep_floors(
+        runner.pool.clone(),
+        floors.clone(),
+        sweep_every,
+    ));
+    let listener = spawn_listener(
+        &runner,
+        &opts,
+        listen_through,
+        wakes.clone(),
+        floors.clone(),
+    );
 
     let mut monitor = Monitor::new();
     let mut names = Vec::new();
@@ -126,7 +165,11 @@ pub async fn run<C: Clone + Send + Sync + 'static>(
                 runner.config.worker.finish_batch.max(1),
             )));
         }
-        let (runner, wake, kind) = (runner.clone(), wakes[kind].clone(), kind.clone());
+        let (runner, wake, kind) = (
+            runner.clone(),
+            (wakes[kind].clone(), floors[kind].clone()),
+            kind.clone(),
+        );
         tracing::info!(worker = %name, kind = %kind, concurrency, "starting worker");
         monitor = monitor.register(move |_| {
             WorkerBuilder::new(name.as_str())
@@ -180,6 +223,7 @@ pub async fn run<C: Clone + Send + Sync + 'static>(
         tracing::error!(error = %e, "a worker stopped with an error");
     }
     listener.abort();
+    sweeper.abort();
     let released = drain_and_release(&runner.pool, &names, &leased, finishers).await;
     lease_keeper.abort();
     tracing::info!("worker stopped");
@@ -231,14 +275,48 @@ fn schedules(opts: &WorkerOptions) -> Result<Vec<(Periodic, cron::Schedule)>> {
         .collect::<Result<Vec<_>>>()
 }
 
+/// Looks behind every kind's floors every `every`, until aborted.
+async fn sweep_floors(pool: Db, floors: HashMap<String, SharedFloors>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        for (kind, f) in &floors {
+            floors::sweep(&pool, kind, f).await;
+        }
+    }
+}
+
 /// The LISTEN task waking each kind's worker (and the application's channels): through
 /// the pool, or its own connection from `opts.listen`; none behind a pooler without one.
 fn spawn_listener<C: Clone + Send + Sync + 'static>(
     runner: &Runner<C>,
     opts: &WorkerOptions,
+    pool: Option<sqlx::PgPool>,
     wakes: HashMap<String, Wake>,
+    floors: HashMap<String, SharedFloors>,
 ) -> tokio::task::JoinHandle<()> {
-    let listen_pool = match &opts.listen {
+    match pool {
+        Some(pool) => tokio::spawn(listen(pool, wakes, floors, opts.channels.clone())),
+        None => {
+            // LISTEN holds a session, which a pooler in transaction mode does not keep.
+            tracing::info!(
+                poll_interval_ms = runner.config.worker.poll_interval_ms,
+                "behind a pooler with no [database] listen_url: no LISTEN, workers poll for new jobs"
+            );
+            tokio::spawn(std::future::pending())
+        }
+    }
+}
+
+/// The connection LISTEN goes through: the pool's, or its own from `opts.listen`; none
+/// behind a pooler without one.
+fn listen_pool<C: Clone + Send + Sync + 'static>(
+    runner: &Runner<C>,
+    opts: &WorkerOptions,
+) -> Option<sqlx::PgPool> {
+    match &opts.listen {
         Some(direct) => {
             tracing::info!("LISTEN goes through its own connection ([database] listen_url)");
             // One connection, opened when the listener first connects.
@@ -250,17 +328,6 @@ fn spawn_listener<C: Clone + Send + Sync + 'static>(
         }
         None if crate::db::pooled() => None,
         None => Some(runner.pool.pool().clone()),
-    };
-    match listen_pool {
-        Some(pool) => tokio::spawn(listen(pool, wakes, opts.channels.clone())),
-        None => {
-            // LISTEN holds a session, which a pooler in transaction mode does not keep.
-            tracing::info!(
-                poll_interval_ms = runner.config.worker.poll_interval_ms,
-                "behind a pooler with no [database] listen_url: no LISTEN, workers poll for new jobs"
-            );
-            tokio::spawn(std::future::pending())
-        }
     }
 }
 
@@ -336,12 +403,20 @@ async fn release(pool: &Db, names: &[String]) -> usize {
 /// Holds one LISTEN connection and wakes the worker of the kind each NOTIFY names (and
 /// the application's wakes of its other channels). After a reconnect everything is
 /// woken, since notifications may have been missed.
-async fn listen(pool: sqlx::PgPool, wakes: HashMap<String, Wake>, channels: Vec<(String, Wake)>) {
+async fn listen(
+    pool: sqlx::PgPool,
+    wakes: HashMap<String, Wake>,
+    floors: HashMap<String, SharedFloors>,
+    channels: Vec<(String, Wake)>,
+) {
+    // What was said while no connection listened is lost: every floor is forgotten.
     let wake_all = || {
+        floors.values().for_each(|f| lock(f).forget());
         wakes.values().for_each(|w| w.notify_one());
         channels.iter().for_each(|(_, w)| w.notify_one());
     };
-    let names: Vec<&str> = std::iter::once(sql::JOBS_CHANNEL)
+    let names: Vec<&str> = [sql::JOBS_CHANNEL, floors::READY_CHANNEL]
+        .into_iter()
         .chain(channels.iter().map(|(c, _)| c.as_str()))
         .collect();
     loop {
@@ -364,6 +439,18 @@ async fn listen(pool: sqlx::PgPool, wakes: HashMap<String, Wake>, channels: Vec<
                 Ok(Some(n)) if n.channel() == sql::JOBS_CHANNEL => {
                     if let Some(w) = wakes.get(n.payload()) {
                         w.notify_one();
+                    }
+                }
+                Ok(Some(n)) if n.channel() == floors::READY_CHANNEL => {
+                    match floors::parse_ready(n.payload()) {
+                        Some((kind, priority, at)) => {
+                            if let Some(f) = floors.get(kind) {
+                                lock(f).lower(priority, at);
+                            }
+                        }
+                        None => {
+                            tracing::warn!(payload = n.payload(), "unreadable ready notification")
+                        }
                     }
                 }
                 Ok(Some(n)) => channels

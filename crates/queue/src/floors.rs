@@ -1,0 +1,231 @@
+//! Where a kind's ready jobs start, as one worker knows it: per priority, the `run_at`
+//! of the last job its claims took (a floor). A claim given floors reads each known
+//! priority of `jobs_queued_idx` from its floor (`copydesk_claim_from`), never the
+//! entries behind it: the `queued` versions of jobs already claimed, which vacuum may
+//! not remove while a transaction holds the horizon back, and which a claim from the
+//! head would visit one by one.
+//!
+//! A floor is a promise that no ready job of its priority lies behind it; what could
+//! break the promise, and what keeps it:
+//!
+//! - a job inserted by a transaction that began before a later job was claimed (its
+//!   `run_at` is its transaction's start): the insert trigger says the earliest `run_at`
+//!   of every statement on `copydesk_jobs_ready`, and the floor is lowered to it;
+//! - a job given back with its old `run_at` (a grown buffer handing jobs back): the
+//!   worker that gives it back lowers its own floor, and says so on the same channel;
+//! - anything nobody said (a notification lost while LISTEN reconnected, a claim that
+//!   failed): the floors are forgotten and the next claim reads from the head;
+//! - and in any case, every [`SWEEP_EVERY`] a task of the worker process looks behind
+//!   each floor for a ready job (`sweep`), apart from the claims, and lowers the floor
+//!   to what it finds. Under a held horizon that look reads every entry behind the
+//!   floor, as a claim from the head would; it is the only thing that does, and no
+//!   claim waits for it.
+//!
+//! A priority with no floor is read from its head, in priority order: floors change
+//! where a claim starts reading, never the order jobs are taken in.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use chrono::{DateTime, Utc};
+
+use crate::ClaimedJob;
+
+/// How often a worker process looks behind its floors for ready jobs nobody told it of:
+/// the longest such a job waits (behind a pooler with no LISTEN, the poll interval).
+pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// The NOTIFY channel on which inserts say where their ready jobs start (payload:
+/// `<kind> <priority> <microseconds since the epoch>`).
+pub const READY_CHANNEL: &str = "copydesk_jobs_ready";
+
+/// One kind's floors in one worker.
+#[derive(Debug, Default)]
+pub struct Floors {
+    at: BTreeMap<i32, DateTime<Utc>>,
+    /// Bumped whenever a floor is lowered or all are forgotten: a claim that began
+    /// before may not raise floors past what it was told since.
+    lowered: u64,
+}
+
+/// The floors a claim starts from, and when it took them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Start {
+    /// Highest priority first.
+    pub floors: Vec<(i32, DateTime<Utc>)>,
+    lowered: u64,
+}
+
+impl Floors {
+    /// No floors yet: the first claim reads from the head.
+    pub fn new() -> Self {
+        Self {
+            at: BTreeMap::new(),
+            lowered: 0,
+        }
+    }
+
+    /// Where the next claim starts: each known priority's floor.
+    pub fn start(&self) -> Start {
+        Start {
+            floors: self.at.iter().rev().map(|(p, at)| (*p, *at)).collect(),
+            lowered: self.lowered,
+        }
+    }
+
+    /// A claim that started at `start` took `jobs`: each priority it took from starts,
+    /// from now on, at the last job taken (the claim took them in order, so every ready
+    /// job before it was taken, by this claim or one running beside it). If a floor was
+    /// lowered while the claim ran, no floor is raised past where it stands.
+    pub fn claimed(&mut self, start: &Start, jobs: &[ClaimedJob]) {
+        let mut last: BTreeMap<i32, DateTime<Utc>> = BTreeMap::new();
+        for j in jobs {
+            let at = last.entry(j.priority).or_insert(j.run_at);
+            *at = (*at).max(j.run_at);
+        }
+        let told_since = start.lowered != self.lowered;
+        for (p, at) in last {
+            match self.at.get_mut(&p) {
+                Some(floor) if told_since => *floor = (*floor).min(at),
+                Some(floor) => *floor = at,
+                None if told_since => {}
+                None => {
+                    self.at.insert(p, at);
+                }
+            }
+        }
+    }
+
+    /// A job of `priority` is ready from `at`: the floor comes down to it if it stood
+    /// past it. (A priority with no floor is read from its head anyway.)
+    pub fn lower(&mut self, priority: i32, at: DateTime<Utc>) {
+        if let Some(floor) = self.at.get_mut(&priority)
+            && *floor > at
+        {
+            *floor = at;
+            self.lowered += 1;
+        }
+    }
+
+    /// Forgets every floor: the next claim reads from the head.
+    pub fn forget(&mut self) {
+        if !self.at.is_empty() {
+            self.at.clear();
+        }
+        self.lowered += 1;
+    }
+}
+
+/// Looks behind each floor of `floors` (one kind's) for a ready job, and lowers the
+/// floor to the first one found. Errors are logged; the next sweep looks again.
+pub async fn sweep(pool: &crate::db::Db, kind: &str, floors: &std::sync::Mutex<Floors>) {
+    let known: Vec<(i32, DateTime<Utc>)> = {
+        let f = floors.lock().unwrap_or_else(|e| e.into_inner());
+        f.at.iter().map(|(p, at)| (*p, *at)).collect()
+    };
+    for (priority, floor) in known {
+        match crate::sql::job_ready_behind(pool, kind, priority, floor).await {
+            Ok(Some(at)) => {
+                tracing::info!(kind, priority, %at, "a ready job behind the claims' floor: going back for it");
+                floors
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .lower(priority, at);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(kind, error = %e, "looking behind the floors failed; will look again")
+            }
+        }
+    }
+}
+
+/// Reads a [`READY_CHANNEL`] payload: the kind, the priority, and the earliest `run_at`.
+pub fn parse_ready(payload: &str) -> Option<(&str, i32, DateTime<Utc>)> {
+    let mut parts = payload.rsplitn(3, ' ');
+    let micros: i64 = parts.next()?.parse().ok()?;
+    let priority: i32 = parts.next()?.parse().ok()?;
+    let kind = parts.next()?;
+    Some((kind, priority, DateTime::from_timestamp_micros(micros)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+    use uuid::Uuid;
+
+    fn job(priority: i32, secs: i64) -> ClaimedJob {
+        ClaimedJob {
+            id: Uuid::now_v7(),
+            kind: "k".into(),
+            tenant_id: Uuid::nil(),
+            project_id: None,
+            input: Value::Null,
+            parent_id: None,
+            priority,
+            attempts: 1,
+            max_attempts: 3,
+            run_at: t(secs),
+            created_at: t(secs),
+            locked_by: "w".into(),
+        }
+    }
+
+    fn t(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap()
+    }
+
+    #[test]
+    fn a_claim_moves_each_priority_it_took_from_to_its_last_job() {
+        let mut f = Floors::new();
+        let s = f.start();
+        assert!(s.floors.is_empty(), "the first claim reads from the head");
+        f.claimed(&s, &[job(5, 3), job(0, 1), job(5, 7), job(0, 2)]);
+        let s = f.start();
+        assert_eq!(
+            s.floors,
+            vec![(5, t(7)), (0, t(2))],
+            "highest priority first"
+        );
+    }
+
+    #[test]
+    fn a_job_behind_a_floor_lowers_it_and_a_claim_under_way_does_not_raise_it_back() {
+        let mut f = Floors::new();
+        let s = f.start();
+        f.claimed(&s, &[job(0, 10)]);
+        let under_way = f.start();
+        f.lower(0, t(4));
+        f.lower(0, t(6)); // later than the floor now: nothing changes
+        f.claimed(&under_way, &[job(0, 12)]);
+        assert_eq!(f.start().floors, vec![(0, t(4))]);
+        // The next claim, begun after, moves it on.
+        let s = f.start();
+        f.claimed(&s, &[job(0, 5)]);
+        assert_eq!(f.start().floors, vec![(0, t(5))]);
+    }
+
+    #[test]
+    fn forgotten_floors_are_not_set_again_by_a_claim_begun_before() {
+        let mut f = Floors::new();
+        let s = f.start();
+        f.claimed(&s, &[job(0, 10)]);
+        let under_way = f.start();
+        f.forget();
+        f.claimed(&under_way, &[job(0, 11)]);
+        assert!(f.start().floors.is_empty());
+        let s = f.start();
+        f.claimed(&s, &[job(0, 12)]);
+        assert_eq!(f.start().floors, vec![(0, t(12))]);
+    }
+
+    #[test]
+    fn ready_payloads_are_read_from_the_right() {
+        assert_eq!(
+            parse_ready("publish_post -3 1800000000000000"),
+            Some(("publish_post", -3, t(0)))
+        );
+        assert_eq!(parse_ready("noop 0"), None);
+        assert_eq!(parse_ready("noop x 1"), None);
+    }
+}
