@@ -13,10 +13,12 @@
 //!
 //! Prints, per minute: the offered and finished rates, start latency (`created_at` to
 //! `started_at`) p50 and p95 of the jobs finished in that minute, the ready backlog at
-//! its end, and the dead row versions of `jobs` as the statistics count them; then one
-//! JSON document. Not a test: figures depend on the machine.
+//! its end, the dead row versions of `jobs` as the statistics count them, and what the
+//! database was busy with (statements seen running for over 50 ms, sampled every
+//! 100 ms); then one JSON document. Not a test: figures depend on the machine.
 
 use std::{
+    collections::BTreeMap,
     process::{Child, Command, Stdio},
     sync::{
         Arc,
@@ -88,6 +90,9 @@ struct Minute {
     p95_ms: f64,
     backlog: i64,
     dead: i64,
+    /// What the database was busy with: statements seen running for over 50 ms, by
+    /// their first words, with how often they were seen (sampled every 100 ms).
+    busy: Vec<(String, u64)>,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -128,6 +133,8 @@ async fn main() -> anyhow::Result<()> {
         inserted.clone(),
         stop.clone(),
     ));
+    let busy = Arc::new(std::sync::Mutex::new(BTreeMap::<String, u64>::new()));
+    let sampler = tokio::spawn(sample_busy(pool.clone(), busy.clone(), stop.clone()));
 
     let total = args.before + args.hold + args.after;
     let mut minutes = Vec::new();
@@ -167,22 +174,30 @@ async fn main() -> anyhow::Result<()> {
         let secs = (to - from).num_milliseconds() as f64 / 1000.0;
         let offered = (now_inserted - last_inserted) as f64 / secs;
         last_inserted = now_inserted;
-        let minute = measure(&pool, phase, offered, from, to).await?;
+        let mut minute = measure(&pool, phase, offered, from, to).await?;
+        let mut seen: Vec<(String, u64)> = std::mem::take(&mut *busy.lock().expect("not poisoned"))
+            .into_iter()
+            .collect();
+        seen.sort_by(|a, b| b.1.cmp(&a.1));
+        seen.truncate(3);
+        minute.busy = seen;
         progress(&format!(
-            "minute {} ({phase}): offered {:.0}/s, finished {:.0}/s, start p50 {:.1} ms, p95 {:.1} ms, backlog {}, dead {}",
+            "minute {} ({phase}): offered {:.0}/s, finished {:.0}/s, start p50 {:.1} ms, p95 {:.1} ms, backlog {}, dead {}, busy with {:?}",
             m + 1,
             minute.offered,
             minute.finished,
             minute.p50_ms,
             minute.p95_ms,
             minute.backlog,
-            minute.dead
+            minute.dead,
+            minute.busy
         ));
         minutes.push(minute);
         from = to;
     }
     stop.store(true, Ordering::Relaxed);
     producer.await??;
+    sampler.await??;
     for w in workers.iter_mut() {
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(w.id() as i32),
@@ -226,7 +241,8 @@ async fn main() -> anyhow::Result<()> {
         .map(|(i, m)| {
             json!({"minute": i + 1, "phase": m.phase, "offered_per_s": m.offered,
                    "finished_per_s": m.finished, "start_p50_ms": m.p50_ms,
-                   "start_p95_ms": m.p95_ms, "backlog": m.backlog, "dead_rows": m.dead})
+                   "start_p95_ms": m.p95_ms, "backlog": m.backlog, "dead_rows": m.dead,
+                   "busy_with": m.busy})
         })
         .collect();
     println!(
@@ -305,7 +321,37 @@ async fn measure(
         p95_ms: p95.unwrap_or(f64::NAN) * 1000.0,
         backlog,
         dead,
+        busy: Vec::new(),
     })
+}
+
+/// Every 100 ms, notes each statement (or vacuum) that has been running for over 50 ms,
+/// by its first words, until told to stop.
+async fn sample_busy(
+    pool: PgPool,
+    busy: Arc<std::sync::Mutex<BTreeMap<String, u64>>>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
+    while !stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT CASE WHEN backend_type = 'client backend'
+                         THEN left(regexp_replace(query, '\\s+', ' ', 'g'), 48)
+                         ELSE backend_type END
+             FROM pg_stat_activity
+             WHERE state = 'active' AND pid <> pg_backend_pid()
+               AND now() - query_start > interval '50 ms'
+               AND backend_type IN ('client backend', 'autovacuum worker')
+               AND query NOT LIKE '%pg_sleep%' AND query NOT LIKE 'SELECT txid_current%'",
+        )
+        .fetch_all(&pool)
+        .await?;
+        let mut b = busy.lock().expect("not poisoned");
+        for q in rows {
+            *b.entry(q).or_default() += 1;
+        }
+    }
+    Ok(())
 }
 
 /// What holds the horizon back, and how to stop it.

@@ -1,3 +1,4 @@
+DROP FUNCTION IF EXISTS copydesk_other_group_ready(text, uuid);
 DROP TRIGGER IF EXISTS jobs_notify_requeued ON jobs;
 DROP FUNCTION IF EXISTS jobs_notify_requeued();
 DROP INDEX IF EXISTS jobs_running_idx;

@@ -64,12 +64,13 @@ END
 $$;
 
 -- What lets a worker keep its floors honest: besides the wake-up on `copydesk_jobs`
--- (payload: the kind), every statement that inserts ready jobs says, on
--- `copydesk_jobs_ready`, for each kind and priority it inserted, the earliest `run_at`
--- (`<kind> <priority> <microseconds since the epoch>`). A job whose transaction began
--- before a later one's job was claimed lands behind that worker's floor; the worker
--- lowers the floor to it. (A separate channel: workers of the version before listen
--- to `copydesk_jobs` alone and read its payload as a kind.)
+-- (payload: the kind, for jobs ready now), every statement that inserts queued jobs
+-- says, on `copydesk_jobs_ready`, for each kind and priority it inserted, the earliest
+-- `run_at` (`<kind> <priority> <microseconds since the epoch>`), ready now or not: a
+-- job whose transaction began before a later one's job was claimed, or that commits
+-- after its `run_at` has passed, lands behind that worker's floor, and the worker
+-- lowers the floor to it. (A separate channel: workers of the version before listen to
+-- `copydesk_jobs` alone and read its payload as a kind.)
 CREATE OR REPLACE FUNCTION jobs_notify_insert() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
@@ -77,9 +78,11 @@ DECLARE
     r record;
 BEGIN
     FOR r IN SELECT n.kind, n.priority, min(n.run_at) AS run_at FROM new_rows n
-             WHERE n.status = 'queued' AND n.run_at <= now()
+             WHERE n.status = 'queued'
              GROUP BY n.kind, n.priority ORDER BY n.kind LOOP
-        PERFORM pg_notify('copydesk_jobs', r.kind);
+        IF r.run_at <= now() THEN
+            PERFORM pg_notify('copydesk_jobs', r.kind);
+        END IF;
         PERFORM pg_notify('copydesk_jobs_ready',
             r.kind || ' ' || r.priority || ' ' || floor(extract(epoch FROM r.run_at) * 1000000)::bigint);
     END LOOP;
@@ -87,15 +90,18 @@ BEGIN
 END;
 $$;
 
--- A job set back to `queued` by an UPDATE (a retry, a rescue, jobs given back or
--- released, or a person by plain SQL), made earlier, or moved to another priority, says
--- the same, and wakes its kind's workers when it is ready now. The condition is checked
--- before anything is queued, so claims and finishes, which never meet it, pay nothing.
+-- A job set back to `queued` by an UPDATE (a retry, a wait, a rescue, jobs given back
+-- or released, or a person by plain SQL), made earlier, or moved to another priority or
+-- kind, says the same, and wakes its kind's workers when it is ready now. The
+-- condition is checked before anything is queued, so claims and finishes to `done`,
+-- which never meet it, pay nothing.
 CREATE FUNCTION jobs_notify_requeued() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
 BEGIN
-    PERFORM pg_notify('copydesk_jobs', NEW.kind);
+    IF NEW.run_at <= now() THEN
+        PERFORM pg_notify('copydesk_jobs', NEW.kind);
+    END IF;
     PERFORM pg_notify('copydesk_jobs_ready',
         NEW.kind || ' ' || NEW.priority || ' ' || floor(extract(epoch FROM NEW.run_at) * 1000000)::bigint);
     RETURN NULL;
@@ -103,8 +109,9 @@ END;
 $$;
 
 CREATE TRIGGER jobs_notify_requeued AFTER UPDATE ON jobs FOR EACH ROW
-    WHEN (NEW.status = 'queued' AND NEW.run_at <= now()
-          AND (OLD.status <> 'queued' OR NEW.run_at < OLD.run_at OR NEW.priority <> OLD.priority))
+    WHEN (NEW.status = 'queued'
+          AND (OLD.status <> 'queued' OR NEW.run_at < OLD.run_at
+               OR NEW.priority <> OLD.priority OR NEW.kind <> OLD.kind))
     EXECUTE FUNCTION jobs_notify_requeued();
 
 -- Running rows by lease, not by worker. Finishes and heartbeats name their jobs by id;
@@ -114,3 +121,21 @@ CREATE TRIGGER jobs_notify_requeued AFTER UPDATE ON jobs FOR EACH ROW
 -- this one from where its last look ended (`job_rescue_expired`).
 DROP INDEX jobs_running_idx;
 CREATE INDEX jobs_running_idx ON jobs USING btree (locked_until) WHERE (status = 'running'::text);
+
+-- Whether a ready job of `p_kind` belongs to another group (project, else tenant) than
+-- `p_group`: the two ranges of `jobs_queued_group_idx` either side of it, so the
+-- entries of `p_group` itself (all a held horizon keeps while one project has the queue
+-- to itself) are never read. Sorting is off inside: the planner, counting only live
+-- rows, otherwise now and then reads the kind's whole queued index and sorts what it
+-- finds, which under a held horizon is every version claimed since.
+CREATE FUNCTION copydesk_other_group_ready(p_kind text, p_group uuid) RETURNS boolean
+    LANGUAGE sql STABLE
+    SET enable_sort = off
+    AS $$
+    SELECT EXISTS (SELECT 1 FROM jobs q WHERE q.status = 'queued' AND q.kind = p_kind AND q.run_at <= now()
+                     AND coalesce(q.project_id, q.tenant_id) < p_group
+                   ORDER BY q.kind DESC, coalesce(q.project_id, q.tenant_id) DESC LIMIT 1)
+        OR EXISTS (SELECT 1 FROM jobs q WHERE q.status = 'queued' AND q.kind = p_kind AND q.run_at <= now()
+                     AND coalesce(q.project_id, q.tenant_id) > p_group
+                   ORDER BY q.kind, coalesce(q.project_id, q.tenant_id) LIMIT 1)
+$$;

@@ -13,13 +13,17 @@
 //!   of every statement on `copydesk_jobs_ready`, and the floor is lowered to it;
 //! - a job given back with its old `run_at` (a grown buffer handing jobs back): the
 //!   worker that gives it back lowers its own floor, and says so on the same channel;
-//! - anything nobody said (a notification lost while LISTEN reconnected, a claim that
-//!   failed): the floors are forgotten and the next claim reads from the head;
-//! - and in any case, every [`SWEEP_EVERY`] a task of the worker process looks behind
-//!   each floor for a ready job (`sweep`), apart from the claims, and lowers the floor
-//!   to what it finds. Under a held horizon that look reads every entry behind the
-//!   floor, as a claim from the head would; it is the only thing that does, and no
-//!   claim waits for it.
+//! - a notification lost (LISTEN reconnected) or a claim that failed: the floors are
+//!   forgotten and the next claim reads from the head;
+//! - and what nothing above covers (a LISTEN connection that stops delivering without
+//!   an error): every [`SWEEP_EVERY`] a task of the worker process looks behind each
+//!   floor for a ready job (`sweep`), apart from the claims, and lowers the floor to
+//!   what it finds. Under a held horizon that look reads every entry behind the floor,
+//!   as a claim from the head would, dragging the whole table through the buffer cache,
+//!   so it is rare, and no claim waits for it.
+//!
+//! Behind a pooler with no LISTEN nothing can be said, so a worker keeps no floors and
+//! claims from the head, as before.
 //!
 //! A priority with no floor is read from its head, in priority order: floors change
 //! where a claim starts reading, never the order jobs are taken in.
@@ -30,9 +34,10 @@ use chrono::{DateTime, Utc};
 
 use crate::ClaimedJob;
 
-/// How often a worker process looks behind its floors for ready jobs nobody told it of:
-/// the longest such a job waits (behind a pooler with no LISTEN, the poll interval).
-pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// How often a worker process looks behind its floors for ready jobs nobody told it of
+/// (the first look comes at a random point within it, so processes started together
+/// do not look together).
+pub const SWEEP_EVERY: Duration = Duration::from_secs(600);
 
 /// The NOTIFY channel on which inserts say where their ready jobs start (payload:
 /// `<kind> <priority> <microseconds since the epoch>`).
@@ -41,6 +46,8 @@ pub const READY_CHANNEL: &str = "copydesk_jobs_ready";
 /// One kind's floors in one worker.
 #[derive(Debug, Default)]
 pub struct Floors {
+    /// Keeps no floors at all (no LISTEN can tell it of jobs behind them).
+    off: bool,
     at: BTreeMap<i32, DateTime<Utc>>,
     /// Bumped whenever a floor is lowered or all are forgotten: a claim that began
     /// before may not raise floors past what it was told since.
@@ -58,9 +65,14 @@ pub struct Start {
 impl Floors {
     /// No floors yet: the first claim reads from the head.
     pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Floors that are never kept: every claim reads from the head.
+    pub fn off() -> Self {
         Self {
-            at: BTreeMap::new(),
-            lowered: 0,
+            off: true,
+            ..Self::default()
         }
     }
 
@@ -81,6 +93,9 @@ impl Floors {
         for j in jobs {
             let at = last.entry(j.priority).or_insert(j.run_at);
             *at = (*at).max(j.run_at);
+        }
+        if self.off {
+            return;
         }
         let told_since = start.lowered != self.lowered;
         for (p, at) in last {

@@ -285,29 +285,22 @@ pub async fn job_ready_behind(
 }
 
 /// Whether a ready job of `kind` belongs to a project (or tenant, for a job with none)
-/// other than `group`. Reads the two ranges of `jobs_queued_group_idx` either side of
-/// `group`, so the entries of `group` itself (all that a held horizon keeps, when one
-/// project has the queue to itself) are never visited.
+/// other than `group` (`copydesk_other_group_ready`: the group index either side of
+/// `group`, so the entries of `group` itself, all that a held horizon keeps when one
+/// project has the queue to itself, are never read).
 pub async fn job_other_group_ready(
     db: impl PgExecutor<'_>,
     kind: &str,
     group: Uuid,
 ) -> Result<bool> {
-    Ok(crate::db::query_scalar(
-        // Each side in the group index's order, so no plan reads the kind's whole
-        // queued index instead and filters.
-        "SELECT EXISTS (SELECT 1 FROM jobs WHERE status = 'queued' AND kind = $1 AND run_at <= now()
-                          AND coalesce(project_id, tenant_id) < $2
-                        ORDER BY coalesce(project_id, tenant_id) DESC LIMIT 1)
-             OR EXISTS (SELECT 1 FROM jobs WHERE status = 'queued' AND kind = $1 AND run_at <= now()
-                          AND coalesce(project_id, tenant_id) > $2
-                        ORDER BY coalesce(project_id, tenant_id) LIMIT 1)",
+    Ok(
+        crate::db::query_scalar("SELECT copydesk_other_group_ready($1, $2)")
+            .persistent(false)
+            .bind(kind)
+            .bind(group)
+            .fetch_one(db)
+            .await?,
     )
-    .persistent(false)
-    .bind(kind)
-    .bind(group)
-    .fetch_one(db)
-    .await?)
 }
 
 /// RETURNING has no order: claimed jobs start as the claim chose them, best first

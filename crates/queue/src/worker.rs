@@ -112,26 +112,24 @@ pub async fn run<C: Clone + Send + Sync + 'static>(
         .iter()
         .map(|k| (k.clone(), Arc::new(Notify::new())))
         .collect();
-    // Behind floors is looked every SWEEP_EVERY, or every poll when no LISTEN can tell a
-    // worker of jobs made ready there.
+    // With no LISTEN nothing can tell a worker of jobs made ready behind its floors: it
+    // keeps none.
     let listen_through = listen_pool(&runner, &opts);
-    let sweep_every = if listen_through.is_some() {
-        floors::SWEEP_EVERY
-    } else {
-        runner
-            .config
-            .worker
-            .poll_interval()
-            .min(floors::SWEEP_EVERY)
-    };
     let floors: HashMap<String, SharedFloors> = kinds
         .iter()
-        .map(|k| (k.clone(), Arc::new(Mutex::new(Floors::new()))))
+        .map(|k| {
+            let f = if listen_through.is_some() {
+                Floors::new()
+            } else {
+                Floors::off()
+            };
+            (k.clone(), Arc::new(Mutex::new(f)))
+        })
         .collect();
     let sweeper = tokio::spawn(sweep_floors(
         runner.pool.clone(),
         floors.clone(),
-        sweep_every,
+        floors::SWEEP_EVERY,
     ));
     let listener = spawn_listener(
         &runner,
@@ -277,9 +275,9 @@ fn schedules(opts: &WorkerOptions) -> Result<Vec<(Periodic, cron::Schedule)>> {
 
 /// Looks behind every kind's floors every `every`, until aborted.
 async fn sweep_floors(pool: Db, floors: HashMap<String, SharedFloors>, every: Duration) {
-    let mut tick = tokio::time::interval(every);
+    let first = every.mul_f64(rand::random::<f64>().max(0.1));
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + first, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
     loop {
         tick.tick().await;
         for (kind, f) in &floors {
