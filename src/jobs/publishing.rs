@@ -116,10 +116,11 @@ async fn destination(
     args: &PublishingArgs,
 ) -> Result<(store::artifacts::Publishable, Channel, PublishCtx), JobError> {
     let artifact = args.artifact_id;
-    let mut conn = ctx.pool.acquire().await.retryable()?;
+    // The check's reads in one transaction (one server connection behind a pooler).
+    let mut tx = ctx.pool.begin().await.retryable()?;
     let project = ctx.job.project_id;
-    let checked = eligibility::check(&mut conn, artifact, args.integration_id, project).await;
-    drop(conn);
+    let checked = eligibility::check(&mut tx, artifact, args.integration_id, project).await;
+    tx.commit().await.retryable()?;
     let eligible = checked.map_err(|e| match e {
         eligibility::Error::Store(e) if e.is_transient() => JobError::transient(e.to_string()),
         e => JobError::permanent(format!("not publishing: {e}")),
