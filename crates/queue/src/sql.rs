@@ -408,8 +408,13 @@ pub async fn job_heartbeat(
         return Ok(0);
     }
     Ok(crate::db::query(
+        // Rows a finish holds are skipped (they are being finished; the next beat
+        // extends any whose finish failed): a heartbeat never waits for a finish, so the
+        // two, which lock the same rows in no common order, cannot deadlock.
         "UPDATE jobs SET locked_until = now() + $3 * interval '1 millisecond'
-         WHERE id = ANY($2) AND status = 'running' AND locked_by = $1",
+         WHERE id = ANY(ARRAY(
+             SELECT id FROM jobs WHERE id = ANY($2) AND status = 'running' AND locked_by = $1
+             FOR UPDATE SKIP LOCKED))",
     )
     .bind(worker)
     .bind(ids)
