@@ -11,8 +11,9 @@
 //! - a job inserted by a transaction that began before a later job was claimed (its
 //!   `run_at` is its transaction's start): the insert trigger says the earliest `run_at`
 //!   of every statement on `copydesk_jobs_ready`, and the floor is lowered to it;
-//! - a job given back with its old `run_at` (a grown buffer handing jobs back): the
-//!   worker that gives it back lowers its own floor, and says so on the same channel;
+//! - a job set back to `queued` (given back with its old `run_at`, retried, rescued,
+//!   released, or by hand), made earlier, or moved to another priority: the requeue
+//!   trigger says where it starts on the same channel;
 //! - a notification lost (LISTEN reconnected) or a claim that failed: the floors are
 //!   forgotten and the next claim reads from the head;
 //! - and what nothing above covers (a LISTEN connection that stops delivering without
@@ -123,9 +124,7 @@ impl Floors {
 
     /// Forgets every floor: the next claim reads from the head.
     pub fn forget(&mut self) {
-        if !self.at.is_empty() {
-            self.at.clear();
-        }
+        self.at.clear();
         self.lowered += 1;
     }
 }
