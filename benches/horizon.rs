@@ -178,7 +178,7 @@ async fn main() -> anyhow::Result<()> {
         let mut seen: Vec<(String, u64)> = std::mem::take(&mut *busy.lock().expect("not poisoned"))
             .into_iter()
             .collect();
-        seen.sort_by(|a, b| b.1.cmp(&a.1));
+        seen.sort_by_key(|b| std::cmp::Reverse(b.1));
         seen.truncate(3);
         minute.busy = seen;
         progress(&format!(

@@ -538,7 +538,7 @@ impl<C: Clone + Send + Sync + 'static> JobsBackend<C> {
                         jobs
                     })
             } else {
-                sql::job_claim_from(&pool, &worker, &kind, n as i64, lease, &start.floors)
+                sql::job_claim_start(&pool, &worker, &kind, n as i64, lease, &start)
                     .await
                     .inspect(|jobs| {
                         if !jobs.is_empty() && only_group(jobs).is_none() {
@@ -554,7 +554,7 @@ impl<C: Clone + Send + Sync + 'static> JobsBackend<C> {
                 match &result {
                     // A fair claim over several projects took each one's first jobs, not
                     // the first of the kind: it says nothing of where ready jobs start.
-                    Ok(jobs) if !fair || only_group(jobs).is_some() => f.claimed(&start, jobs),
+                    Ok(jobs) if !fair || only_group(jobs).is_some() => f.claimed(&start, jobs, n),
                     Ok(_) => {}
                     // Rows it locked may have been skipped by claims beside it.
                     Err(_) => f.forget(),

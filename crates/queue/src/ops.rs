@@ -90,6 +90,19 @@ pub async fn claim_from(
     sql::job_claim_from(db, worker, kind, limit, lease, floors).await
 }
 
+/// The plain claim as a worker makes it from its floors: where `start` says (see
+/// [`crate::floors::Start::alone`]).
+pub async fn claim_start(
+    db: impl PgExecutor<'_>,
+    worker: &str,
+    kind: &str,
+    limit: i64,
+    lease: Duration,
+    start: &crate::floors::Start,
+) -> Result<Vec<ClaimedJob>> {
+    sql::job_claim_start(db, worker, kind, limit, lease, start).await
+}
+
 /// A failed or cancelled job back to `queued`, attempts reset; wakes its workers.
 pub async fn retry(pool: &Db, id: Uuid) -> Result<Job> {
     let mut tx = pool.begin().await?;

@@ -195,6 +195,25 @@ pub async fn job_claim_counting(
     Ok((in_turns(jobs), groups))
 }
 
+/// A plain claim's statement: the rows `$select` picks (`$1` kind, `$2` limit) set
+/// `running` under worker `$3` for a lease of `$4` ms, returned as [`ClaimedJob`]s.
+macro_rules! claim_of {
+    ($select:literal) => {
+        concat!(
+            "UPDATE jobs j
+             SET status = 'running', locked_by = $3,
+                 locked_until = now() + $4 * interval '1 millisecond',
+                 attempts = j.attempts + 1, started_at = now(), updated_at = now(),
+                 waiting_for = NULL
+             WHERE j.id = ANY(ARRAY(",
+            $select,
+            "))
+             RETURNING j.id, j.kind, j.tenant_id, j.project_id, j.input, j.parent_id,
+                       j.priority, j.attempts, j.max_attempts, j.run_at, j.created_at, j.locked_by"
+        )
+    };
+}
+
 /// The plain claim: the best `limit` ready jobs of `kind`, whoever's they are. What a
 /// worker uses while one project has all the ready jobs (see `backend`).
 pub async fn job_claim_plain(
@@ -210,21 +229,13 @@ pub async fn job_claim_plain(
     // looked up through the primary key (10 ms). Not a persistent prepared statement:
     // a cached generic plan does not know `LIMIT $2` and, once statistics show a
     // backlog, may sort the whole queue to take 32 rows. See PERFORMANCE.md.
-    let jobs = crate::db::query_as::<ClaimedJob>(
-        "UPDATE jobs j
-         SET status = 'running', locked_by = $3,
-             locked_until = now() + $4 * interval '1 millisecond',
-             attempts = j.attempts + 1, started_at = now(), updated_at = now(),
-             waiting_for = NULL
-         WHERE j.id = ANY(ARRAY(
-             SELECT id FROM jobs
-             WHERE status = 'queued' AND kind = $1 AND run_at <= now()
-             ORDER BY priority DESC, run_at, id
-             LIMIT $2
-             FOR UPDATE SKIP LOCKED))
-         RETURNING j.id, j.kind, j.tenant_id, j.project_id, j.input, j.parent_id,
-                   j.priority, j.attempts, j.max_attempts, j.run_at, j.created_at, j.locked_by",
-    )
+    let jobs = crate::db::query_as::<ClaimedJob>(claim_of!(
+        "SELECT id FROM jobs
+         WHERE status = 'queued' AND kind = $1 AND run_at <= now()
+         ORDER BY priority DESC, run_at, id
+         LIMIT $2
+         FOR UPDATE SKIP LOCKED"
+    ))
     .persistent(false)
     .bind(kind)
     .bind(limit)
@@ -258,6 +269,53 @@ pub async fn job_claim_from(
     .bind(lease.as_millis() as i64)
     .bind(priorities)
     .bind(at)
+    .fetch_all(db)
+    .await?;
+    Ok(in_turns(jobs))
+}
+
+/// The plain claim from where `start` says: its one priority alone ([`job_claim_at`])
+/// when it may, else every priority from its floor or head ([`job_claim_from`]).
+pub async fn job_claim_start(
+    db: impl PgExecutor<'_>,
+    worker: &str,
+    kind: &str,
+    limit: i64,
+    lease: Duration,
+    start: &crate::floors::Start,
+) -> Result<Vec<ClaimedJob>> {
+    match start.alone() {
+        Some(floor) => job_claim_at(db, worker, kind, limit, lease, floor).await,
+        None => job_claim_from(db, worker, kind, limit, lease, &start.floors).await,
+    }
+}
+
+/// The plain claim of one priority alone, from its floor: what a worker sends while it
+/// knows of no other priority of the kind (see [`crate::floors::Start::alone`]). One
+/// statement, as [`job_claim_plain`], where [`job_claim_from`] runs a function.
+pub async fn job_claim_at(
+    db: impl PgExecutor<'_>,
+    worker: &str,
+    kind: &str,
+    limit: i64,
+    lease: Duration,
+    (priority, floor): (i32, DateTime<Utc>),
+) -> Result<Vec<ClaimedJob>> {
+    let jobs = crate::db::query_as::<ClaimedJob>(claim_of!(
+        "SELECT id FROM jobs
+         WHERE status = 'queued' AND kind = $1 AND priority = $5
+           AND run_at >= $6 AND run_at <= now()
+         ORDER BY run_at, id
+         LIMIT $2
+         FOR UPDATE SKIP LOCKED"
+    ))
+    .persistent(false)
+    .bind(kind)
+    .bind(limit)
+    .bind(worker)
+    .bind(lease.as_millis() as i64)
+    .bind(priority)
+    .bind(floor)
     .fetch_all(db)
     .await?;
     Ok(in_turns(jobs))

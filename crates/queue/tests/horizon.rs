@@ -180,20 +180,14 @@ async fn racing_claimers_with_floors_under_a_held_horizon_claim_each_job_once() 
             let mut mine = Vec::new();
             loop {
                 let start = floors.start();
-                let took = queue::ops::claim_from(
-                    &pool,
-                    &format!("w{w}"),
-                    "noop",
-                    37,
-                    LEASE,
-                    &start.floors,
-                )
-                .await
-                .unwrap();
+                let took =
+                    queue::ops::claim_start(&pool, &format!("w{w}"), "noop", 37, LEASE, &start)
+                        .await
+                        .unwrap();
                 if took.is_empty() {
                     break;
                 }
-                floors.claimed(&start, &took);
+                floors.claimed(&start, &took, 37);
                 mine.extend(took.iter().map(|j| j.id));
             }
             mine
@@ -217,15 +211,15 @@ async fn the_sweep_finds_a_ready_job_nobody_announced_behind_a_floor() {
     }
     let floors = std::sync::Mutex::new(queue::floors::Floors::new());
     let start = floors.lock().unwrap().start();
-    let took = queue::ops::claim_from(&db.pool, "w", "noop", 10, LEASE, &start.floors)
+    let took = queue::ops::claim_start(&db.pool, "w", "noop", 10, LEASE, &start)
         .await
         .unwrap();
     assert_eq!(took.len(), 5);
-    floors.lock().unwrap().claimed(&start, &took);
+    floors.lock().unwrap().claimed(&start, &took, 10);
     // Made ready behind the floor with nobody listening to say so.
     let (late, at) = job_at(&db, 0, 60).await;
     let start = floors.lock().unwrap().start();
-    let took = queue::ops::claim_from(&db.pool, "w", "noop", 10, LEASE, &start.floors)
+    let took = queue::ops::claim_start(&db.pool, "w", "noop", 10, LEASE, &start)
         .await
         .unwrap();
     assert!(took.is_empty(), "the claim does not read behind its floor");
@@ -233,7 +227,7 @@ async fn the_sweep_finds_a_ready_job_nobody_announced_behind_a_floor() {
     queue::floors::sweep(&db.pool, "noop", &floors).await;
     let start = floors.lock().unwrap().start();
     assert_eq!(start.floors, vec![(0, at)]);
-    let took = queue::ops::claim_from(&db.pool, "w", "noop", 10, LEASE, &start.floors)
+    let took = queue::ops::claim_start(&db.pool, "w", "noop", 10, LEASE, &start)
         .await
         .unwrap();
     assert_eq!(took.iter().map(|j| j.id).collect::<Vec<_>>(), vec![late]);
