@@ -191,11 +191,14 @@ pub async fn keep_leases(pool: Db, settings: WorkerSettings, workers: Vec<(Strin
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Where the next rescue starts looking (`None`: everywhere, as at start).
     let mut since = None;
+    // A lease taken or extended within the last half beat is left for the next beat,
+    // which finds it with at least `lease - 1.5 × heartbeat` left.
+    let renew_below = settings.lease().saturating_sub(settings.heartbeat() / 2);
     loop {
         beat.tick().await;
         for (worker, in_flight) in &workers {
             let ids: Vec<Uuid> = lock(in_flight).iter().copied().collect();
-            match sql::job_heartbeat(&pool, worker, &ids, settings.lease()).await {
+            match sql::job_heartbeat(&pool, worker, &ids, settings.lease(), renew_below).await {
                 Ok(n) if n > 0 => tracing::trace!(worker = %worker, jobs = n, "leases extended"),
                 Ok(_) => {}
                 Err(e) => {

@@ -214,7 +214,8 @@ pub struct Retention {
 }
 
 /// Deletes finished jobs older than their status's retention (days), `batch` rows per
-/// statement so the queue is never locked for long; with `dry_run`, only counts them.
+/// statement so the queue is never locked for long, each batch from where the last
+/// ended; with `dry_run`, only counts them.
 pub async fn delete_finished(
     pool: &Db,
     days: [(JobStatus, i32); 3],
@@ -226,12 +227,13 @@ pub async fn delete_finished(
         let n = if dry_run {
             sql::job_count_finished(pool, status, days).await?
         } else {
-            let mut total = 0;
+            let (mut total, mut from) = (0, None);
             loop {
-                let (n, steps) = sql::job_delete_finished(pool, status, days, batch).await?;
-                total += n;
-                r.steps += steps;
-                if (n as i64) < batch {
+                let gone = sql::job_delete_finished(pool, status, days, batch, from).await?;
+                total += gone.jobs;
+                r.steps += gone.steps;
+                from = gone.last;
+                if (gone.jobs as i64) < batch {
                     break total;
                 }
             }

@@ -455,12 +455,19 @@ pub async fn job_finish_many(
     .await?)
 }
 
-/// Extends the leases of `ids`, as far as `worker` still holds them. Returns how many.
+/// Extends to `lease` the leases of `ids` that have less than `renew_below` left, as far
+/// as `worker` still holds them. Returns how many.
+///
+/// Leases taken or extended since are left alone: in a fast queue nearly every job a
+/// worker holds was claimed within the last seconds, and extending them all wrote a new
+/// version of each (thousands a beat when finishes fall behind, each beat then seconds
+/// long, holding rows the finishes wait for).
 pub async fn job_heartbeat(
     db: impl PgExecutor<'_>,
     worker: &str,
     ids: &[Uuid],
     lease: Duration,
+    renew_below: Duration,
 ) -> Result<u64> {
     if ids.is_empty() {
         return Ok(0);
@@ -472,11 +479,13 @@ pub async fn job_heartbeat(
         "UPDATE jobs SET locked_until = now() + $3 * interval '1 millisecond'
          WHERE id = ANY(ARRAY(
              SELECT id FROM jobs WHERE id = ANY($2) AND status = 'running' AND locked_by = $1
+               AND locked_until < now() + $4 * interval '1 millisecond'
              FOR UPDATE SKIP LOCKED))",
     )
     .bind(worker)
     .bind(ids)
     .bind(lease.as_millis() as i64)
+    .bind(renew_below.as_millis() as i64)
     .execute(db)
     .await?
     .rows_affected())
@@ -811,32 +820,58 @@ pub async fn queue_stats(db: impl PgExecutor<'_>) -> Result<Vec<StatsRow>> {
     .await?)
 }
 
-/// Deletes up to `limit` jobs of `status` that finished more than `days` ago; returns
-/// how many jobs went and how many steps went with them (the foreign key cascades; the
-/// count reads the steps as they were before the statement).
+/// Deletes up to `limit` jobs of `status` finished more than `days` ago, oldest first,
+/// from `from` on (the last `finished_at` the batch before deleted; `None` for the
+/// first). Returns how many jobs and kept steps went, and where the next batch starts.
+///
+/// Each batch starts where the last ended, not at the head of `jobs_finished_idx`: the
+/// entries of the rows deleted before stay in the index until vacuum, and a batch from
+/// the head would walk all of them again (with a transaction holding the horizon, each
+/// with its heap visit), so deleting a day's history would cost the square of its size.
+/// Rows finished at the very instant a batch ended on are read again by the next (a
+/// batch of finishes shares one `now()`); none is skipped.
 pub async fn job_delete_finished(
     db: impl PgExecutor<'_>,
     status: JobStatus,
     days: i32,
     limit: i64,
-) -> Result<(u64, u64)> {
-    let (jobs, steps): (i64, i64) = crate::db::query_as(
+    from: Option<DateTime<Utc>>,
+) -> Result<DeletedBatch> {
+    let (jobs, steps, last): (i64, i64, Option<DateTime<Utc>>) = crate::db::query_as(
         "WITH gone AS (
              DELETE FROM jobs WHERE id IN (
                  SELECT id FROM jobs
                  WHERE status = $1 AND finished_at < now() - $2 * interval '1 day'
+                   AND finished_at >= coalesce($4, '-infinity')
                  ORDER BY finished_at LIMIT $3
                  FOR UPDATE SKIP LOCKED)
-             RETURNING id)
+             RETURNING id, finished_at)
          SELECT (SELECT count(*) FROM gone),
-                (SELECT count(*) FROM job_steps s JOIN gone ON gone.id = s.job_id)",
+                (SELECT count(*) FROM job_steps s JOIN gone ON gone.id = s.job_id),
+                (SELECT max(finished_at) FROM gone)",
     )
     .bind(status)
     .bind(days)
     .bind(limit)
+    .bind(from)
     .fetch_one(db)
     .await?;
-    Ok((jobs as u64, steps as u64))
+    Ok(DeletedBatch {
+        jobs: jobs as u64,
+        steps: steps as u64,
+        last: last.or(from),
+    })
+}
+
+/// What one batch of [`job_delete_finished`] deleted.
+#[derive(Debug, Clone, Copy)]
+pub struct DeletedBatch {
+    pub jobs: u64,
+    /// The steps that went with them (the foreign key cascades; the count reads the
+    /// steps as they were before the statement).
+    pub steps: u64,
+    /// Where the next batch starts.
+    pub last: Option<DateTime<Utc>>,
 }
 
 /// Counts what [`job_delete_finished`] would delete, for `--dry-run`.

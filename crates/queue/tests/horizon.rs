@@ -232,3 +232,54 @@ async fn the_sweep_finds_a_ready_job_nobody_announced_behind_a_floor() {
         .unwrap();
     assert_eq!(took.iter().map(|j| j.id).collect::<Vec<_>>(), vec![late]);
 }
+
+#[tokio::test]
+async fn retention_deletes_in_batches_from_where_the_last_ended_and_skips_no_tie() {
+    let db = test_db().await;
+    // 2,500 old finished jobs in groups of 700 sharing one `finished_at` (a batched
+    // finish shares its `now()`), so batches of 1,000 end inside a group; 30 recent ones
+    // and 20 old failed ones stay.
+    sqlx::query(
+        "INSERT INTO jobs (kind, input, status, finished_at)
+         SELECT 'noop', '{}', 'done', now() - interval '9 days' + (g / 700) * interval '1 second'
+         FROM generate_series(0, 2499) g",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO jobs (kind, input, status, finished_at)
+         SELECT 'noop', '{}', 'done', now() - interval '1 day' FROM generate_series(1, 30)",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO jobs (kind, input, status, finished_at)
+         SELECT 'noop', '{}', 'failed', now() - interval '9 days' FROM generate_series(1, 20)",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    // A session holding the horizon: the deleted rows' entries stay in the index.
+    let _held = hold_horizon(&db).await;
+    let gone = queue::ops::delete_finished(
+        &db.pool,
+        [
+            (queue::JobStatus::Done, 7),
+            (queue::JobStatus::Failed, 30),
+            (queue::JobStatus::Cancelled, 7),
+        ],
+        1_000,
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!((gone.done, gone.failed, gone.cancelled), (2_500, 0, 0));
+    let left: Vec<(String, i64)> =
+        sqlx::query_as("SELECT status, count(*) FROM jobs GROUP BY status ORDER BY status")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(left, vec![("done".into(), 30), ("failed".into(), 20)]);
+}
