@@ -1510,6 +1510,39 @@ async fn the_same_text_to_the_same_integration_is_refused_within_the_window_unle
     assert_eq!(posts(), 4);
 }
 
+#[tokio::test]
+async fn the_token_refresh_of_a_worker_without_keys_and_with_no_x_integration_is_done() {
+    let db = test_db().await;
+    // No Fernet keys (a worker before anyone connected an integration): the scheduled
+    // refresh has nothing to read, so nothing to fail for.
+    let r = publish_runner(&db, fast_settings(), "");
+    let id: Uuid =
+        sqlx::query_scalar("INSERT INTO jobs (kind, input) VALUES ('token_refresh', '{}') RETURNING id")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    while run_once(&r, &["token_refresh"]).await.unwrap().is_some() {}
+    assert_eq!(status_of(&db.pool, id).await, "done");
+
+    // With an X integration to refresh, the missing keys are the error, named.
+    let k = Keys::generate();
+    let fake = FakePlatforms::start().await.unwrap();
+    let (creds, meta) = fake.integration(Platform::X);
+    let p = project(&db).await;
+    integrations::connect(&db.pool, &Keys::parse(&k).unwrap(), p, Platform::X, &creds, &meta, "test")
+        .await
+        .unwrap();
+    let id: Uuid =
+        sqlx::query_scalar("INSERT INTO jobs (kind, input) VALUES ('token_refresh', '{}') RETURNING id")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    while run_once(&r, &["token_refresh"]).await.unwrap().is_some() {}
+    assert_eq!(status_of(&db.pool, id).await, "failed");
+    let (_, err) = attempts_and_error(&db.pool, id).await;
+    assert!(err.unwrap().contains("COPYDESK_FERNET_KEYS"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn x_tokens_are_refreshed_ahead_of_expiry_by_the_scheduled_job_once_across_racers() {
     let db = test_db().await;

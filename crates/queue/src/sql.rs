@@ -850,6 +850,7 @@ pub async fn job_delete_finished(
                 (SELECT count(*) FROM job_steps s JOIN gone ON gone.id = s.job_id),
                 (SELECT max(finished_at) FROM gone)",
     )
+    .persistent(false)
     .bind(status)
     .bind(days)
     .bind(limit)
