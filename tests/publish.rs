@@ -1516,11 +1516,12 @@ async fn the_token_refresh_of_a_worker_without_keys_and_with_no_x_integration_is
     // No Fernet keys (a worker before anyone connected an integration): the scheduled
     // refresh has nothing to read, so nothing to fail for.
     let r = publish_runner(&db, fast_settings(), "");
-    let id: Uuid =
-        sqlx::query_scalar("INSERT INTO jobs (kind, input) VALUES ('token_refresh', '{}') RETURNING id")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+    let id: Uuid = sqlx::query_scalar(
+        "INSERT INTO jobs (kind, input) VALUES ('token_refresh', '{}') RETURNING id",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
     while run_once(&r, &["token_refresh"]).await.unwrap().is_some() {}
     assert_eq!(status_of(&db.pool, id).await, "done");
 
@@ -1529,14 +1530,23 @@ async fn the_token_refresh_of_a_worker_without_keys_and_with_no_x_integration_is
     let fake = FakePlatforms::start().await.unwrap();
     let (creds, meta) = fake.integration(Platform::X);
     let p = project(&db).await;
-    integrations::connect(&db.pool, &Keys::parse(&k).unwrap(), p, Platform::X, &creds, &meta, "test")
-        .await
-        .unwrap();
-    let id: Uuid =
-        sqlx::query_scalar("INSERT INTO jobs (kind, input) VALUES ('token_refresh', '{}') RETURNING id")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+    integrations::connect(
+        &db.pool,
+        &Keys::parse(&k).unwrap(),
+        p,
+        Platform::X,
+        &creds,
+        &meta,
+        "test",
+    )
+    .await
+    .unwrap();
+    let id: Uuid = sqlx::query_scalar(
+        "INSERT INTO jobs (kind, input) VALUES ('token_refresh', '{}') RETURNING id",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
     while run_once(&r, &["token_refresh"]).await.unwrap().is_some() {}
     assert_eq!(status_of(&db.pool, id).await, "failed");
     let (_, err) = attempts_and_error(&db.pool, id).await;
