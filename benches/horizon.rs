@@ -1,5 +1,5 @@
 //! `cargo bench --bench horizon [-- --hold MINUTES] [--rate JOBS_PER_S]
-//! [--holder idle|repeatable|select] [--before MINUTES] [--after MINUTES]`
+//! [--holder idle|repeatable|select|busy] [--before MINUTES] [--after MINUTES]`
 //!
 //! The queue while something holds back the database's horizon, as users meet it: two
 //! real `copydesk worker` processes at their defaults against a Postgres of their own,
@@ -9,7 +9,10 @@
 //!
 //! - `idle`: `BEGIN; SELECT txid_current();` and nothing more (a forgotten psql);
 //! - `repeatable`: four `REPEATABLE READ` sessions scanning `jobs` in a loop (reports);
-//! - `select`: one long `SELECT` on `jobs` (a slow query or `pg_dump`).
+//! - `select`: one long `SELECT` on `jobs` (a slow query or `pg_dump`);
+//! - `busy`: no holder, the control for `repeatable`: four `READ COMMITTED` sessions
+//!   scanning a static table of a million rows in a loop, the same CPU taken from the
+//!   queue without holding the horizon back.
 //!
 //! Prints, per minute: the offered and finished rates, start latency (`created_at` to
 //! `started_at`) p50 and p95 of the jobs finished in that minute, the ready backlog at
@@ -68,8 +71,8 @@ impl Args {
                 "--holder" => {
                     a.holder = it.next().unwrap_or_default();
                     anyhow::ensure!(
-                        ["idle", "repeatable", "select"].contains(&a.holder.as_str()),
-                        "--holder is idle, repeatable or select, not {:?}",
+                        ["idle", "repeatable", "select", "busy"].contains(&a.holder.as_str()),
+                        "--holder is idle, repeatable, select or busy, not {:?}",
                         a.holder
                     );
                 }
@@ -376,18 +379,33 @@ impl Holder {
                     .await?;
                 idle = Some(conn);
             }
-            "repeatable" => {
+            "repeatable" | "busy" => {
+                let (begin, scan) = if how == "repeatable" {
+                    (
+                        "BEGIN ISOLATION LEVEL REPEATABLE READ",
+                        "SELECT count(*), max(created_at) FROM jobs",
+                    )
+                } else {
+                    let mut conn = PgConnection::connect_with(&opts).await?;
+                    sqlx::query(
+                        "CREATE TABLE IF NOT EXISTS busy_scan AS
+                         SELECT g AS id, now() AS created_at, repeat('x', 150) AS pad
+                         FROM generate_series(1, 1000000) g",
+                    )
+                    .execute(&mut conn)
+                    .await?;
+                    sqlx::query("VACUUM ANALYZE busy_scan")
+                        .execute(&mut conn)
+                        .await?;
+                    ("BEGIN", "SELECT count(*), max(created_at) FROM busy_scan")
+                };
                 for _ in 0..4 {
                     let (opts, stop) = (opts.clone(), stop.clone());
                     tasks.push(tokio::spawn(async move {
                         let mut conn = PgConnection::connect_with(&opts).await?;
-                        sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ")
-                            .execute(&mut conn)
-                            .await?;
+                        sqlx::query(begin).execute(&mut conn).await?;
                         while !stop.load(Ordering::Relaxed) {
-                            sqlx::query("SELECT count(*), max(created_at) FROM jobs")
-                                .execute(&mut conn)
-                                .await?;
+                            sqlx::query(scan).execute(&mut conn).await?;
                         }
                         sqlx::query("ROLLBACK").execute(&mut conn).await?;
                         Ok(())
