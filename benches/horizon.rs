@@ -18,7 +18,7 @@
 //! `started_at`) p50 and p95 of the jobs finished in that minute, the ready backlog at
 //! its end, the dead row versions of `jobs` as the statistics count them, and what the
 //! database was busy with (statements seen running for over 50 ms, sampled every
-//! 100 ms); then one JSON document. Not a test: figures depend on the machine.
+//! 100 ms, with what each was waiting on); then one JSON document. Not a test: figures depend on the machine.
 
 use std::{
     collections::BTreeMap,
@@ -182,7 +182,7 @@ async fn main() -> anyhow::Result<()> {
             .into_iter()
             .collect();
         seen.sort_by_key(|b| std::cmp::Reverse(b.1));
-        seen.truncate(3);
+        seen.truncate(6);
         minute.busy = seen;
         progress(&format!(
             "minute {} ({phase}): offered {:.0}/s, finished {:.0}/s, start p50 {:.1} ms, p95 {:.1} ms, backlog {}, dead {}, busy with {:?}",
@@ -341,6 +341,7 @@ async fn sample_busy(
             "SELECT CASE WHEN backend_type = 'client backend'
                          THEN left(regexp_replace(query, '\\s+', ' ', 'g'), 48)
                          ELSE backend_type END
+                    || coalesce(' [' || wait_event_type || ':' || wait_event || ']', ' [on cpu]')
              FROM pg_stat_activity
              WHERE state = 'active' AND pid <> pg_backend_pid()
                AND now() - query_start > interval '50 ms'
