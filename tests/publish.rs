@@ -1510,19 +1510,26 @@ async fn the_same_text_to_the_same_integration_is_refused_within_the_window_unle
     assert_eq!(posts(), 4);
 }
 
+/// Runs one `token_refresh` job, inserted by plain SQL as the scheduler would, to its
+/// end; returns its id.
+async fn token_refresh_tick(db: &TestDb, r: &Runner<App>) -> Uuid {
+    let job: Uuid = sqlx::query_scalar(
+        "INSERT INTO jobs (kind, input) VALUES ('token_refresh', '{}') RETURNING id",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    while run_once(r, &["token_refresh"]).await.unwrap().is_some() {}
+    job
+}
+
 #[tokio::test]
 async fn the_token_refresh_of_a_worker_without_keys_and_with_no_x_integration_is_done() {
     let db = test_db().await;
     // No Fernet keys (a worker before anyone connected an integration): the scheduled
     // refresh has nothing to read, so nothing to fail for.
     let r = publish_runner(&db, fast_settings(), "");
-    let id: Uuid = sqlx::query_scalar(
-        "INSERT INTO jobs (kind, input) VALUES ('token_refresh', '{}') RETURNING id",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
-    while run_once(&r, &["token_refresh"]).await.unwrap().is_some() {}
+    let id = token_refresh_tick(&db, &r).await;
     assert_eq!(status_of(&db.pool, id).await, "done");
 
     // With an X integration to refresh, the missing keys are the error, named.
@@ -1530,24 +1537,11 @@ async fn the_token_refresh_of_a_worker_without_keys_and_with_no_x_integration_is
     let fake = FakePlatforms::start().await.unwrap();
     let (creds, meta) = fake.integration(Platform::X);
     let p = project(&db).await;
-    integrations::connect(
-        &db.pool,
-        &Keys::parse(&k).unwrap(),
-        p,
-        Platform::X,
-        &creds,
-        &meta,
-        "test",
-    )
-    .await
-    .unwrap();
-    let id: Uuid = sqlx::query_scalar(
-        "INSERT INTO jobs (kind, input) VALUES ('token_refresh', '{}') RETURNING id",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
-    while run_once(&r, &["token_refresh"]).await.unwrap().is_some() {}
+    let keys = Keys::parse(&k).unwrap();
+    integrations::connect(&db.pool, &keys, p, Platform::X, &creds, &meta, "test")
+        .await
+        .unwrap();
+    let id = token_refresh_tick(&db, &r).await;
     assert_eq!(status_of(&db.pool, id).await, "failed");
     let (_, err) = attempts_and_error(&db.pool, id).await;
     assert!(err.unwrap().contains("COPYDESK_FERNET_KEYS"));
@@ -1573,13 +1567,7 @@ async fn x_tokens_are_refreshed_ahead_of_expiry_by_the_scheduled_job_once_across
         .unwrap();
     let r = publish_runner(&db, settings.clone(), &k);
     let tick = || async {
-        let job: Uuid = sqlx::query_scalar(
-            "INSERT INTO jobs (kind, input) VALUES ('token_refresh', '{}') RETURNING id",
-        )
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-        while run_once(&r, &["token_refresh"]).await.unwrap().is_some() {}
+        let job = token_refresh_tick(&db, &r).await;
         assert_eq!(status_of(&db.pool, job).await, "done");
         sqlx::query_scalar::<_, Value>("SELECT output FROM jobs WHERE id = $1")
             .bind(job)

@@ -31,7 +31,7 @@
 //!
 //! Reading every priority costs a claim more than reading one (a PL/pgSQL function
 //! with a scan per gap between known priorities, against one statement: 2.1–3.0 ms
-//! against 1.6–2.2 ms a claim of 32 in pgbench). While a worker has only ever taken
+//! against 1.6–2.3 ms a claim of 32 in pgbench). While a worker has only ever taken
 //! one priority of its kind, and nothing has told it of another, its claims read that
 //! priority alone from its floor ([`Start::alone`]); every priority is read again
 //! when a claim comes back short of what it asked (the priority ran dry: lower ones
@@ -71,13 +71,11 @@ pub struct Floors {
     /// Bumped whenever a floor is lowered or all are forgotten: a claim that began
     /// before may not raise floors past what it was told since.
     lowered: u64,
-    /// A job of a priority with no floor was announced and no claim has read every
-    /// priority since.
-    mixed: bool,
     /// Bumped whenever a job of a priority with no floor is announced: a claim that
     /// began before may not take what it read for all there is.
     announced: u64,
-    /// When the next claim must read every priority (`None`: it must now).
+    /// When the next claim must read every priority (`None`: it must now, because
+    /// none has yet, the last ran dry, or another priority was announced since).
     full_due: Option<Instant>,
 }
 
@@ -126,7 +124,7 @@ impl Floors {
             floors: self.at.iter().rev().map(|(p, at)| (*p, *at)).collect(),
             lowered: self.lowered,
             announced: self.announced,
-            alone: self.at.len() == 1 && !self.mixed && self.full_due.is_some_and(|d| now < d),
+            alone: self.at.len() == 1 && self.full_due.is_some_and(|d| now < d),
             at: now,
         }
     }
@@ -137,10 +135,12 @@ impl Floors {
     /// running beside it). If a floor was lowered while the claim ran, no floor is
     /// raised past where it stands.
     pub fn claimed(&mut self, start: &Start, jobs: &[ClaimedJob], asked: usize) {
+        if self.off {
+            return;
+        }
         let told_since = start.lowered != self.lowered;
         if !start.alone && !told_since && start.announced == self.announced {
             // It read every priority, and nothing was announced meanwhile.
-            self.mixed = false;
             self.full_due = Some(start.at + FULL_EVERY);
         }
         if jobs.len() < asked {
@@ -151,9 +151,6 @@ impl Floors {
         for j in jobs {
             let at = last.entry(j.priority).or_insert(j.run_at);
             *at = (*at).max(j.run_at);
-        }
-        if self.off {
-            return;
         }
         for (p, at) in last {
             match self.at.get_mut(&p) {
@@ -178,7 +175,7 @@ impl Floors {
             }
             Some(_) => {}
             None => {
-                self.mixed = true;
+                self.full_due = None;
                 self.announced += 1;
             }
         }

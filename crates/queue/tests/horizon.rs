@@ -241,22 +241,10 @@ async fn retention_deletes_in_batches_from_where_the_last_ended_and_skips_no_tie
     // and 20 old failed ones stay.
     sqlx::query(
         "INSERT INTO jobs (kind, input, status, finished_at)
-         SELECT 'noop', '{}', 'done', now() - interval '9 days' + (g / 700) * interval '1 second'
-         FROM generate_series(0, 2499) g",
-    )
-    .execute(&db.pool)
-    .await
-    .unwrap();
-    sqlx::query(
-        "INSERT INTO jobs (kind, input, status, finished_at)
-         SELECT 'noop', '{}', 'done', now() - interval '1 day' FROM generate_series(1, 30)",
-    )
-    .execute(&db.pool)
-    .await
-    .unwrap();
-    sqlx::query(
-        "INSERT INTO jobs (kind, input, status, finished_at)
-         SELECT 'noop', '{}', 'failed', now() - interval '9 days' FROM generate_series(1, 20)",
+         SELECT 'noop', '{}'::jsonb, 'done', now() - interval '9 days' + (g / 700) * interval '1 second'
+         FROM generate_series(0, 2499) g
+         UNION ALL SELECT 'noop', '{}', 'done', now() - interval '1 day' FROM generate_series(1, 30)
+         UNION ALL SELECT 'noop', '{}', 'failed', now() - interval '9 days' FROM generate_series(1, 20)",
     )
     .execute(&db.pool)
     .await
