@@ -1,6 +1,6 @@
 //! What the application does to jobs beyond enqueueing them: get, list, count, retry,
-//! cancel, end a job that waited for a person, stats, retention; and claims, for tools,
-//! tests and benchmarks (workers claim through their backend). The CLI, the HTTP API and
+//! cancel, end a job that waited for a person, stats, retention; and claims, finishes,
+//! heartbeats, for tools, tests and benchmarks (workers make them through their backend). The CLI, the HTTP API and
 //! the pipeline call these; the statements themselves stay private to the engine.
 
 use std::time::Duration;
@@ -10,7 +10,7 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
-pub use crate::sql::{BulkAction, JobFilter, StatsRow};
+pub use crate::sql::{BulkAction, FinishRow, JobFilter, StatsRow};
 use crate::{ClaimedJob, Error, Job, JobStatus, Result, sql};
 
 /// One job by id.
@@ -101,6 +101,38 @@ pub async fn claim_start(
     start: &crate::floors::Start,
 ) -> Result<Vec<ClaimedJob>> {
     sql::job_claim_start(db, worker, kind, limit, lease, start).await
+}
+
+/// Finishes `rows` for `worker` in one statement, as a worker's batched finish does (each
+/// fenced on its own lease). Returns `(id, kind, new status)` of the rows written.
+pub async fn finish(
+    db: impl PgExecutor<'_>,
+    worker: &str,
+    rows: &[FinishRow],
+) -> Result<Vec<(Uuid, String, JobStatus)>> {
+    sql::job_finish_many(db, worker, rows).await
+}
+
+/// Extends to `lease` the leases of `ids` that `worker` holds with less than
+/// `renew_below` left, as a worker's heartbeat does. Returns how many.
+pub async fn heartbeat(
+    db: impl PgExecutor<'_>,
+    worker: &str,
+    ids: &[Uuid],
+    lease: Duration,
+    renew_below: Duration,
+) -> Result<u64> {
+    sql::job_heartbeat(db, worker, ids, lease, renew_below).await
+}
+
+/// Hands claimed jobs that never started back to the queue, as a worker does with the
+/// jobs its buffer holds when their kind turns out slow. Returns `(id, kind)` of each.
+pub async fn unclaim(
+    db: impl PgExecutor<'_>,
+    worker: &str,
+    ids: &[Uuid],
+) -> Result<Vec<(Uuid, String)>> {
+    sql::job_unclaim(db, worker, ids).await
 }
 
 /// A failed or cancelled job back to `queued`, attempts reset; wakes its workers.

@@ -271,3 +271,109 @@ async fn retention_deletes_in_batches_from_where_the_last_ended_and_skips_no_tie
             .unwrap();
     assert_eq!(left, vec![("done".into(), 30), ("failed".into(), 20)]);
 }
+
+/// Index scans of `index` in this transaction so far.
+async fn scans_of(tx: &mut PgConnection, index: &str) -> i64 {
+    sqlx::query_scalar("SELECT pg_stat_get_xact_numscans($1::regclass)")
+        .bind(index)
+        .fetch_one(tx)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn finishes_heartbeats_and_unclaims_reach_their_jobs_by_key_not_through_the_running_index() {
+    let db = test_db().await;
+    let _held = hold_horizon(&db).await;
+    // 20,000 jobs run and finished under the held horizon: the running version of each
+    // stays in `jobs_running_idx`. Then 1,000 running now, and fresh statistics that
+    // count only those (the planner then thinks that index small).
+    for (worker, n, done) in [("gone", 20_000, true), ("w", 1_000, false)] {
+        sqlx::query(
+            "INSERT INTO jobs (kind, input) SELECT 'noop', '{}' FROM generate_series(1, $1)",
+        )
+        .bind(n)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "UPDATE jobs SET status = 'running', attempts = 1, locked_by = $1,
+                    locked_until = now() + interval '1 minute'
+             WHERE status = 'queued'",
+        )
+        .bind(worker)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+        if done {
+            sqlx::query(
+                "UPDATE jobs SET status = 'done', finished_at = now(), locked_by = NULL,
+                        locked_until = NULL
+                 WHERE status = 'running'",
+            )
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        }
+    }
+    sqlx::query("ANALYZE jobs").execute(&db.pool).await.unwrap();
+    let ids: Vec<Uuid> =
+        sqlx::query_scalar("SELECT id FROM jobs WHERE locked_by = 'w' ORDER BY id")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(ids.len(), 1_000);
+    let (given_back, finished) = ids.split_at(200);
+
+    let mut tx = db.pool.begin().await.unwrap();
+    let beat = queue::ops::heartbeat(
+        &mut *tx,
+        "w",
+        &ids,
+        Duration::from_secs(600),
+        Duration::from_secs(300),
+    )
+    .await
+    .unwrap();
+    let unclaimed = queue::ops::unclaim(&mut *tx, "w", given_back)
+        .await
+        .unwrap();
+    eprintln!(
+        "after unclaim {}",
+        scans_of(&mut tx, "jobs_running_idx").await
+    );
+    let rows: Vec<queue::ops::FinishRow> = finished
+        .iter()
+        .map(|&id| queue::ops::FinishRow {
+            id,
+            attempts: 1,
+            outcome: "done",
+            retry_delay: Duration::ZERO,
+            error: None,
+            output: None,
+        })
+        .collect();
+    let done = queue::ops::finish(&mut *tx, "w", &rows).await.unwrap();
+    let (running_scans, key_scans) = (
+        scans_of(&mut tx, "jobs_running_idx").await,
+        scans_of(&mut tx, "jobs_pkey").await,
+    );
+    tx.commit().await.unwrap();
+
+    assert_eq!((beat, unclaimed.len(), done.len()), (1_000, 200, 800));
+    assert_eq!(
+        running_scans, 0,
+        "a statement naming its jobs by id read the index of running rows, which a held \
+         horizon fills with the running versions of finished jobs"
+    );
+    assert!(
+        key_scans >= 3,
+        "each statement reads the primary key ({key_scans} scans)"
+    );
+    let left: Vec<(String, i64)> =
+        sqlx::query_as("SELECT status, count(*) FROM jobs GROUP BY status ORDER BY status")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(left, vec![("done".into(), 20_800), ("queued".into(), 200)]);
+}
