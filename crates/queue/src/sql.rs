@@ -403,14 +403,10 @@ pub struct FinishRow {
 /// `(id, kind, new status)` for the rows written; a job missing from the answer had lost
 /// its lease (rescued, cancelled, or finished by someone else) and was not touched.
 ///
-/// The rows are reached through the primary key: the lease is tested as
-/// `(status || '') = 'running'` (the heartbeat and [`job_unclaim`] do the same), the same
-/// test, from which no partial index's predicate follows. Written `status = 'running'`,
-/// it let the planner read `jobs_running_idx` instead: counting the live running rows (a
-/// few thousand), it found a read of them all cheaper than a thousand lookups by key.
-/// Under a held horizon that index also holds the running version of every job finished
-/// since, and a finish of 1,000 jobs read 40,677 buffers, 1.1 s on CPU (PERFORMANCE.md,
-/// the `repeatable` holder).
+/// The statement is the engine's `copydesk_finish`, which reaches each job by the
+/// primary key whatever the planner's statistics say (its migration,
+/// `20261210000001_running_jobs_by_key`, says why); so are the heartbeat's and the
+/// give-back's.
 pub async fn job_finish_many(
     db: impl PgExecutor<'_>,
     worker: &str,
@@ -426,40 +422,15 @@ pub async fn job_finish_many(
     let errors: Vec<Option<&str>> = rows.iter().map(|r| r.error.as_deref()).collect();
     let outputs: Vec<Option<&Value>> = rows.iter().map(|r| r.output.as_ref()).collect();
     Ok(crate::db::query_as(
-        "UPDATE jobs j SET
-             status = CASE WHEN u.outcome = 'wait' THEN 'queued'
-                           WHEN u.outcome <> 'retry' THEN u.outcome
-                           WHEN j.attempts < j.max_attempts THEN 'queued'
-                           ELSE 'failed' END,
-             attempts = CASE WHEN u.outcome = 'wait' THEN j.attempts - 1 ELSE j.attempts END,
-             run_at = CASE WHEN u.outcome = 'wait'
-                             OR (u.outcome = 'retry' AND j.attempts < j.max_attempts)
-                           THEN now() + u.delay_ms * interval '1 millisecond'
-                           ELSE j.run_at END,
-             finished_at = CASE WHEN u.outcome = 'wait'
-                                  OR (u.outcome = 'retry' AND j.attempts < j.max_attempts)
-                                THEN NULL ELSE now() END,
-             last_error = CASE WHEN u.outcome = 'wait' THEN j.last_error
-                               ELSE coalesce(u.error, j.last_error) END,
-             waiting_for = CASE WHEN u.outcome = 'wait' THEN u.error END,
-             output = coalesce(u.output, j.output),
-             locked_by = NULL, locked_until = NULL, updated_at = now()
-         FROM unnest($1::uuid[], $2::int[], $3::text[], $4::bigint[], $5::text[], $6::jsonb[])
-              AS u(id, attempts, outcome, delay_ms, error, output)
-         WHERE j.id = u.id AND (j.status || '') = 'running' AND j.locked_by = $7
-           AND j.attempts = u.attempts
-         RETURNING j.id, j.kind, j.status",
+        "SELECT job_id, job_kind, job_status FROM copydesk_finish($1, $2, $3, $4, $5, $6, $7)",
     )
-    // Planned with the real arrays every time: a cached generic plan guesses 10
-    // elements and 1 running row and rescans the array per running row (PERFORMANCE.md).
-    .persistent(false)
+    .bind(worker)
     .bind(&ids)
     .bind(&attempts)
     .bind(&outcomes)
     .bind(&delays)
     .bind(&errors)
     .bind(&outputs)
-    .bind(worker)
     .fetch_all(db)
     .await?)
 }
@@ -470,8 +441,10 @@ pub async fn job_finish_many(
 /// Leases taken or extended since are left alone: in a fast queue nearly every job a
 /// worker holds was claimed within the last seconds, and extending them all wrote a new
 /// version of each (thousands a beat when finishes fall behind, each beat then seconds
-/// long, holding rows the finishes wait for). The rows are reached through the primary
-/// key alone ([`job_finish_many`] says why).
+/// long, holding rows the finishes wait for). Rows a finish holds are skipped (the next
+/// beat extends any whose finish failed): a heartbeat never waits for a finish, so the
+/// two, which lock the same rows in no common order, cannot deadlock. The statement is
+/// the engine's `copydesk_extend_leases` (see [`job_finish_many`]).
 pub async fn job_heartbeat(
     db: impl PgExecutor<'_>,
     worker: &str,
@@ -482,23 +455,14 @@ pub async fn job_heartbeat(
     if ids.is_empty() {
         return Ok(0);
     }
-    Ok(crate::db::query(
-        // Rows a finish holds are skipped (they are being finished; the next beat
-        // extends any whose finish failed): a heartbeat never waits for a finish, so the
-        // two, which lock the same rows in no common order, cannot deadlock.
-        "UPDATE jobs SET locked_until = now() + $3 * interval '1 millisecond'
-         WHERE id = ANY(ARRAY(
-             SELECT id FROM jobs WHERE id = ANY($2) AND (status || '') = 'running' AND locked_by = $1
-               AND locked_until < now() + $4 * interval '1 millisecond'
-             FOR UPDATE SKIP LOCKED))",
-    )
-    .bind(worker)
-    .bind(ids)
-    .bind(lease.as_millis() as i64)
-    .bind(renew_below.as_millis() as i64)
-    .execute(db)
-    .await?
-    .rows_affected())
+    let extended: i64 = crate::db::query_scalar("SELECT copydesk_extend_leases($1, $2, $3, $4)")
+        .bind(worker)
+        .bind(ids)
+        .bind(lease.as_millis() as i64)
+        .bind(renew_below.as_millis() as i64)
+        .fetch_one(db)
+        .await?;
+    Ok(extended.max(0) as u64)
 }
 
 /// What a rescue of expired leases did, and the database's time when it looked.
@@ -585,17 +549,13 @@ pub async fn job_unclaim(
 ) -> Result<Vec<(Uuid, String)>> {
     // They keep their `run_at`, so they stand behind the floors of every worker of the
     // kind: the requeue trigger says where they start.
-    Ok(crate::db::query_as(
-        "UPDATE jobs SET status = 'queued', attempts = greatest(attempts - 1, 0),
-                locked_by = NULL, locked_until = NULL, updated_at = now()
-         WHERE id = ANY($2) AND (status || '') = 'running' AND locked_by = $1
-         RETURNING id, kind",
+    Ok(
+        crate::db::query_as("SELECT job_id, job_kind FROM copydesk_give_back($1, $2)")
+            .bind(worker)
+            .bind(ids)
+            .fetch_all(db)
+            .await?,
     )
-    .persistent(false)
-    .bind(worker)
-    .bind(ids)
-    .fetch_all(db)
-    .await?)
 }
 
 /// Wakes the workers of `kinds` (they LISTEN on [`JOBS_CHANNEL`]).

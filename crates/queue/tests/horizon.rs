@@ -272,17 +272,19 @@ async fn retention_deletes_in_batches_from_where_the_last_ended_and_skips_no_tie
     assert_eq!(left, vec![("done".into(), 30), ("failed".into(), 20)]);
 }
 
-/// Index scans of `index` in this transaction so far.
-async fn scans_of(tx: &mut PgConnection, index: &str) -> i64 {
+/// Scans of `relation` in this transaction so far (index scans of an index, sequential
+/// scans of a table).
+async fn scans_of(tx: &mut PgConnection, relation: &str) -> i64 {
     sqlx::query_scalar("SELECT pg_stat_get_xact_numscans($1::regclass)")
-        .bind(index)
+        .bind(relation)
         .fetch_one(tx)
         .await
         .unwrap()
 }
 
 #[tokio::test]
-async fn finishes_heartbeats_and_unclaims_reach_their_jobs_by_key_not_through_the_running_index() {
+async fn finishes_heartbeats_and_unclaims_reach_their_jobs_by_key_not_by_the_running_index_or_the_table()
+ {
     let db = test_db().await;
     let _held = hold_horizon(&db).await;
     // 20,000 jobs run and finished under the held horizon: the running version of each
@@ -354,8 +356,9 @@ async fn finishes_heartbeats_and_unclaims_reach_their_jobs_by_key_not_through_th
         })
         .collect();
     let done = queue::ops::finish(&mut *tx, "w", &rows).await.unwrap();
-    let (running_scans, key_scans) = (
+    let (running_scans, table_scans, key_scans) = (
         scans_of(&mut tx, "jobs_running_idx").await,
+        scans_of(&mut tx, "jobs").await,
         scans_of(&mut tx, "jobs_pkey").await,
     );
     tx.commit().await.unwrap();
@@ -365,6 +368,10 @@ async fn finishes_heartbeats_and_unclaims_reach_their_jobs_by_key_not_through_th
         running_scans, 0,
         "a statement naming its jobs by id read the index of running rows, which a held \
          horizon fills with the running versions of finished jobs"
+    );
+    assert_eq!(
+        table_scans, 0,
+        "a statement naming its jobs by id read the whole table"
     );
     assert!(
         key_scans >= 3,
