@@ -123,6 +123,9 @@ text_enum! {
     /// How a structured answer is asked of a model server, strongest first
     /// (`runs.structured_mode`, `llm_modes.mode`).
     pub enum StructuredMode("structured mode") {
+        /// The server's own way of holding its decoding to the schema, where that is not
+        /// `json_schema` (its dialect's: `llm::dialect`).
+        Native = "native",
         /// `response_format: {"type": "json_schema", ...}` with the schema, strict.
         JsonSchema = "json_schema",
         /// `response_format: {"type": "json_object"}`, the schema stated in the prompt.
@@ -136,6 +139,7 @@ impl StructuredMode {
     /// The next weaker mode, if any.
     pub fn weaker(self) -> Option<Self> {
         match self {
+            Self::Native => Some(Self::JsonSchema),
             Self::JsonSchema => Some(Self::JsonObject),
             Self::JsonObject => Some(Self::Prompt),
             Self::Prompt => None,

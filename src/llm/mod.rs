@@ -18,6 +18,7 @@
 //! this layer's own ([`Error`]); handlers map them to job errors.
 
 mod accounting;
+pub mod dialect;
 mod memory;
 pub mod offline;
 pub mod openai;
