@@ -18,7 +18,8 @@
 //! `started_at`) p50 and p95 of the jobs finished in that minute, the ready backlog at
 //! its end, the dead row versions of `jobs` as the statistics count them, and what the
 //! database was busy with (statements seen running for over 50 ms, sampled every
-//! 100 ms, with what each was waiting on); then one JSON document. Not a test: figures depend on the machine.
+//! 100 ms, with what each was waiting on); then one JSON document. Not a test: figures
+//! depend on the machine.
 
 use std::{
     collections::BTreeMap,

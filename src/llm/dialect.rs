@@ -57,13 +57,6 @@ impl Dialect {
         }
     }
 
-    /// The mode after `mode` in [`Self::modes`], if any.
-    pub fn weaker(self, mode: StructuredMode) -> Option<StructuredMode> {
-        let modes = self.modes();
-        let at = modes.iter().position(|m| *m == mode)?;
-        modes.get(at + 1).copied()
-    }
-
     /// Whether the schema reaches the server in `mode` (else the prompt states it).
     pub fn constrains(self, mode: StructuredMode) -> bool {
         match mode {
@@ -345,12 +338,14 @@ mod tests {
         use StructuredMode::*;
         assert_eq!(Dialect::Vllm.modes()[0], Native);
         assert_eq!(Dialect::OpenAi.modes()[0], JsonSchema);
-        assert_eq!(Dialect::Tgi.weaker(Native), Some(JsonSchema));
-        assert_eq!(Dialect::Generic.weaker(JsonObject), Some(Prompt));
-        assert_eq!(Dialect::Generic.weaker(Prompt), None);
-        assert_eq!(Dialect::Generic.weaker(Native), None);
+        // Every dialect's order is the modes' own, from its first: a step down is
+        // `StructuredMode::weaker`.
         for d in Dialect::ALL {
-            assert_eq!(d.native_form().is_some(), d.modes()[0] == Native, "{d}");
+            let modes = d.modes();
+            let stepped: Vec<StructuredMode> =
+                std::iter::successors(Some(modes[0]), |m| m.weaker()).collect();
+            assert_eq!(stepped, modes, "{d}");
+            assert_eq!(d.native_form().is_some(), modes[0] == Native, "{d}");
         }
     }
 

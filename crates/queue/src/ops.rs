@@ -1,7 +1,8 @@
 //! What the application does to jobs beyond enqueueing them: get, list, count, retry,
-//! cancel, end a job that waited for a person, stats, retention; and claims, finishes,
-//! heartbeats, for tools, tests and benchmarks (workers make them through their backend). The CLI, the HTTP API and
-//! the pipeline call these; the statements themselves stay private to the engine.
+//! cancel, end a job that waited for a person, stats, retention; and claims, finishes
+//! and heartbeats, for tools, tests and benchmarks (workers make them through their
+//! backend). The CLI, the HTTP API and the pipeline call these; the statements
+//! themselves stay private to the engine.
 
 use std::time::Duration;
 
