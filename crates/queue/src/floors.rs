@@ -133,13 +133,17 @@ impl Floors {
     /// priority it took from starts, from now on, at the last job taken (the claim took
     /// them in order, so every ready job before it was taken, by this claim or one
     /// running beside it). If a floor was lowered while the claim ran, no floor is
-    /// raised past where it stands.
+    /// raised past where it stands, and if a job of a priority with no floor was
+    /// announced while it ran, no priority gets its first floor from it (the claim's
+    /// snapshot may predate that job, whose `run_at` may lie before what it took: the
+    /// next claim reads those priorities from their head).
     pub fn claimed(&mut self, start: &Start, jobs: &[ClaimedJob], asked: usize) {
         if self.off {
             return;
         }
         let told_since = start.lowered != self.lowered;
-        if !start.alone && !told_since && start.announced == self.announced {
+        let announced_since = start.announced != self.announced;
+        if !start.alone && !told_since && !announced_since {
             // It read every priority, and nothing was announced meanwhile.
             self.full_due = Some(start.at + FULL_EVERY);
         }
@@ -156,7 +160,7 @@ impl Floors {
             match self.at.get_mut(&p) {
                 Some(floor) if told_since => *floor = (*floor).min(at),
                 Some(floor) => *floor = at,
-                None if told_since => {}
+                None if told_since || announced_since => {}
                 None => {
                     self.at.insert(p, at);
                 }
@@ -276,6 +280,33 @@ mod tests {
         let s = f.start();
         f.claimed(&s, &[job(0, 5)], 1);
         assert_eq!(f.start().floors, vec![(0, t(5))]);
+    }
+
+    #[test]
+    fn a_claim_begun_before_a_new_priority_was_announced_sets_no_first_floor_past_it() {
+        // A job of priority 1, whose transaction began at 4, commits after a claim began
+        // (its snapshot does not see it) that takes a priority-1 job of a transaction
+        // begun later and committed earlier (run_at 9). The announcement comes in first.
+        let mut f = Floors::new();
+        let s = f.start();
+        f.claimed(&s, &[job(0, 10)], 1);
+        let under_way = f.start();
+        f.lower(1, t(4));
+        f.claimed(&under_way, &[job(1, 9)], 1);
+        let next = f.start();
+        assert_eq!(
+            next.floors,
+            vec![(0, t(10))],
+            "priority 1 is read from its head"
+        );
+        assert_eq!(
+            next.alone(),
+            None,
+            "and by a claim that reads every priority"
+        );
+        // A claim begun after the announcement sees the job and sets the floor.
+        f.claimed(&next, &[job(1, 4), job(1, 9)], 2);
+        assert_eq!(f.start().floors, vec![(1, t(9)), (0, t(10))]);
     }
 
     #[test]
