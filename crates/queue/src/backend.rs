@@ -524,10 +524,15 @@ impl<C: Clone + Send + Sync + 'static> JobsBackend<C> {
                 },
                 None => fair,
             };
+            // Whether what the claim took tells where the kind's ready jobs start: a
+            // fair claim over several projects took each one's first jobs, not the
+            // kind's first (even when those of one project were all it could lock).
+            let mut in_order = !fair;
             let result = if fair {
                 sql::job_claim_counting(&pool, &worker, &kind, n as i64, lease)
                     .await
                     .map(|(jobs, projects)| {
+                        in_order = projects <= 1;
                         let mut f = fairness.lock().unwrap_or_else(|e| e.into_inner());
                         f.many_projects = projects > 1;
                         if jobs.is_empty() {
@@ -555,12 +560,9 @@ impl<C: Clone + Send + Sync + 'static> JobsBackend<C> {
             {
                 let mut f = floors.lock().unwrap_or_else(|e| e.into_inner());
                 match &result {
-                    // A fair claim over several projects took each one's first jobs, not
-                    // the first of the kind: it says nothing of where ready jobs start.
-                    Ok(jobs) if !fair || only_group(jobs).is_some() => f.claimed(&start, jobs, n),
-                    Ok(_) => {}
-                    // Rows it locked may have been skipped by claims beside it.
-                    Err(_) => f.forget(),
+                    Ok(jobs) if in_order => f.claimed(&start, jobs, n),
+                    Ok(_) => f.ended(&start),
+                    Err(_) => f.failed(&start),
                 }
             }
             if let Ok(jobs) = &result {

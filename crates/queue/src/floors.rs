@@ -10,7 +10,12 @@
 //!
 //! - a job inserted by a transaction that began before a later job was claimed (its
 //!   `run_at` is its transaction's start): the insert trigger says the earliest `run_at`
-//!   of every statement on `copydesk_jobs_ready`, and the floor is lowered to it;
+//!   of every statement on `copydesk_jobs_ready`, and the floor is lowered to it; and
+//!   since a claim under way may not see that job (its snapshot may predate the
+//!   commit) yet take later ones, committed before, the floor it leaves is no later
+//!   than any job announced while it ran, even one announced ahead of the floor then
+//!   (two finishes committing their follow-up jobs in the other order than they began
+//!   left a job behind the floor this way, found only by the sweep);
 //! - a job set back to `queued` (given back with its old `run_at`, retried, rescued,
 //!   released, or by hand), made earlier, or moved to another priority: the requeue
 //!   trigger says where it starts on the same channel;
@@ -68,15 +73,19 @@ pub struct Floors {
     /// Keeps no floors at all (no LISTEN can tell it of jobs behind them).
     off: bool,
     at: BTreeMap<i32, DateTime<Utc>>,
-    /// Bumped whenever a floor is lowered or all are forgotten: a claim that began
-    /// before may not raise floors past what it was told since.
-    lowered: u64,
+    /// Bumped whenever every floor is forgotten: a claim that began before sets none.
+    forgotten: u64,
     /// Bumped whenever a job of a priority with no floor is announced: a claim that
-    /// began before may not take what it read for all there is.
+    /// began before did not read every priority there is now.
     announced: u64,
     /// When the next claim must read every priority (`None`: it must now, because
     /// none has yet, the last ran dry, or another priority was announced since).
     full_due: Option<Instant>,
+    /// The claims under way, by number: for each, per priority, the earliest `run_at`
+    /// announced since it began. Its snapshot may predate those jobs, so the floor it
+    /// leaves passes none of them, whether or not the floor stood behind them.
+    heard: BTreeMap<u64, BTreeMap<i32, DateTime<Utc>>>,
+    claims: u64,
 }
 
 /// The floors a claim starts from, and when it took them.
@@ -84,7 +93,8 @@ pub struct Floors {
 pub struct Start {
     /// Highest priority first.
     pub floors: Vec<(i32, DateTime<Utc>)>,
-    lowered: u64,
+    claim: u64,
+    forgotten: u64,
     announced: u64,
     /// The claim may read its one priority alone.
     alone: bool,
@@ -113,38 +123,48 @@ impl Floors {
         }
     }
 
-    /// Where the next claim starts: each known priority's floor.
-    pub fn start(&self) -> Start {
+    /// Where the next claim starts: each known priority's floor. The claim is under way
+    /// from now until [`Floors::claimed`], [`Floors::ended`] or [`Floors::failed`] is
+    /// given its `Start`.
+    pub fn start(&mut self) -> Start {
         self.start_at(Instant::now())
     }
 
     /// [`Floors::start`] at `now`.
-    pub fn start_at(&self, now: Instant) -> Start {
+    pub fn start_at(&mut self, now: Instant) -> Start {
+        self.claims += 1;
+        if !self.off {
+            self.heard.insert(self.claims, BTreeMap::new());
+        }
         Start {
             floors: self.at.iter().rev().map(|(p, at)| (*p, *at)).collect(),
-            lowered: self.lowered,
+            claim: self.claims,
+            forgotten: self.forgotten,
             announced: self.announced,
             alone: self.at.len() == 1 && self.full_due.is_some_and(|d| now < d),
             at: now,
         }
     }
 
+    /// Each priority's floor, highest priority first (what the next claim would start
+    /// from).
+    pub fn known(&self) -> Vec<(i32, DateTime<Utc>)> {
+        self.at.iter().rev().map(|(p, at)| (*p, *at)).collect()
+    }
+
     /// A claim that started at `start` and asked for `asked` jobs took `jobs`: each
     /// priority it took from starts, from now on, at the last job taken (the claim took
-    /// them in order, so every ready job before it was taken, by this claim or one
-    /// running beside it). If a floor was lowered while the claim ran, no floor is
-    /// raised past where it stands, and if a job of a priority with no floor was
-    /// announced while it ran, no priority gets its first floor from it (the claim's
-    /// snapshot may predate that job, whose `run_at` may lie before what it took: the
-    /// next claim reads those priorities from their head).
+    /// them in order, so every ready job before it that its snapshot saw was taken, by
+    /// this claim or one running beside it), or at the earliest job of that priority
+    /// announced since the claim began, if earlier (its snapshot may predate that job).
+    /// If every floor was forgotten meanwhile, it sets none.
     pub fn claimed(&mut self, start: &Start, jobs: &[ClaimedJob], asked: usize) {
-        if self.off {
+        let heard = self.heard.remove(&start.claim).unwrap_or_default();
+        if self.off || start.forgotten != self.forgotten {
             return;
         }
-        let told_since = start.lowered != self.lowered;
-        let announced_since = start.announced != self.announced;
-        if !start.alone && !told_since && !announced_since {
-            // It read every priority, and nothing was announced meanwhile.
+        if !start.alone && start.announced == self.announced {
+            // It read every priority, and no other was announced meanwhile.
             self.full_due = Some(start.at + FULL_EVERY);
         }
         if jobs.len() < asked {
@@ -156,28 +176,36 @@ impl Floors {
             let at = last.entry(j.priority).or_insert(j.run_at);
             *at = (*at).max(j.run_at);
         }
-        for (p, at) in last {
-            match self.at.get_mut(&p) {
-                Some(floor) if told_since => *floor = (*floor).min(at),
-                Some(floor) => *floor = at,
-                None if told_since || announced_since => {}
-                None => {
-                    self.at.insert(p, at);
-                }
-            }
+        for (p, took) in last {
+            let to = heard.get(&p).map_or(took, |h| took.min(*h));
+            self.at.insert(p, to);
         }
     }
 
+    /// A claim that says nothing of where ready jobs start (a fair claim over several
+    /// projects took each one's first jobs, not the kind's) ended: it sets no floor.
+    pub fn ended(&mut self, start: &Start) {
+        self.heard.remove(&start.claim);
+    }
+
+    /// A claim failed: rows it locked may have been skipped by claims beside it, so
+    /// every floor is forgotten.
+    pub fn failed(&mut self, start: &Start) {
+        self.heard.remove(&start.claim);
+        self.forget();
+    }
+
     /// A job of `priority` is ready from `at`: the floor comes down to it if it stood
-    /// past it. A priority with no floor is read from its head anyway, by the next claim
-    /// that reads every priority, which is the next one.
+    /// past it, and no claim under way leaves it past it. A priority with no floor is
+    /// read from its head anyway, by the next claim that reads every priority, which is
+    /// the next one.
     pub fn lower(&mut self, priority: i32, at: DateTime<Utc>) {
+        for heard in self.heard.values_mut() {
+            let earliest = heard.entry(priority).or_insert(at);
+            *earliest = (*earliest).min(at);
+        }
         match self.at.get_mut(&priority) {
-            Some(floor) if *floor > at => {
-                *floor = at;
-                self.lowered += 1;
-            }
-            Some(_) => {}
+            Some(floor) => *floor = (*floor).min(at),
             None => {
                 self.full_due = None;
                 self.announced += 1;
@@ -188,7 +216,7 @@ impl Floors {
     /// Forgets every floor: the next claim reads from the head.
     pub fn forget(&mut self) {
         self.at.clear();
-        self.lowered += 1;
+        self.forgotten += 1;
     }
 }
 
@@ -275,15 +303,55 @@ mod tests {
         f.lower(0, t(4));
         f.lower(0, t(6)); // later than the floor now: nothing changes
         f.claimed(&under_way, &[job(0, 12)], 1);
-        assert_eq!(f.start().floors, vec![(0, t(4))]);
+        assert_eq!(f.known(), vec![(0, t(4))]);
         // The next claim, begun after, moves it on.
         let s = f.start();
         f.claimed(&s, &[job(0, 5)], 1);
-        assert_eq!(f.start().floors, vec![(0, t(5))]);
+        assert_eq!(f.known(), vec![(0, t(5))]);
     }
 
     #[test]
-    fn a_claim_begun_before_a_new_priority_was_announced_sets_no_first_floor_past_it() {
+    fn a_job_announced_ahead_of_the_floor_while_a_claim_ran_is_not_passed_by_it() {
+        // The floor stands at 1. A claim begins; a job whose transaction began at 4
+        // commits after the claim's snapshot was taken and is announced (ahead of the
+        // floor: nothing to lower); the claim takes a job at 6, committed earlier.
+        let mut f = Floors::new();
+        let s = f.start();
+        f.claimed(&s, &[job(0, 1)], 1);
+        let under_way = f.start();
+        f.lower(0, t(4));
+        assert_eq!(f.known(), vec![(0, t(1))]);
+        f.claimed(&under_way, &[job(0, 6)], 1);
+        assert_eq!(
+            f.known(),
+            vec![(0, t(4))],
+            "the next claim reads from the job at 4"
+        );
+        // A claim begun after the announcement saw that job: it moves the floor on.
+        let s = f.start();
+        f.claimed(&s, &[job(0, 4), job(0, 7)], 2);
+        assert_eq!(f.known(), vec![(0, t(7))]);
+    }
+
+    #[test]
+    fn two_claims_under_way_each_keep_to_what_was_announced_since_it_began() {
+        let mut f = Floors::new();
+        let s = f.start();
+        f.claimed(&s, &[job(0, 1)], 1);
+        let first = f.start();
+        f.lower(0, t(5));
+        let second = f.start();
+        f.lower(0, t(8));
+        f.claimed(&second, &[job(0, 9)], 1);
+        assert_eq!(f.known(), vec![(0, t(8))]);
+        f.claimed(&first, &[job(0, 7)], 1);
+        assert_eq!(f.known(), vec![(0, t(5))]);
+        assert!(f.heard.is_empty(), "a claim that ended is forgotten");
+    }
+
+    #[test]
+    fn a_claim_begun_before_a_new_priority_was_announced_sets_its_first_floor_no_later_than_that_job()
+     {
         // A job of priority 1, whose transaction began at 4, commits after a claim began
         // (its snapshot does not see it) that takes a priority-1 job of a transaction
         // begun later and committed earlier (run_at 9). The announcement comes in first.
@@ -294,19 +362,10 @@ mod tests {
         f.lower(1, t(4));
         f.claimed(&under_way, &[job(1, 9)], 1);
         let next = f.start();
-        assert_eq!(
-            next.floors,
-            vec![(0, t(10))],
-            "priority 1 is read from its head"
-        );
-        assert_eq!(
-            next.alone(),
-            None,
-            "and by a claim that reads every priority"
-        );
-        // A claim begun after the announcement sees the job and sets the floor.
+        assert_eq!(next.floors, vec![(1, t(4)), (0, t(10))]);
+        assert_eq!(next.alone(), None, "the next claim reads every priority");
         f.claimed(&next, &[job(1, 4), job(1, 9)], 2);
-        assert_eq!(f.start().floors, vec![(1, t(9)), (0, t(10))]);
+        assert_eq!(f.known(), vec![(1, t(9)), (0, t(10))]);
     }
 
     #[test]
@@ -317,10 +376,10 @@ mod tests {
         let under_way = f.start();
         f.forget();
         f.claimed(&under_way, &[job(0, 11)], 1);
-        assert!(f.start().floors.is_empty());
+        assert!(f.known().is_empty());
         let s = f.start();
         f.claimed(&s, &[job(0, 12)], 1);
-        assert_eq!(f.start().floors, vec![(0, t(12))]);
+        assert_eq!(f.known(), vec![(0, t(12))]);
     }
 
     #[test]

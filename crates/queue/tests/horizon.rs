@@ -202,6 +202,86 @@ async fn racing_claimers_with_floors_under_a_held_horizon_claim_each_job_once() 
     assert_eq!(distinct.len(), 3_000, "every job was claimed");
 }
 
+/// Lowers `floors` by every `copydesk_jobs_ready` notification `listener` has received
+/// until one announces `until` (as a worker's LISTEN task does).
+async fn hear_until(
+    listener: &mut sqlx::postgres::PgListener,
+    floors: &mut queue::floors::Floors,
+    until: DateTime<Utc>,
+) {
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), listener.recv())
+            .await
+            .expect("the insert was announced")
+            .unwrap();
+        let (kind, priority, at) = queue::floors::parse_ready(n.payload()).unwrap();
+        assert_eq!(kind, "noop");
+        floors.lower(priority, at);
+        if at == until {
+            return;
+        }
+    }
+}
+
+/// Two finishes commit their follow-up jobs in the other order than they began (as a
+/// worker's two finishers do): the job that began first, whose `run_at` is earlier,
+/// commits while a claim that cannot see it takes the later one. The claim must not
+/// leave the floor past it.
+#[tokio::test]
+async fn a_job_committed_while_a_claim_ran_that_cannot_see_it_is_claimed_next() {
+    let db = test_db().await;
+    let mut listener = sqlx::postgres::PgListener::connect(&db.url).await.unwrap();
+    listener.listen(queue::floors::READY_CHANNEL).await.unwrap();
+    let mut floors = queue::floors::Floors::new();
+    let (_, first) = job_at(&db, 0, 5).await;
+    hear_until(&mut listener, &mut floors, first).await;
+    let start = floors.start();
+    let took = queue::ops::claim_start(&db.pool, "w", "noop", 10, LEASE, &start)
+        .await
+        .unwrap();
+    floors.claimed(&start, &took, 10);
+    assert_eq!(floors.known(), vec![(0, first)]);
+
+    // The earlier finish: its transaction (and so its job's `run_at`) begins first.
+    let mut earlier = PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut earlier).await.unwrap();
+    let (late, late_at): (Uuid, DateTime<Utc>) =
+        sqlx::query_as("INSERT INTO jobs (kind, input) VALUES ('noop', '{}') RETURNING id, run_at")
+            .fetch_one(&mut earlier)
+            .await
+            .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // The later one commits first, and is heard.
+    let (_, second) = job_at(&db, 0, 0).await;
+    assert!(second > late_at);
+    hear_until(&mut listener, &mut floors, second).await;
+
+    // A claim begins and reads before the earlier finish commits.
+    let start = floors.start();
+    let took = queue::ops::claim_start(&db.pool, "w", "noop", 10, LEASE, &start)
+        .await
+        .unwrap();
+    assert_eq!(
+        took.iter().map(|j| j.run_at).collect::<Vec<_>>(),
+        vec![second]
+    );
+    // The earlier finish commits; its announcement lies ahead of the floor (at the first
+    // job) and is heard before the claim's answer is taken in.
+    sqlx::query("COMMIT").execute(&mut earlier).await.unwrap();
+    hear_until(&mut listener, &mut floors, late_at).await;
+    floors.claimed(&start, &took, 10);
+
+    let start = floors.start();
+    let took = queue::ops::claim_start(&db.pool, "w", "noop", 10, LEASE, &start)
+        .await
+        .unwrap();
+    assert_eq!(
+        took.iter().map(|j| j.id).collect::<Vec<_>>(),
+        vec![late],
+        "the job committed while the claim ran is the next claim's"
+    );
+}
+
 #[tokio::test]
 async fn the_sweep_finds_a_ready_job_nobody_announced_behind_a_floor() {
     let db = test_db().await;
