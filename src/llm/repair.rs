@@ -29,7 +29,16 @@ pub enum Unusable {
 /// the answer stopped at `max_tokens` (an unclosed object is then closed, if it can be).
 pub fn repair(text: &str, schema: &Value, cut_off: bool) -> Result<Repaired, Unusable> {
     let mut notes = Vec::new();
-    let mut value = match extract(text) {
+    // A newline or tab written raw inside a string (small models do, even under a
+    // grammar) makes the JSON invalid; escaped, it reads as meant.
+    let escaped = escape_raw_controls(text);
+    let found = extract(text).or_else(|| {
+        let v = extract(escaped.as_deref()?)?;
+        notes.push("escaped control characters written raw inside a string".to_owned());
+        Some(v)
+    });
+    let text = escaped.as_deref().unwrap_or(text);
+    let mut value = match found {
         Some((v, wrapped)) => {
             if wrapped {
                 notes.push("took the JSON object out of the text around it".to_owned());
@@ -74,6 +83,36 @@ pub fn repair(text: &str, schema: &Value, cut_off: bool) -> Result<Repaired, Unu
     } else {
         Err(Unusable::Invalid(problems.join("; ")))
     }
+}
+
+/// `text` with every control character inside a string literal of its JSON (from the
+/// first `{` on: quotes in prose before it are not strings) escaped (`\n`, `\t`, `\r`,
+/// else `\u00XX`); `None` when it has none.
+fn escape_raw_controls(text: &str) -> Option<String> {
+    let start = text.find('{')?;
+    let (mut out, mut changed) = (text[..start].to_owned(), false);
+    let (mut in_string, mut escaped) = (false, false);
+    for c in text[start..].chars() {
+        if in_string && !escaped && (c as u32) < 0x20 {
+            changed = true;
+            match c {
+                '\n' => out.push_str("\\n"),
+                '\t' => out.push_str("\\t"),
+                '\r' => out.push_str("\\r"),
+                _ => out.push_str(&format!("\\u{:04x}", c as u32)),
+            }
+            continue;
+        }
+        match (in_string, escaped, c) {
+            (true, true, _) => escaped = false,
+            (true, false, '\\') => escaped = true,
+            (true, false, '"') => in_string = false,
+            (false, _, '"') => in_string = true,
+            _ => {}
+        }
+        out.push(c);
+    }
+    changed.then_some(out)
 }
 
 /// The first JSON object in `text` (a fenced block first, then the first balanced
@@ -353,6 +392,28 @@ mod tests {
                "properties": {"overall": score, "feedback": {"type": "string"},
                               "tags": {"type": "array", "items": {"type": "string"}}},
                "additionalProperties": false})
+    }
+
+    #[test]
+    fn control_characters_written_raw_inside_a_string_are_escaped_and_noted() {
+        // SmolLM2-135M under llama-cpp-python's grammar, as it answered.
+        let answer = "{ \"clarity\": 1, \"engagement\" : 4, \"feedback\" : \");\nThis sentence is not grammatically correct.\t\" ,\"overall\" : 20 }";
+        let schema = json!({"type": "object", "required": ["clarity", "engagement", "overall", "feedback"],
+            "properties": {"clarity": {"type": "integer"}, "engagement": {"type": "integer"},
+                           "overall": {"type": "integer"}, "feedback": {"type": "string"}}});
+        let r = repair(answer, &schema, false).unwrap();
+        assert_eq!(
+            r.value["feedback"],
+            ");\nThis sentence is not grammatically correct.\t"
+        );
+        assert_eq!(
+            r.notes,
+            vec!["escaped control characters written raw inside a string"]
+        );
+        // Newlines between members are not inside a string: left as they are.
+        let spaced = "Sure, \"here\":\n{\n  \"clarity\": 1,\n  \"engagement\": 2,\n  \"overall\": 3,\n  \"feedback\": \"a\nb\"\n}";
+        let r = repair(spaced, &schema, false).unwrap();
+        assert_eq!(r.value["feedback"], "a\nb");
     }
 
     #[test]
