@@ -343,6 +343,13 @@ pub struct LlmSettings {
     /// Pins per agent id or model server (`host` or `host:port` of the base URL).
     #[serde(default)]
     pub structured_modes: BTreeMap<String, ModeSetting>,
+    /// Which family of model server the base URL is (how it takes a structured
+    /// answer): `auto` finds it from what the server says about itself.
+    #[serde(default)]
+    pub dialect: DialectSetting,
+    /// Pins of the dialect per agent id or model server, as `structured_modes`.
+    #[serde(default)]
+    pub dialects: BTreeMap<String, DialectSetting>,
     /// Seconds a learned step-down is trusted before the stronger mode is tried again.
     pub mode_retry_after_secs: u64,
     /// Consecutive failures after which a model is skipped by every job for a while.
@@ -354,9 +361,29 @@ pub struct LlmSettings {
 }
 
 copydesk_queue::text_enum! {
+    /// `[llm] dialect`: find it (`auto`), or pin one of the dialects `llm::dialect`
+    /// knows (each word here is one of them).
+    #[derive(Default)]
+    pub enum DialectSetting("model server dialect") {
+        #[default]
+        Auto = "auto",
+        OpenAi = "openai",
+        OpenRouter = "openrouter",
+        LlamaServer = "llama_server",
+        LlamaCppPython = "llama_cpp_python",
+        Vllm = "vllm",
+        Ollama = "ollama",
+        LmStudio = "lm_studio",
+        Tgi = "tgi",
+        Generic = "generic",
+    }
+}
+
+copydesk_queue::text_enum! {
     /// `[llm] structured_mode`: negotiate (`auto`), or always use one mode.
     pub enum ModeSetting("structured mode") {
         Auto = "auto",
+        Native = "native",
         JsonSchema = "json_schema",
         JsonObject = "json_object",
         Prompt = "prompt",

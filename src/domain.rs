@@ -135,6 +135,32 @@ text_enum! {
     }
 }
 
+text_enum! {
+    /// A family of model servers, by how it takes a structured answer
+    /// (`llm_modes.dialect`, `runs.dialect`).
+    pub enum Dialect("model server dialect") {
+        /// api.openai.com: `json_schema`, strict.
+        OpenAi = "openai",
+        /// openrouter.ai: `json_schema`, strict, with `provider.require_parameters` so
+        /// only upstreams that honour it are chosen.
+        OpenRouter = "openrouter",
+        /// llama.cpp's `llama-server`: its own top-level `json_schema` field.
+        LlamaServer = "llama_server",
+        /// llama-cpp-python's server: `json_object` with `schema`.
+        LlamaCppPython = "llama_cpp_python",
+        /// vLLM: `structured_outputs: {"json": …}`.
+        Vllm = "vllm",
+        /// Ollama's OpenAI-compatible endpoint: `json_schema`, turned into its `format`.
+        Ollama = "ollama",
+        /// LM Studio: `json_schema` only.
+        LmStudio = "lm_studio",
+        /// Hugging Face text-generation-inference: `{"type": "json", "value": …}`.
+        Tgi = "tgi",
+        /// Any other OpenAI-compatible server: the OpenAI forms.
+        Generic = "generic",
+    }
+}
+
 impl StructuredMode {
     /// The next weaker mode, if any.
     pub fn weaker(self) -> Option<Self> {

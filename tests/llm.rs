@@ -199,7 +199,7 @@ async fn a_429_pauses_the_models_key_for_every_call_until_retry_after_and_both_c
         llm(&server).call(&other, &call("blog-writer", None)).await,
         Err(copydesk::llm::Error::Wait { .. })
     ));
-    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+    assert_eq!(model_calls(&server).await.len(), 1);
     // The pause runs from the 429's arrival, a little after `started`.
     tokio::time::sleep(Duration::from_millis(1_200).saturating_sub(started.elapsed())).await;
     let reply = client.call(&s, &call("blog-writer", None)).await.unwrap();
@@ -220,7 +220,7 @@ async fn a_429_pauses_the_models_key_for_every_call_until_retry_after_and_both_c
             .contains("HTTP 429: Rate limit exceeded")
     );
     assert_eq!(runs[1], ("ok".into(), None));
-    assert_eq!(server.received_requests().await.unwrap().len(), 2);
+    assert_eq!(model_calls(&server).await.len(), 2);
     let throttled: i64 = sqlx::query_scalar("SELECT throttled FROM limits WHERE key = $1")
         .bind(&key)
         .fetch_one(&db.pool)
@@ -262,7 +262,7 @@ async fn a_malformed_json_answer_is_retried_then_fails_clearly() {
     // the call stepped down twice without counting a try; then each of the tries in
     // prompt mode asked once more with the problem shown (a repair turn).
     let n = Settings::defaults().llm.max_call_attempts as usize;
-    assert_eq!(server.received_requests().await.unwrap().len(), 2 + 2 * n);
+    assert_eq!(model_calls(&server).await.len(), 2 + 2 * n);
     let modes: Vec<(Option<String>, i64)> = sqlx::query_as(
         "SELECT structured_mode, count(*) FROM runs WHERE job_id = $1 AND status = 'error' AND prompt_tokens = 50
          GROUP BY 1 ORDER BY min(created_at)",

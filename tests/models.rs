@@ -20,7 +20,10 @@ use copydesk::{
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
-use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate, matchers::method};
+use wiremock::{
+    Mock, MockServer, Request, Respond, ResponseTemplate,
+    matchers::{method, path},
+};
 
 /// How the fake server behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +48,115 @@ enum Server {
     DownModel,
     /// The server does not know `primary/model` (404); `backup/model` works.
     UnknownModel,
+    // Model servers speaking their own dialects, as a small model behind each answers:
+    // JSON of the schema's shape only when the server holds decoding to the schema in
+    // its own way, else JSON of the model's own shape (missing required keys), as
+    // SmolLM2-135M does behind llama-cpp-python with the schema only in the prompt.
+    /// llama-cpp-python: `/v1/models` owned_by "me"; `json_schema` refused with a 500
+    /// carrying pydantic's words (as 0.3.36 answers); `json_object` with `schema`
+    /// compiled to a grammar (its answer has a raw newline in a string, as the real
+    /// one's had).
+    LlamaCppPython,
+    /// llama.cpp's llama-server: owned_by "llamacpp", `/props`; the top-level
+    /// `json_schema` field, or `response_format` `json_schema`.
+    LlamaCpp,
+    /// vLLM: owned_by "vllm", `/version`; `structured_outputs: {"json": …}`.
+    Vllm,
+    /// Ollama: `/api/version`; `json_schema` on its OpenAI-compatible endpoint.
+    Ollama,
+    /// LM Studio: owned_by "organization_owner"; `json_schema` only, `json_object`
+    /// refused.
+    LmStudio,
+    /// TGI: `/info`; `{"type": "json", "value": schema}`; OpenAI's `json_schema` form
+    /// refused by its deserializer (no `value`).
+    Tgi,
+}
+
+impl Server {
+    /// The schema this server's own way of asking carries, if the request asks so.
+    fn constrained_to(self, body: &Value) -> Option<Value> {
+        let rf = &body["response_format"];
+        let found = match self {
+            Server::LlamaCppPython if rf["type"] == "json_object" => rf.get("schema"),
+            Server::LlamaCpp => body
+                .get("json_schema")
+                .or(rf["json_schema"].get("schema"))
+                .or(rf.get("schema")),
+            Server::Vllm => body["structured_outputs"]
+                .get("json")
+                .or(rf["json_schema"].get("schema")),
+            Server::Ollama | Server::LmStudio => rf["json_schema"].get("schema"),
+            Server::Tgi if rf["type"] == "json" => rf.get("value"),
+            Server::Tgi if rf["type"] == "json_schema" => rf["value"].get("schema"),
+            _ => None,
+        };
+        found.cloned()
+    }
+
+    /// Whether this server speaks a dialect of its own (a small model behind it).
+    fn small(self) -> bool {
+        matches!(
+            self,
+            Server::LlamaCppPython
+                | Server::LlamaCpp
+                | Server::Vllm
+                | Server::Ollama
+                | Server::LmStudio
+                | Server::Tgi
+        )
+    }
+
+    /// What the server says about itself: (path, JSON answer) for each GET it answers.
+    fn identity(self) -> Vec<(&'static str, Value)> {
+        let models = |owned_by: &str, extra: Value| {
+            let mut m = json!({"id": "primary/model", "object": "model", "created": 1_700_000_000, "owned_by": owned_by});
+            m.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            json!({"object": "list", "data": [m]})
+        };
+        match self {
+            Server::LlamaCppPython => {
+                vec![("/v1/models", models("me", json!({"permissions": []})))]
+            }
+            Server::LlamaCpp => vec![
+                (
+                    "/v1/models",
+                    models("llamacpp", json!({"meta": {"n_ctx_train": 8192}})),
+                ),
+                (
+                    "/props",
+                    json!({"default_generation_settings": {"n_ctx": 4096},
+                                  "build_info": "b6000-abcdef0", "total_slots": 1}),
+                ),
+            ],
+            Server::Vllm => vec![
+                (
+                    "/v1/models",
+                    models(
+                        "vllm",
+                        json!({"root": "primary/model", "max_model_len": 8192}),
+                    ),
+                ),
+                ("/version", json!({"version": "0.12.0"})),
+            ],
+            Server::Ollama => vec![
+                ("/v1/models", models("library", json!({}))),
+                ("/api/version", json!({"version": "0.12.3"})),
+            ],
+            Server::LmStudio => vec![("/v1/models", models("organization_owner", json!({})))],
+            Server::Tgi => vec![
+                ("/v1/models", models("primary/model", json!({}))),
+                (
+                    "/info",
+                    json!({"model_id": "primary/model", "max_input_tokens": 4095,
+                                 "max_total_tokens": 4096, "router": "text-generation-router",
+                                 "version": "3.3.4"}),
+                ),
+            ],
+            _ => Vec::new(),
+        }
+    }
 }
 
 const STORE: &str = "<html><head><title>Linen &amp; Loom</title></head><body>
@@ -119,7 +231,27 @@ impl Respond for Fake {
                     json!({"error": "'response_format.type' must be 'json_object' or 'text'"}),
                 );
             }
+            Server::LlamaCppPython if schema_mode => {
+                return ResponseTemplate::new(500).set_body_string(
+                    "1 validation error:\n  {'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), \
+                     'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema'}",
+                );
+            }
+            Server::LmStudio if format.as_deref() == Some("json_object") => {
+                return error(
+                    400,
+                    json!({"error": "'response_format.type' must be 'json_schema' or 'text'"}),
+                );
+            }
+            Server::Tgi if schema_mode && body["response_format"].get("value").is_none() => {
+                return ResponseTemplate::new(422).set_body_string(
+                    "Failed to deserialize the JSON body into the target type: response_format: missing field `value` at line 1 column 812",
+                );
+            }
             _ => {}
+        }
+        if behaviour.small() {
+            return small_answer(behaviour, &body, &model);
         }
         // Which schema is asked for: its name in json_schema mode, else the schema the
         // prompt states (the last one, for a repair turn); none for a text answer.
@@ -189,6 +321,64 @@ impl Respond for Fake {
     }
 }
 
+/// A small model behind a server with a dialect: the schema's shape when its decoding
+/// was held to the schema, else JSON of its own shape; prose for a text answer.
+fn small_answer(behaviour: Server, body: &Value, model: &str) -> ResponseTemplate {
+    let text = match behaviour.constrained_to(body) {
+        Some(schema) => {
+            let keys = schema["properties"].to_string();
+            let v = if keys.contains("platform_appropriateness") {
+                scores()
+            } else if keys.contains("meta_description") {
+                seo()
+            } else if keys.contains("sample_phrases") {
+                brand_voice()
+            } else {
+                fill(&schema)
+            };
+            // A raw newline inside a string, as the real server's grammar let through.
+            v.to_string()
+                .replacen("Clear and warm;", "Clear and warm;\n", 1)
+        }
+        None if body["response_format"].is_object() || prompt_states_a_schema(body) => {
+            r#"{"clarity": 80, "overall": 75, "feedback": "Good."}"#.to_owned()
+        }
+        None => "Our linen lasts: woven slowly, mended for free.".to_owned(),
+    };
+    ResponseTemplate::new(200).set_body_json(json!({
+        "id": "chatcmpl-1", "object": "chat.completion", "model": model,
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+        "usage": {"prompt_tokens": 120, "completion_tokens": 40, "total_tokens": 160}
+    }))
+}
+
+/// A value of `schema`'s shape, as a grammar holds a model to (integers within their
+/// bounds).
+fn fill(schema: &Value) -> Value {
+    match schema["type"].as_str() {
+        Some("object") => Value::Object(
+            schema["properties"]
+                .as_object()
+                .map(|p| p.iter().map(|(k, v)| (k.clone(), fill(v))).collect())
+                .unwrap_or_default(),
+        ),
+        Some("integer") => json!(schema["maximum"].as_i64().unwrap_or(100).min(80)),
+        Some("number") => json!(80.0),
+        Some("boolean") => json!(true),
+        Some("array") => json!([fill(&schema["items"])]),
+        _ => json!("Made slowly."),
+    }
+}
+
+fn prompt_states_a_schema(body: &Value) -> bool {
+    body["messages"].as_array().unwrap().iter().any(|m| {
+        m["content"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("JSON Schema:")
+    })
+}
+
 struct World {
     db: TestDb,
     llm: MockServer,
@@ -207,6 +397,13 @@ async fn world(behaviour: Server) -> World {
         .mount(&store)
         .await;
     let llm = MockServer::start().await;
+    for (at, answer) in behaviour.identity() {
+        Mock::given(method("GET"))
+            .and(path(at))
+            .respond_with(ResponseTemplate::new(200).set_body_json(answer))
+            .mount(&llm)
+            .await;
+    }
     let shared = Arc::new(Mutex::new(behaviour));
     Mock::given(method("POST"))
         .respond_with(Fake(shared.clone()))
@@ -294,6 +491,7 @@ struct Run {
     agent: String,
     model: String,
     structured_mode: Option<String>,
+    dialect: Option<String>,
     status: String,
     error: Option<String>,
     notes: Option<String>,
@@ -301,7 +499,7 @@ struct Run {
 
 async fn runs(db: &TestDb) -> Vec<Run> {
     sqlx::query_as(
-        "SELECT agent, model, structured_mode, status, error, notes FROM runs
+        "SELECT agent, model, structured_mode, dialect, status, error, notes FROM runs
          WHERE agent <> 'publisher' ORDER BY created_at, id",
     )
     .fetch_all(&db.pool)
@@ -317,16 +515,20 @@ fn ok_rows<'a>(runs: &'a [Run], agent: &str) -> Vec<&'a Run> {
         .collect()
 }
 
-async fn json_schema_requests(server: &MockServer) -> usize {
-    server
-        .received_requests()
+/// The bodies of the model calls the server received (not its identity questions).
+async fn posted(server: &MockServer) -> Vec<Value> {
+    model_calls(server)
         .await
-        .unwrap()
         .iter()
-        .filter(|r| {
-            serde_json::from_slice::<Value>(&r.body).unwrap()["response_format"]["type"]
-                == "json_schema"
-        })
+        .map(|r| serde_json::from_slice::<Value>(&r.body).unwrap())
+        .collect()
+}
+
+async fn json_schema_requests(server: &MockServer) -> usize {
+    posted(server)
+        .await
+        .iter()
+        .filter(|b| b["response_format"]["type"] == "json_schema")
         .count()
 }
 
@@ -354,9 +556,11 @@ async fn a_server_that_takes_json_schema_is_asked_in_json_schema() {
     );
 }
 
-/// A server that refuses `json_schema` (however it says so) is asked in `json_object`
-/// from then on: one refused request, no attempt spent, remembered for every process.
-async fn refused_schema(behaviour: Server, says: &str) {
+/// A server that refuses `json_schema` (however it says so) is asked in `then` from then
+/// on: one refused request, no attempt spent, remembered for every process. A refusal
+/// in the words of a family the server did not say it was makes it that family
+/// (`dialect`), asked its own way; other refusals step down (`note`).
+async fn refused_schema(behaviour: Server, says: &str, then: &str, dialect: &str, note: &str) {
     let w = world(behaviour).await;
     run_to_approval(&w).await;
     let runs = runs(&w.db).await;
@@ -378,16 +582,17 @@ async fn refused_schema(behaviour: Server, says: &str) {
         assert_eq!(rows.len(), 1, "{agent}");
         assert_eq!(
             rows[0].structured_mode.as_deref(),
-            Some("json_object"),
+            Some(then),
             "{behaviour:?} {agent}"
         );
+        assert_eq!(rows[0].dialect.as_deref(), Some(dialect), "{agent}");
     }
     assert!(
         ok_rows(&runs, "brand-voice-analyzer")[0]
             .notes
             .as_deref()
             .unwrap_or_default()
-            .contains("stepped down to json_object"),
+            .contains(note),
         "{runs:#?}"
     );
     assert_eq!(
@@ -395,32 +600,239 @@ async fn refused_schema(behaviour: Server, says: &str) {
         1,
         "asked once, then remembered"
     );
-    let learned: String =
-        sqlx::query_scalar("SELECT mode FROM llm_modes WHERE model = 'primary/model'")
+    let learned: (String, String) =
+        sqlx::query_as("SELECT mode, dialect FROM llm_modes WHERE model = 'primary/model'")
             .fetch_one(&w.db.pool)
             .await
             .unwrap();
-    assert_eq!(learned, "json_object");
+    assert_eq!(learned, (then.to_owned(), dialect.to_owned()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_400_refusing_json_schema_steps_down_without_spending_an_attempt() {
-    refused_schema(Server::Refuses400, "HTTP 400").await;
+    refused_schema(
+        Server::Refuses400,
+        "HTTP 400",
+        "json_object",
+        "generic",
+        "stepped down to json_object",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_422_refusing_json_schema_steps_down_without_spending_an_attempt() {
-    refused_schema(Server::Refuses422, "HTTP 422").await;
+async fn a_422_in_llama_cpp_pythons_words_makes_the_server_that_family_asked_its_own_way() {
+    refused_schema(
+        Server::Refuses422,
+        "HTTP 422",
+        "native",
+        "llama_cpp_python",
+        "in llama_cpp_python's words: asked in native",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_500_refusing_json_schema_steps_down_without_spending_an_attempt() {
-    refused_schema(Server::Refuses500, "HTTP 500").await;
+async fn a_500_in_llama_servers_words_makes_the_server_that_family_asked_its_own_way() {
+    refused_schema(
+        Server::Refuses500,
+        "HTTP 500",
+        "native",
+        "llama_server",
+        "in llama_server's words: asked in native",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_takes_only_json_object_is_asked_in_json_object() {
-    refused_schema(Server::OnlyJsonObject, "must be 'json_object'").await;
+    refused_schema(
+        Server::OnlyJsonObject,
+        "must be 'json_object'",
+        "json_object",
+        "generic",
+        "stepped down to json_object",
+    )
+    .await;
+}
+
+/// A server with a dialect of its own, found from what it says about itself: every
+/// structured call asked its way first (`mode`), so the small model behind it answers
+/// the schema's shape; the pipeline reaches the draft's approval with every step in
+/// one attempt, each runs row names the dialect and mode, and the request carried the
+/// dialect's own form (`carried`).
+async fn speaks(
+    behaviour: Server,
+    dialect: &str,
+    mode: &str,
+    carried: impl Fn(&Value) -> bool,
+) -> Vec<Run> {
+    let w = world(behaviour).await;
+    run_to_approval(&w).await;
+    let runs = runs(&w.db).await;
+    for r in &runs {
+        assert_eq!(r.dialect.as_deref(), Some(dialect), "{behaviour:?}: {r:?}");
+    }
+    for agent in STRUCTURED {
+        let rows = ok_rows(&runs, agent);
+        assert_eq!(rows.len(), 1, "{behaviour:?} {agent}: {runs:#?}");
+        assert_eq!(
+            rows[0].structured_mode.as_deref(),
+            Some(mode),
+            "{behaviour:?} {agent}"
+        );
+    }
+    let structured: Vec<Value> = posted(&w.llm)
+        .await
+        .into_iter()
+        .filter(|b| prompt_states_a_schema(b) || b["response_format"].is_object())
+        .collect();
+    assert!(!structured.is_empty());
+    for b in &structured {
+        assert!(carried(b), "{behaviour:?}: {b}");
+    }
+    let learned: Vec<(String, String)> =
+        sqlx::query_as("SELECT mode, dialect FROM llm_modes WHERE model = 'primary/model'")
+            .fetch_all(&w.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(learned, vec![(mode.to_owned(), dialect.to_owned())]);
+    runs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llama_cpp_python_is_asked_for_json_object_with_its_schema() {
+    let runs = speaks(Server::LlamaCppPython, "llama_cpp_python", "native", |b| {
+        b["response_format"]["type"] == "json_object" && b["response_format"]["schema"].is_object()
+    })
+    .await;
+    // Its evaluation had a raw newline inside a string: escaped, and said so.
+    let notes = ok_rows(&runs, "blog-reviewer")[0]
+        .notes
+        .clone()
+        .unwrap_or_default();
+    assert!(notes.contains("escaped control characters"), "{notes}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llama_server_is_asked_with_its_own_json_schema_field() {
+    speaks(Server::LlamaCpp, "llama_server", "native", |b| {
+        b["json_schema"].is_object() && b.get("response_format").is_none()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vllm_is_asked_with_structured_outputs() {
+    speaks(Server::Vllm, "vllm", "native", |b| {
+        b["structured_outputs"]["json"].is_object() && b.get("response_format").is_none()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ollama_and_lm_studio_are_asked_in_json_schema() {
+    for (server, dialect) in [(Server::Ollama, "ollama"), (Server::LmStudio, "lm_studio")] {
+        speaks(server, dialect, "json_schema", |b| {
+            b["response_format"]["json_schema"]["schema"].is_object()
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tgi_is_asked_with_its_json_grammar() {
+    speaks(Server::Tgi, "tgi", "native", |b| {
+        b["response_format"]["type"] == "json" && b["response_format"]["value"].is_object()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_dialect_is_used_whatever_the_server_says() {
+    // The server says it is llama-cpp-python; configuration says vLLM.
+    let w = world(Server::LlamaCppPython).await;
+    let mut settings = fast_settings();
+    settings.llm.dialect = copydesk::config::DialectSetting::Vllm;
+    let client = remote_llm(&w.llm, &settings);
+    let scope = Scope {
+        pool: w.db.pool.clone(),
+        job_id: Uuid::new_v4(),
+        attempt: 1,
+        tenant_id: copydesk::domain::DEFAULT_TENANT,
+        project_id: None,
+    };
+    let call = Call {
+        agent: "blog-reviewer".into(),
+        system: "Score the draft.".into(),
+        user: "Linen lasts.".into(),
+        schema: Some((
+            "evaluation".into(),
+            json!({"type": "object",
+            "properties": {"overall": {"type": "integer"}}, "required": ["overall"]}),
+        )),
+        hints: json!({}),
+    };
+    // vLLM's form means nothing to this server: the small model writes its own shape,
+    // the call steps down, and (json_object carrying no schema in vLLM's dialect) ends
+    // with the schema in the prompt, repaired as far as it goes.
+    let _ = client.call(&scope, &call).await;
+    let first = posted(&w.llm).await.into_iter().next().unwrap();
+    assert!(first["structured_outputs"]["json"].is_object(), "{first}");
+    let modes: Vec<Option<String>> = sqlx::query_scalar("SELECT DISTINCT dialect FROM runs")
+        .fetch_all(&w.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(modes, vec![Some("vllm".to_owned())]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_finds_the_dialect_and_the_mode_that_answers_and_remembers_both() {
+    let w = world(Server::LlamaCppPython).await;
+    let client = remote_llm(&w.llm, &fast_settings());
+    let agent = store::agents::get(&w.db.pool, "blog-reviewer", None)
+        .await
+        .unwrap()
+        .unwrap();
+    let base = format!("{}/v1", w.llm.uri());
+    let probe = client.probe(&w.db.pool, &base, None, &agent, None).await;
+    assert_eq!(probe.dialect.as_str(), "llama_cpp_python");
+    assert!(probe.why.contains("owned_by \"me\""), "{}", probe.why);
+    assert_eq!(probe.owned_by, vec!["me"]);
+    // The probe's question is a review's; the fake answers the evaluation's scores to a
+    // schema with "clarity" only when asked its way: native worked at once.
+    let outcomes: Vec<(String, &str)> = probe
+        .tried
+        .iter()
+        .map(|t| (t.mode.to_string(), t.outcome))
+        .collect();
+    assert_eq!(
+        probe.mode.map(|m| m.to_string()).as_deref(),
+        Some("native"),
+        "{outcomes:?}"
+    );
+    let learned: (String, String) =
+        sqlx::query_as("SELECT mode, dialect FROM llm_modes WHERE base_url = $1")
+            .bind(&base)
+            .fetch_one(&w.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        learned,
+        ("native".to_owned(), "llama_cpp_python".to_owned())
+    );
+
+    // LM Studio: no native form; json_schema answers.
+    let w = world(Server::LmStudio).await;
+    let base = format!("{}/v1", w.llm.uri());
+    let probe = remote_llm(&w.llm, &fast_settings())
+        .probe(&w.db.pool, &base, None, &agent, None)
+        .await;
+    assert_eq!(probe.dialect.as_str(), "lm_studio");
+    assert_eq!(
+        probe.mode.map(|m| m.to_string()).as_deref(),
+        Some("json_schema")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -676,7 +1088,7 @@ async fn concurrent_calls_cannot_overspend_a_budget() {
         assert!(e.to_string().contains("budget"), "{e}");
     }
     assert_eq!(
-        llm.received_requests().await.unwrap().len(),
+        posted(&llm).await.len(),
         3,
         "no request for a call that could not reserve"
     );
@@ -762,15 +1174,10 @@ async fn a_mode_pinned_per_agent_or_server_is_used_alone() {
     assert_eq!(by_agent.mode.map(|m| m.as_str()), Some("prompt"));
     let by_server = client.call(&scope, &call("seo-specialist")).await.unwrap();
     assert_eq!(by_server.mode.map(|m| m.as_str()), Some("json_object"));
-    let formats: Vec<Value> = w
-        .llm
-        .received_requests()
+    let formats: Vec<Value> = posted(&w.llm)
         .await
-        .unwrap()
         .iter()
-        .map(|r| {
-            serde_json::from_slice::<Value>(&r.body).unwrap()["response_format"]["type"].clone()
-        })
+        .map(|b| b["response_format"]["type"].clone())
         .collect();
     assert_eq!(formats, vec![Value::Null, json!("json_object")]);
     assert_eq!(

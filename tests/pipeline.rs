@@ -324,13 +324,13 @@ async fn rejecting_with_notes_rewrites_the_draft_with_the_notes_in_the_request()
             .unwrap();
     assert_eq!(applied.len(), 1);
     assert_eq!(applied[0].enqueued.len(), 1, "one rewrite");
-    let before = llm.received_requests().await.unwrap().len();
+    let before = model_calls(&llm).await.len();
     let (_, w) = queue::runner::run_once(&r, &["draft_generation"])
         .await
         .unwrap()
         .unwrap();
     assert_eq!(w, queue::runner::Written::Status(JobStatus::Done));
-    let requests = llm.received_requests().await.unwrap();
+    let requests = model_calls(&llm).await;
     let writer: serde_json::Value = requests[before..]
         .iter()
         .map(|r| serde_json::from_slice::<serde_json::Value>(&r.body).unwrap())

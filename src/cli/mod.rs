@@ -8,6 +8,7 @@ mod enqueue;
 mod files;
 mod jobs;
 mod limits;
+mod models;
 mod notifications;
 mod publish;
 mod serve;
@@ -121,6 +122,10 @@ pub enum Command {
     /// Rate limits on model servers and platforms, shared by every worker process.
     #[command(subcommand)]
     Limits(limits::LimitsCommand),
+    /// Model servers: what each is (its dialect), and the structured mode each model
+    /// answers in.
+    #[command(subcommand)]
+    Models(models::ModelsCommand),
     /// What needs a person: jobs failed for good, approvals waiting.
     #[command(subcommand)]
     Notifications(notifications::NotificationsCommand),
@@ -247,6 +252,7 @@ async fn dispatch(
         Command::Tokens(cmd) => tenants::tokens(cmd, env, by, out).await?,
         Command::Audit(cmd) => tenants::audit(cmd, env, out).await?,
         Command::Limits(cmd) => limits::run(cmd, env, by, out).await?,
+        Command::Models(cmd) => models::run(cmd, env, out).await?,
         Command::Notifications(cmd) => notifications::run(cmd, env, by, out).await?,
         Command::Files(cmd) => files::run(cmd, env, by, out).await?,
         Command::Settings(cmd) => publish::settings(cmd, env, out).await?,

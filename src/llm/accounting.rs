@@ -69,26 +69,32 @@ impl Llm {
         })
     }
 
-    /// The mode to start with: what this server took for the model, or the strongest
-    /// once the step-down is older than `[llm] mode_retry_after_secs`.
+    /// The mode to start with: what this server took for the model, or the dialect's
+    /// strongest once the step-down is older than `[llm] mode_retry_after_secs`, or
+    /// when it was learned in another dialect (a row from before dialects were known
+    /// counts as `generic`).
     pub(super) async fn learned_mode(
         &self,
         scope: &Scope,
         base_url: &str,
         model: &str,
+        dialect: Dialect,
     ) -> StructuredMode {
+        let strongest = dialect.modes()[0];
         let learned = self.memory.mode(&scope.pool, base_url, model).await;
         match learned {
-            Some((m, at))
-                if m != StructuredMode::JsonSchema
-                    && chrono::Utc::now() - at
+            Some(l) if l.dialect.unwrap_or(Dialect::Generic) != dialect => strongest,
+            Some(l)
+                if l.mode != strongest
+                    && chrono::Utc::now() - l.at
                         > chrono::Duration::seconds(self.cfg.mode_retry_after_secs as i64) =>
             {
-                tracing::info!(model, learned = %m, "trying the strongest structured mode again");
-                StructuredMode::JsonSchema
+                tracing::info!(model, learned = %l.mode, "trying the strongest structured mode again");
+                strongest
             }
-            Some((m, _)) => m,
-            None => StructuredMode::JsonSchema,
+            // Never stronger than the dialect asks.
+            Some(l) => l.mode.max(strongest),
+            None => strongest,
         }
     }
 
@@ -98,9 +104,12 @@ impl Llm {
         base_url: &str,
         model: &str,
         to: StructuredMode,
+        dialect: Dialect,
     ) {
         tracing::info!(model, mode = %to, "the server did not take the structured mode: stepping down");
-        self.memory.remember(&scope.pool, base_url, model, to).await;
+        self.memory
+            .remember(&scope.pool, base_url, model, to, dialect)
+            .await;
     }
 
     /// Counts a failure of `model` for every job; it may start a cooldown.
@@ -279,6 +288,7 @@ impl Llm {
             cost_usd: cost,
             cost_source: Some(source),
             structured_mode: t.mode,
+            dialect: Some(t.dialect),
             duration_ms: t.started.elapsed().as_millis() as i32,
             error: Some(f.message()),
             notes: notes.as_deref(),

@@ -15,35 +15,12 @@
 //! one family has (`/props`, `/version`, `/api/version`, `/info`), and the wording of a
 //! refusal ([`from_refusal`]).
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 
+pub use crate::domain::Dialect;
 use crate::domain::StructuredMode;
-
-copydesk_queue::text_enum! {
-    /// A family of model servers, by how it takes a structured answer
-    /// (`llm_modes.dialect`, `runs.dialect`).
-    pub enum Dialect("model server dialect") {
-        /// api.openai.com: `json_schema`, strict.
-        OpenAi = "openai",
-        /// openrouter.ai: `json_schema`, strict, with `provider.require_parameters` so
-        /// only upstreams that honour it are chosen.
-        OpenRouter = "openrouter",
-        /// llama.cpp's `llama-server`: its own top-level `json_schema` field.
-        LlamaServer = "llama_server",
-        /// llama-cpp-python's server: `json_object` with `schema`.
-        LlamaCppPython = "llama_cpp_python",
-        /// vLLM: `structured_outputs: {"json": …}`.
-        Vllm = "vllm",
-        /// Ollama's OpenAI-compatible endpoint: `json_schema`, turned into its `format`.
-        Ollama = "ollama",
-        /// LM Studio: `json_schema` only.
-        LmStudio = "lm_studio",
-        /// Hugging Face text-generation-inference: `{"type": "json", "value": …}`.
-        Tgi = "tgi",
-        /// Any other OpenAI-compatible server: the OpenAI forms.
-        Generic = "generic",
-    }
-}
 
 impl Dialect {
     /// The modes to try, strongest first.
@@ -151,6 +128,76 @@ pub struct Evidence {
     pub api_version: Option<Value>,
     /// `GET {root}/info` (TGI).
     pub info: Option<Value>,
+    /// The `Server` header of the `/models` answer (shown, not used to decide: the
+    /// servers read here either send none or their web framework's).
+    pub server_header: Option<String>,
+}
+
+/// Where the server's own endpoints live: the base URL without its `/v1`.
+pub fn root(base_url: &str) -> &str {
+    let trimmed = base_url.trim_end_matches('/');
+    trimmed.strip_suffix("/v1").unwrap_or(trimmed)
+}
+
+/// Asks the server at `base_url` what it is, every question at once, each given
+/// `timeout`: an error status, a failure or an answer that is not JSON is no answer.
+pub async fn gather(
+    http: &reqwest::Client,
+    base_url: &str,
+    key: Option<&super::Secret>,
+    timeout: Duration,
+) -> Evidence {
+    let get = |url: String| async move {
+        let mut req = http.get(&url).timeout(timeout);
+        if let Some(k) = key {
+            req = req.bearer_auth(k.expose());
+        }
+        let res = req.send().await.ok()?;
+        if !res.status().is_success() {
+            return None;
+        }
+        let server = res
+            .headers()
+            .get(reqwest::header::SERVER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body: Value = res.json().await.ok()?;
+        Some((body, server))
+    };
+    let base = base_url.trim_end_matches('/');
+    let root = root(base_url);
+    let (models, props, version, api_version, info) = tokio::join!(
+        get(format!("{base}/models")),
+        get(format!("{root}/props")),
+        get(format!("{root}/version")),
+        get(format!("{root}/api/version")),
+        get(format!("{root}/info")),
+    );
+    let host = url::Url::parse(base_url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_default();
+    let server_header = models.as_ref().and_then(|(_, s)| s.clone());
+    Evidence {
+        host,
+        models: models.map(|(v, _)| v),
+        props: props.map(|(v, _)| v),
+        version: version.map(|(v, _)| v),
+        api_version: api_version.map(|(v, _)| v),
+        info: info.map(|(v, _)| v),
+        server_header,
+    }
+}
+
+impl Evidence {
+    /// Whether the server answered any question at all.
+    pub fn answered(&self) -> bool {
+        self.models.is_some()
+            || self.props.is_some()
+            || self.version.is_some()
+            || self.api_version.is_some()
+            || self.info.is_some()
+    }
 }
 
 /// A dialect and why it was chosen.
@@ -158,13 +205,26 @@ pub struct Evidence {
 pub struct Identified {
     pub dialect: Dialect,
     pub why: String,
+    /// Configuration chose it (`[llm] dialect`, `[llm.dialects]`): nothing the server
+    /// says changes it.
+    pub pinned: bool,
 }
 
 impl Identified {
-    fn new(dialect: Dialect, why: impl Into<String>) -> Self {
+    pub fn new(dialect: Dialect, why: impl Into<String>) -> Self {
         Self {
             dialect,
             why: why.into(),
+            pinned: false,
+        }
+    }
+
+    /// `dialect`, as configuration pins it.
+    pub fn pinned(dialect: Dialect) -> Self {
+        Self {
+            dialect,
+            why: "pinned by [llm] dialect or [llm.dialects]".into(),
+            pinned: true,
         }
     }
 }
@@ -269,6 +329,19 @@ mod tests {
         let mut body = json!({"model": "m", "messages": []});
         let constrained = dialect.shape(&mut body, mode, "answer", &schema());
         (body, constrained)
+    }
+
+    #[test]
+    fn every_dialect_can_be_pinned_and_every_pin_names_a_dialect() {
+        // `config` lies below `domain`'s users and may not name `Dialect`: its list of
+        // settings is kept equal to the dialects here.
+        use crate::config::DialectSetting;
+        let pins: Vec<&str> = DialectSetting::WORDS
+            .iter()
+            .copied()
+            .filter(|w| *w != "auto")
+            .collect();
+        assert_eq!(pins, Dialect::WORDS);
     }
 
     #[test]

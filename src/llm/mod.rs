@@ -22,6 +22,7 @@ pub mod dialect;
 mod memory;
 pub mod offline;
 pub mod openai;
+mod probe;
 pub mod repair;
 
 use std::{
@@ -37,12 +38,14 @@ use uuid::Uuid;
 
 pub use crate::store::agents::AgentConfig;
 use crate::{
-    config::{LimitSettings, LlmSettings, ModeSetting},
-    domain::{CostSource, StructuredMode},
+    config::{DialectSetting, LimitSettings, LlmSettings, ModeSetting},
+    domain::{CostSource, Dialect, StructuredMode},
     store::{self, budgets::Reservation, limits::Taken, runs::NewRun},
 };
+use dialect::Identified;
 use memory::Memory;
 use openai::{Completion, Failure, RepairTurn};
+pub use probe::{Probe, Tried};
 
 /// The provider label written to `runs` and shown in output for offline calls.
 pub const OFFLINE: &str = "offline";
@@ -241,6 +244,10 @@ pub struct Llm {
     pub limits: LimitSettings,
     http: reqwest::Client,
     memory: Arc<Memory>,
+    /// The dialect each base URL was found to speak, by this process.
+    dialects: Arc<std::sync::Mutex<HashMap<String, Identified>>>,
+    /// Held while a server is asked what it is: calls starting together ask once.
+    asking: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// One request's outcome, as the runs row records it.
@@ -250,6 +257,8 @@ struct Try<'a> {
     /// writes no runs row, settles nothing and says nothing of the model's health.
     replayed: bool,
     mode: Option<StructuredMode>,
+    /// The dialect the request was shaped for.
+    dialect: Dialect,
     /// The mode was negotiated (not pinned): what works is worth remembering.
     negotiated: bool,
     started: Instant,
@@ -258,11 +267,17 @@ struct Try<'a> {
 
 impl<'a> Try<'a> {
     /// An earlier run's answer to the same request, kept as a step.
-    fn replayed(model: &'a str, mode: Option<StructuredMode>, negotiated: bool) -> Self {
+    fn replayed(
+        model: &'a str,
+        mode: Option<StructuredMode>,
+        dialect: Dialect,
+        negotiated: bool,
+    ) -> Self {
         Self {
             model,
             replayed: true,
             mode,
+            dialect,
             negotiated,
             started: Instant::now(),
             reservation: None,
@@ -307,6 +322,8 @@ impl Llm {
             limits: LimitSettings::default(),
             http,
             memory: Arc::default(),
+            dialects: Arc::default(),
+            asking: Arc::default(),
         }
     }
 
@@ -397,11 +414,14 @@ impl Llm {
         // How many answers each request body has had in this call: the same body asked
         // again (a cut-off answer, a retry after a bad one) is another step.
         let mut asked: HashMap<RequestHash, u32> = HashMap::new();
+        let mut speaks = self.dialect(scope, agent, base_url, key).await;
         for (hop, model) in chain.iter().enumerate() {
             let keys = store::limits::llm_keys(base_url, model);
             let has_next = hop + 1 < chain.len();
             let pinned = self.pinned(agent, base_url);
-            let mut mode = self.first_mode(scope, call, base_url, model, pinned).await;
+            let mut mode = self
+                .first_mode(scope, call, base_url, model, pinned, speaks.dialect)
+                .await;
             let mut tries = 0;
             let mut repair: Option<RepairTurn> = None;
             let mut notes: Vec<String> = Vec::new();
@@ -415,13 +435,16 @@ impl Llm {
                 // this very request (its body, its server, and how many answers the same
                 // body had already had in this call) comes back without asking again.
                 let request =
-                    openai::request_body(base_url, agent, model, call, mode, repair.as_ref());
+                    openai::request_body(speaks.dialect, agent, model, call, mode, repair.as_ref());
                 let same = RequestHash::of(&(base_url, &request));
                 let step = same.nth(*asked.get(&same).unwrap_or(&0));
                 let name = step_name(call, hop, repair.is_some());
                 let recalled = steps.recall::<Completion>(&name, step).await?;
                 let (t, sent) = match recalled {
-                    Some(c) => (Try::replayed(model, mode, pinned.is_none()), Ok(c)),
+                    Some(c) => (
+                        Try::replayed(model, mode, speaks.dialect, pinned.is_none()),
+                        Ok(c),
+                    ),
                     None => match self
                         .paid_call(
                             scope,
@@ -429,7 +452,7 @@ impl Llm {
                             agent,
                             (base_url, key),
                             model,
-                            mode,
+                            (mode, speaks.dialect),
                             pinned,
                             repair.as_ref(),
                             (&request, &keys, &name, step),
@@ -465,7 +488,7 @@ impl Llm {
                             scope,
                             call,
                             agent,
-                            (base_url, model, pinned),
+                            (base_url, model, pinned, speaks.dialect),
                             u,
                             (&mut mode, &mut tries, &mut repair),
                             &mut notes,
@@ -491,7 +514,7 @@ impl Llm {
                             base_url,
                             &hop,
                             f,
-                            &mut mode,
+                            (&mut mode, &mut speaks),
                             &mut tries,
                             &mut notes,
                             &mut last_wait,
@@ -529,7 +552,7 @@ impl Llm {
         agent: &AgentConfig,
         (base_url, key): (&str, Option<&Secret>),
         model: &'m str,
-        mode: Option<StructuredMode>,
+        (mode, dialect): (Option<StructuredMode>, Dialect),
         pinned: Option<StructuredMode>,
         repair: Option<&RepairTurn>,
         (request, keys, name, step): (&Value, &[String], &str, RequestHash),
@@ -565,6 +588,7 @@ impl Llm {
             model,
             replayed: false,
             mode,
+            dialect,
             negotiated: pinned.is_none(),
             started: Instant::now(),
             reservation,
@@ -597,7 +621,8 @@ impl Llm {
     }
 
     /// The structured mode a model is first asked in: none without a schema, the pinned
-    /// one, or the one this server and model last answered in.
+    /// one, or the one this server and model last answered in (the dialect's strongest
+    /// when there is none).
     async fn first_mode(
         &self,
         scope: &Scope,
@@ -605,12 +630,73 @@ impl Llm {
         base_url: &str,
         model: &str,
         pinned: Option<StructuredMode>,
+        dialect: Dialect,
     ) -> Option<StructuredMode> {
         match (&call.schema, pinned) {
             (None, _) => None,
             (Some(_), Some(m)) => Some(m),
-            (Some(_), None) => Some(self.learned_mode(scope, base_url, model).await),
+            (Some(_), None) => Some(self.learned_mode(scope, base_url, model, dialect).await),
         }
+    }
+
+    /// The dialect `base_url` speaks: pinned for the agent or the server (or globally),
+    /// else what this process found, what another process found (`llm_modes`), or what
+    /// the server says about itself now.
+    async fn dialect(
+        &self,
+        scope: &Scope,
+        agent: &AgentConfig,
+        base_url: &str,
+        key: Option<&Secret>,
+    ) -> Identified {
+        let host = host_of(base_url);
+        let setting = self
+            .cfg
+            .dialects
+            .get(&agent.agent_id)
+            .or_else(|| host.as_ref().and_then(|h| self.cfg.dialects.get(h)))
+            .copied()
+            .unwrap_or(self.cfg.dialect);
+        if setting != DialectSetting::Auto {
+            let dialect = setting
+                .as_str()
+                .parse()
+                .expect("every dialect setting but auto names a dialect");
+            return Identified::pinned(dialect);
+        }
+        let known = || {
+            self.dialects
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(base_url)
+                .cloned()
+        };
+        if let Some(found) = known() {
+            return found;
+        }
+        let _asking = self.asking.lock().await;
+        if let Some(found) = known() {
+            return found;
+        }
+        let found = match store::models::dialect(&scope.pool, base_url).await {
+            Ok(Some(d)) => Identified::new(d, "found earlier (llm_modes)"),
+            _ => {
+                let wait = Duration::from_secs(self.cfg.connect_timeout_secs.clamp(1, 5));
+                let evidence = dialect::gather(&self.http, base_url, key, wait).await;
+                dialect::identify(&evidence)
+            }
+        };
+        tracing::info!(base_url, dialect = %found.dialect, why = %found.why, "model server dialect");
+        self.found(base_url, found.clone());
+        found
+    }
+
+    /// Keeps what was found of `base_url` for this process's next calls.
+    fn found(&self, base_url: &str, found: Identified) {
+        self.dialects
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(base_url.to_owned(), found);
     }
 
     /// An answer that could not be used, and how the next request differs: a weaker
@@ -621,7 +707,7 @@ impl Llm {
         scope: &Scope,
         call: &Call,
         agent: &AgentConfig,
-        (base_url, model, pinned): (&str, &str, Option<StructuredMode>),
+        (base_url, model, pinned, dialect): (&str, &str, Option<StructuredMode>, Dialect),
         u: Unanswered,
         (mode, tries, repair): (
             &mut Option<StructuredMode>,
@@ -636,7 +722,7 @@ impl Llm {
                 let weaker = mode.and_then(StructuredMode::weaker);
                 match (weaker, pinned) {
                     (Some(w), None) => {
-                        self.step_down(scope, base_url, model, w).await;
+                        self.step_down(scope, base_url, model, w, dialect).await;
                         notes.push(format!(
                             "{} ignored {}: stepped down to {w}",
                             model,
@@ -684,7 +770,7 @@ impl Llm {
         base_url: &str,
         hop: &HopState<'_>,
         f: Failure,
-        mode: &mut Option<StructuredMode>,
+        (mode, speaks): (&mut Option<StructuredMode>, &mut Identified),
         tries: &mut u32,
         notes: &mut Vec<String>,
         last_wait: &mut Option<Duration>,
@@ -693,10 +779,30 @@ impl Llm {
     ) -> Result<Next> {
         match f {
             Failure::ModeRefused(m) => {
+                // Refused in the words of a family other than the one assumed: the server
+                // is that family, asked its own way from now on.
+                if let Some(named) = dialect::from_refusal(&m)
+                    && named != speaks.dialect
+                    && !speaks.pinned
+                    && hop.pinned.is_none()
+                {
+                    let strongest = named.modes()[0];
+                    notes.push(format!(
+                        "{} refused {} in {named}'s words: asked in {strongest}, its way",
+                        hop.model,
+                        mode.map(|m| m.as_str()).unwrap_or_default()
+                    ));
+                    tracing::info!(base_url, dialect = %named, "the refusal names the server's family");
+                    *speaks = Identified::new(named, format!("a refusal in its words: {m}"));
+                    self.found(base_url, speaks.clone());
+                    *mode = Some(strongest);
+                    return Ok(Next::Again);
+                }
                 let weaker = mode.and_then(StructuredMode::weaker);
                 match (weaker, hop.pinned) {
                     (Some(w), None) => {
-                        self.step_down(scope, base_url, hop.model, w).await;
+                        self.step_down(scope, base_url, hop.model, w, speaks.dialect)
+                            .await;
                         notes.push(format!(
                             "{} refused {}: stepped down to {w}",
                             hop.model,
@@ -782,12 +888,7 @@ impl Llm {
 
     /// A mode pinned for the agent or the server, or globally.
     fn pinned(&self, agent: &AgentConfig, base_url: &str) -> Option<StructuredMode> {
-        let host = url::Url::parse(base_url).ok().and_then(|u| {
-            u.host_str().map(|h| match u.port() {
-                Some(p) => format!("{h}:{p}"),
-                None => h.to_owned(),
-            })
-        });
+        let host = host_of(base_url);
         let setting = self
             .cfg
             .structured_modes
@@ -797,6 +898,7 @@ impl Llm {
             .unwrap_or(self.cfg.structured_mode);
         match setting {
             ModeSetting::Auto => None,
+            ModeSetting::Native => Some(StructuredMode::Native),
             ModeSetting::JsonSchema => Some(StructuredMode::JsonSchema),
             ModeSetting::JsonObject => Some(StructuredMode::JsonObject),
             ModeSetting::Prompt => Some(StructuredMode::Prompt),
@@ -828,7 +930,11 @@ impl Llm {
                 Err(repair::Unusable::NoJson)
                     if matches!(
                         t.mode,
-                        Some(StructuredMode::JsonSchema | StructuredMode::JsonObject)
+                        Some(
+                            StructuredMode::Native
+                                | StructuredMode::JsonSchema
+                                | StructuredMode::JsonObject
+                        )
                     ) && !repaired_turn =>
                 {
                     Err(Unanswered::IgnoredMode(c.text.clone()))
@@ -873,6 +979,7 @@ impl Llm {
             cost_usd: cost,
             cost_source: Some(source),
             structured_mode: t.mode,
+            dialect: Some(t.dialect),
             duration_ms: t.started.elapsed().as_millis() as i32,
             error: error.as_deref(),
             notes: joined.as_deref(),
@@ -897,7 +1004,7 @@ impl Llm {
             && !t.replayed
         {
             self.memory
-                .succeeded(&scope.pool, base_url, t.model, mode)
+                .succeeded(&scope.pool, base_url, t.model, mode, t.dialect)
                 .await;
         }
         let (json, mends) = match repaired {
@@ -917,6 +1024,17 @@ impl Llm {
             notes: notes.clone(),
         }))
     }
+}
+
+/// `host` or `host:port` of a base URL: how `[llm.structured_modes]` and
+/// `[llm.dialects]` name a model server.
+fn host_of(base_url: &str) -> Option<String> {
+    url::Url::parse(base_url).ok().and_then(|u| {
+        u.host_str().map(|h| match u.port() {
+            Some(p) => format!("{h}:{p}"),
+            None => h.to_owned(),
+        })
+    })
 }
 
 /// An answer that came but cannot be used.

@@ -8,7 +8,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{AgentConfig, Call, Secret};
-use crate::{config::LlmSettings, domain::StructuredMode};
+use crate::{
+    config::LlmSettings,
+    domain::{Dialect, StructuredMode},
+};
 
 #[derive(Debug, Deserialize)]
 struct ChatResponse {
@@ -158,9 +161,14 @@ pub struct RepairTurn {
     pub problem: String,
 }
 
-/// The request body for one call of `model` in `mode` (none: a text answer).
+/// The request body for one call of `model` in `mode` (none: a text answer), shaped
+/// for `dialect`. The schema is stated in the prompt too in every mode but
+/// `json_schema`: a grammar holds the answer to the schema's shape, but the model
+/// learns what each field means, and the bounds of its numbers (which not every
+/// server's grammar enforces), from the words; `json_schema` servers (OpenAI's strict
+/// mode) are given it once.
 pub fn request_body(
-    base_url: &str,
+    dialect: Dialect,
     agent: &AgentConfig,
     model: &str,
     call: &Call,
@@ -169,8 +177,8 @@ pub fn request_body(
 ) -> Value {
     let mut system = call.system.clone();
     let schema = call.schema.as_ref();
-    if let (Some((_, schema)), Some(StructuredMode::JsonObject | StructuredMode::Prompt)) =
-        (schema, mode)
+    if let Some((_, schema)) = schema
+        && mode.is_some_and(|m| m != StructuredMode::JsonSchema)
     {
         system.push_str("\n\n");
         system.push_str(&schema_instruction(schema));
@@ -201,20 +209,8 @@ pub fn request_body(
         "temperature": agent.temperature,
         "max_tokens": agent.max_tokens,
     });
-    match (schema, mode) {
-        (Some((name, schema)), Some(StructuredMode::JsonSchema)) => {
-            body["response_format"] = json!({
-                "type": "json_schema",
-                "json_schema": {"name": name, "strict": true, "schema": schema},
-            });
-            if base_url.contains("openrouter.ai") {
-                body["provider"] = json!({"require_parameters": true});
-            }
-        }
-        (Some(_), Some(StructuredMode::JsonObject)) => {
-            body["response_format"] = json!({"type": "json_object"});
-        }
-        _ => {}
+    if let (Some((name, schema)), Some(mode)) = (schema, mode) {
+        dialect.shape(&mut body, mode, name, schema);
     }
     body
 }
@@ -228,6 +224,7 @@ fn about_the_mode(text: &str) -> bool {
         "response_format",
         "json_schema",
         "json_object",
+        "structured_outputs",
         "guided_",
         "grammar",
     ]

@@ -8,40 +8,90 @@ use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 
 use super::Result;
-use crate::domain::StructuredMode;
+use crate::domain::{Dialect, StructuredMode};
+
+/// What was learned of a model on a server: the structured mode, when, and the
+/// server's dialect (`None`: not recorded, or one this release does not know).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Learned {
+    pub mode: StructuredMode,
+    pub at: DateTime<Utc>,
+    pub dialect: Option<Dialect>,
+}
 
 /// The mode learned for a model on a server, and when.
-pub async fn mode(
-    db: impl PgExecutor<'_>,
-    base_url: &str,
-    model: &str,
-) -> Result<Option<(StructuredMode, DateTime<Utc>)>> {
-    Ok(crate::db::query_as(
-        "SELECT mode, learned_at FROM llm_modes WHERE base_url = $1 AND model = $2",
+pub async fn mode(db: impl PgExecutor<'_>, base_url: &str, model: &str) -> Result<Option<Learned>> {
+    let row: Option<(StructuredMode, DateTime<Utc>, Option<String>)> = crate::db::query_as(
+        "SELECT mode, learned_at, dialect FROM llm_modes WHERE base_url = $1 AND model = $2",
     )
     .bind(base_url)
     .bind(model)
     .fetch_optional(db)
-    .await?)
+    .await?;
+    Ok(row.map(|(mode, at, dialect)| Learned {
+        mode,
+        at,
+        dialect: dialect.and_then(|d| d.parse().ok()),
+    }))
 }
 
-/// Remembers the mode that worked (or the one stepped down to).
+/// The dialect some model on `base_url` was found to speak, most recently learned.
+pub async fn dialect(db: impl PgExecutor<'_>, base_url: &str) -> Result<Option<Dialect>> {
+    let found: Option<String> = crate::db::query_scalar(
+        "SELECT dialect FROM llm_modes WHERE base_url = $1 AND dialect IS NOT NULL
+         ORDER BY learned_at DESC LIMIT 1",
+    )
+    .bind(base_url)
+    .fetch_optional(db)
+    .await?;
+    Ok(found.and_then(|d| d.parse().ok()))
+}
+
+/// Remembers the mode that worked (or the one stepped down to), and the dialect.
 pub async fn set_mode(
     db: impl PgExecutor<'_>,
     base_url: &str,
     model: &str,
     mode: StructuredMode,
+    dialect: Dialect,
 ) -> Result<()> {
     crate::db::query(
-        "INSERT INTO llm_modes (base_url, model, mode) VALUES ($1, $2, $3)
-         ON CONFLICT (base_url, model) DO UPDATE SET mode = excluded.mode, learned_at = now()",
+        "INSERT INTO llm_modes (base_url, model, mode, dialect) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (base_url, model) DO UPDATE
+         SET mode = excluded.mode, dialect = excluded.dialect, learned_at = now()",
     )
     .bind(base_url)
     .bind(model)
     .bind(mode)
+    .bind(dialect)
     .execute(db)
     .await?;
     Ok(())
+}
+
+/// A row of `llm_modes` as read: base URL, model, mode, when, dialect.
+type LearnedRow = (
+    String,
+    String,
+    StructuredMode,
+    DateTime<Utc>,
+    Option<String>,
+);
+
+/// Every learned mode, by server and model (for `copydesk models list`).
+pub async fn learned(db: impl PgExecutor<'_>) -> Result<Vec<(String, String, Learned)>> {
+    let rows: Vec<LearnedRow> = crate::db::query_as(
+        "SELECT base_url, model, mode, learned_at, dialect FROM llm_modes ORDER BY base_url, model",
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(base_url, model, mode, at, dialect)| {
+            let dialect = dialect.and_then(|d| d.parse().ok());
+            (base_url, model, Learned { mode, at, dialect })
+        })
+        .collect())
 }
 
 /// The models of `models` that are cooling down on `base_url`, with when they end.

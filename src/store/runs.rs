@@ -9,7 +9,7 @@ use sqlx::PgExecutor;
 use uuid::Uuid;
 
 use super::Result;
-use crate::domain::{CostSource, RunStatus, StructuredMode};
+use crate::domain::{CostSource, Dialect, RunStatus, StructuredMode};
 
 /// One finished external call.
 #[derive(Debug, Clone)]
@@ -34,6 +34,8 @@ pub struct NewRun<'a> {
     pub cost_source: Option<CostSource>,
     /// How a structured answer was asked for.
     pub structured_mode: Option<StructuredMode>,
+    /// The model server dialect the request was shaped for.
+    pub dialect: Option<Dialect>,
     pub duration_ms: i32,
     pub error: Option<&'a str>,
     /// What copydesk did about the answer (repairs, a fallback, a step-down).
@@ -57,6 +59,7 @@ impl<'a> NewRun<'a> {
             cost_usd: 0.0,
             cost_source: None,
             structured_mode: None,
+            dialect: None,
             duration_ms: 0,
             error: None,
             notes: None,
@@ -69,8 +72,8 @@ pub async fn record(db: impl PgExecutor<'_>, run: &NewRun<'_>) -> Result<()> {
     crate::db::query(
         "INSERT INTO runs (job_id, project_id, attempt, agent, provider, model, prompt_tokens,
                            completion_tokens, cost_usd, duration_ms, status, error,
-                           cached_tokens, reasoning_tokens, cost_source, structured_mode, notes)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+                           cached_tokens, reasoning_tokens, cost_source, structured_mode, notes, dialect)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
     )
     .bind(run.job_id)
     .bind(run.project_id)
@@ -93,6 +96,7 @@ pub async fn record(db: impl PgExecutor<'_>, run: &NewRun<'_>) -> Result<()> {
     .bind(run.cost_source)
     .bind(run.structured_mode)
     .bind(run.notes)
+    .bind(run.dialect)
     .execute(db)
     .await?;
     Ok(())

@@ -263,3 +263,16 @@ pub async fn wait_running(pool: &Db, n: i64, timeout: Duration) {
     })
     .await;
 }
+
+/// The model calls a fake model server received: its POSTs, not the questions copydesk
+/// asks it about itself (`/models`, `/props`, …) to learn its dialect.
+#[allow(dead_code)]
+pub async fn model_calls(server: &wiremock::MockServer) -> Vec<wiremock::Request> {
+    server
+        .received_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.method == wiremock::http::Method::POST)
+        .collect()
+}
