@@ -228,10 +228,55 @@ async fn health_ready_and_metrics_endpoints_answer() {
     };
     assert_eq!(get("/healthz").await.0, 200);
     assert_eq!(get("/readyz").await, (200, "ready\n".into()));
+    sqlx::query("INSERT INTO jobs (kind, input, run_at, created_at) VALUES ('noop', '{}', now() - interval '1 second', now() - interval '1 hour')")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    // A cleanup job ready for two minutes, never claimed: a stalled kind.
+    sqlx::query("INSERT INTO jobs (kind, input, run_at, created_at) VALUES ('cleanup', '{}', now() - interval '120 seconds', now() - interval '120 seconds')")
+        .execute(&db.pool)
+        .await
+        .unwrap();
     let (code, text) = get("/metrics").await;
     assert_eq!(code, 200);
     assert!(
-        text.contains("copydesk_queue_jobs{kind=\"noop\",status=\"queued\"} 1"),
+        text.contains("copydesk_queue_jobs{kind=\"noop\",status=\"queued\"} 2"),
+        "{text}"
+    );
+    let oldest = |text: &str, kind: &str| -> f64 {
+        let prefix = format!("copydesk_queue_oldest_ready_seconds{{kind=\"{kind}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .unwrap_or_else(|| panic!("no oldest-ready gauge for {kind}: {text}"))
+            .parse()
+            .unwrap()
+    };
+    let age = oldest(&text, "cleanup");
+    assert!((120.0..180.0).contains(&age), "{age}");
+    // A job made an hour ago and due again a second ago (a retry) has waited a second.
+    assert!(oldest(&text, "noop") < 60.0, "{text}");
+    // Run what is ready: the wait each job had is in the histogram, and a kind with
+    // nothing ready reports 0.
+    let r = runner(&db, fast_settings(), app::registry());
+    while queue::runner::run_once(&r, &["noop", "cleanup"])
+        .await
+        .unwrap()
+        .is_some()
+    {}
+    let (_, text) = get("/metrics").await;
+    assert_eq!(oldest(&text, "cleanup"), 0.0, "{text}");
+    let waited_over_a_minute = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("copydesk_job_wait_seconds_bucket{kind=\"cleanup\",le=\"60\"} ")
+        })
+        .unwrap_or_else(|| panic!("no wait histogram for cleanup: {text}"));
+    assert_eq!(
+        waited_over_a_minute, "0",
+        "the cleanup job waited 120 s: {text}"
+    );
+    assert!(
+        text.contains("copydesk_job_wait_seconds_bucket{kind=\"cleanup\",le=\"300\"} 1"),
         "{text}"
     );
     // A database with a migration missing is not ready.

@@ -1,7 +1,11 @@
 //! `/healthz`, `/readyz` and `/metrics`: served by every process with `--http`
 //! (`copydesk worker --http ADDR`) and by `copydesk serve` beside the API.
 
-use std::{collections::BTreeSet, net::SocketAddr, sync::OnceLock};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::SocketAddr,
+    sync::OnceLock,
+};
 
 use crate::db::Db;
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
@@ -18,6 +22,15 @@ pub fn prometheus() -> &'static PrometheusHandle {
                 metrics_exporter_prometheus::Matcher::Suffix("duration_seconds".into()),
                 &[0.001, 0.005, 0.025, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0],
             )
+            .and_then(|b| {
+                // The wait from ready to started, up to the hour a stall is long past.
+                b.set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full("copydesk_job_wait_seconds".into()),
+                    &[
+                        0.005, 0.025, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+                    ],
+                )
+            })
             .and_then(|b| b.install_recorder())
             .expect("the Prometheus recorder installs once")
     })
@@ -68,6 +81,23 @@ async fn metrics_text(State(pool): State<Db>) -> impl IntoResponse {
         for (kind, status) in seen.difference(&now) {
             metrics::gauge!("copydesk_queue_jobs", "kind" => kind.clone(), "status" => status.clone())
                 .set(0.0);
+        }
+        // The age of each kind's oldest ready job (0: none waits): what a stall alert
+        // watches, since a queue that stopped moving can keep a normal depth.
+        let mut oldest: BTreeMap<String, f64> = seen
+            .iter()
+            .chain(now.iter())
+            .map(|(kind, _)| (kind.clone(), 0.0))
+            .collect();
+        for r in &rows {
+            if r.status == crate::queue::JobStatus::Queued
+                && let Some(age) = r.oldest_ready_secs
+            {
+                oldest.insert(r.kind.clone(), age);
+            }
+        }
+        for (kind, age) in oldest {
+            metrics::gauge!("copydesk_queue_oldest_ready_seconds", "kind" => kind).set(age);
         }
         for r in rows {
             metrics::gauge!("copydesk_queue_jobs", "kind" => r.kind, "status" => r.status.to_string())

@@ -86,6 +86,13 @@ impl<C: Clone + Send + Sync + 'static> Runner<C> {
             tracing::info_span!("job", job_id = %job.id, kind = %job.kind, attempt = job.attempts);
         let started = Instant::now();
         let (id, kind, attempts) = (job.id, job.kind.clone(), job.attempts);
+        // How long it waited between becoming ready (its `run_at`, or its insert when
+        // that came later) and starting here; the database's clock against this
+        // process's, so skew between them shows here.
+        let ready = job.run_at.max(job.created_at);
+        let waited = (chrono::Utc::now() - ready).to_std().unwrap_or_default();
+        metrics::histogram!("copydesk_job_wait_seconds", "kind" => kind.clone())
+            .record(waited.as_secs_f64());
         let outcome = async {
             tracing::debug!("started");
             let outcome = self.call(job).await;

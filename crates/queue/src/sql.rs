@@ -760,7 +760,9 @@ pub struct StatsRow {
     pub kind: String,
     pub status: JobStatus,
     pub jobs: i64,
-    /// Seconds the oldest ready queued job has waited (queued rows only).
+    /// Seconds the oldest ready queued job has waited since it became ready (its
+    /// `run_at`, or its insert when that came later: a retry's or a wait's time counts
+    /// from when it was due again, not from when the job was first made).
     pub oldest_ready_secs: Option<f64>,
     pub finished_last_5m: i64,
     /// Of the queued jobs, those sent back to wait for a rate limit (`waiting_for`).
@@ -773,7 +775,8 @@ pub struct StatsRow {
 /// answer costs the live jobs, not the table's size.
 pub async fn queue_stats(db: impl PgExecutor<'_>) -> Result<Vec<StatsRow>> {
     const PART: &str = "SELECT kind, status, count(*)::bigint AS jobs,
-                extract(epoch FROM now() - min(created_at) FILTER (WHERE status = 'queued' AND run_at <= now()))::float8
+                extract(epoch FROM now() - min(greatest(run_at, created_at))
+                                            FILTER (WHERE status = 'queued' AND run_at <= now()))::float8
                     AS oldest_ready_secs,
                 count(*) FILTER (WHERE finished_at > now() - interval '5 minutes')::bigint AS finished_last_5m,
                 count(*) FILTER (WHERE status = 'queued' AND waiting_for IS NOT NULL)::bigint AS waiting
