@@ -251,6 +251,21 @@ async fn health_ready_and_metrics_endpoints_answer() {
             .parse()
             .unwrap()
     };
+    // No live worker claims cleanup; one live and one dead claim noop.
+    sqlx::query(
+        "INSERT INTO copydesk_workers (name, kinds, version, alive_until) VALUES
+           ('up:1:aaaa', '{noop}', '0.1.0', now() + interval '30 seconds'),
+           ('dead:2:bbbb', '{noop,cleanup}', '0.1.0', now() - interval '1 second')",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let (_, text) = get("/metrics").await;
+    assert!(text.contains("copydesk_workers{kind=\"noop\"} 1"), "{text}");
+    assert!(
+        text.contains("copydesk_workers{kind=\"cleanup\"} 0"),
+        "{text}"
+    );
     let age = oldest(&text, "cleanup");
     assert!((120.0..180.0).contains(&age), "{age}");
     // A job made an hour ago and due again a second ago (a retry) has waited a second.

@@ -78,6 +78,7 @@ pub async fn run(
         },
         channels: vec![(decisions::CHANNEL.to_owned(), decisions_wake)],
         listen: opts.listen.clone(),
+        version: Some(env!("CARGO_PKG_VERSION").to_owned()),
     };
     let result = engine::run(runner, engine_opts, shutdown).await;
     if let Some(a) = applier {

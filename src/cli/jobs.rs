@@ -209,6 +209,30 @@ fn list_table(jobs: &[Job]) -> String {
 }
 
 /// `copydesk queue stats`.
+pub async fn workers(
+    json: JsonFlag,
+    env: &Env,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<()> {
+    let rows = ops::workers(&env.db.pool).await?;
+    json.print(
+        out,
+        rows,
+        "no worker process has said it is alive",
+        &["NAME", "KINDS", "RELEASE", "STARTED", "SEEN", "ALIVE"],
+        |w| {
+            vec![
+                w.name,
+                w.kinds.join(","),
+                w.version,
+                w.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                w.seen_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                if w.alive { "yes" } else { "no" }.to_owned(),
+            ]
+        },
+    )
+}
+
 pub async fn stats(json: JsonFlag, env: &Env, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
     let s = ops::stats(&env.db.pool).await?;
     if json.json {

@@ -152,6 +152,9 @@ pub struct DemoArgs {
 pub enum QueueCommand {
     /// Counts per kind and status, the oldest ready job's age, recent throughput.
     Stats(JsonFlag),
+    /// Worker processes: their kinds, release, when each was last seen alive (a process
+    /// that died is listed, not alive, for a day).
+    Workers(JsonFlag),
 }
 
 #[derive(Debug, Subcommand)]
@@ -240,6 +243,7 @@ async fn dispatch(
         Command::Enqueue(args) => enqueue::run(args, env, out).await?,
         Command::Jobs(cmd) => jobs::run(cmd, env, by, out).await?,
         Command::Queue(QueueCommand::Stats(f)) => jobs::stats(f, env, out).await?,
+        Command::Queue(QueueCommand::Workers(f)) => jobs::workers(f, env, out).await?,
         Command::Cleanup(args) => cleanup::run(args, env, out).await?,
         Command::Approvals(cmd) => approvals::run(cmd, env, by, out).await?,
         Command::Pipeline(cmd) => approvals::pipeline(cmd, env, out).await?,

@@ -72,6 +72,7 @@ async fn metrics_text(State(pool): State<Db>) -> impl IntoResponse {
     // kind and status that emptied since the last scrape is reported as 0, not dropped.
     static SEEN: std::sync::Mutex<BTreeSet<(String, String)>> =
         std::sync::Mutex::new(BTreeSet::new());
+    let live = crate::queue::ops::live_workers(&pool).await.ok();
     if let Ok(rows) = crate::queue::ops::stats(&pool).await.map(|s| s.rows) {
         let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
         let now: BTreeSet<(String, String)> = rows
@@ -94,6 +95,16 @@ async fn metrics_text(State(pool): State<Db>) -> impl IntoResponse {
                 && let Some(age) = r.oldest_ready_secs
             {
                 oldest.insert(r.kind.clone(), age);
+            }
+        }
+        // Live worker processes claiming each kind (`copydesk_workers`): 0 for a kind
+        // with jobs and none.
+        if let Some(live) = live {
+            let mut counts: BTreeMap<String, f64> =
+                oldest.keys().map(|k| (k.clone(), 0.0)).collect();
+            counts.extend(live.into_iter().map(|(k, n)| (k, n as f64)));
+            for (kind, n) in counts {
+                metrics::gauge!("copydesk_workers", "kind" => kind).set(n);
             }
         }
         for (kind, age) in oldest {

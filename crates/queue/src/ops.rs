@@ -236,6 +236,16 @@ pub async fn stats(db: impl sqlx::PgExecutor<'_>) -> Result<QueueStats> {
     })
 }
 
+/// Every worker process with a row in `copydesk_workers`, live ones first.
+pub async fn workers(db: impl sqlx::PgExecutor<'_>) -> Result<Vec<sql::WorkerRow>> {
+    sql::workers(db).await
+}
+
+/// How many live worker processes claim each kind (kinds none claims are absent).
+pub async fn live_workers(db: impl sqlx::PgExecutor<'_>) -> Result<Vec<(String, i64)>> {
+    sql::live_workers(db).await
+}
+
 /// What [`delete_finished`] removed, per status.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Retention {

@@ -558,6 +558,76 @@ pub async fn job_unclaim(
     )
 }
 
+/// Says worker process `name` (claiming `kinds`, running `version`) is alive until
+/// `alive_for` from now.
+pub async fn worker_alive(
+    db: impl PgExecutor<'_>,
+    name: &str,
+    kinds: &[String],
+    version: &str,
+    alive_for: Duration,
+) -> Result<()> {
+    crate::db::query(
+        "INSERT INTO copydesk_workers (name, kinds, version, alive_until)
+         VALUES ($1, $2, $3, now() + $4 * interval '1 millisecond')
+         ON CONFLICT (name) DO UPDATE
+         SET kinds = excluded.kinds, version = excluded.version, seen_at = now(),
+             alive_until = excluded.alive_until",
+    )
+    .bind(name)
+    .bind(kinds)
+    .bind(version)
+    .bind(alive_for.as_millis() as i64)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Worker process `name` stopped; and rows of processes dead for a day go too.
+pub async fn worker_gone(db: impl PgExecutor<'_>, name: Option<&str>) -> Result<()> {
+    crate::db::query(
+        "DELETE FROM copydesk_workers
+         WHERE name = $1 OR alive_until < now() - interval '1 day'",
+    )
+    .bind(name)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// One worker process as `copydesk_workers` has it.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct WorkerRow {
+    pub name: String,
+    pub kinds: Vec<String>,
+    pub version: String,
+    pub started_at: DateTime<Utc>,
+    pub seen_at: DateTime<Utc>,
+    pub alive_until: DateTime<Utc>,
+    /// `alive_until` is ahead.
+    pub alive: bool,
+}
+
+/// Every worker process with a row, live ones first, newest first.
+pub async fn workers(db: impl PgExecutor<'_>) -> Result<Vec<WorkerRow>> {
+    Ok(crate::db::query_as(
+        "SELECT name, kinds, version, started_at, seen_at, alive_until, alive_until > now() AS alive
+         FROM copydesk_workers ORDER BY alive_until > now() DESC, started_at DESC",
+    )
+    .fetch_all(db)
+    .await?)
+}
+
+/// How many live worker processes claim each kind.
+pub async fn live_workers(db: impl PgExecutor<'_>) -> Result<Vec<(String, i64)>> {
+    Ok(crate::db::query_as(
+        "SELECT k, count(*)::bigint FROM copydesk_workers, unnest(kinds) AS k
+         WHERE alive_until > now() GROUP BY k ORDER BY k",
+    )
+    .fetch_all(db)
+    .await?)
+}
+
 /// Wakes the workers of `kinds` (they LISTEN on [`JOBS_CHANNEL`]).
 pub async fn job_notify(db: impl PgExecutor<'_>, kinds: &[&str]) -> Result<()> {
     if kinds.is_empty() {

@@ -74,6 +74,9 @@ pub struct WorkerOptions {
     /// connection to Postgres when the pool goes through a pooler in transaction mode,
     /// which cannot hold a LISTEN (a session's state).
     pub listen: Option<sqlx::postgres::PgConnectOptions>,
+    /// The release this process runs, as `copydesk_workers` shows it (the engine's
+    /// version when `None`).
+    pub version: Option<String>,
 }
 
 /// What a worker process did, reported when it stops.
@@ -108,6 +111,18 @@ pub async fn run<C: Clone + Send + Sync + 'static>(
         std::process::id(),
         rand::random::<u16>()
     );
+    // Alive for every process to see (`copydesk_workers`), refreshed every heartbeat.
+    let version = opts
+        .version
+        .clone()
+        .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_owned());
+    let alive = tokio::spawn(stay_alive(
+        runner.pool.clone(),
+        prefix.clone(),
+        kinds.clone(),
+        version,
+        runner.config.worker.heartbeat(),
+    ));
     let wakes: HashMap<String, Wake> = kinds
         .iter()
         .map(|k| (k.clone(), Arc::new(Notify::new())))
@@ -224,6 +239,10 @@ pub async fn run<C: Clone + Send + Sync + 'static>(
     sweeper.abort();
     let released = drain_and_release(&runner.pool, &names, &leased, finishers).await;
     lease_keeper.abort();
+    alive.abort();
+    if let Err(e) = sql::worker_gone(&runner.pool, Some(&prefix)).await {
+        tracing::warn!(error = %e, "could not remove this process from copydesk_workers; it ages out");
+    }
     tracing::info!("worker stopped");
     Ok(WorkerSummary {
         names,
@@ -271,6 +290,28 @@ fn schedules(opts: &WorkerOptions) -> Result<Vec<(Periodic, cron::Schedule)>> {
                 })
         })
         .collect::<Result<Vec<_>>>()
+}
+
+/// Says this process is alive every `heartbeat` (for three heartbeats each time), until
+/// aborted; first clears the rows of processes dead for a day.
+async fn stay_alive(
+    pool: Db,
+    name: String,
+    kinds: Vec<String>,
+    version: String,
+    heartbeat: Duration,
+) {
+    if let Err(e) = sql::worker_gone(&pool, None).await {
+        tracing::debug!(error = %e, "could not clear long-dead workers");
+    }
+    let mut tick = tokio::time::interval(heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = sql::worker_alive(&pool, &name, &kinds, &version, heartbeat * 3).await {
+            tracing::warn!(error = %e, "could not say this worker is alive; will try again");
+        }
+    }
 }
 
 /// Looks behind every kind's floors every `every`, until aborted.

@@ -1117,3 +1117,44 @@ async fn an_application_column_is_refused_by_name_and_filled_by_type() {
     assert!(err.to_string().contains("uuid"), "{err}");
     assert_eq!(count(&db.pool, "SELECT count(*) FROM jobs").await, 3);
 }
+
+#[tokio::test]
+async fn a_worker_process_says_it_is_alive_for_its_kinds_and_leaves_when_it_stops() {
+    let db = test_db().await;
+    // A process that died a while ago: counted by nobody, its row cleared after a day.
+    sqlx::query(
+        "INSERT INTO copydesk_workers (name, kinds, version, alive_until) VALUES
+           ('gone:1:aaaa', '{noop}', '0.0.1', now() - interval '5 minutes'),
+           ('long-gone:2:bbbb', '{noop}', '0.0.1', now() - interval '2 days')",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let opts = WorkerOptions {
+        version: Some("9.9.9".into()),
+        ..kinds(&["noop"])
+    };
+    let (stop, worker) = start_worker(runner(&db, fast_settings(), registry()), opts);
+    wait_for(Duration::from_secs(10), "the worker's row", || async {
+        copydesk_queue::ops::live_workers(&db.pool).await.unwrap() == vec![("noop".to_owned(), 1)]
+    })
+    .await;
+    let rows = copydesk_queue::ops::workers(&db.pool).await.unwrap();
+    let names: Vec<(&str, bool)> = rows.iter().map(|w| (w.name.as_str(), w.alive)).collect();
+    assert_eq!(names.len(), 2, "the day-old row is cleared: {names:?}");
+    assert!(rows[0].alive && rows[0].version == "9.9.9" && rows[0].kinds == ["noop"]);
+    assert_eq!(names[1], ("gone:1:aaaa", false));
+    stop.send(()).unwrap();
+    let summary = worker.await.unwrap().unwrap();
+    let rows = copydesk_queue::ops::workers(&db.pool).await.unwrap();
+    assert!(
+        rows.iter().all(|w| !summary.names[0].starts_with(&w.name)),
+        "a process that stopped cleanly leaves: {rows:?}"
+    );
+    assert!(
+        copydesk_queue::ops::live_workers(&db.pool)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
