@@ -9,7 +9,7 @@ use clap::Subcommand;
 use super::{Env, JsonFlag};
 use crate::{
     domain::Dialect,
-    llm::{Llm, Provider, Secret},
+    llm::{self, Llm, Provider},
     report::table,
     store,
 };
@@ -55,18 +55,9 @@ pub async fn run(
             json,
         } => {
             let cfg = &env.settings.llm;
-            let (configured, key) = match Provider::from_env(cfg) {
-                Ok(Provider::Remote { base_url, api_key }) => (Some(base_url), api_key),
-                _ => (None, None),
-            };
-            let key = key.or_else(|| {
-                std::env::var("COPYDESK_LLM_API_KEY")
-                    .ok()
-                    .filter(|k| !k.is_empty())
-                    .map(Secret::new)
-            });
+            let key = llm::key_from_env();
             let base_url = base_url
-                .or(configured)
+                .or_else(llm::base_url_from_env)
                 .unwrap_or_else(|| cfg.base_url.clone());
             let mut agent = store::agents::get(pool, &agent, None)
                 .await?
@@ -124,28 +115,18 @@ pub async fn run(
             }
         }
         ModelsCommand::List(f) => {
-            let rows = store::models::learned(pool).await?;
-            let list: Vec<serde_json::Value> = rows
-                .iter()
-                .map(|(base_url, model, l)| {
-                    serde_json::json!({
-                        "base_url": base_url, "model": model, "mode": l.mode,
-                        "dialect": l.dialect, "learned_at": l.at,
-                    })
-                })
-                .collect();
             f.print(
                 out,
-                list,
+                store::models::learned(pool).await?,
                 "nothing learned yet: the first structured call (or `copydesk models probe`) learns it",
                 &["BASE URL", "MODEL", "MODE", "DIALECT", "LEARNED"],
-                |v| {
+                |l| {
                     vec![
-                        v["base_url"].as_str().unwrap_or_default().to_owned(),
-                        v["model"].as_str().unwrap_or_default().to_owned(),
-                        v["mode"].as_str().unwrap_or_default().to_owned(),
-                        v["dialect"].as_str().unwrap_or("?").to_owned(),
-                        v["learned_at"].as_str().unwrap_or_default().to_owned(),
+                        l.base_url,
+                        l.model,
+                        l.mode.to_string(),
+                        l.dialect.map_or("?".to_owned(), |d| d.to_string()),
+                        l.learned_at.format("%Y-%m-%d %H:%M:%S").to_string(),
                     ]
                 },
             )?;

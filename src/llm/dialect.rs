@@ -134,7 +134,7 @@ pub struct Evidence {
 }
 
 /// Where the server's own endpoints live: the base URL without its `/v1`.
-pub fn root(base_url: &str) -> &str {
+fn root(base_url: &str) -> &str {
     let trimmed = base_url.trim_end_matches('/');
     trimmed.strip_suffix("/v1").unwrap_or(trimmed)
 }
@@ -189,17 +189,6 @@ pub async fn gather(
     }
 }
 
-impl Evidence {
-    /// Whether the server answered any question at all.
-    pub fn answered(&self) -> bool {
-        self.models.is_some()
-            || self.props.is_some()
-            || self.version.is_some()
-            || self.api_version.is_some()
-            || self.info.is_some()
-    }
-}
-
 /// A dialect and why it was chosen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identified {
@@ -226,6 +215,14 @@ impl Identified {
             why: "pinned by [llm] dialect or [llm.dialects]".into(),
             pinned: true,
         }
+    }
+
+    /// What the server is once it refused a mode in words `refusal`: the family those
+    /// words belong to, when that is not the one assumed and nothing pinned it.
+    pub fn after_refusal(&self, refusal: &str) -> Option<Self> {
+        from_refusal(refusal)
+            .filter(|named| *named != self.dialect && !self.pinned)
+            .map(|named| Self::new(named, format!("a refusal in its words: {refusal}")))
     }
 }
 

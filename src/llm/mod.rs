@@ -152,13 +152,8 @@ impl Provider {
     /// (`COPYDESK_LLM_API_KEY` or `OPENROUTER_API_KEY`, `COPYDESK_LLM_BASE_URL`).
     /// Offline is chosen only when neither a key nor a base URL is configured.
     pub fn from_env(cfg: &LlmSettings) -> Result<Self> {
-        let key = ["COPYDESK_LLM_API_KEY", "OPENROUTER_API_KEY"]
-            .iter()
-            .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
-            .map(Secret);
-        let base = std::env::var("COPYDESK_LLM_BASE_URL")
-            .ok()
-            .filter(|v| !v.is_empty());
+        let key = key_from_env();
+        let base = base_url_from_env();
         let remote = |base: Option<String>, api_key| Provider::Remote {
             base_url: base.unwrap_or_else(|| cfg.base_url.clone()),
             api_key,
@@ -680,15 +675,18 @@ impl Llm {
         }
         let found = match store::models::dialect(&scope.pool, base_url).await {
             Ok(Some(d)) => Identified::new(d, "found earlier (llm_modes)"),
-            _ => {
-                let wait = Duration::from_secs(self.cfg.connect_timeout_secs.clamp(1, 5));
-                let evidence = dialect::gather(&self.http, base_url, key, wait).await;
-                dialect::identify(&evidence)
-            }
+            _ => dialect::identify(&self.ask_what_it_is(base_url, key).await),
         };
         tracing::info!(base_url, dialect = %found.dialect, why = %found.why, "model server dialect");
         self.found(base_url, found.clone());
         found
+    }
+
+    /// What the server at `base_url` says about itself, each question given the connect
+    /// timeout (at most 5 s: a server that does not answer is `generic`).
+    async fn ask_what_it_is(&self, base_url: &str, key: Option<&Secret>) -> dialect::Evidence {
+        let wait = Duration::from_secs(self.cfg.connect_timeout_secs.clamp(1, 5));
+        dialect::gather(&self.http, base_url, key, wait).await
     }
 
     /// Keeps what was found of `base_url` for this process's next calls.
@@ -781,19 +779,16 @@ impl Llm {
             Failure::ModeRefused(m) => {
                 // Refused in the words of a family other than the one assumed: the server
                 // is that family, asked its own way from now on.
-                if let Some(named) = dialect::from_refusal(&m)
-                    && named != speaks.dialect
-                    && !speaks.pinned
-                    && hop.pinned.is_none()
-                {
-                    let strongest = named.modes()[0];
+                if let Some(named) = speaks.after_refusal(&m).filter(|_| hop.pinned.is_none()) {
+                    let strongest = named.dialect.modes()[0];
                     notes.push(format!(
-                        "{} refused {} in {named}'s words: asked in {strongest}, its way",
+                        "{} refused {} in {}'s words: asked in {strongest}, its way",
                         hop.model,
-                        mode.map(|m| m.as_str()).unwrap_or_default()
+                        mode.map(|m| m.as_str()).unwrap_or_default(),
+                        named.dialect
                     ));
-                    tracing::info!(base_url, dialect = %named, "the refusal names the server's family");
-                    *speaks = Identified::new(named, format!("a refusal in its words: {m}"));
+                    tracing::info!(base_url, dialect = %named.dialect, "the refusal names the server's family");
+                    *speaks = named;
                     self.found(base_url, speaks.clone());
                     *mode = Some(strongest);
                     return Ok(Next::Again);
@@ -1024,6 +1019,22 @@ impl Llm {
             notes: notes.clone(),
         }))
     }
+}
+
+/// The model server's key from the environment: `COPYDESK_LLM_API_KEY`, else
+/// `OPENROUTER_API_KEY`.
+pub fn key_from_env() -> Option<Secret> {
+    ["COPYDESK_LLM_API_KEY", "OPENROUTER_API_KEY"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+        .map(Secret)
+}
+
+/// `COPYDESK_LLM_BASE_URL`, if set.
+pub fn base_url_from_env() -> Option<String> {
+    std::env::var("COPYDESK_LLM_BASE_URL")
+        .ok()
+        .filter(|v| !v.is_empty())
 }
 
 /// `host` or `host:port` of a base URL: how `[llm.structured_modes]` and

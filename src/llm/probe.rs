@@ -110,8 +110,7 @@ impl Llm {
         agent: &AgentConfig,
         pinned: Option<Dialect>,
     ) -> Probe {
-        let wait = std::time::Duration::from_secs(self.cfg.connect_timeout_secs.clamp(1, 10));
-        let evidence = dialect::gather(&self.http, base_url, key, wait).await;
+        let evidence = self.ask_what_it_is(base_url, key).await;
         let mut found = match pinned {
             Some(d) => Identified::pinned(d),
             None => dialect::identify(&evidence),
@@ -152,18 +151,15 @@ impl Llm {
                 },
                 Err(Failure::ModeRefused(m)) => {
                     // Refused in another family's words: that family, asked its way.
-                    if let Some(named) = dialect::from_refusal(&m)
-                        && named != found.dialect
-                        && !found.pinned
-                    {
+                    if let Some(named) = found.after_refusal(&m) {
                         tried.push(Tried {
                             mode,
                             form,
                             outcome: "refused",
-                            detail: format!("{m} (the words of {named})"),
+                            detail: format!("{m} (the words of {})", named.dialect),
                         });
-                        found = Identified::new(named, format!("a refusal in its words: {m}"));
-                        next = named.modes().first().copied();
+                        next = named.dialect.modes().first().copied();
+                        found = named;
                         continue;
                     }
                     ("refused", m)

@@ -69,6 +69,17 @@ pub async fn set_mode(
     Ok(())
 }
 
+/// One row of `llm_modes`, as `copydesk models list` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LearnedMode {
+    pub base_url: String,
+    pub model: String,
+    pub mode: StructuredMode,
+    /// `None`: not recorded, or one this release does not know.
+    pub dialect: Option<Dialect>,
+    pub learned_at: DateTime<Utc>,
+}
+
 /// A row of `llm_modes` as read: base URL, model, mode, when, dialect.
 type LearnedRow = (
     String,
@@ -79,7 +90,7 @@ type LearnedRow = (
 );
 
 /// Every learned mode, by server and model (for `copydesk models list`).
-pub async fn learned(db: impl PgExecutor<'_>) -> Result<Vec<(String, String, Learned)>> {
+pub async fn learned(db: impl PgExecutor<'_>) -> Result<Vec<LearnedMode>> {
     let rows: Vec<LearnedRow> = crate::db::query_as(
         "SELECT base_url, model, mode, learned_at, dialect FROM llm_modes ORDER BY base_url, model",
     )
@@ -87,9 +98,12 @@ pub async fn learned(db: impl PgExecutor<'_>) -> Result<Vec<(String, String, Lea
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(base_url, model, mode, at, dialect)| {
-            let dialect = dialect.and_then(|d| d.parse().ok());
-            (base_url, model, Learned { mode, at, dialect })
+        .map(|(base_url, model, mode, learned_at, dialect)| LearnedMode {
+            base_url,
+            model,
+            mode,
+            dialect: dialect.and_then(|d| d.parse().ok()),
+            learned_at,
         })
         .collect())
 }
