@@ -278,7 +278,25 @@ async fn health_ready_and_metrics_endpoints_answer() {
         .unwrap()
         .is_some()
     {}
+    // The one process serving notify (a kind with no jobs) dies: 0, not its last count.
+    sqlx::query("INSERT INTO copydesk_workers (name, kinds, version, alive_until) VALUES ('n:3:cccc', '{notify}', '0.1.0', now() + interval '30 seconds')")
+        .execute(&db.pool)
+        .await
+        .unwrap();
     let (_, text) = get("/metrics").await;
+    assert!(
+        text.contains("copydesk_workers{kind=\"notify\"} 1"),
+        "{text}"
+    );
+    sqlx::query("UPDATE copydesk_workers SET alive_until = now() - interval '1 second' WHERE name = 'n:3:cccc'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let (_, text) = get("/metrics").await;
+    assert!(
+        text.contains("copydesk_workers{kind=\"notify\"} 0"),
+        "{text}"
+    );
     assert_eq!(oldest(&text, "cleanup"), 0.0, "{text}");
     let waited_over_a_minute = text
         .lines()

@@ -68,12 +68,36 @@ async fn readyz(State(pool): State<Db>) -> impl IntoResponse {
 }
 
 async fn metrics_text(State(pool): State<Db>) -> impl IntoResponse {
-    // Queue depth is read at scrape time, so every process reports the same truth. A
-    // kind and status that emptied since the last scrape is reported as 0, not dropped.
+    // Read at scrape time, so every process reports the same truth. A kind (and status)
+    // reported once is reported from then on: as 0 when it emptied, not dropped.
     static SEEN: std::sync::Mutex<BTreeSet<(String, String)>> =
         std::sync::Mutex::new(BTreeSet::new());
+    static KINDS: std::sync::Mutex<BTreeSet<String>> = std::sync::Mutex::new(BTreeSet::new());
     let live = crate::queue::ops::live_workers(&pool).await.ok();
-    if let Ok(rows) = crate::queue::ops::stats(&pool).await.map(|s| s.rows) {
+    let rows = crate::queue::ops::stats(&pool).await.map(|s| s.rows).ok();
+    let mut kinds = KINDS.lock().unwrap_or_else(|e| e.into_inner());
+    kinds.extend(rows.iter().flatten().map(|r| r.kind.clone()));
+    kinds.extend(live.iter().flatten().map(|(k, _)| k.clone()));
+    // Live worker processes claiming each kind (`copydesk_workers`).
+    if let Some(live) = live {
+        let live: BTreeMap<String, i64> = live.into_iter().collect();
+        for kind in kinds.iter() {
+            let n = live.get(kind).copied().unwrap_or(0);
+            metrics::gauge!("copydesk_workers", "kind" => kind.clone()).set(n as f64);
+        }
+    }
+    if let Some(rows) = rows {
+        // The age of each kind's oldest ready job (0: none waits): what a stall alert
+        // watches, since a queue that stopped moving can keep a normal depth.
+        let oldest: BTreeMap<&str, f64> = rows
+            .iter()
+            .filter(|r| r.status == crate::queue::JobStatus::Queued)
+            .filter_map(|r| Some((r.kind.as_str(), r.oldest_ready_secs?)))
+            .collect();
+        for kind in kinds.iter() {
+            let age = oldest.get(kind.as_str()).copied().unwrap_or(0.0);
+            metrics::gauge!("copydesk_queue_oldest_ready_seconds", "kind" => kind.clone()).set(age);
+        }
         let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
         let now: BTreeSet<(String, String)> = rows
             .iter()
@@ -83,38 +107,12 @@ async fn metrics_text(State(pool): State<Db>) -> impl IntoResponse {
             metrics::gauge!("copydesk_queue_jobs", "kind" => kind.clone(), "status" => status.clone())
                 .set(0.0);
         }
-        // The age of each kind's oldest ready job (0: none waits): what a stall alert
-        // watches, since a queue that stopped moving can keep a normal depth.
-        let mut oldest: BTreeMap<String, f64> = seen
-            .iter()
-            .chain(now.iter())
-            .map(|(kind, _)| (kind.clone(), 0.0))
-            .collect();
-        for r in &rows {
-            if r.status == crate::queue::JobStatus::Queued
-                && let Some(age) = r.oldest_ready_secs
-            {
-                oldest.insert(r.kind.clone(), age);
-            }
-        }
-        // Live worker processes claiming each kind (`copydesk_workers`): 0 for a kind
-        // with jobs and none.
-        if let Some(live) = live {
-            let mut counts: BTreeMap<String, f64> =
-                oldest.keys().map(|k| (k.clone(), 0.0)).collect();
-            counts.extend(live.into_iter().map(|(k, n)| (k, n as f64)));
-            for (kind, n) in counts {
-                metrics::gauge!("copydesk_workers", "kind" => kind).set(n);
-            }
-        }
-        for (kind, age) in oldest {
-            metrics::gauge!("copydesk_queue_oldest_ready_seconds", "kind" => kind).set(age);
-        }
         for r in rows {
             metrics::gauge!("copydesk_queue_jobs", "kind" => r.kind, "status" => r.status.to_string())
                 .set(r.jobs as f64);
         }
         seen.extend(now);
     }
+    drop(kinds);
     prometheus().render()
 }
