@@ -515,6 +515,17 @@ fn ok_rows<'a>(runs: &'a [Run], agent: &str) -> Vec<&'a Run> {
         .collect()
 }
 
+/// A call's scope for a job of no project (no job row: these calls are made directly).
+fn scope(db: &TestDb) -> Scope {
+    Scope {
+        pool: db.pool.clone(),
+        job_id: Uuid::new_v4(),
+        attempt: 1,
+        tenant_id: copydesk::domain::DEFAULT_TENANT,
+        project_id: None,
+    }
+}
+
 /// The bodies of the model calls the server received (not its identity questions).
 async fn posted(server: &MockServer) -> Vec<Value> {
     model_calls(server)
@@ -755,13 +766,7 @@ async fn a_pinned_dialect_is_used_whatever_the_server_says() {
     let mut settings = fast_settings();
     settings.llm.dialect = copydesk::config::DialectSetting::Vllm;
     let client = remote_llm(&w.llm, &settings);
-    let scope = Scope {
-        pool: w.db.pool.clone(),
-        job_id: Uuid::new_v4(),
-        attempt: 1,
-        tenant_id: copydesk::domain::DEFAULT_TENANT,
-        project_id: None,
-    };
+    let scope = scope(&w.db);
     let call = Call {
         agent: "blog-reviewer".into(),
         system: "Score the draft.".into(),
@@ -851,13 +856,7 @@ async fn what_one_process_learned_another_uses_and_the_strong_mode_is_tried_agai
         )),
         hints: json!({}),
     };
-    let scope = Scope {
-        pool: w.db.pool.clone(),
-        job_id: Uuid::new_v4(),
-        attempt: 1,
-        tenant_id: copydesk::domain::DEFAULT_TENANT,
-        project_id: None,
-    };
+    let scope = scope(&w.db);
     // Another process (a client with nothing in memory) reads what was learned.
     let mut settings = fast_settings();
     let other = remote_llm(&w.llm, &settings);
@@ -1152,13 +1151,7 @@ async fn a_mode_pinned_per_agent_or_server_is_used_alone() {
         .structured_modes
         .insert(host, copydesk::config::ModeSetting::JsonObject);
     let client = remote_llm(&w.llm, &settings);
-    let scope = Scope {
-        pool: w.db.pool.clone(),
-        job_id: Uuid::new_v4(),
-        attempt: 1,
-        tenant_id: copydesk::domain::DEFAULT_TENANT,
-        project_id: None,
-    };
+    let scope = scope(&w.db);
     let call = |agent: &str| Call {
         agent: agent.into(),
         system: "Answer.".into(),

@@ -455,3 +455,49 @@ async fn listen_url_gives_listen_its_own_connection_and_a_bad_one_is_named() {
     );
     assert!(!stderr.contains("s3cret-pw"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn learned_modes_and_worker_processes_are_listed_as_tables_and_json() {
+    let db = test_db().await;
+    for insert in [
+        "INSERT INTO llm_modes (base_url, model, mode, dialect) VALUES
+           ('http://127.0.0.1:8089/v1', 'smollm2', 'native', 'llama_cpp_python'),
+           ('https://openrouter.ai/api/v1', 'old/model', 'json_object', NULL)",
+        "INSERT INTO copydesk_workers (name, kinds, version, alive_until) VALUES
+           ('host:1:aaaa', '{noop,cleanup}', '0.1.0', now() + interval '30 seconds'),
+           ('host:2:bbbb', '{noop}', '0.0.9', now() - interval '1 minute')",
+    ] {
+        sqlx::query(insert).execute(&db.pool).await.unwrap();
+    }
+    let (ok, out, err) = copydesk(&db, &["models", "list", "--json"]);
+    assert!(ok, "{err}");
+    let modes: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(modes[0]["model"], "smollm2");
+    assert_eq!(
+        (&modes[0]["mode"], &modes[0]["dialect"]),
+        (&json!("native"), &json!("llama_cpp_python"))
+    );
+    assert_eq!(
+        modes[1]["dialect"],
+        serde_json::Value::Null,
+        "learned before dialects"
+    );
+    let (ok, table, _) = copydesk(&db, &["models", "list"]);
+    assert!(
+        ok && table.contains("llama_cpp_python") && table.contains("json_object"),
+        "{table}"
+    );
+
+    let (ok, out, err) = copydesk(&db, &["queue", "workers", "--json"]);
+    assert!(ok, "{err}");
+    let workers: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let seen: Vec<(&str, bool)> = workers
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| (w["name"].as_str().unwrap(), w["alive"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(seen, vec![("host:1:aaaa", true), ("host:2:bbbb", false)]);
+    let (ok, table, _) = copydesk(&db, &["queue", "workers"]);
+    assert!(ok && table.contains("noop,cleanup"), "{table}");
+}

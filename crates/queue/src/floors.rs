@@ -137,7 +137,7 @@ impl Floors {
             self.heard.insert(self.claims, BTreeMap::new());
         }
         Start {
-            floors: self.at.iter().rev().map(|(p, at)| (*p, *at)).collect(),
+            floors: self.known(),
             claim: self.claims,
             forgotten: self.forgotten,
             announced: self.announced,
@@ -223,10 +223,7 @@ impl Floors {
 /// Looks behind each floor of `floors` (one kind's) for a ready job, and lowers the
 /// floor to the first one found. Errors are logged; the next sweep looks again.
 pub async fn sweep(pool: &crate::db::Db, kind: &str, floors: &std::sync::Mutex<Floors>) {
-    let known: Vec<(i32, DateTime<Utc>)> = {
-        let f = floors.lock().unwrap_or_else(|e| e.into_inner());
-        f.at.iter().map(|(p, at)| (*p, *at)).collect()
-    };
+    let known = floors.lock().unwrap_or_else(|e| e.into_inner()).known();
     for (priority, floor) in known {
         match crate::sql::job_ready_behind(pool, kind, priority, floor).await {
             Ok(Some(at)) => {
