@@ -44,7 +44,13 @@ pub enum DurationError {
     NotADuration(String),
     #[error("{0:?}: a duration must be longer than zero")]
     Zero(String),
+    #[error("{0:?}: a duration may be at most 36500d (a hundred years)")]
+    TooLong(String),
 }
+
+/// The longest duration [`parse_duration`] takes: a hundred years (a token or a link
+/// that lasts longer is one that lasts forever; Postgres's timestamps end in 294276).
+pub const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(36_500 * 86_400);
 
 /// Parses a duration: a whole number with `s`, `m`, `h` or `d` (`90d`, `12h`, `30m`),
 /// as every command and the API take them. The error names what is wrong.
@@ -65,7 +71,8 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, DurationError> {
     }
     n.checked_mul(secs)
         .map(std::time::Duration::from_secs)
-        .ok_or_else(bad)
+        .filter(|d| *d <= MAX_DURATION)
+        .ok_or_else(|| DurationError::TooLong(s.to_owned()))
 }
 
 /// `[limits]`: rate limits on model servers and platforms, shared by every process
@@ -455,6 +462,27 @@ impl Settings {
 #[allow(clippy::result_large_err)] // figment::Jail's closures return figment::Error
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_are_read_as_people_write_them_and_bounded() {
+        assert_eq!(parse_duration("90d").unwrap().as_secs(), 90 * 86_400);
+        assert_eq!(parse_duration(" 12h ").unwrap().as_secs(), 12 * 3600);
+        assert_eq!(parse_duration("36500d").unwrap(), MAX_DURATION);
+        assert_eq!(parse_duration("0m"), Err(DurationError::Zero("0m".into())));
+        assert_eq!(
+            parse_duration("36501d"),
+            Err(DurationError::TooLong("36501d".into()))
+        );
+        // Past u64 seconds, and past Postgres's intervals: too long, not a 500.
+        assert_eq!(
+            parse_duration("999999999999999999d"),
+            Err(DurationError::TooLong("999999999999999999d".into()))
+        );
+        assert!(matches!(
+            parse_duration("12"),
+            Err(DurationError::NotADuration(_))
+        ));
+    }
 
     #[test]
     fn default_toml_lists_exactly_the_settings() {

@@ -379,6 +379,11 @@ async fn a_retry_after_a_503_on_the_senior_editor_makes_only_the_senior_editors_
     assert!(ok, "{err}");
     let shown: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(shown["steps"].as_array().unwrap().len(), 4, "{shown}");
+    // The job's count and its publishing attempts are two keys (they were one name
+    // twice in one object, and the list hid the count).
+    assert!(shown["attempts"].is_number(), "{shown}");
+    assert!(shown["publish_attempts"].is_array(), "{shown}");
+    assert_eq!(out.matches("\"attempts\"").count(), 1, "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

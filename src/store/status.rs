@@ -138,8 +138,9 @@ pub struct JobDetail {
     pub steps: Vec<copydesk_queue::steps::StepRow>,
     pub artifacts: Vec<Value>,
     pub approvals: Vec<Value>,
-    /// Publishing attempts (what was sent, what came back), oldest first.
-    pub attempts: Vec<Value>,
+    /// Publishing attempts (what was sent, what came back), oldest first. (Not
+    /// `attempts`: that is the job's count, flattened in from `Job`.)
+    pub publish_attempts: Vec<Value>,
 }
 
 /// A job with its runs, artifacts, approvals and publishing attempts.
@@ -174,7 +175,7 @@ pub async fn job(conn: &mut PgConnection, id: Uuid) -> Result<JobDetail> {
             id,
         )
         .await?,
-        attempts: rows(
+        publish_attempts: rows(
             conn,
             "SELECT to_jsonb(p) - 'job_id' FROM publish_attempts p WHERE job_id = $1
              ORDER BY created_at",

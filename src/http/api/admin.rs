@@ -89,6 +89,7 @@ async fn test_integration(
 pub struct SetIntegrationBody {
     pub project_id: Uuid,
     /// wordpress, shopify, linkedin, x or facebook.
+    #[schema(value_type = super::document::Platform)]
     pub platform: String,
     /// The platform's credential fields (README lists them per platform).
     #[schema(value_type = Object)]
@@ -158,10 +159,13 @@ async fn list_tokens(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenBody {
+    #[schema(value_type = super::document::NonBlank)]
     pub name: String,
     /// viewer, approver, operator or admin.
+    #[schema(value_type = super::document::TokenRole)]
     pub role: String,
     /// How long it lasts: a whole number with s, m, h or d (`90d`); forever when absent.
+    #[schema(value_type = Option<super::document::Period>)]
     pub expires: Option<String>,
 }
 
@@ -238,6 +242,7 @@ pub struct AuditQuery {
     pub since: Option<DateTime<Utc>>,
     pub cursor: Option<String>,
     /// Rows per page, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
 }
 

@@ -115,6 +115,7 @@ impl JobView {
 #[serde(deny_unknown_fields)]
 pub struct JobsQuery {
     /// queued, running, done, failed, needs_approval or cancelled.
+    #[schema(value_type = Option<super::document::JobStatus>)]
     pub status: Option<String>,
     pub kind: Option<String>,
     pub project_id: Option<Uuid>,
@@ -148,6 +149,7 @@ impl JobsQuery {
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// queued, running, done, failed, needs_approval or cancelled.
+    #[param(value_type = Option<super::document::JobStatus>)]
     pub status: Option<String>,
     pub kind: Option<String>,
     pub project_id: Option<Uuid>,
@@ -156,6 +158,7 @@ pub struct ListQuery {
     /// `next` of the previous page.
     pub cursor: Option<String>,
     /// Rows per page, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
 }
 
@@ -208,9 +211,11 @@ pub struct JobDetailView {
     pub artifacts: Vec<Value>,
     #[schema(value_type = Vec<Object>)]
     pub approvals: Vec<Value>,
-    /// Publishing attempts, oldest first.
+    /// Publishing attempts, oldest first. (Not `attempts`: that is the job's count,
+    /// flattened in from `JobView`; one object held both keys until the contract test
+    /// found it.)
     #[schema(value_type = Vec<Object>)]
-    pub attempts: Vec<Value>,
+    pub publish_attempts: Vec<Value>,
 }
 
 /// One job with its runs, artifacts, approvals and publishing attempts.
@@ -230,7 +235,7 @@ async fn show_job(
         steps: d.steps,
         artifacts: d.artifacts,
         approvals: d.approvals,
-        attempts: d.attempts,
+        publish_attempts: d.publish_attempts,
     }))
 }
 
@@ -347,7 +352,7 @@ const BULK_MAX: i64 = 10_000;
 #[serde(deny_unknown_fields)]
 pub struct BulkBody {
     /// `retry` (failed or cancelled jobs) or `cancel` (queued or running ones).
-    #[schema(value_type = String)]
+    #[schema(value_type = super::document::BulkAction)]
     pub action: BulkAction,
     #[serde(default)]
     pub filter: JobsQuery,

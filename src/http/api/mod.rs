@@ -7,6 +7,7 @@
 
 mod admin;
 pub mod auth;
+pub mod document;
 pub(crate) mod jobs;
 pub mod page;
 pub mod problem;
@@ -130,7 +131,7 @@ pub fn public_url(settings: &Settings) -> String {
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
-    components(schemas(problem::Problem)),
+    components(schemas(problem::Problem, document::TokenRole, document::Platform, document::Channel, document::JobStatus, document::ApprovalStatus, document::BulkAction, document::Order, document::CostGroup, document::Period, document::NonBlank)),
 )]
 struct ApiDoc;
 
@@ -148,7 +149,7 @@ impl Modify for BearerAuth {
 
 /// The API's routes and the OpenAPI document describing them.
 fn routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (routes, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest(
             "/api/v1",
             jobs::routes()
@@ -156,7 +157,9 @@ fn routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
                 .merge(projects::routes())
                 .merge(admin::routes()),
         )
-        .split_for_parts()
+        .split_for_parts();
+    document::complete(&mut doc);
+    (routes, doc)
 }
 
 /// The API router with its state: routes, the OpenAPI document, a body size limit.
@@ -178,6 +181,7 @@ pub fn router(state: ApiState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(problem::errors_as_problems))
         .layer(axum::middleware::from_fn(trace))
         .with_state(state)
 }

@@ -58,6 +58,7 @@ pub struct PageQuery {
     /// `next` of the previous page.
     pub cursor: Option<String>,
     /// Rows per page, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
 }
 
@@ -65,8 +66,14 @@ impl PageQuery {
     pub const DEFAULT: i64 = 50;
     pub const MAX: i64 = 500;
 
+    /// The page's start; none (the first page) when `cursor` is absent or empty, as a
+    /// form or a client that always sends the parameter gives it.
     pub fn cursor(&self) -> Result<Option<Cursor>, Problem> {
-        self.cursor.as_deref().map(Cursor::decode).transpose()
+        self.cursor
+            .as_deref()
+            .filter(|c| !c.is_empty())
+            .map(Cursor::decode)
+            .transpose()
     }
 
     pub fn limit(&self) -> Result<i64, Problem> {
@@ -114,6 +121,15 @@ mod tests {
         for c in [Cursor { at: Some(at), id }, Cursor { at: None, id }] {
             assert_eq!(Cursor::decode(&c.encode()).unwrap(), c);
         }
+        let empty = PageQuery {
+            cursor: Some(String::new()),
+            limit: None,
+        };
+        assert_eq!(
+            empty.cursor().unwrap(),
+            None,
+            "an empty cursor is the first page"
+        );
         for bad in ["", "!!", "bm90LWEtdXVpZA", "MTIzLm5vdA"] {
             let p = Cursor::decode(bad).unwrap_err();
             assert_eq!(p.status, 400, "{bad}");

@@ -115,6 +115,20 @@ impl From<sqlx::Error> for Problem {
                         db.constraint().unwrap_or("a unique key")
                     ));
                 }
+                // A NUL character in text (22021) or in a JSON string (22P05):
+                // Postgres stores neither.
+                Some("22021" | "22P05") => {
+                    return Problem::unprocessable(
+                        "the request holds a NUL character (\\u0000), which no text field can store",
+                    );
+                }
+                // A time or an interval out of Postgres's range.
+                Some("22008" | "22015") => {
+                    return Problem::unprocessable(format!(
+                        "a time or a duration in the request is out of range ({})",
+                        db.message()
+                    ));
+                }
                 Some("23514" | "22P02" | "22023") => {
                     return Problem::unprocessable(db.message().to_owned());
                 }
@@ -205,4 +219,47 @@ impl From<QueryRejection> for Problem {
     fn from(r: QueryRejection) -> Self {
         Problem::bad_request(r.body_text())
     }
+}
+
+/// Every error the API answers is a problem document: an answer of 4xx or 5xx in any
+/// other content type (an extractor's rejection, such as a path parameter that is not
+/// a UUID, or the router's 405) is rewritten as one with its text as the detail.
+pub async fn errors_as_problems(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let res = next.run(req).await;
+    let status = res.status();
+    let is_problem = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == b"application/problem+json");
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return res;
+    }
+    let (parts, body) = res.into_parts();
+    let text = axum::body::to_bytes(body, 16 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let kind = match status {
+        StatusCode::METHOD_NOT_ALLOWED => "method-not-allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "too-large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported-media-type",
+        s if s.is_server_error() => "internal",
+        _ => "bad-request",
+    };
+    let detail = if text.is_empty() {
+        status.canonical_reason().unwrap_or("Error").to_owned()
+    } else {
+        text
+    };
+    let mut answer = Problem::new(status, kind, detail).into_response();
+    // Headers the answer carried (Allow on a 405) are kept.
+    for (name, value) in parts.headers.iter() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            answer.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    answer
 }

@@ -43,6 +43,7 @@ pub struct StartBody {
     /// The store whose website the brand voice is analysed from.
     pub store_url: String,
     /// Any of blog, linkedin, x and facebook.
+    #[schema(value_type = Vec<super::document::Channel>, min_items = 1)]
     pub channels: Vec<String>,
     pub topic: Option<String>,
     pub instructions: Option<String>,
@@ -128,6 +129,7 @@ pub struct SearchQuery {
     pub q: String,
     pub project_id: Option<Uuid>,
     /// At most this many hits, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
 }
 
@@ -204,7 +206,7 @@ async fn request_publication(
 #[serde(deny_unknown_fields)]
 pub struct CostQuery {
     /// project, channel, model or day.
-    #[param(value_type = String)]
+    #[param(value_type = super::document::CostGroup)]
     pub by: CostGroup,
     pub project_id: Option<Uuid>,
     /// Only calls since this time.

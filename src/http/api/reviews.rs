@@ -75,12 +75,15 @@ impl From<Approval> for ApprovalView {
 #[serde(deny_unknown_fields)]
 pub struct ApprovalsQuery {
     /// pending, approved or rejected.
+    #[param(value_type = Option<super::document::ApprovalStatus>)]
     pub status: Option<String>,
     pub project_id: Option<Uuid>,
     /// `oldest` (the inbox's order) or `newest` (the default).
+    #[param(value_type = Option<super::document::Order>)]
     pub order: Option<String>,
     pub cursor: Option<String>,
     /// Rows per page, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
 }
 
@@ -217,6 +220,7 @@ async fn decide(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EditBody {
+    #[schema(value_type = super::document::NonBlank)]
     pub content: String,
 }
 
@@ -254,9 +258,11 @@ async fn edit_draft(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LinkBody {
-    /// Whom it is for; the audit log names the decision by it.
+    /// Whom it is for, 1 to 200 characters; the audit log names the decision by it.
+    #[schema(value_type = super::document::NonBlank, max_length = 200)]
     pub name: String,
     /// How long it works: s, m, h or d (default 72h).
+    #[schema(value_type = Option<super::document::Period>)]
     pub expires: Option<String>,
 }
 

@@ -306,7 +306,7 @@ pub async fn job(
             },
         });
     }
-    for p in &d.attempts {
+    for p in &d.publish_attempts {
         let Some(at) = when(p, "created_at") else {
             continue;
         };
