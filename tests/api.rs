@@ -1448,22 +1448,6 @@ async fn the_cli_makes_a_review_link_that_the_server_honours_until_the_cli_withd
     assert!(String::from_utf8_lossy(&out.stderr).contains("soon"));
 }
 
-/// The property-based API tester the contract test runs: `st` from the Python
-/// environment `scripts/python-env.sh` makes (`COPYDESK_PYTHON_ENV` names another).
-fn python_env() -> std::path::PathBuf {
-    let env = std::env::var_os("COPYDESK_PYTHON_ENV")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/python-env")
-        });
-    assert!(
-        env.join("bin/st").exists(),
-        "no Schemathesis in {}: run scripts/python-env.sh (what .ci/run does) first",
-        env.display()
-    );
-    env
-}
-
 /// The contract: `copydesk serve`, against a database with rows in every table the
 /// API reads, answers every request Schemathesis generates from the API's own document
 /// (valid and invalid, with and without a token) with a status, content type and body

@@ -276,3 +276,19 @@ pub async fn model_calls(server: &wiremock::MockServer) -> Vec<wiremock::Request
         .filter(|r| r.method == wiremock::http::Method::POST)
         .collect()
 }
+
+/// The Python environment `scripts/python-env.sh` makes (what `.ci/run` does):
+/// Schemathesis, pytest and the Python client. `COPYDESK_PYTHON_ENV` names another.
+pub fn python_env() -> std::path::PathBuf {
+    let env = std::env::var_os("COPYDESK_PYTHON_ENV")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/python-env")
+        });
+    assert!(
+        env.join("bin/st").exists() && env.join("bin/pytest").exists(),
+        "no Python test environment in {}: run scripts/python-env.sh (what .ci/run does) first",
+        env.display()
+    );
+    env
+}
