@@ -1656,3 +1656,259 @@ async fn x_tokens_are_refreshed_ahead_of_expiry_by_the_scheduled_job_once_across
         1
     );
 }
+
+/// What a subscriber's webhook saw: each message's id, type and data, and whether the
+/// Standard Webhooks library verified it; it refuses the first `fail_first` with 503.
+#[derive(Default)]
+struct Subscriber {
+    messages: Vec<(String, String, Value, bool)>,
+    fail_first: usize,
+}
+
+async fn subscriber(
+    axum::extract::State((secret, seen)): axum::extract::State<(String, Arc<Mutex<Subscriber>>)>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::http::StatusCode {
+    let verified = standardwebhooks::Webhook::new(&secret)
+        .unwrap()
+        .verify(&body, &headers)
+        .is_ok();
+    let message: Value = serde_json::from_slice(&body).unwrap();
+    let mut s = seen.lock().unwrap();
+    s.messages.push((
+        headers["webhook-id"].to_str().unwrap().to_owned(),
+        message["type"].as_str().unwrap().to_owned(),
+        message["data"].clone(),
+        verified,
+    ));
+    if s.fail_first > 0 {
+        s.fail_first -= 1;
+        return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+    }
+    axum::http::StatusCode::NO_CONTENT
+}
+
+/// Subscribes `url` through the CLI: the subscription's id and its secret.
+fn subscribe(db: &TestDb, keys: &str, args: &[&str]) -> (Uuid, String) {
+    let env = [
+        ("COPYDESK_FERNET_KEYS", keys),
+        ("COPYDESK__FETCH__ALLOW_LOOPBACK", "true"),
+    ];
+    let mut all = vec!["events", "subscribe"];
+    all.extend_from_slice(args);
+    let (ok, out, err) = copydesk_at(&db.url, &env, &all);
+    assert!(ok, "{err}");
+    let id = out
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(':')
+        .parse()
+        .unwrap();
+    (id, out.lines().last().unwrap().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscribed_service_hears_each_step_of_a_publication_signed_once_per_event() {
+    let db = test_db().await;
+    let fake = FakePlatforms::start().await.unwrap();
+    let k = Keys::generate();
+    let mut settings = fast_settings();
+    settings.fetch.allow_loopback = true;
+    let r = publish_runner(&db, settings.clone(), &k);
+    let p = project(&db).await;
+    connect(&db, &fake, &k, p, Platform::Wordpress).await;
+    connect(&db, &fake, &k, p, Platform::X).await;
+    // Another tenant's service, subscribed to everything of its own tenant.
+    let (ok, _, err) = copydesk(&db, &["tenants", "create", "acme", "--name", "Acme"]);
+    assert!(ok, "{err}");
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let ours = format!("{base}/hooks/ours");
+    let theirs = format!("{base}/hooks/acme");
+    let (sub, secret) = subscribe(&db, &k, &[&ours, "--project", &p.to_string()]);
+    let (_, acme_secret) = subscribe(&db, &k, &[&theirs, "--tenant", "acme"]);
+    // Refused before anything is written: a type that is not one.
+    let (ok, _, err) = copydesk_at(
+        &db.url,
+        &[
+            ("COPYDESK_FERNET_KEYS", k.as_str()),
+            ("COPYDESK__FETCH__ALLOW_LOOPBACK", "true"),
+        ],
+        &[
+            "events",
+            "subscribe",
+            &ours,
+            "--event",
+            "publication.posted",
+        ],
+    );
+    assert!(
+        !ok && err.contains("publication.posted") && err.contains("publication.made"),
+        "{err}"
+    );
+    let seen = Arc::new(Mutex::new(Subscriber {
+        fail_first: 1,
+        ..Subscriber::default()
+    }));
+    let acme_seen = Arc::new(Mutex::new(Subscriber::default()));
+    let app = axum::Router::new()
+        .route("/hooks/ours", axum::routing::post(subscriber))
+        .with_state((secret, seen.clone()))
+        .merge(
+            axum::Router::new()
+                .route("/hooks/acme", axum::routing::post(subscriber))
+                .with_state((acme_secret, acme_seen.clone())),
+        );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    // Runs deliveries (a refused one comes back after its backoff) until all are taken.
+    let delivered = |what: &'static str| {
+        wait_for(Duration::from_secs(30), what, || async {
+            while run_once(&r, &["deliver_event"]).await.unwrap().is_some() {}
+            count(
+                &db.pool,
+                "SELECT count(*) FROM event_deliveries WHERE status <> 'delivered'",
+            )
+            .await
+                == 0
+        })
+    };
+
+    // A draft waiting whose transaction rolls back raises nothing.
+    let mut tx = db.pool.begin().await.unwrap();
+    sqlx::query("INSERT INTO artifacts (project_id, kind, channel, content) VALUES ($1, 'draft', 'blog', 'x')")
+        .bind(p)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM events").await, 0);
+
+    // Waiting, decided by plain SQL, published: each told once, in order, signed.
+    let (draft, approval) =
+        draft_awaiting_approval(&db, p, "blog", "Why linen lasts", BLOG, None).await;
+    sqlx::query(
+        "UPDATE approvals SET status = 'approved', decided_by = 'shop-service' WHERE id = $1",
+    )
+    .bind(approval)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let applied = decisions::apply_decided(&db.pool, &catalog(), &settings, 10)
+        .await
+        .unwrap();
+    let job = applied[0].enqueued[0];
+    drain(&r).await;
+    assert_eq!(status_of(&db.pool, job).await, "done");
+    let made = publication(&db, draft).await;
+    delivered("every event delivered").await;
+    let messages = seen.lock().unwrap().messages.clone();
+    assert!(
+        messages.iter().all(|m| m.3),
+        "a message failed verification: {messages:?}"
+    );
+    // The first was refused once and sent again, later, under the same id.
+    let refused = &messages[0].0;
+    assert_eq!(
+        messages.iter().filter(|m| &m.0 == refused).count(),
+        2,
+        "{messages:?}"
+    );
+    let mut told: Vec<&str> = Vec::new();
+    for (i, m) in messages.iter().enumerate() {
+        if messages[..i].iter().all(|earlier| earlier.0 != m.0) {
+            told.push(m.1.as_str());
+        }
+    }
+    assert_eq!(
+        told,
+        [
+            "approval.waiting",
+            "approval.decided",
+            "publication.made",
+            "pipeline.channel_finished"
+        ]
+    );
+    let ids: std::collections::BTreeSet<&str> = messages.iter().map(|m| m.0.as_str()).collect();
+    assert_eq!(ids.len(), 4, "one id per event: {ids:?}");
+    assert!(ids.iter().all(|id| id.starts_with("evt_")), "{ids:?}");
+    let data = |t: &str| messages.iter().find(|m| m.1 == t).unwrap().2.clone();
+    assert_eq!(data("approval.waiting")["approval_id"], json!(approval));
+    assert_eq!(data("approval.waiting")["channel"], "blog");
+    assert_eq!(data("approval.decided")["decided_by"], "shop-service");
+    assert_eq!(data("approval.decided")["status"], "approved");
+    let published = data("publication.made");
+    assert_eq!(published["url"], made["url"], "{published}");
+    assert_eq!(published["external_id"], made["external_id"], "{published}");
+    assert_eq!(published["platform"], "wordpress");
+    assert_eq!(published["draft_artifact_id"], json!(draft));
+    assert_eq!(published["job_id"], json!(job));
+    assert_eq!(data("pipeline.channel_finished")["outcome"], "published");
+
+    // A publication failed for good: told with the platform's words, and the channel.
+    let (_, a) = draft_awaiting_approval(&db, p, "x", "", &"麻".repeat(150), None).await;
+    let failing = approve(&db, &settings, a).await;
+    drain(&r).await;
+    assert_eq!(status_of(&db.pool, failing).await, "failed");
+    delivered("the failure delivered").await;
+    let messages = seen.lock().unwrap().messages.clone();
+    let failed = messages
+        .iter()
+        .find(|m| m.1 == "publication.failed")
+        .unwrap()
+        .2
+        .clone();
+    assert_eq!(failed["job_id"], json!(failing));
+    assert_eq!(failed["channel"], "x");
+    assert!(
+        failed["error"].as_str().unwrap().contains("280"),
+        "{failed}"
+    );
+    let finished: Vec<Value> = messages
+        .iter()
+        .filter(|m| m.1 == "pipeline.channel_finished")
+        .map(|m| m.2.clone())
+        .collect();
+    assert_eq!(finished.len(), 2);
+    assert_eq!(finished[1]["outcome"], "failed");
+
+    // The other tenant's service heard none of it.
+    assert!(acme_seen.lock().unwrap().messages.is_empty());
+    // Listed with the last delivery; the deliveries as JSON.
+    let (ok, out, err) = copydesk(&db, &["events", "subscriptions", "--json"]);
+    assert!(ok, "{err}");
+    let subs: Value = serde_json::from_str(&out).unwrap();
+    let listed = subs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == json!(sub))
+        .unwrap();
+    assert_eq!(listed["last_status"], "delivered", "{listed}");
+    assert!(
+        listed["target"].as_str().unwrap().ends_with("/…"),
+        "{listed}"
+    );
+    assert!(
+        !out.contains("/hooks/ours"),
+        "a subscription's path was shown: {out}"
+    );
+    let (ok, out, err) = copydesk(
+        &db,
+        &[
+            "events",
+            "deliveries",
+            "--subscription",
+            &sub.to_string(),
+            "--json",
+        ],
+    );
+    assert!(ok, "{err}");
+    let deliveries: Value = serde_json::from_str(&out).unwrap();
+    // Two drafts waiting and decided, a publication made and one failed, two channels
+    // finished: eight, newest first; the oldest was refused once.
+    assert_eq!(deliveries.as_array().unwrap().len(), 8, "{deliveries}");
+    assert_eq!(deliveries[7]["attempts"], 2, "the refused one took two");
+}

@@ -1398,3 +1398,38 @@ async fn an_owner_that_is_not_a_superuser_migrates_runs_jobs_and_maps_tenants() 
     let mut s = session(&db, &acme.role).await;
     assert_only_own(&visible(&mut s, acme.id).await, "acme");
 }
+
+/// Every table with a `tenant_id`, the ones added after the list above among them
+/// (notification channels, event subscriptions, events, deliveries…), has row security
+/// forced and a policy keeping a tenant's role to its own rows (`tenant_read`: its own
+/// and the global ones, for settings and model configurations).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_table_holding_a_tenants_rows_forces_row_security_with_a_tenant_policy() {
+    let db = test_db().await;
+    let unguarded: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_class c
+           JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public'
+           JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped
+          WHERE c.relkind = 'r'
+            AND NOT (c.relrowsecurity AND c.relforcerowsecurity
+                     AND EXISTS (SELECT 1 FROM pg_policy p
+                                  WHERE p.polrelid = c.oid
+                                    AND p.polname IN ('tenant_own', 'tenant_read')))
+          ORDER BY 1",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert!(
+        unguarded.is_empty(),
+        "tables without a tenant's row security: {unguarded:?}"
+    );
+    let guarded = count(
+        &db.pool,
+        "SELECT count(*) FROM pg_policy WHERE polname = 'tenant_own'
+            AND polrelid IN ('event_subscriptions'::regclass, 'events'::regclass,
+                             'event_deliveries'::regclass)",
+    )
+    .await;
+    assert_eq!(guarded, 3);
+}

@@ -19,8 +19,8 @@ use crate::{
     fetch::Fetcher,
     jobs::{
         App, Services, brand_voice_analysis::BrandVoiceArgs, cache_refresh::CacheRefreshArgs,
-        cleanup::CleanupArgs, draft_generation::DraftArgs, evaluation::EvaluationArgs,
-        noop::NoopArgs, notify::NotifyArgs, publishing::PublishingArgs,
+        cleanup::CleanupArgs, deliver_event::DeliverEventArgs, draft_generation::DraftArgs,
+        evaluation::EvaluationArgs, noop::NoopArgs, notify::NotifyArgs, publishing::PublishingArgs,
         token_refresh::TokenRefreshArgs,
     },
     keys::Keys,
@@ -28,7 +28,9 @@ use crate::{
 };
 
 static REGISTRY: LazyLock<Registry<App>> = LazyLock::new(|| {
-    use crate::jobs::{cache_refresh, cleanup, noop, notify, publishing, token_refresh};
+    use crate::jobs::{
+        cache_refresh, cleanup, deliver_event, noop, notify, publishing, token_refresh,
+    };
     Registry::new()
         .register::<NoopArgs, _, _>(noop::run)
         .register::<CleanupArgs, _, _>(cleanup::run)
@@ -38,11 +40,12 @@ static REGISTRY: LazyLock<Registry<App>> = LazyLock::new(|| {
         .register::<EvaluationArgs, _, _>(pipeline::steps::evaluation)
         .register::<PublishingArgs, _, _>(publishing::run)
         .register::<NotifyArgs, _, _>(notify::run)
+        .register::<DeliverEventArgs, _, _>(deliver_event::run)
         .register::<TokenRefreshArgs, _, _>(token_refresh::run)
 });
 
 /// Every kind copydesk ships: the one list. Adding a kind means its module in `jobs/`,
-/// a line here, `jobs/<kind>/` and a migration for its name.
+/// a line here and `jobs/<kind>/` (the registry registers its name as workers start).
 pub fn registry() -> Registry<App> {
     REGISTRY.clone()
 }

@@ -5,6 +5,7 @@
 mod approvals;
 mod cleanup;
 mod enqueue;
+mod events;
 mod files;
 mod jobs;
 mod limits;
@@ -129,6 +130,9 @@ pub enum Command {
     /// What needs a person: jobs failed for good, approvals waiting.
     #[command(subcommand)]
     Notifications(notifications::NotificationsCommand),
+    /// Lifecycle events for other services: webhook subscriptions and their deliveries.
+    #[command(subcommand)]
+    Events(events::EventsCommand),
     /// Images for posts, style samples and exports, stored once per tenant by SHA-256.
     #[command(subcommand)]
     Files(files::FilesCommand),
@@ -258,6 +262,7 @@ async fn dispatch(
         Command::Limits(cmd) => limits::run(cmd, env, by, out).await?,
         Command::Models(cmd) => models::run(cmd, env, out).await?,
         Command::Notifications(cmd) => notifications::run(cmd, env, by, out).await?,
+        Command::Events(cmd) => events::run(cmd, env, by, out).await?,
         Command::Files(cmd) => files::run(cmd, env, by, out).await?,
         Command::Settings(cmd) => publish::settings(cmd, env, out).await?,
         Command::Db(DbCommand::Url) => match &env.db.cluster {

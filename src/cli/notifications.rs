@@ -206,6 +206,28 @@ pub async fn run(
     Ok(())
 }
 
+/// A webhook to store: its URL checked by the SSRF guard and shown by origin, a new
+/// signing secret, both sealed with the Fernet keys. Refused before anything is written.
+pub(super) struct SealedWebhook {
+    pub shown: String,
+    pub url: Vec<u8>,
+    /// The secret in the clear, to print once.
+    pub secret: String,
+    pub sealed_secret: Vec<u8>,
+}
+
+pub(super) fn seal_webhook(env: &Env, url: &str) -> anyhow::Result<SealedWebhook> {
+    crate::fetch::Fetcher::new(&env.settings.fetch).check_url(url)?;
+    let keys = env_keys()?;
+    let secret = crate::jobs::notify::new_secret();
+    Ok(SealedWebhook {
+        shown: crate::jobs::notify::shown(url),
+        url: keys.encrypt(url.as_bytes()),
+        sealed_secret: keys.encrypt(secret.as_bytes()),
+        secret,
+    })
+}
+
 fn env_keys() -> anyhow::Result<crate::keys::Keys> {
     crate::keys::Keys::from_env().map_err(|e| {
         anyhow::anyhow!("webhook secrets are kept encrypted with COPYDESK_FERNET_KEYS: {e}")
@@ -253,22 +275,21 @@ async fn channels(
                     min_severity,
                 },
         } => {
-            crate::fetch::Fetcher::new(&env.settings.fetch).check_url(&url)?;
-            let keys = env_keys()?;
+            let hook = seal_webhook(env, &url)?;
+            let shown = hook.shown.clone();
+            let secret = hook.secret.clone();
             let tenant = store::tenants::resolve(pool, tenant.as_deref())
                 .await?
                 .unwrap_or(crate::domain::DEFAULT_TENANT);
-            let secret = crate::jobs::notify::new_secret();
-            let shown = crate::jobs::notify::shown(&url);
             let mut tx = pool.begin().await?;
             let id = store::notifications::add_webhook(
                 &mut *tx,
                 &store::notifications::NewWebhook {
                     tenant,
                     project,
-                    shown: &shown,
-                    url: &keys.encrypt(url.as_bytes()),
-                    secret: &keys.encrypt(secret.as_bytes()),
+                    shown: &hook.shown,
+                    url: &hook.url,
+                    secret: &hook.sealed_secret,
                     min_severity,
                 },
                 by,

@@ -9,6 +9,7 @@
 pub mod brand_voice_analysis;
 pub mod cache_refresh;
 pub mod cleanup;
+pub mod deliver_event;
 pub mod draft_generation;
 pub mod evaluation;
 pub mod noop;
@@ -123,6 +124,9 @@ mod tests {
     fn every_kinds_stored_example_round_trips_and_matches_its_schema() {
         round_trip::<noop::NoopArgs>(include_str!("../../jobs/noop/example.json"));
         round_trip::<notify::NotifyArgs>(include_str!("../../jobs/notify/example.json"));
+        round_trip::<deliver_event::DeliverEventArgs>(include_str!(
+            "../../jobs/deliver_event/example.json"
+        ));
         round_trip::<cleanup::CleanupArgs>(include_str!("../../jobs/cleanup/example.json"));
         round_trip::<token_refresh::TokenRefreshArgs>(include_str!(
             "../../jobs/token_refresh/example.json"

@@ -120,10 +120,10 @@ pub async fn send(
 
 /// One attempt's outcome: the receiver's status (an HTTP status or an SMTP reply code;
 /// none when there was no answer), its words, and the job's error when not delivered.
-struct Attempt {
-    status: Option<u16>,
-    answer: String,
-    error: Option<JobError>,
+pub(crate) struct Attempt {
+    pub status: Option<u16>,
+    pub answer: String,
+    pub error: Option<JobError>,
 }
 
 pub async fn run(ctx: Ctx, args: NotifyArgs) -> Result<Outcome, JobError> {
@@ -160,32 +160,64 @@ pub async fn run(ctx: Ctx, args: NotifyArgs) -> Result<Outcome, JobError> {
 }
 
 async fn webhook(ctx: &Ctx, d: &Delivery) -> Result<Attempt, JobError> {
-    let keys = ctx.app.keys.clone().map_err(|e| {
-        JobError::permanent(format!(
-            "cannot read the channel's URL and signing secret: {e}"
-        ))
-    })?;
-    let open = |sealed: &Option<Vec<u8>>, what: &str| {
-        let sealed = sealed.as_deref().ok_or_else(|| {
+    let sealed = |v: &Option<Vec<u8>>, what: &str| {
+        v.clone().ok_or_else(|| {
             JobError::permanent(format!("webhook channel {} has no {what}", d.channel_id))
-        })?;
-        keys.decrypt(
-            sealed,
-            &format!("the {what} of notification channel {}", d.channel_id),
-        )
-        .map_err(|e| JobError::permanent(e.to_string()))
-        .and_then(|v| {
-            String::from_utf8(v)
-                .map_err(|_| JobError::permanent(format!("the channel's {what} is not text")))
         })
     };
-    let (url, secret) = (open(&d.url, "URL")?, open(&d.secret, "signing secret")?);
+    let webhook = Sealed {
+        owner: format!("notification channel {}", d.channel_id),
+        target: d.target.clone(),
+        url: sealed(&d.url, "URL")?,
+        secret: sealed(&d.secret, "signing secret")?,
+    };
     let body = serde_json::to_vec(&payload(d)).expect("JSON values serialise");
-    let id = format!("msg_{}", d.id);
-    // The whole URL stays out of rows and logs: errors name it as shown.
-    let hide = |text: String| text.replace(url.as_str(), &d.target);
+    post_sealed(ctx, &webhook, &format!("msg_{}", d.id), body).await
+}
+
+/// A webhook whose URL and signing secret are sealed with the Fernet keys: a
+/// notification channel's or an event subscription's.
+pub(crate) struct Sealed {
+    /// What it belongs to, for errors (`notification channel <id>`).
+    pub owner: String,
+    /// The URL as shown (its path hidden).
+    pub target: String,
+    pub url: Vec<u8>,
+    pub secret: Vec<u8>,
+}
+
+/// One signed POST of `body` as message `id` to a sealed webhook: delivered on a 2xx;
+/// any other answer, or none, is the attempt's error (transient but for a URL that can
+/// never be reached). The whole URL stays out of rows and logs.
+pub(crate) async fn post_sealed(
+    ctx: &Ctx,
+    webhook: &Sealed,
+    id: &str,
+    body: Vec<u8>,
+) -> Result<Attempt, JobError> {
+    let keys = ctx.app.keys.clone().map_err(|e| {
+        JobError::permanent(format!(
+            "cannot read the URL and signing secret of {}: {e}",
+            webhook.owner
+        ))
+    })?;
+    let open = |sealed: &[u8], what: &str| {
+        keys.decrypt(sealed, &format!("the {what} of {}", webhook.owner))
+            .map_err(|e| JobError::permanent(e.to_string()))
+            .and_then(|v| {
+                String::from_utf8(v).map_err(|_| {
+                    JobError::permanent(format!("the {what} of {} is not text", webhook.owner))
+                })
+            })
+    };
+    let (url, secret) = (
+        open(&webhook.url, "URL")?,
+        open(&webhook.secret, "signing secret")?,
+    );
+    let target = &webhook.target;
+    let hide = |text: String| text.replace(url.as_str(), target);
     Ok(
-        match send(&ctx.app.fetcher, &url, &secret, &id, body).await {
+        match send(&ctx.app.fetcher, &url, &secret, id, body).await {
             Ok((s, answer)) if (200..300).contains(&s) => Attempt {
                 status: Some(s),
                 answer,
@@ -193,8 +225,7 @@ async fn webhook(ctx: &Ctx, d: &Delivery) -> Result<Attempt, JobError> {
             },
             Ok((s, answer)) => Attempt {
                 error: Some(JobError::transient(format!(
-                    "the webhook {} answered {s}: {answer}",
-                    d.target
+                    "the webhook {target} answered {s}: {answer}"
                 ))),
                 status: Some(s),
                 answer,

@@ -12,6 +12,7 @@ pub mod audit;
 pub mod budgets;
 pub mod caches;
 pub mod console;
+pub mod events;
 pub mod files;
 pub mod integrations;
 pub mod jobs;

@@ -297,13 +297,46 @@ pub async fn record_attempt(
     answer: &str,
     delivered: bool,
 ) -> Result<()> {
-    crate::db::query(
-        "UPDATE notification_deliveries
-            SET attempts = attempts + 1, answer_status = $2, answer = $3,
+    record_attempt_in(
+        db,
+        Deliveries::Notifications,
+        id,
+        answer_status,
+        answer,
+        delivered,
+    )
+    .await
+}
+
+/// The two tables of deliveries: a notification's to a channel, an event's to a
+/// subscription.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Deliveries {
+    Notifications,
+    Events,
+}
+
+/// Records one attempt of a delivery in its table (its answer kept to 2,000
+/// characters).
+pub(super) async fn record_attempt_in(
+    db: impl PgExecutor<'_>,
+    table: Deliveries,
+    id: Uuid,
+    answer_status: Option<u16>,
+    answer: &str,
+    delivered: bool,
+) -> Result<()> {
+    let table = match table {
+        Deliveries::Notifications => "notification_deliveries",
+        Deliveries::Events => "event_deliveries",
+    };
+    crate::db::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE {table}
+            SET attempts = attempts + 1, answer_status = $2, answer = left($3, 2000),
                 status = CASE WHEN $4 THEN 'delivered' ELSE status END,
                 delivered_at = CASE WHEN $4 THEN now() ELSE delivered_at END
-          WHERE id = $1",
-    )
+          WHERE id = $1"
+    )))
     .bind(id)
     .bind(answer_status.map(i32::from))
     .bind(answer)

@@ -1,0 +1,11 @@
+DROP TRIGGER IF EXISTS jobs_failed_event ON jobs;
+DROP TRIGGER IF EXISTS artifacts_publication_event ON artifacts;
+DROP TRIGGER IF EXISTS approvals_decided_event ON approvals;
+DROP TRIGGER IF EXISTS approvals_waiting_event ON approvals;
+DROP FUNCTION IF EXISTS copydesk_job_failed_event();
+DROP FUNCTION IF EXISTS copydesk_publication_event();
+DROP FUNCTION IF EXISTS copydesk_approval_event();
+DROP FUNCTION IF EXISTS copydesk_emit(uuid, uuid, text, jsonb);
+DROP TABLE IF EXISTS event_deliveries;
+DROP TABLE IF EXISTS events;
+DROP TABLE IF EXISTS event_subscriptions;
