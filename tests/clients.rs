@@ -25,8 +25,8 @@ fn the_clients_types_are_what_the_job_schemas_make() {
     );
 }
 
-/// Runs a client's test suite in `dir` with a fresh database of its own and the real
-/// binary; fails with its output.
+/// Runs a client's test suite in `dir` with a fresh database of its own, the real
+/// binary and one set of Fernet keys; fails with its output.
 async fn suite(dir: &str, program: impl AsRef<std::ffi::OsStr>, args: &[&str]) {
     let db = test_db().await;
     let out = Command::new(program)
@@ -34,6 +34,8 @@ async fn suite(dir: &str, program: impl AsRef<std::ffi::OsStr>, args: &[&str]) {
         .current_dir(format!("{ROOT}/{dir}"))
         .env("COPYDESK_TEST_DATABASE_URL", &db.url)
         .env("COPYDESK_BIN", env!("CARGO_BIN_EXE_copydesk"))
+        // One key for every process the suite starts (Node runs each file in its own).
+        .env("COPYDESK_FERNET_KEYS", copydesk::keys::Keys::generate())
         .env_remove("DATABASE_URL")
         .output()
         .expect("the test runner starts");

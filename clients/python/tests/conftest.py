@@ -5,7 +5,9 @@
 
 from __future__ import annotations
 
+import base64
 import http.server
+import json
 import os
 import subprocess
 import threading
@@ -33,11 +35,22 @@ def copydesk_bin() -> str:
     return _env("COPYDESK_BIN")
 
 
+#: The Fernet keys the CLI seals subscriptions with and the worker opens them with
+#: (the harness's, or made here when run on their own).
+FERNET_KEYS = os.environ.get("COPYDESK_FERNET_KEYS") or base64.urlsafe_b64encode(os.urandom(32)).decode()
+
+
 def run_copydesk(copydesk_bin: str, database_url: str, *args: str, stdin: str | None = None) -> str:
     """Runs the CLI to the end; its stdout, or the test fails with its stderr."""
     done = subprocess.run(
         [copydesk_bin, *args],
-        env={**os.environ, "DATABASE_URL": database_url, "RUST_LOG": "warn"},
+        env={
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "RUST_LOG": "warn",
+            "COPYDESK_FERNET_KEYS": FERNET_KEYS,
+            "COPYDESK__FETCH__ALLOW_LOOPBACK": "true",
+        },
         input=stdin,
         capture_output=True,
         text=True,
@@ -56,6 +69,7 @@ def _start(copydesk_bin: str, database_url: str, log: Path, *args: str) -> subpr
         "COPYDESK__FETCH__ALLOW_LOOPBACK": "true",
         "COPYDESK__CATALOG__ENABLED": "false",
         "COPYDESK__LLM__PROVIDER": "offline",
+        "COPYDESK_FERNET_KEYS": FERNET_KEYS,
     }
     return subprocess.Popen(
         [copydesk_bin, *args],
@@ -127,3 +141,36 @@ def store() -> Iterator[str]:
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}/"
     httpd.shutdown()
+
+
+class Receiver:
+    """A service's webhook endpoint on 127.0.0.1: keeps each request's headers and raw
+    body, and answers 204."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+        received = self.requests
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hooks/copydesk"
+
+    def types(self) -> list[str]:
+        return [json.loads(body)["type"] for _, body in self.requests]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.httpd.shutdown()

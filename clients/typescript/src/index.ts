@@ -6,3 +6,4 @@ export * from "./kinds";
 export * from "./queue";
 export * from "./api";
 export { InvalidInput, validate } from "./validate";
+export * from "./webhooks";

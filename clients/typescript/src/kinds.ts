@@ -44,6 +44,15 @@ export interface Cleanup {
   tick?: string;
 }
 
+/**
+ * Delivers one lifecycle event to one subscription (another service's webhook):
+ * enqueued by the database when an event is raised, one per subscription that takes it.
+ */
+export interface DeliverEvent {
+  /** The event_deliveries row: which event, to which subscription. */
+  delivery_id: string;
+}
+
 /** Input of the `draft_generation` kind. */
 export interface DraftGeneration {
   channel: "blog" | "linkedin" | "x" | "facebook";
@@ -117,6 +126,7 @@ export interface JobInputs {
   brand_voice_analysis: BrandVoiceAnalysis;
   cache_refresh: CacheRefresh;
   cleanup: Cleanup;
+  deliver_event: DeliverEvent;
   draft_generation: DraftGeneration;
   evaluation: Evaluation;
   noop: Noop;
@@ -132,7 +142,7 @@ export type Kind = keyof JobInputs;
 export type JobArgs = { [K in Kind]: { kind: K; input: JobInputs[K] } }[Kind];
 
 /** Every kind, in the catalogue's order. */
-export const KINDS: readonly Kind[] = ["brand_voice_analysis", "cache_refresh", "cleanup", "draft_generation", "evaluation", "noop", "notify", "publishing", "token_refresh"];
+export const KINDS: readonly Kind[] = ["brand_voice_analysis", "cache_refresh", "cleanup", "deliver_event", "draft_generation", "evaluation", "noop", "notify", "publishing", "token_refresh"];
 
 /** Each kind's input schema (`jobs/<kind>/schema.json`), by kind. */
 export const SCHEMAS: Record<Kind, Record<string, unknown>> = {
@@ -258,6 +268,23 @@ export const SCHEMAS: Record<Kind, Record<string, unknown>> = {
       }
     },
     "title": "cleanup",
+    "type": "object"
+  },
+  deliver_event: {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "additionalProperties": false,
+    "description": "Delivers one lifecycle event to one subscription (another service's webhook): enqueued by the database when an event is raised, one per subscription that takes it.",
+    "properties": {
+      "delivery_id": {
+        "description": "The event_deliveries row: which event, to which subscription.",
+        "format": "uuid",
+        "type": "string"
+      }
+    },
+    "required": [
+      "delivery_id"
+    ],
+    "title": "deliver_event",
     "type": "object"
   },
   draft_generation: {

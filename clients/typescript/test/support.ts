@@ -15,6 +15,11 @@ function env(name: string): string {
 }
 
 export const databaseUrl = env("COPYDESK_TEST_DATABASE_URL");
+/**
+ * The Fernet keys the CLI seals subscriptions with and every worker opens them with:
+ * the harness's, the same for each test file (each runs in a process of its own).
+ */
+const fernetKeys = env("COPYDESK_FERNET_KEYS");
 const bin = env("COPYDESK_BIN");
 
 /** A connection of the test's own (the database's owner). */
@@ -37,7 +42,13 @@ export async function one(sql: string, values: unknown[] = []): Promise<Record<s
 /** Runs the CLI to the end: its stdout. */
 export function copydesk(args: string[], input?: string): string {
   return execFileSync(bin, args, {
-    env: { ...process.env, DATABASE_URL: databaseUrl, RUST_LOG: "warn" },
+    env: {
+      ...process.env,
+      DATABASE_URL: databaseUrl,
+      RUST_LOG: "warn",
+      COPYDESK_FERNET_KEYS: fernetKeys,
+      COPYDESK__FETCH__ALLOW_LOOPBACK: "true",
+    },
     input,
     encoding: "utf8",
   });
@@ -56,6 +67,7 @@ export function start(args: string[]): ChildProcess {
       COPYDESK__FETCH__ALLOW_LOOPBACK: "true",
       COPYDESK__CATALOG__ENABLED: "false",
       COPYDESK__LLM__PROVIDER: "offline",
+      COPYDESK_FERNET_KEYS: fernetKeys,
     },
     stdio: ["ignore", "pipe", "inherit"],
   });
@@ -116,4 +128,31 @@ export async function waitFor<T>(what: string, check: () => Promise<T | undefine
 export function token(role: string): string {
   const out = copydesk(["tokens", "create", "--role", role, "--name", `ts-${role}-${Math.random().toString(36).slice(2, 8)}`, "--expires", "1h"]);
   return out.trim().split("\n").pop()!;
+}
+
+/** A service's webhook endpoint on 127.0.0.1: keeps each request's headers and raw body. */
+export async function receiver(): Promise<{
+  url: string;
+  requests: Array<{ headers: Record<string, string | string[] | undefined>; body: Buffer }>;
+  types(): string[];
+  close(): void;
+}> {
+  const requests: Array<{ headers: Record<string, string | string[] | undefined>; body: Buffer }> = [];
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on("data", (c: Buffer) => chunks.push(c));
+    req.on("end", () => {
+      requests.push({ headers: req.headers, body: Buffer.concat(chunks) });
+      res.writeHead(204);
+      res.end();
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}/hooks/copydesk`,
+    requests,
+    types: () => requests.map((r) => JSON.parse(r.body.toString()).type),
+    close: () => server.close(),
+  };
 }

@@ -27,6 +27,7 @@ from .queue import (
     start_pipeline,
     validate,
 )
+from .webhooks import WebhookVerificationError, verify_webhook
 
 __all__ = [
     "AlreadyDecided",
@@ -44,5 +45,7 @@ __all__ = [
     "enqueue",
     "start_pipeline",
     "validate",
+    "verify_webhook",
+    "WebhookVerificationError",
     *kinds.__all__,
 ]

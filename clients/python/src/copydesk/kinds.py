@@ -66,6 +66,17 @@ class Cleanup(JobArgs):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class DeliverEvent(JobArgs):
+    """Delivers one lifecycle event to one subscription (another service's webhook):
+    enqueued by the database when an event is raised, one per subscription that takes
+    it.
+    """
+    KIND: ClassVar[str] = "deliver_event"
+    delivery_id: uuid.UUID | str
+    """The event_deliveries row: which event, to which subscription."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class DraftGeneration(JobArgs):
     """Input of the `draft_generation` kind."""
     KIND: ClassVar[str] = "draft_generation"
@@ -147,6 +158,7 @@ __all__ = [
     "BrandVoiceAnalysis",
     "CacheRefresh",
     "Cleanup",
+    "DeliverEvent",
     "DraftGeneration",
     "Evaluation",
     "Noop",
@@ -163,6 +175,7 @@ KINDS: dict[str, type[JobArgs]] = {
     "brand_voice_analysis": BrandVoiceAnalysis,
     "cache_refresh": CacheRefresh,
     "cleanup": Cleanup,
+    "deliver_event": DeliverEvent,
     "draft_generation": DraftGeneration,
     "evaluation": Evaluation,
     "noop": Noop,
@@ -232,6 +245,18 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                                             '(RFC 3339), for the record.',
                              'type': 'string'}},
      'title': 'cleanup',
+     'type': 'object'},
+    "deliver_event": {'$schema': 'https://json-schema.org/draft/2020-12/schema',
+     'additionalProperties': False,
+     'description': 'Delivers one lifecycle event to one subscription (another '
+                    "service's webhook): enqueued by the database when an event is "
+                    'raised, one per subscription that takes it.',
+     'properties': {'delivery_id': {'description': 'The event_deliveries row: which '
+                                                   'event, to which subscription.',
+                                    'format': 'uuid',
+                                    'type': 'string'}},
+     'required': ['delivery_id'],
+     'title': 'deliver_event',
      'type': 'object'},
     "draft_generation": {'$schema': 'https://json-schema.org/draft/2020-12/schema',
      'additionalProperties': False,
