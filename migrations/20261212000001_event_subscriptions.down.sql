@@ -8,4 +8,5 @@ DROP FUNCTION IF EXISTS copydesk_approval_event();
 DROP FUNCTION IF EXISTS copydesk_emit(uuid, uuid, text, jsonb);
 DROP TABLE IF EXISTS event_deliveries;
 DROP TABLE IF EXISTS events;
+DROP TRIGGER IF EXISTS event_subscriptions_tenant ON event_subscriptions;
 DROP TABLE IF EXISTS event_subscriptions;

@@ -30,6 +30,10 @@ CREATE TABLE event_subscriptions (
 );
 COMMENT ON TABLE event_subscriptions IS 'Webhooks of other services: each event of the tenant (and project) as a Standard Webhooks message';
 CREATE INDEX event_subscriptions_tenant_idx ON event_subscriptions (tenant_id);
+-- A subscription for a project is that project's tenant's: another tenant's project
+-- is refused by name (and, through the API, not found).
+CREATE TRIGGER event_subscriptions_tenant BEFORE INSERT ON event_subscriptions
+    FOR EACH ROW EXECUTE FUNCTION by_project_tenant();
 
 CREATE TABLE events (
     id         uuid PRIMARY KEY DEFAULT gen_random_uuid(),
@@ -206,3 +210,6 @@ CREATE POLICY tenant_own ON event_deliveries TO copydesk_tenant
 GRANT SELECT (id, tenant_id, project_id, target, events, created_by, created_at)
     ON event_subscriptions TO copydesk_tenant;
 GRANT SELECT ON events, event_deliveries TO copydesk_tenant;
+-- The API (an admin's token) subscribes and unsubscribes in its tenant.
+GRANT INSERT (tenant_id, project_id, target, url, secret, events, created_by), DELETE
+    ON event_subscriptions TO copydesk_api;

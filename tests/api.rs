@@ -205,6 +205,20 @@ impl Api {
         )
         .await
         .unwrap();
+        let subscription = store::events::subscribe(
+            pool,
+            &store::events::NewSubscription {
+                tenant: t.id,
+                project: Some(project),
+                target: "http://127.0.0.1:9/…",
+                url: &self.keys.encrypt(b"http://127.0.0.1:9/hooks/orders"),
+                secret: &self.keys.encrypt(b"whsec_c2VjcmV0"),
+                events: &[],
+                by: "test",
+            },
+        )
+        .await
+        .unwrap();
         let mut run = store::runs::NewRun::call("writer", "offline", "offline-1");
         run.job_id = Some(done);
         run.project_id = Some(project);
@@ -218,6 +232,7 @@ impl Api {
             pending_draft,
             approved_draft,
             integration,
+            subscription,
         }
     }
 }
@@ -253,6 +268,7 @@ struct Seeded {
     pending_draft: Uuid,
     approved_draft: Uuid,
     integration: Uuid,
+    subscription: Uuid,
 }
 
 /// A call the test makes: method, path and body, given a fresh seed to act on.
@@ -402,6 +418,31 @@ fn endpoints() -> Vec<(&'static str, TokenRole, MakeCall)> {
                 ),
             )
         }),
+        ("list subscriptions", Viewer, |_| {
+            (Method::GET, "/api/v1/subscriptions".into(), None)
+        }),
+        ("subscription deliveries", Viewer, |s| {
+            (
+                Method::GET,
+                format!("/api/v1/subscriptions/{}/deliveries", s.subscription),
+                None,
+            )
+        }),
+        ("subscribe", Admin, |s| {
+            (
+                Method::POST,
+                "/api/v1/subscriptions".into(),
+                Some(json!({"url": "https://orders.example/hooks/copydesk",
+                            "project_id": s.project, "events": ["publication.made"]})),
+            )
+        }),
+        ("unsubscribe", Admin, |s| {
+            (
+                Method::DELETE,
+                format!("/api/v1/subscriptions/{}", s.subscription),
+                None,
+            )
+        }),
         ("list tokens", Admin, |_| {
             (Method::GET, "/api/v1/tokens".into(), None)
         }),
@@ -513,6 +554,9 @@ async fn another_tenants_ids_are_not_found_and_its_rows_are_never_listed() {
         "/api/v1/artifacts?q=linen",
         "/api/v1/cost/per-post",
         "/api/v1/audit",
+        "/api/v1/subscriptions",
+        "/api/v1/subscriptions/{id}",
+        "/api/v1/subscriptions/{id}/deliveries",
     ] {
         let body = api.get(path, viewer).await.body.to_string();
         for acme_id in [a.approval, a.integration, a.pending_draft, a.project] {
@@ -1511,6 +1555,11 @@ async fn every_answer_of_the_served_api_is_one_its_document_describes() {
             "/api/v1/tokens/{id}/revoke",
             spare.body["id"].as_str().unwrap().to_owned(),
         ),
+        (
+            "/api/v1/subscriptions/{id}/deliveries",
+            s.subscription.to_string(),
+        ),
+        ("/api/v1/subscriptions/{id}", s.subscription.to_string()),
     ];
     let mut config = String::new();
     for (path, id) in &ids {

@@ -793,11 +793,9 @@ async fn the_console_refuses_forged_forms_other_tenants_ids_and_lesser_roles() {
     assert_eq!(headers["referrer-policy"], "no-referrer");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_notifications_page_shows_the_tenants_own_and_marks_them_read() {
-    use copydesk::{domain::Severity, store::notifications::New};
-    let db = test_db().await;
-    let keys = Arc::new(Keys::parse(&Keys::generate()).unwrap());
+/// The console over `db`, and a second tenant, Globex, whose rows no page of the
+/// default tenant's may show.
+async fn console_with_globex(db: &TestDb, keys: Arc<Keys>) -> (axum::Router, Uuid) {
     let router = copydesk::http::app(
         ApiState::new(
             db.pool.clone(),
@@ -807,14 +805,20 @@ async fn the_notifications_page_shows_the_tenants_own_and_marks_them_read() {
         )
         .with_link_key(LinkKey::parse(LINK_KEY).unwrap()),
     );
-    let globex = {
-        let mut tx = db.pool.begin().await.unwrap();
-        let t = store::tenants::create(&mut tx, "globex", "Globex", "test")
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
-        t.id
-    };
+    let mut tx = db.pool.begin().await.unwrap();
+    let globex = store::tenants::create(&mut tx, "globex", "Globex", "test")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    (router, globex.id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_notifications_page_shows_the_tenants_own_and_marks_them_read() {
+    use copydesk::{domain::Severity, store::notifications::New};
+    let db = test_db().await;
+    let keys = Arc::new(Keys::parse(&Keys::generate()).unwrap());
+    let (router, globex) = console_with_globex(&db, keys).await;
     let raise = |tenant: Uuid, title: &'static str| {
         let pool = db.pool.clone();
         async move {
@@ -941,4 +945,86 @@ async fn the_notifications_page_shows_the_tenants_own_and_marks_them_read() {
         page.contains("A noop job failed for good") && page.contains(">ana<"),
         "{page}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_events_page_lists_the_tenants_subscriptions_and_their_deliveries_only() {
+    let db = test_db().await;
+    let keys = Arc::new(Keys::parse(&Keys::generate()).unwrap());
+    let (router, globex) = console_with_globex(&db, keys.clone()).await;
+    let subscribe = |tenant: Uuid, target: &'static str, events: Vec<String>| {
+        let (pool, keys) = (db.pool.clone(), keys.clone());
+        async move {
+            store::events::subscribe(
+                &pool,
+                &store::events::NewSubscription {
+                    tenant,
+                    project: None,
+                    target,
+                    url: &keys.encrypt(format!("{target}hooks/secret-path").as_bytes()),
+                    secret: &keys.encrypt(b"whsec_c2VjcmV0"),
+                    events: &events,
+                    by: "ops",
+                },
+            )
+            .await
+            .unwrap()
+        }
+    };
+    subscribe(
+        DEFAULT_TENANT,
+        "https://orders.example/",
+        vec!["publication.made".into()],
+    )
+    .await;
+    subscribe(globex, "https://globex.example/", vec![]).await;
+    // A pending approval raises approval.waiting for… nobody of ours takes that type:
+    // no event. A publication does, once delivered.
+    let project: Uuid =
+        sqlx::query_scalar("INSERT INTO projects (name) VALUES ('Linen') RETURNING id")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    sqlx::query(
+        "INSERT INTO artifacts (project_id, kind, channel, content, data)
+         VALUES ($1, 'publication', 'x', 'https://x.example/1', '{\"url\": \"https://x.example/1\"}')",
+    )
+    .bind(project)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let delivery: Uuid = sqlx::query_scalar("SELECT id FROM event_deliveries")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    store::events::record_attempt(&db.pool, delivery, Some(503), "busy, try later", false)
+        .await
+        .unwrap();
+    let ana = format!(
+        "copydesk_session={}",
+        token(&db, DEFAULT_TENANT, "ana", TokenRole::Viewer).await
+    );
+    let (status, _, page) = http(&router, "GET", "/console/events", Some(&ana), None).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("https://orders.example/"), "{page}");
+    assert!(page.contains("publication.made"), "{page}");
+    assert!(
+        page.contains("busy, try later") && page.contains("503"),
+        "{page}"
+    );
+    assert!(
+        !page.contains("globex.example"),
+        "another tenant's subscription is shown"
+    );
+    assert!(
+        !page.contains("secret-path") && !page.contains("whsec_"),
+        "{page}"
+    );
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM event_deliveries").await,
+        1,
+        "one delivery: ours took publication.made, Globex's saw nothing of ours"
+    );
+    let (status, _, _) = http(&router, "GET", "/console/events", None, None).await;
+    assert_ne!(status, 200, "the page needs a session");
 }

@@ -153,6 +153,8 @@ schema! {
     Order = one_of(&["oldest", "newest"]);
     /// What cost is grouped by.
     CostGroup = one_of(&["project", "channel", "model", "day"]);
+    /// A lifecycle event's type.
+    EventType = one_of(&crate::store::events::TYPES);
     /// A duration: a whole number above zero and s, m, h or d (`90d`, `12h`), at most
     /// `36500d`. (Not
     /// named `Duration`: the derive takes that name for its own type.)

@@ -8,6 +8,7 @@
 mod admin;
 pub mod auth;
 pub mod document;
+mod events;
 pub(crate) mod jobs;
 pub mod page;
 pub mod problem;
@@ -131,7 +132,7 @@ pub fn public_url(settings: &Settings) -> String {
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
-    components(schemas(problem::Problem, document::TokenRole, document::Platform, document::Channel, document::JobStatus, document::ApprovalStatus, document::BulkAction, document::Order, document::CostGroup, document::Period, document::NonBlank)),
+    components(schemas(problem::Problem, document::TokenRole, document::Platform, document::Channel, document::JobStatus, document::ApprovalStatus, document::BulkAction, document::Order, document::CostGroup, document::Period, document::NonBlank, document::EventType)),
 )]
 struct ApiDoc;
 
@@ -155,7 +156,8 @@ fn routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
             jobs::routes()
                 .merge(reviews::routes())
                 .merge(projects::routes())
-                .merge(admin::routes()),
+                .merge(admin::routes())
+                .merge(events::routes()),
         )
         .split_for_parts();
     document::complete(&mut doc);

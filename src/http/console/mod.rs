@@ -6,6 +6,7 @@
 //! review links (`review`) live under `/review` and need no login.
 
 mod approvals;
+mod events;
 mod notifications;
 mod projects;
 mod queue;
@@ -62,6 +63,7 @@ pub fn router(state: ApiState) -> Router {
             post(projects::test_integration),
         )
         .route("/console/notifications", get(notifications::list))
+        .route("/console/events", get(events::list))
         .route(
             "/console/notifications/read-all",
             post(notifications::read_all),
@@ -174,6 +176,7 @@ fn nav(session: Option<&Session>) -> Markup {
                     a href="/console/projects" { "Projects" }
                     a href="/console/integrations" { "Integrations" }
                     a href="/console/notifications" { "Notifications" }
+                    a href="/console/events" { "Events" }
                 }
                 div.who {
                     span { (s.caller.token.name) " · " (s.caller.token.role) }

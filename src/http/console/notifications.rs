@@ -100,16 +100,7 @@ pub async fn list(
                                 td { (c.target) }
                                 td { (c.min_severity) " and above" }
                                 td { (c.project_id.map_or("all".into(), |p| p.to_string())) }
-                                td {
-                                    @match (&c.last_status, c.last_answer_status, c.last_at) {
-                                        (Some(s), code, Some(at)) => {
-                                            span class={ "status " (s) } { (s) }
-                                            @if let Some(code) = code { " (" (code) ")" }
-                                            " · " (render::time(at))
-                                        }
-                                        _ => { "none yet" }
-                                    }
-                                }
+                                td { (render::last_delivery(c.last_status.as_ref(), c.last_answer_status, c.last_at)) }
                             }
                         }
                     }

@@ -68,6 +68,25 @@ pub fn time(at: DateTime<Utc>) -> String {
     at.format("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
 
+/// A channel's or a subscription's last delivery: its status, the receiver's answer
+/// status and when; "none yet" without one.
+pub fn last_delivery(
+    status: Option<impl std::fmt::Display>,
+    code: Option<i32>,
+    at: Option<DateTime<Utc>>,
+) -> maud::Markup {
+    maud::html! {
+        @match (status, at) {
+            (Some(s), Some(at)) => {
+                span class={ "status " (s) } { (s) }
+                @if let Some(code) = code { " (" (code) ")" }
+                " · " (time(at))
+            }
+            _ => { "none yet" }
+        }
+    }
+}
+
 /// Dollars, to the cent below a dollar's hundredth.
 pub fn usd(v: f64) -> String {
     if v != 0.0 && v.abs() < 0.01 {
