@@ -221,6 +221,8 @@ pub struct CleanupSettings {
     pub archive_idle_projects_days: i32,
     pub batch_size: i64,
     pub approval_reminder_hours: u32,
+    /// Days a lifecycle event is kept once none of its deliveries is pending.
+    pub event_retention_days: i32,
 }
 
 /// `[files]`: where files' bytes live, and what is taken.

@@ -89,7 +89,25 @@ async fn cleanup_dry_run_counts_and_the_real_run_deletes_in_batches() {
              ('https://old.example', '{}', now() - interval '1 hour'),
              ('https://new.example', '{}', now() + interval '1 day');
          INSERT INTO catalog_items (external_id, name, expires_at) VALUES
-             ('a', 'old', now() - interval '1 hour'), ('b', 'fresh', now() + interval '1 hour');",
+             ('a', 'old', now() - interval '1 hour'), ('b', 'fresh', now() + interval '1 hour');
+         -- Lifecycle events: an old one delivered (deleted), an old one still pending
+         -- (kept: its delivery is still to come) and a recent one (kept).
+         INSERT INTO event_subscriptions (id, tenant_id, target, url, secret, created_by)
+             VALUES ('00000000-0000-0000-0000-0000000000e1',
+                     '00000000-0000-0000-0000-000000000001', 'https://o.example/…',
+                     'sealed', 'sealed', 'test');
+         INSERT INTO events (id, tenant_id, type, data, created_at) VALUES
+             ('00000000-0000-0000-0000-0000000000f1', '00000000-0000-0000-0000-000000000001',
+              'publication.made', '{}', now() - interval '40 days'),
+             ('00000000-0000-0000-0000-0000000000f2', '00000000-0000-0000-0000-000000000001',
+              'publication.made', '{}', now() - interval '40 days'),
+             ('00000000-0000-0000-0000-0000000000f3', '00000000-0000-0000-0000-000000000001',
+              'publication.made', '{}', now() - interval '1 day');
+         INSERT INTO event_deliveries (tenant_id, event_id, subscription_id, status)
+             SELECT '00000000-0000-0000-0000-000000000001', e, '00000000-0000-0000-0000-0000000000e1', st
+               FROM (VALUES ('00000000-0000-0000-0000-0000000000f1'::uuid, 'delivered'),
+                            ('00000000-0000-0000-0000-0000000000f2'::uuid, 'pending'),
+                            ('00000000-0000-0000-0000-0000000000f3'::uuid, 'failed')) v(e, st);",
     )
     .execute(&db.pool)
     .await
@@ -113,9 +131,10 @@ async fn cleanup_dry_run_counts_and_the_real_run_deletes_in_batches() {
         (
             dry.deleted_brand_voice_cache,
             dry.deleted_catalog_items,
-            dry.archived_projects
+            dry.archived_projects,
+            dry.deleted_events
         ),
-        (1, 1, 1)
+        (1, 1, 1, 1)
     );
     assert_eq!(
         count(&db.pool, "SELECT count(*) FROM jobs").await,
@@ -162,6 +181,15 @@ async fn cleanup_dry_run_counts_and_the_real_run_deletes_in_batches() {
     assert_eq!(
         count(&db.pool, "SELECT count(*) FROM catalog_items").await,
         1
+    );
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM events").await,
+        2,
+        "the pending one and the recent one are kept"
+    );
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM event_deliveries").await,
+        2
     );
 }
 

@@ -68,5 +68,10 @@ pub async fn run(args: CleanupArgs, env: &Env, out: &mut (dyn Write + Send)) -> 
         },
         r.reminded_approvals
     )?;
+    writeln!(
+        out,
+        "{verb} {} lifecycle event(s) past [cleanup] event_retention_days, none pending",
+        r.deleted_events
+    )?;
     Ok(())
 }

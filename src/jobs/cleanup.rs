@@ -52,6 +52,9 @@ pub struct CleanupReport {
     /// Approvals waiting past `approval_reminder_hours`, reminded of.
     #[serde(default)]
     pub reminded_approvals: u64,
+    /// Lifecycle events past `event_retention_days` with no delivery pending.
+    #[serde(default)]
+    pub deleted_events: u64,
 }
 
 /// Errors of a cleanup pass.
@@ -116,5 +119,7 @@ pub async fn cleanup(
             0 => 0,
             hours => store::notifications::remind_approvals(pool, hours, dry_run).await?,
         },
+        deleted_events: store::events::expire(pool, cfg.event_retention_days, batch, dry_run)
+            .await?,
     })
 }

@@ -205,3 +205,37 @@ pub async fn record_attempt(
     )
     .await
 }
+
+/// Deletes (or with `dry_run`, counts) the events older than `days` none of whose
+/// deliveries is still pending, their deliveries with them, in batches of `batch`.
+pub async fn expire(pool: &crate::db::Db, days: i32, batch: i64, dry_run: bool) -> Result<u64> {
+    const OLD: &str = "e.created_at < now() - make_interval(days => $1)
+          AND NOT EXISTS (SELECT 1 FROM event_deliveries d
+                           WHERE d.event_id = e.id AND d.status = 'pending')";
+    if dry_run {
+        let n: i64 = crate::db::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM events e WHERE {OLD}"
+        )))
+        .bind(days)
+        .fetch_one(pool)
+        .await?;
+        return Ok(n as u64);
+    }
+    let mut total = 0;
+    loop {
+        let n = crate::db::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM events WHERE id IN (
+                 SELECT e.id FROM events e WHERE {OLD}
+                 LIMIT $2 FOR UPDATE SKIP LOCKED)"
+        )))
+        .bind(days)
+        .bind(batch)
+        .execute(pool)
+        .await?
+        .rows_affected();
+        total += n;
+        if (n as i64) < batch {
+            return Ok(total);
+        }
+    }
+}
