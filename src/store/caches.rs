@@ -217,9 +217,8 @@ pub async fn expire(pool: &Db, cache: Cache, batch: i64, dry_run: bool) -> Resul
         .await?;
         return Ok(n as u64);
     }
-    let mut total = 0;
-    loop {
-        let n = crate::db::query(sqlx::AssertSqlSafe(format!(
+    super::in_batches(batch, || async move {
+        Ok(crate::db::query(sqlx::AssertSqlSafe(format!(
             "DELETE FROM {table} WHERE {key} IN (
                  SELECT {key} FROM {table} WHERE expires_at < now()
                  LIMIT $1 FOR UPDATE SKIP LOCKED)"
@@ -227,10 +226,7 @@ pub async fn expire(pool: &Db, cache: Cache, batch: i64, dry_run: bool) -> Resul
         .bind(batch)
         .execute(pool)
         .await?
-        .rows_affected();
-        total += n;
-        if (n as i64) < batch {
-            return Ok(total);
-        }
-    }
+        .rows_affected())
+    })
+    .await
 }

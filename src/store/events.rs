@@ -221,9 +221,8 @@ pub async fn expire(pool: &crate::db::Db, days: i32, batch: i64, dry_run: bool) 
         .await?;
         return Ok(n as u64);
     }
-    let mut total = 0;
-    loop {
-        let n = crate::db::query(sqlx::AssertSqlSafe(format!(
+    super::in_batches(batch, || async move {
+        Ok(crate::db::query(sqlx::AssertSqlSafe(format!(
             "DELETE FROM events WHERE id IN (
                  SELECT e.id FROM events e WHERE {OLD}
                  LIMIT $2 FOR UPDATE SKIP LOCKED)"
@@ -232,10 +231,7 @@ pub async fn expire(pool: &crate::db::Db, days: i32, batch: i64, dry_run: bool) 
         .bind(batch)
         .execute(pool)
         .await?
-        .rows_affected();
-        total += n;
-        if (n as i64) < batch {
-            return Ok(total);
-        }
-    }
+        .rows_affected())
+    })
+    .await
 }

@@ -81,3 +81,21 @@ impl From<Error> for copydesk_queue::Error {
         }
     }
 }
+
+/// Runs `delete` (a statement deleting at most `batch` rows) until one deletes fewer:
+/// the rows deleted in all. Each statement is its own transaction, so none holds its
+/// locks for long.
+pub(crate) async fn in_batches<F, Fut>(batch: i64, mut delete: F) -> Result<u64>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<u64>>,
+{
+    let mut total = 0;
+    loop {
+        let n = delete().await?;
+        total += n;
+        if (n as i64) < batch {
+            return Ok(total);
+        }
+    }
+}
