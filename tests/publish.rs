@@ -1874,6 +1874,40 @@ async fn a_subscribed_service_hears_each_step_of_a_publication_signed_once_per_e
     assert_eq!(finished.len(), 2);
     assert_eq!(finished[1]["outcome"], "failed");
 
+    // A draft rejected at its last iteration ends its channel: rejected, with the notes.
+    let (_, last) = draft_awaiting_approval(&db, p, "linkedin", "", "Linen, slowly.", None).await;
+    sqlx::query(
+        "UPDATE jobs SET input = jsonb_set(input, '{iteration}', '3')
+          WHERE id = (SELECT job_id FROM approvals WHERE id = $1)",
+    )
+    .bind(last)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    decisions::decide(&db.pool, last, false, "ana", Some("not our voice"))
+        .await
+        .unwrap();
+    decisions::apply_decided(&db.pool, &catalog(), &settings, 10)
+        .await
+        .unwrap();
+    delivered("the rejection delivered").await;
+    let messages = seen.lock().unwrap().messages.clone();
+    let rejected = messages
+        .iter()
+        .rfind(|m| m.1 == "pipeline.channel_finished")
+        .unwrap()
+        .2
+        .clone();
+    assert_eq!(rejected["outcome"], "rejected", "{rejected}");
+    assert_eq!(rejected["channel"], "linkedin");
+    assert!(
+        rejected["error"]
+            .as_str()
+            .unwrap()
+            .contains("not our voice"),
+        "{rejected}"
+    );
+
     // The other tenant's service heard none of it.
     assert!(acme_seen.lock().unwrap().messages.is_empty());
     // Listed with the last delivery; the deliveries as JSON.
@@ -1907,8 +1941,8 @@ async fn a_subscribed_service_hears_each_step_of_a_publication_signed_once_per_e
     );
     assert!(ok, "{err}");
     let deliveries: Value = serde_json::from_str(&out).unwrap();
-    // Two drafts waiting and decided, a publication made and one failed, two channels
-    // finished: eight, newest first; the oldest was refused once.
-    assert_eq!(deliveries.as_array().unwrap().len(), 8, "{deliveries}");
-    assert_eq!(deliveries[7]["attempts"], 2, "the refused one took two");
+    // Three drafts waiting and decided, a publication made and one failed, three
+    // channels finished: eleven, newest first; the oldest was refused once.
+    assert_eq!(deliveries.as_array().unwrap().len(), 11, "{deliveries}");
+    assert_eq!(deliveries[10]["attempts"], 2, "the refused one took two");
 }
