@@ -821,3 +821,101 @@ async fn an_email_channel_sends_through_a_real_smtp_server_with_starttls_and_a_l
             .contains("A test of copydesk's notifications")
     );
 }
+
+/// Runs the day from `start` of every worker's scheduled ticks (cleanup, token
+/// refresh, cache refresh, as `app::worker::periodic` makes them from `settings`) on
+/// `db`, the jobs run by a worker with `keys`: the number of jobs the day made.
+async fn a_day_of_ticks(
+    db: &TestDb,
+    settings: &copydesk::config::Settings,
+    keys: &str,
+    start: chrono::DateTime<chrono::Utc>,
+) -> usize {
+    use std::{str::FromStr, sync::Arc};
+    let services = copydesk::jobs::Services {
+        keys: copydesk::keys::Keys::parse(keys).map(Arc::new),
+        ..services(settings.clone())
+    };
+    let r = app::runner(db.pool.clone(), app::registry(), services);
+    let end = start + chrono::Duration::days(1);
+    let mut made = 0;
+    let mut conn = db.pool.acquire().await.unwrap();
+    for p in app::worker::periodic(settings) {
+        let schedule = cron::Schedule::from_str(&p.schedule).unwrap();
+        for at in schedule.after(&start).take_while(|t| *t <= end) {
+            for job in (p.jobs)(at) {
+                queue::enqueue(&mut conn, &catalog(), &job).await.unwrap();
+                made += 1;
+            }
+        }
+    }
+    drop(conn);
+    let kinds = ["cleanup", "token_refresh", "cache_refresh", "notify"];
+    while run_once(&r, &kinds).await.unwrap().is_some() {}
+    made
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_day_of_scheduled_ticks_on_an_empty_installation_fails_nothing_and_tells_no_one() {
+    let db = test_db().await;
+    // As a new user starts: the defaults (the daily cache refresh on, no catalogue
+    // URL), no model key, and no COPYDESK_FERNET_KEYS: nobody publishes yet.
+    let mut settings = copydesk::config::Settings::defaults();
+    settings.llm.provider = "offline".into();
+    let today = chrono::Utc::now();
+    let made = a_day_of_ticks(&db, &settings, "", today).await;
+    // 96 cleanups (every 15 minutes), 144 token refreshes (every 10), 1 cache refresh.
+    assert_eq!(made, 96 + 144 + 1);
+    let left: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT kind, status, last_error FROM jobs WHERE status <> 'done' ORDER BY kind",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert!(
+        left.is_empty(),
+        "jobs not done after a day of ticks: {left:?}"
+    );
+    let told: Vec<(String, String)> = sqlx::query_as("SELECT kind, title FROM notifications")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    assert!(told.is_empty(), "a day of ticks told someone: {told:?}");
+
+    // A problem that matters (an X integration whose credentials no key here can read)
+    // is one warning counted at each tick, not a failed job and an alert per tick.
+    let fake = copydesk::demo::platforms::FakePlatforms::start()
+        .await
+        .unwrap();
+    let (creds, meta) = fake.integration(copydesk::domain::Platform::X);
+    let project: Uuid = sqlx::query_scalar("INSERT INTO projects (name) VALUES ('x') RETURNING id")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    let keys = copydesk::keys::Keys::parse(&copydesk::keys::Keys::generate()).unwrap();
+    copydesk::publish::integrations::connect(
+        &db.pool,
+        &keys,
+        project,
+        copydesk::domain::Platform::X,
+        &creds,
+        &meta,
+        "test",
+    )
+    .await
+    .unwrap();
+    a_day_of_ticks(&db, &settings, "", today + chrono::Duration::days(1)).await;
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM jobs WHERE status <> 'done'").await,
+        0
+    );
+    let told: Vec<(String, String, i32)> =
+        sqlx::query_as("SELECT kind, severity, count FROM notifications")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        told,
+        [("credentials_unreadable".into(), "warning".into(), 144)]
+    );
+}

@@ -1524,7 +1524,7 @@ async fn token_refresh_tick(db: &TestDb, r: &Runner<App>) -> Uuid {
 }
 
 #[tokio::test]
-async fn the_token_refresh_of_a_worker_without_keys_and_with_no_x_integration_is_done() {
+async fn the_token_refresh_of_a_worker_without_keys_fails_nothing_and_warns_once_when_it_matters() {
     let db = test_db().await;
     // No Fernet keys (a worker before anyone connected an integration): the scheduled
     // refresh has nothing to read, so nothing to fail for.
@@ -1532,7 +1532,8 @@ async fn the_token_refresh_of_a_worker_without_keys_and_with_no_x_integration_is
     let id = token_refresh_tick(&db, &r).await;
     assert_eq!(status_of(&db.pool, id).await, "done");
 
-    // With an X integration to refresh, the missing keys are the error, named.
+    // With an X integration to refresh, the missing keys are a warning that names
+    // them, said once and counted at each tick, not a failed job per tick.
     let k = Keys::generate();
     let fake = FakePlatforms::start().await.unwrap();
     let (creds, meta) = fake.integration(Platform::X);
@@ -1541,10 +1542,43 @@ async fn the_token_refresh_of_a_worker_without_keys_and_with_no_x_integration_is
     integrations::connect(&db.pool, &keys, p, Platform::X, &creds, &meta, "test")
         .await
         .unwrap();
-    let id = token_refresh_tick(&db, &r).await;
-    assert_eq!(status_of(&db.pool, id).await, "failed");
-    let (_, err) = attempts_and_error(&db.pool, id).await;
-    assert!(err.unwrap().contains("COPYDESK_FERNET_KEYS"));
+    for _ in 0..3 {
+        let id = token_refresh_tick(&db, &r).await;
+        assert_eq!(status_of(&db.pool, id).await, "done");
+    }
+    let warning = || async {
+        sqlx::query_as::<_, (String, String, i32, Option<String>)>(
+            "SELECT severity, title, count, read_by FROM notifications
+              WHERE kind = 'credentials_unreadable'",
+        )
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
+    };
+    let told = warning().await;
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert_eq!(
+        (told[0].0.as_str(), told[0].2, told[0].3.as_deref()),
+        ("warning", 3, None)
+    );
+    assert!(told[0].1.contains("COPYDESK_FERNET_KEYS"), "{told:?}");
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM jobs WHERE status = 'failed'"
+        )
+        .await,
+        0
+    );
+    // Fixed (the workers have the keys): the next tick resolves it.
+    let fixed = publish_runner(&db, fast_settings(), &k);
+    let id = token_refresh_tick(&db, &fixed).await;
+    assert_eq!(status_of(&db.pool, id).await, "done");
+    let told = warning().await;
+    assert_eq!(
+        told[0].3.as_deref(),
+        Some("copydesk (the keys read them again)")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

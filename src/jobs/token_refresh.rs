@@ -42,16 +42,30 @@ pub async fn run(ctx: Ctx, _args: TokenRefreshArgs) -> Result<Outcome, JobError>
             json!({"checked": 0, "refreshed": 0, "failed": 0}),
         ));
     }
-    let keys = ctx.app.keys.clone().map_err(|e| {
-        JobError::permanent(format!("cannot read the integrations' credentials: {e}"))
-    })?;
-    let (mut refreshed, mut failed) = (0u32, 0u32);
+    // Credentials no key can read are a configuration problem, not this tick's: said
+    // once as a warning that stays (folded with a count) until a tick reads them all,
+    // and the job is done, so a worker without keys fails nothing every ten minutes.
+    let keys = match ctx.app.keys.clone() {
+        Ok(keys) => keys,
+        Err(e) => {
+            let why = format!(
+                "cannot read the credentials of {} X integration(s) to refresh their tokens: {e}",
+                ids.len()
+            );
+            unreadable(&ctx, &why).await?;
+            return Ok(Outcome::done_with(json!({
+                "checked": ids.len(), "refreshed": 0, "failed": 0,
+                "unreadable": ids.len(), "why": why,
+            })));
+        }
+    };
+    let (mut refreshed, mut failed, mut unread) = (0u32, 0u32, Vec::new());
     for &id in &ids {
         let loaded = match integrations::load(&ctx.pool, &keys, id).await {
             Ok(l) => l,
             Err(e) => {
                 tracing::warn!(integration = %id, error = %e, "cannot read the credentials of an x integration");
-                failed += 1;
+                unread.push(format!("{id}: {e}"));
                 continue;
             }
         };
@@ -78,7 +92,57 @@ pub async fn run(ctx: Ctx, _args: TokenRefreshArgs) -> Result<Outcome, JobError>
             }
         }
     }
-    Ok(Outcome::done_with(
-        json!({"checked": ids.len(), "refreshed": refreshed, "failed": failed}),
-    ))
+    if unread.is_empty() {
+        store::notifications::resolve(
+            &ctx.pool,
+            ctx.job.tenant_id,
+            UNREADABLE,
+            UNREADABLE_CAUSE,
+            "copydesk (the keys read them again)",
+        )
+        .await
+        .retryable()?;
+    } else {
+        unreadable(
+            &ctx,
+            &format!(
+                "cannot read the credentials of {} of {} X integration(s) with COPYDESK_FERNET_KEYS \
+                 (encrypted under a key not in the list?): {}",
+                unread.len(),
+                ids.len(),
+                unread.join("; ")
+            ),
+        )
+        .await?;
+    }
+    Ok(Outcome::done_with(json!({
+        "checked": ids.len(), "refreshed": refreshed, "failed": failed,
+        "unreadable": unread.len(),
+    })))
+}
+
+/// The notification of credentials no key can read, and its one cause.
+pub const UNREADABLE: &str = "credentials_unreadable";
+const UNREADABLE_CAUSE: &str = "COPYDESK_FERNET_KEYS";
+
+/// Raises (or counts again) the warning that integrations' credentials cannot be read.
+async fn unreadable(ctx: &Ctx, why: &str) -> Result<(), JobError> {
+    tracing::warn!(why, "integrations' credentials cannot be read");
+    store::notifications::raise(
+        &ctx.pool,
+        &store::notifications::New {
+            tenant: ctx.job.tenant_id,
+            project: None,
+            job: Some(ctx.job.id),
+            severity: crate::domain::Severity::Warning,
+            kind: UNREADABLE,
+            cause: UNREADABLE_CAUSE,
+            title: "Integrations' credentials cannot be read: set COPYDESK_FERNET_KEYS on the workers",
+            body: why,
+            data: json!({}),
+        },
+    )
+    .await
+    .retryable()?;
+    Ok(())
 }

@@ -109,6 +109,29 @@ pub async fn read(
         == 1)
 }
 
+/// Marks the unread notification of `tenant`'s `kind` and `cause` read by `by`: a
+/// condition the application saw end (keys readable again); whether there was one.
+pub async fn resolve(
+    db: impl PgExecutor<'_>,
+    tenant: Uuid,
+    kind: &str,
+    cause: &str,
+    by: &str,
+) -> Result<bool> {
+    Ok(crate::db::query(
+        "UPDATE notifications SET read_at = now(), read_by = $4
+          WHERE tenant_id = $1 AND kind = $2 AND cause = $3 AND read_at IS NULL",
+    )
+    .bind(tenant)
+    .bind(kind)
+    .bind(cause)
+    .bind(by)
+    .execute(db)
+    .await?
+    .rows_affected()
+        > 0)
+}
+
 /// Marks every unread notification (of `tenant`, when given) read by `by`; how many.
 pub async fn read_all(db: impl PgExecutor<'_>, tenant: Option<Uuid>, by: &str) -> Result<u64> {
     Ok(crate::db::query(
