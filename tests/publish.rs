@@ -1616,7 +1616,10 @@ async fn x_tokens_are_refreshed_ahead_of_expiry_by_the_scheduled_job_once_across
             .count()
     };
     let out = tick().await;
-    assert_eq!(out, json!({"checked": 1, "refreshed": 1, "failed": 0}));
+    assert_eq!(
+        out,
+        json!({"checked": 1, "refreshed": 1, "failed": 0, "unreadable": 0})
+    );
     assert_eq!(token_calls(), 1);
     let (_, stored) = integrations::load(&db.pool, &keys, x).await.unwrap();
     let (now_valid, _) = fake.integration(Platform::X);
@@ -1632,7 +1635,7 @@ async fn x_tokens_are_refreshed_ahead_of_expiry_by_the_scheduled_job_once_across
     // Not due again: nothing is called.
     assert_eq!(
         tick().await,
-        json!({"checked": 1, "refreshed": 0, "failed": 0})
+        json!({"checked": 1, "refreshed": 0, "failed": 0, "unreadable": 0})
     );
     assert_eq!(token_calls(), 1);
 
@@ -1673,7 +1676,7 @@ async fn x_tokens_are_refreshed_ahead_of_expiry_by_the_scheduled_job_once_across
         .unwrap();
     assert_eq!(
         tick().await,
-        json!({"checked": 1, "refreshed": 0, "failed": 1})
+        json!({"checked": 1, "refreshed": 0, "failed": 1, "unreadable": 0})
     );
     let status: String = sqlx::query_scalar("SELECT status FROM integrations WHERE id = $1")
         .bind(x)
