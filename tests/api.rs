@@ -1613,7 +1613,14 @@ async fn every_answer_of_the_served_api_is_one_its_document_describes() {
             .lines()
             .find_map(|l| l.trim().strip_prefix("Tested: "))
             .unwrap_or_else(|| panic!("no count of operations in the {run} run:\n{out}"));
-        println!("{run}: {tested} operations tested");
+        let cases = out
+            .lines()
+            .find(|l| {
+                l.trim_start().starts_with(|c: char| c.is_ascii_digit()) && l.contains(" generated")
+            })
+            .map(str::trim)
+            .unwrap_or("no count of cases");
+        println!("{run}: {tested} operations tested, {cases}");
     }
     // The seeded run reached the rows: the spare token is revoked and the rest stand.
     let spare_row: Option<chrono::DateTime<chrono::Utc>> =
