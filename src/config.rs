@@ -35,6 +35,7 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub notifications: NotificationSettings,
     pub files: FileSettings,
+    pub alerts: AlertSettings,
 }
 
 /// A duration that is not one, and why.
@@ -270,6 +271,17 @@ impl Settings {
             .map(PathBuf::from)
             .unwrap_or_else(|| self.database.home.clone())
     }
+}
+
+/// `[alerts]`: what workers watch and tell people about, beyond single jobs.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertSettings {
+    /// Seconds a kind's oldest ready job may wait before the queue is stalled
+    /// (`queue_stalled`); 0: never said.
+    pub stall_after_secs: u64,
+    /// Seconds between two looks (each worker process looks).
+    pub check_every_secs: u64,
 }
 
 /// `[notifications]`

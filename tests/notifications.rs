@@ -919,3 +919,97 @@ async fn a_day_of_scheduled_ticks_on_an_empty_installation_fails_nothing_and_tel
         [("credentials_unreadable".into(), "warning".into(), 144)]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_queue_is_told_once_per_episode_with_its_workers_and_resolved_when_it_moves() {
+    use copydesk::app::stalls;
+    let db = test_db().await;
+    let five_minutes = std::time::Duration::from_secs(300);
+    // A noop ready for ten minutes, and an evaluation ready for one: only noop stalls.
+    let old: Uuid = sqlx::query_scalar(
+        "INSERT INTO jobs (kind, input, created_at, run_at)
+         VALUES ('noop', '{}', now() - interval '10 minutes', now() - interval '10 minutes')
+         RETURNING id",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO jobs (kind, input, created_at, run_at)
+         VALUES ('cleanup', '{}', now() - interval '1 minute', now() - interval '1 minute')",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let found = stalls::check(&db.pool, five_minutes).await.unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!((found[0].kind.as_str(), found[0].workers), ("noop", 0));
+    assert!(found[0].waited_secs >= 600.0, "{found:?}");
+    let told = || async {
+        sqlx::query_as::<_, (String, String, String, i32, Option<String>)>(
+            "SELECT severity, title, body, count, read_by FROM notifications
+              WHERE kind = 'queue_stalled'",
+        )
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
+    };
+    let first = told().await;
+    assert_eq!(first.len(), 1);
+    let (severity, title, body, n, read_by) = &first[0];
+    assert_eq!(
+        (severity.as_str(), *n, read_by.as_deref()),
+        ("warning", 1, None)
+    );
+    assert!(
+        title.starts_with("The noop queue has not moved for 10m"),
+        "{title}"
+    );
+    assert!(body.contains("no live worker serves noop"), "{body}");
+    // A live worker that serves noop and does not claim it: the same episode, counted,
+    // now naming the worker and where to look.
+    sqlx::query(
+        "INSERT INTO copydesk_workers (name, kinds, version, alive_until)
+         VALUES ('w1', ARRAY['noop'], '0.1.0', now() + interval '1 minute')",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    stalls::check(&db.pool, five_minutes).await.unwrap();
+    let second = told().await;
+    assert_eq!(second.len(), 1, "one row per episode: {second:?}");
+    assert_eq!(second[0].3, 2);
+    assert!(
+        second[0].2.contains("1 live worker process(es)"),
+        "{}",
+        second[0].2
+    );
+    assert!(second[0].2.contains("pg_stat_activity"), "{}", second[0].2);
+    // The kind moves: resolved at the next look.
+    sqlx::query("UPDATE jobs SET status = 'done', finished_at = now() WHERE id = $1")
+        .bind(old)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    assert!(
+        stalls::check(&db.pool, five_minutes)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let resolved = told().await;
+    assert_eq!(
+        resolved[0].4.as_deref(),
+        Some("copydesk (the queue moved again)")
+    );
+    // A new stall later is a new episode: a new row.
+    sqlx::query(
+        "INSERT INTO jobs (kind, input, created_at, run_at)
+         VALUES ('noop', '{}', now() - interval '6 minutes', now() - interval '6 minutes')",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    stalls::check(&db.pool, five_minutes).await.unwrap();
+    assert_eq!(told().await.len(), 2);
+}

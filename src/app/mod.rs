@@ -5,6 +5,7 @@
 //! (`worker.rs`: the engine's workers, the periodic enqueues, the approvals applier and
 //! the HTTP endpoints).
 
+pub mod stalls;
 pub mod worker;
 
 use std::sync::{Arc, LazyLock};

@@ -61,6 +61,14 @@ pub async fn run(
     let decisions_wake: Wake = Arc::new(Notify::new());
     let applier = (runs(BrandVoiceArgs::KIND) || runs(EvaluationArgs::KIND))
         .then(|| tokio::spawn(apply_decisions(runner.clone(), decisions_wake.clone())));
+    // Every process looks for stalled queues (its repeats fold into one warning).
+    let stalls = (settings.alerts.stall_after_secs > 0).then(|| {
+        tokio::spawn(super::stalls::watch(
+            runner.pool.clone(),
+            std::time::Duration::from_secs(settings.alerts.stall_after_secs),
+            std::time::Duration::from_secs(settings.alerts.check_every_secs.max(1)),
+        ))
+    });
     let http = opts.http.map(|addr| match opts.api.clone() {
         Some(api) => tokio::spawn(async move {
             let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -83,6 +91,9 @@ pub async fn run(
     let result = engine::run(runner, engine_opts, shutdown).await;
     if let Some(a) = applier {
         a.abort();
+    }
+    if let Some(s) = stalls {
+        s.abort();
     }
     if let Some(h) = http {
         h.abort();

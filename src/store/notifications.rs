@@ -132,6 +132,28 @@ pub async fn resolve(
         > 0)
 }
 
+/// Marks the unread notifications of `tenant`'s `kind` read by `by`, but those of the
+/// causes in `but` (conditions still going on): how many ended.
+pub async fn resolve_all_but(
+    db: impl PgExecutor<'_>,
+    tenant: Uuid,
+    kind: &str,
+    but: &[String],
+    by: &str,
+) -> Result<u64> {
+    Ok(crate::db::query(
+        "UPDATE notifications SET read_at = now(), read_by = $4
+          WHERE tenant_id = $1 AND kind = $2 AND read_at IS NULL AND NOT (cause = ANY ($3))",
+    )
+    .bind(tenant)
+    .bind(kind)
+    .bind(but)
+    .bind(by)
+    .execute(db)
+    .await?
+    .rows_affected())
+}
+
 /// Marks every unread notification (of `tenant`, when given) read by `by`; how many.
 pub async fn read_all(db: impl PgExecutor<'_>, tenant: Option<Uuid>, by: &str) -> Result<u64> {
     Ok(crate::db::query(
