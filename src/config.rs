@@ -280,6 +280,9 @@ pub struct AlertSettings {
     /// Seconds a kind's oldest ready job may wait before the queue is stalled
     /// (`queue_stalled`); 0: never said.
     pub stall_after_secs: u64,
+    /// Seconds a transaction, prepared transaction or replication slot may hold the
+    /// database's horizon before it is told (`horizon_held`); 0: never said.
+    pub xmin_held_after_secs: u64,
     /// Seconds between two looks (each worker process looks).
     pub check_every_secs: u64,
 }

@@ -1013,3 +1013,75 @@ async fn a_stalled_queue_is_told_once_per_episode_with_its_workers_and_resolved_
     stalls::check(&db.pool, five_minutes).await.unwrap();
     assert_eq!(told().await.len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_holding_the_horizon_is_told_by_name_and_resolved_when_it_ends() {
+    use copydesk::app::horizon;
+    use sqlx::Connection;
+    let db = test_db().await;
+    let after = std::time::Duration::from_secs(1);
+    // A report left open in REPEATABLE READ, as an analyst's tool would.
+    let mut report = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query("SET application_name = 'weekly-report'")
+        .execute(&mut report)
+        .await
+        .unwrap();
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut report)
+        .await
+        .unwrap();
+    sqlx::raw_sql("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM jobs;")
+        .execute(&mut report)
+        .await
+        .unwrap();
+    // Not yet past the threshold: nothing.
+    assert!(
+        horizon::check(&db.pool, std::time::Duration::from_secs(3600))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let found = horizon::check(&db.pool, after).await.unwrap();
+    let ours: Vec<_> = found.iter().filter(|h| h.pid == Some(pid)).collect();
+    assert_eq!(ours.len(), 1, "{found:?}");
+    assert_eq!(ours[0].application_name.as_deref(), Some("weekly-report"));
+    assert_eq!(ours[0].state.as_deref(), Some("idle in transaction"));
+    let told = || async {
+        sqlx::query_as::<_, (String, String, String, i32, Option<String>)>(
+            "SELECT severity, title, body, count, read_by FROM notifications
+              WHERE kind = 'horizon_held' AND cause = $1",
+        )
+        .bind(format!("pid:{pid}"))
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
+    };
+    let row = told().await;
+    assert_eq!(row.len(), 1);
+    let (severity, title, body, n, read_by) = &row[0];
+    assert_eq!(
+        (severity.as_str(), *n, read_by.as_deref()),
+        ("warning", 1, None)
+    );
+    assert!(
+        title.contains(&format!("pid {pid}")) && title.contains("weekly-report"),
+        "{title}"
+    );
+    assert!(title.contains("idle in transaction"), "{title}");
+    assert!(
+        body.contains("dead row versions") && body.contains("pg_terminate_backend"),
+        "{body}"
+    );
+    // Still held: the same row, counted.
+    horizon::check(&db.pool, after).await.unwrap();
+    assert_eq!(told().await[0].3, 2);
+    // It ends: resolved at the next look.
+    sqlx::query("COMMIT").execute(&mut report).await.unwrap();
+    let found = horizon::check(&db.pool, after).await.unwrap();
+    assert!(found.iter().all(|h| h.pid != Some(pid)), "{found:?}");
+    assert_eq!(
+        told().await[0].4.as_deref(),
+        Some("copydesk (the horizon moved again)")
+    );
+}

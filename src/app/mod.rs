@@ -5,6 +5,8 @@
 //! (`worker.rs`: the engine's workers, the periodic enqueues, the approvals applier and
 //! the HTTP endpoints).
 
+pub mod alerts;
+pub mod horizon;
 pub mod stalls;
 pub mod worker;
 

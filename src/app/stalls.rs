@@ -3,13 +3,14 @@
 //! in the `default` tenant), naming the kind, the wait, the live workers serving it
 //! and what to look at; repeats of one episode fold into its row with a count, and the
 //! row is resolved (marked read) at the first look that finds the kind moving again.
-//! Every worker process looks every `[alerts] check_every_secs`.
+//! Every worker process looks every `[alerts] check_every_secs` (`alerts::watch`).
 
 use std::time::Duration;
 
 use serde_json::json;
 
-use crate::{db::Db, domain::Severity, store};
+use super::alerts::{Condition, tell};
+use crate::{db::Db, store};
 
 /// The notification's kind.
 pub const KIND: &str = "queue_stalled";
@@ -46,34 +47,20 @@ pub async fn check(pool: &Db, stall_after: Duration) -> Result<Vec<Stall>, store
             });
         }
     }
-    for s in &stalls {
-        let (title, body) = words(s);
-        store::notifications::raise(
-            pool,
-            &store::notifications::New {
-                tenant: crate::domain::DEFAULT_TENANT,
-                project: None,
-                job: None,
-                severity: Severity::Warning,
-                kind: KIND,
-                cause: &s.kind,
-                title: &title,
-                body: &body,
+    let conditions: Vec<Condition> = stalls
+        .iter()
+        .map(|s| {
+            let (title, body) = words(s);
+            Condition {
+                cause: s.kind.clone(),
+                title,
+                body,
                 data: json!({"kind": s.kind, "waited_secs": s.waited_secs.round(),
                              "workers": s.workers}),
-            },
-        )
-        .await?;
-    }
-    let stalled: Vec<String> = stalls.iter().map(|s| s.kind.clone()).collect();
-    store::notifications::resolve_all_but(
-        pool,
-        crate::domain::DEFAULT_TENANT,
-        KIND,
-        &stalled,
-        "copydesk (the queue moved again)",
-    )
-    .await?;
+            }
+        })
+        .collect();
+    tell(pool, KIND, &conditions, "copydesk (the queue moved again)").await?;
     Ok(stalls)
 }
 
@@ -102,22 +89,4 @@ fn words(s: &Stall) -> (String, String) {
         )
     };
     (title, body)
-}
-
-/// Looks every `every` until the process ends.
-pub async fn watch(pool: Db, stall_after: Duration, every: Duration) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        match check(&pool, stall_after).await {
-            Ok(stalls) => {
-                for s in stalls {
-                    tracing::warn!(kind = %s.kind, waited_secs = s.waited_secs.round(),
-                        workers = s.workers, "a queue is stalled");
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "could not look for stalled queues"),
-        }
-    }
 }

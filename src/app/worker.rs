@@ -61,14 +61,12 @@ pub async fn run(
     let decisions_wake: Wake = Arc::new(Notify::new());
     let applier = (runs(BrandVoiceArgs::KIND) || runs(EvaluationArgs::KIND))
         .then(|| tokio::spawn(apply_decisions(runner.clone(), decisions_wake.clone())));
-    // Every process looks for stalled queues (its repeats fold into one warning).
-    let stalls = (settings.alerts.stall_after_secs > 0).then(|| {
-        tokio::spawn(super::stalls::watch(
-            runner.pool.clone(),
-            std::time::Duration::from_secs(settings.alerts.stall_after_secs),
-            std::time::Duration::from_secs(settings.alerts.check_every_secs.max(1)),
-        ))
-    });
+    // Every process looks for stalled queues and a held horizon (repeats fold into one
+    // warning each).
+    let alerts = tokio::spawn(super::alerts::watch(
+        runner.pool.clone(),
+        settings.alerts.clone(),
+    ));
     let http = opts.http.map(|addr| match opts.api.clone() {
         Some(api) => tokio::spawn(async move {
             let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -92,9 +90,7 @@ pub async fn run(
     if let Some(a) = applier {
         a.abort();
     }
-    if let Some(s) = stalls {
-        s.abort();
-    }
+    alerts.abort();
     if let Some(h) = http {
         h.abort();
     }
