@@ -1433,3 +1433,71 @@ async fn every_table_holding_a_tenants_rows_forces_row_security_with_a_tenant_po
     .await;
     assert_eq!(guarded, 3);
 }
+
+/// A channel or a subscription naming another tenant's project is refused by the
+/// database, by name, whoever writes it (the owner's CLI included), and nothing is
+/// written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_or_a_subscription_for_another_tenants_project_is_refused_by_name() {
+    let db = test_db().await;
+    let (ok, _, err) = copydesk(&db, &["tenants", "create", "acme", "--name", "Acme"]);
+    assert!(ok, "{err}");
+    let theirs: Uuid =
+        sqlx::query_scalar("INSERT INTO projects (name) VALUES ('default''s own') RETURNING id")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    let keys = copydesk::keys::Keys::generate();
+    let env = [("COPYDESK_FERNET_KEYS", keys.as_str())];
+    let project = theirs.to_string();
+    for args in [
+        vec![
+            "notifications",
+            "channels",
+            "add",
+            "webhook",
+            "https://hooks.example/x",
+            "--tenant",
+            "acme",
+            "--project",
+            &project,
+        ],
+        vec![
+            "events",
+            "subscribe",
+            "https://orders.example/x",
+            "--tenant",
+            "acme",
+            "--project",
+            &project,
+        ],
+    ] {
+        let (ok, _, err) = copydesk_at(&db.url, &env, &args);
+        assert!(!ok, "{args:?} was taken");
+        assert!(
+            err.contains("refers to project") && err.contains(&project),
+            "{err}"
+        );
+    }
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT (SELECT count(*) FROM notification_channels) + (SELECT count(*) FROM event_subscriptions)"
+        )
+        .await,
+        0
+    );
+    // Their own project is fine.
+    let (ok, _, err) = copydesk_at(
+        &db.url,
+        &env,
+        &[
+            "events",
+            "subscribe",
+            "https://orders.example/x",
+            "--project",
+            &project,
+        ],
+    );
+    assert!(ok, "{err}");
+}

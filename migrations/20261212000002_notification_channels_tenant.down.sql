@@ -1,0 +1,1 @@
+DROP TRIGGER IF EXISTS notification_channels_tenant ON notification_channels;
