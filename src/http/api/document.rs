@@ -23,8 +23,7 @@ use utoipa::openapi::{
     security::SecurityRequirement,
 };
 
-/// The content type of every error the API answers.
-pub const PROBLEM_JSON: &str = "application/problem+json";
+use super::problem::PROBLEM_JSON;
 
 /// Completes `doc` as the module says.
 pub fn complete(doc: &mut OpenApi) {
@@ -167,4 +166,34 @@ schema! {
         .schema_type(Type::String)
         .pattern(Some("\\S"))
         .build();
+}
+
+#[cfg(test)]
+mod tests {
+    use utoipa::PartialSchema;
+
+    use super::*;
+
+    fn words<S: PartialSchema>() -> Vec<String> {
+        serde_json::from_value(serde_json::to_value(S::schema()).unwrap()["enum"].clone()).unwrap()
+    }
+
+    /// The word lists written here for types of other modules are the words those
+    /// types read, each of them.
+    #[test]
+    fn the_documented_words_are_the_ones_the_api_reads() {
+        let bulk = words::<BulkAction>();
+        assert_eq!(bulk.len(), 2);
+        for w in &bulk {
+            serde_json::from_value::<copydesk_queue::ops::BulkAction>(serde_json::json!(w))
+                .unwrap_or_else(|e| panic!("{w}: {e}"));
+        }
+        let groups = words::<CostGroup>();
+        assert_eq!(groups.len(), 4);
+        for w in &groups {
+            serde_json::from_value::<crate::store::runs::CostGroup>(serde_json::json!(w))
+                .unwrap_or_else(|e| panic!("{w}: {e}"));
+        }
+        assert_eq!(words::<EventType>(), crate::store::events::TYPES);
+    }
 }

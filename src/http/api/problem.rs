@@ -14,6 +14,9 @@ use utoipa::ToSchema;
 
 use crate::{pipeline, publish, publish::eligibility::Ineligible, store};
 
+/// The content type of every error the API answers.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
 /// An RFC 9457 problem document.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Problem {
@@ -77,10 +80,9 @@ impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = (status, Json(self)).into_response();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         response
     }
 }
@@ -233,7 +235,7 @@ pub async fn errors_as_problems(
     let is_problem = res
         .headers()
         .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes() == b"application/problem+json");
+        .is_some_and(|v| v.as_bytes() == PROBLEM_JSON.as_bytes());
     if !(status.is_client_error() || status.is_server_error()) || is_problem {
         return res;
     }
