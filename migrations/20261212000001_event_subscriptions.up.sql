@@ -70,13 +70,15 @@ CREATE FUNCTION copydesk_emit(p_tenant uuid, p_project uuid, p_type text, p_data
     SET search_path TO 'public', 'pg_temp'
     AS $$
 DECLARE
-    eid uuid;
+    eid  uuid;
+    subs uuid[];
 BEGIN
-    IF NOT EXISTS (
-        SELECT 1 FROM event_subscriptions s
-         WHERE s.tenant_id = p_tenant
-           AND (s.project_id IS NULL OR s.project_id = p_project)
-           AND (s.events = '{}' OR p_type = ANY (s.events))) THEN
+    -- The subscriptions that take it, read once (most causes find none).
+    SELECT array_agg(s.id) INTO subs FROM event_subscriptions s
+     WHERE s.tenant_id = p_tenant
+       AND (s.project_id IS NULL OR s.project_id = p_project)
+       AND (s.events = '{}' OR p_type = ANY (s.events));
+    IF subs IS NULL THEN
         RETURN NULL;
     END IF;
     INSERT INTO events (tenant_id, project_id, type, data)
@@ -84,10 +86,7 @@ BEGIN
     RETURNING id INTO eid;
     WITH d AS (
         INSERT INTO event_deliveries (tenant_id, event_id, subscription_id)
-        SELECT p_tenant, eid, s.id FROM event_subscriptions s
-         WHERE s.tenant_id = p_tenant
-           AND (s.project_id IS NULL OR s.project_id = p_project)
-           AND (s.events = '{}' OR p_type = ANY (s.events))
+        SELECT p_tenant, eid, sub FROM unnest(subs) AS sub
         RETURNING id)
     INSERT INTO jobs (kind, input, tenant_id, project_id, max_attempts)
     SELECT 'deliver_event', jsonb_build_object('delivery_id', d.id), p_tenant, p_project, 8 FROM d;

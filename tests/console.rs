@@ -997,9 +997,16 @@ async fn the_events_page_lists_the_tenants_subscriptions_and_their_deliveries_on
         .fetch_one(&db.pool)
         .await
         .unwrap();
-    store::events::record_attempt(&db.pool, delivery, Some(503), "busy, try later", false)
-        .await
-        .unwrap();
+    store::notifications::record_attempt_in(
+        &db.pool,
+        store::notifications::Deliveries::Events,
+        delivery,
+        Some(503),
+        "busy, try later",
+        false,
+    )
+    .await
+    .unwrap();
     let ana = format!(
         "copydesk_session={}",
         token(&db, DEFAULT_TENANT, "ana", TokenRole::Viewer).await

@@ -151,15 +151,9 @@ pub async fn run(
         }
         EventsCommand::Unsubscribe { id } => {
             let mut tx = pool.begin().await?;
-            let Some(tenant) = store::events::subscriptions(&mut *tx, None)
-                .await?
-                .into_iter()
-                .find(|s| s.id == id)
-                .map(|s| s.tenant_id)
-            else {
+            let Some(tenant) = store::events::unsubscribe(&mut *tx, id).await? else {
                 anyhow::bail!("no event subscription {id}");
             };
-            store::events::unsubscribe(&mut *tx, id).await?;
             store::audit::record(
                 &mut *tx,
                 &store::audit::Entry {

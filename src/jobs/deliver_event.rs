@@ -17,7 +17,7 @@ use super::{
 };
 use crate::{
     domain::DeliveryStatus,
-    store::{self, events::Delivery},
+    store::{self, events::Delivery, notifications::Deliveries},
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -57,27 +57,16 @@ pub async fn run(ctx: Ctx, args: DeliverEventArgs) -> Result<Outcome, JobError> 
     if d.status == DeliveryStatus::Delivered {
         return Ok(Outcome::done_with(json!({"delivered": true})));
     }
+    let body = serde_json::to_vec(&message(&d)).expect("JSON values serialise");
+    let (id, delivery, kind) = (message_id(d.event_id), d.id, d.kind);
     let webhook = Sealed {
         owner: format!("event subscription {}", d.subscription_id),
-        target: d.target.clone(),
-        url: d.url.clone(),
-        secret: d.secret.clone(),
+        target: d.target,
+        url: d.url,
+        secret: d.secret,
     };
-    let body = serde_json::to_vec(&message(&d)).expect("JSON values serialise");
-    let attempt = post_sealed(&ctx, &webhook, &message_id(d.event_id), body).await?;
-    store::events::record_attempt(
-        &ctx.pool,
-        d.id,
-        attempt.status,
-        &attempt.answer,
-        attempt.error.is_none(),
-    )
-    .await
-    .retryable()?;
-    match attempt.error {
-        None => Ok(Outcome::done_with(
-            json!({"delivered": true, "status": attempt.status, "type": d.kind}),
-        )),
-        Some(e) => Err(e),
-    }
+    post_sealed(&ctx, &webhook, &id, body)
+        .await?
+        .recorded(&ctx, Deliveries::Events, delivery, json!({"type": kind}))
+        .await
 }

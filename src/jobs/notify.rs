@@ -22,7 +22,10 @@ use super::Ctx;
 use crate::{
     domain::{ChannelKind, DeliveryStatus},
     fetch::{FetchError, Fetcher},
-    store::{self, notifications::Delivery},
+    store::{
+        self,
+        notifications::{Deliveries, Delivery},
+    },
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -142,20 +145,41 @@ pub async fn run(ctx: Ctx, args: NotifyArgs) -> Result<Outcome, JobError> {
         ChannelKind::Email => email(&ctx, &d).await,
         ChannelKind::Webhook => webhook(&ctx, &d).await?,
     };
-    store::notifications::record_attempt(
-        &ctx.pool,
-        d.id,
-        attempt.status,
-        &attempt.answer,
-        attempt.error.is_none(),
-    )
-    .await
-    .retryable()?;
-    match attempt.error {
-        None => Ok(Outcome::done_with(
-            json!({"delivered": true, "status": attempt.status}),
-        )),
-        Some(e) => Err(e),
+    attempt
+        .recorded(&ctx, Deliveries::Notifications, d.id, json!({}))
+        .await
+}
+
+impl Attempt {
+    /// Records the attempt on its delivery (in `table`), then ends the job: done with
+    /// `{"delivered", "status"}` and `more`, or the attempt's error (retried).
+    pub(crate) async fn recorded(
+        self,
+        ctx: &Ctx,
+        table: Deliveries,
+        delivery: uuid::Uuid,
+        more: Value,
+    ) -> Result<Outcome, JobError> {
+        store::notifications::record_attempt_in(
+            &ctx.pool,
+            table,
+            delivery,
+            self.status,
+            &self.answer,
+            self.error.is_none(),
+        )
+        .await
+        .retryable()?;
+        match self.error {
+            None => {
+                let mut out = json!({"delivered": true, "status": self.status});
+                if let (Some(out), Value::Object(more)) = (out.as_object_mut(), more) {
+                    out.extend(more);
+                }
+                Ok(Outcome::done_with(out))
+            }
+            Some(e) => Err(e),
+        }
     }
 }
 

@@ -108,14 +108,27 @@ pub async fn subscriptions(
     .await?)
 }
 
-/// Removes a subscription (its pending deliveries go with it); false when there was none.
-pub async fn unsubscribe(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool> {
-    let n = crate::db::query("DELETE FROM event_subscriptions WHERE id = $1")
+/// Removes a subscription (its pending deliveries go with it): its tenant, or `None`
+/// when there was none.
+pub async fn unsubscribe(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Uuid>> {
+    Ok(
+        crate::db::query_scalar(
+            "DELETE FROM event_subscriptions WHERE id = $1 RETURNING tenant_id",
+        )
         .bind(id)
-        .execute(db)
-        .await?
-        .rows_affected();
-    Ok(n > 0)
+        .fetch_optional(db)
+        .await?,
+    )
+}
+
+/// Whether a subscription exists (that `db` may see).
+pub async fn exists(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool> {
+    Ok(
+        crate::db::query_scalar("SELECT EXISTS (SELECT 1 FROM event_subscriptions WHERE id = $1)")
+            .bind(id)
+            .fetch_one(db)
+            .await?,
+    )
 }
 
 /// One delivery as listings show it.
@@ -184,26 +197,6 @@ pub async fn delivery(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Delive
     .bind(id)
     .fetch_optional(db)
     .await?)
-}
-
-/// Records one attempt of a delivery: the receiver's status (none: unreachable) and
-/// answer, and whether it took it.
-pub async fn record_attempt(
-    db: impl PgExecutor<'_>,
-    id: Uuid,
-    answer_status: Option<u16>,
-    answer: &str,
-    delivered: bool,
-) -> Result<()> {
-    super::notifications::record_attempt_in(
-        db,
-        super::notifications::Deliveries::Events,
-        id,
-        answer_status,
-        answer,
-        delivered,
-    )
-    .await
 }
 
 /// Deletes (or with `dry_run`, counts) the events older than `days` none of whose

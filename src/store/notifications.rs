@@ -333,37 +333,17 @@ pub async fn delivery(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Delive
     .await?)
 }
 
-/// Records one attempt of a delivery: the receiver's status (none: unreachable) and
-/// answer, and whether it took it.
-pub async fn record_attempt(
-    db: impl PgExecutor<'_>,
-    id: Uuid,
-    answer_status: Option<u16>,
-    answer: &str,
-    delivered: bool,
-) -> Result<()> {
-    record_attempt_in(
-        db,
-        Deliveries::Notifications,
-        id,
-        answer_status,
-        answer,
-        delivered,
-    )
-    .await
-}
-
 /// The two tables of deliveries: a notification's to a channel, an event's to a
 /// subscription.
 #[derive(Debug, Clone, Copy)]
-pub(super) enum Deliveries {
+pub enum Deliveries {
     Notifications,
     Events,
 }
 
-/// Records one attempt of a delivery in its table (its answer kept to 2,000
-/// characters).
-pub(super) async fn record_attempt_in(
+/// Records one attempt of a delivery in its table: the receiver's status (none:
+/// unreachable) and answer (kept to 2,000 characters), and whether it took it.
+pub async fn record_attempt_in(
     db: impl PgExecutor<'_>,
     table: Deliveries,
     id: Uuid,

@@ -128,7 +128,7 @@ async fn unsubscribe(
 ) -> Result<StatusCode, Problem> {
     caller.require(TokenRole::Admin)?;
     let mut tx = caller.begin(&state).await?;
-    if !store::events::unsubscribe(&mut *tx, id).await? {
+    if store::events::unsubscribe(&mut *tx, id).await?.is_none() {
         return Err(Problem::not_found(format!("no event subscription {id}")));
     }
     audit(
@@ -147,7 +147,7 @@ async fn unsubscribe(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveriesQuery {
-    /// At most this many, newest first (default 50).
+    /// At most this many, newest first, 1 to 500 (default 50).
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
 }
@@ -164,18 +164,13 @@ async fn list_deliveries(
     query: Result<Query<DeliveriesQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Vec<store::events::DeliveryRow>>, Problem> {
     let Query(q) = query?;
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=500).contains(&limit) {
-        return Err(Problem::bad_request(format!(
-            "limit {limit} is out of range: 1 to 500"
-        )));
+    let limit = super::page::PageQuery {
+        cursor: None,
+        limit: q.limit,
     }
+    .limit()?;
     let mut tx = caller.begin(&state).await?;
-    let known = store::events::subscriptions(&mut *tx, None)
-        .await?
-        .iter()
-        .any(|s| s.id == id);
-    if !known {
+    if !store::events::exists(&mut *tx, id).await? {
         return Err(Problem::not_found(format!("no event subscription {id}")));
     }
     let rows = store::events::deliveries(&mut *tx, Some(id), limit).await?;
