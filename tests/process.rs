@@ -146,8 +146,34 @@ async fn a_job_whose_worker_is_killed_is_rescued_after_its_lease_and_completes()
 async fn sigterm_lets_jobs_in_flight_finish_and_exits_zero() {
     let db = test_db().await;
     let ids = enqueue(&db, vec![NewJob::new("noop", json!({"sleep_ms": 1500})); 3]).await;
-    let mut w = spawn_worker(&db, &["--kinds", "noop", "--no-scheduler"], &[]);
-    wait_running(&db.pool, 3, Duration::from_secs(20)).await;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let http = format!("127.0.0.1:{port}");
+    let mut w = spawn_worker(
+        &db,
+        &["--kinds", "noop", "--no-scheduler", "--http", &http],
+        &[],
+    );
+    // In flight means started, not only claimed: a job claimed a moment before the
+    // signal and not yet begun is given back instead (without spending an attempt).
+    // Each start records its wait, so /metrics counts the jobs begun.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::new();
+    wait_for(Duration::from_secs(20), "three jobs begun", || async {
+        let Ok(res) = client.get(format!("http://{http}/metrics")).send().await else {
+            return false;
+        };
+        let text = res.text().await.unwrap_or_default();
+        let begun: f64 = text
+            .lines()
+            .filter(|l| l.starts_with("copydesk_job_wait_seconds_count"))
+            .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+            .sum();
+        begun >= 3.0
+    })
+    .await;
     signal(&w, Signal::SIGTERM);
     let status = wait_exit(&mut w, Duration::from_secs(20));
     assert!(status.success(), "{status:?}");
