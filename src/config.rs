@@ -344,6 +344,10 @@ pub struct HttpSettings {
 pub struct LogSettings {
     pub filter: String,
     pub format: String,
+    /// Where to export traces over OTLP/HTTP (a base URL, as
+    /// OTEL_EXPORTER_OTLP_ENDPOINT); empty: the OTEL_* variables decide.
+    #[serde(default)]
+    pub otlp_endpoint: String,
 }
 
 /// `[llm]`

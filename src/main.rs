@@ -16,7 +16,19 @@ async fn main() -> std::process::ExitCode {
     }
     copydesk::telemetry::init(&log);
     let mut out = std::io::stdout();
-    match copydesk::cli::run(cli, &mut out).await {
+    // A TRACEPARENT in the environment (as a traced script passes it on) is the trace
+    // of the jobs this command enqueues.
+    let trace = std::env::var("TRACEPARENT").ok().and_then(|tp| {
+        copydesk_queue::trace::TraceContext::parse(
+            tp.trim(),
+            std::env::var("TRACESTATE").ok().as_deref(),
+        )
+    });
+    let ran = copydesk_queue::trace::scope(trace, copydesk::cli::run(cli, &mut out)).await;
+    tokio::task::spawn_blocking(copydesk::telemetry::shutdown)
+        .await
+        .ok();
+    match ran {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

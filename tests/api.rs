@@ -5,12 +5,7 @@
 
 mod common;
 
-use std::{
-    io::{BufRead, BufReader},
-    process::Stdio,
-    sync::Arc,
-    time::Duration,
-};
+use std::{process::Stdio, sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -1095,37 +1090,6 @@ async fn the_openapi_document_describes_every_route() {
         doc.body["components"]["schemas"]["TokenRole"]["enum"],
         json!(["viewer", "approver", "operator", "admin"])
     );
-}
-
-/// Starts `copydesk serve` on a free port against the database at `url`: the process
-/// (killed when dropped, so a failing assertion leaves no server behind), its stdout
-/// after the line naming the address, and the base URL.
-fn serve_process(
-    url: &str,
-    env: &[(&str, &str)],
-    stderr: Stdio,
-) -> (Proc, BufReader<std::process::ChildStdout>, String) {
-    let mut child = Proc(
-        std::process::Command::new(env!("CARGO_BIN_EXE_copydesk"))
-            .args(["serve", "--http", "127.0.0.1:0"])
-            .env("DATABASE_URL", url)
-            .env("RUST_LOG", "debug,sqlx=warn,hyper=info,h2=info")
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .unwrap(),
-    );
-    let mut line = String::new();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    stdout.read_line(&mut line).unwrap();
-    let base = line
-        .split_whitespace()
-        .find_map(|w| w.strip_suffix("/api/v1"))
-        .filter(|u| u.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_owned();
-    (child, stdout, base)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,6 +25,9 @@ const STORE: &str = "<html><head><title>Linen &amp; Loom</title></head><body>
 <p>Every shirt is cut to last a decade, and we repair what we sell, for free.</p>
 <li>Natural dyes</li><li>Free repairs</li></body></html>";
 
+/// The trace a service began, as its `traceparent` header would carry it.
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
 async fn store() -> MockServer {
     let server = MockServer::start().await;
     Mock::given(method("GET"))
@@ -62,13 +65,27 @@ async fn three_channels_reach_approval_and_sql_approvals_enqueue_one_publication
     let db = test_db().await;
     let site = store().await;
     let p = project(&db, "linen").await;
-    let mut conn = db.pool.acquire().await.unwrap();
-    let start = NewJob::new(
-        "brand_voice_analysis",
-        json!({"store_url": site.uri(), "pipeline": {"channels": ["blog", "linkedin", "x"], "topic": "Why linen lasts"}}),
-    )
-    .project(p);
-    queue::enqueue(&mut conn, &catalog(), &start).await.unwrap();
+    let input = json!({"store_url": site.uri(), "pipeline": {"channels": ["blog", "linkedin", "x"], "topic": "Why linen lasts"}});
+    // Another service starts it by plain SQL, in a trace of its own. A traceparent that
+    // is not W3C is refused by name.
+    let insert = |traceparent: &'static str| {
+        sqlx::query(
+            "INSERT INTO jobs (kind, project_id, input, traceparent, tracestate)
+             VALUES ('brand_voice_analysis', $1, $2, $3, 'shop=checkout')",
+        )
+        .bind(p)
+        .bind(&input)
+        .bind(traceparent)
+        .execute(&db.pool)
+    };
+    let refused = insert("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01")
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("jobs_traceparent_w3c"),
+        "{refused}"
+    );
+    insert(TRACEPARENT).await.unwrap();
     // Two worker processes' worth of workers, racing for the same rows.
     let (s1, w1) = worker(&db);
     let (s2, w2) = worker(&db);
@@ -179,6 +196,32 @@ async fn three_channels_reach_approval_and_sql_approvals_enqueue_one_publication
         .await,
         0
     );
+    // Every follow-up, whether a worker or an approval by plain SQL enqueued it, is in
+    // the trace that started the pipeline (this process exports none, so each carries
+    // the first traceparent as it was).
+    let traces: Vec<(String, Option<String>, Option<String>, i64)> = sqlx::query_as(
+        "SELECT kind, traceparent, tracestate, count(*) FROM jobs GROUP BY 1, 2, 3 ORDER BY 1",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let ours = |kind: &str, n: i64| {
+        (
+            kind.to_string(),
+            Some(TRACEPARENT.to_string()),
+            Some("shop=checkout".to_string()),
+            n,
+        )
+    };
+    assert_eq!(
+        traces,
+        vec![
+            ours("brand_voice_analysis", 1),
+            ours("draft_generation", 6),
+            ours("evaluation", 6),
+            ours("publishing", 3)
+        ]
+    );
     s1.send(()).unwrap();
     s2.send(()).unwrap();
     w1.await.unwrap().unwrap();
@@ -277,7 +320,9 @@ impl wiremock::Respond for Agents {
         };
         ResponseTemplate::new(200).set_body_json(json!({
             "model": body["model"], "choices": [{"finish_reason": "stop", "message": {"content": content}}],
-            "usage": {"prompt_tokens": 100, "completion_tokens": 20, "cost": 0.001}
+            "usage": {"prompt_tokens": 100, "completion_tokens": 20, "cost": 0.001,
+                      "prompt_tokens_details": {"cached_tokens": 60},
+                      "completion_tokens_details": {"reasoning_tokens": 8}}
         }))
     }
 }
@@ -581,4 +626,316 @@ async fn a_decision_that_cannot_be_applied_fails_alone_and_says_why() {
         shown["last_error"].as_str().unwrap().contains("tiktok"),
         "{shown}"
     );
+}
+
+/// One exported span, as an OTLP receiver reads it.
+#[derive(Debug, Clone)]
+struct Seen {
+    trace: String,
+    id: String,
+    parent: String,
+    name: String,
+    /// OTLP's SpanKind: 2 server, 3 client, 5 consumer.
+    kind: i32,
+    attrs: std::collections::BTreeMap<String, String>,
+}
+
+impl Seen {
+    fn attr(&self, key: &str) -> &str {
+        self.attrs.get(key).map_or("", String::as_str)
+    }
+}
+
+type Received = std::sync::Arc<std::sync::Mutex<Vec<Seen>>>;
+
+/// An OTLP/HTTP receiver (protobuf, `POST /v1/traces`), as a collector runs one.
+async fn otlp_receiver() -> (String, Received) {
+    use opentelemetry_proto::tonic::{
+        collector::trace::v1::ExportTraceServiceRequest, common::v1::any_value::Value as Any,
+    };
+    use prost::Message;
+    let seen = Received::default();
+    let store = seen.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let store = store.clone();
+            async move {
+                let req = ExportTraceServiceRequest::decode(body).expect("an OTLP trace export");
+                let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+                let mut seen = store.lock().unwrap();
+                for span in req
+                    .resource_spans
+                    .iter()
+                    .flat_map(|r| &r.scope_spans)
+                    .flat_map(|s| &s.spans)
+                {
+                    let attrs = span
+                        .attributes
+                        .iter()
+                        .map(|kv| {
+                            let v = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                                Some(Any::StringValue(s)) => s.clone(),
+                                Some(Any::IntValue(i)) => i.to_string(),
+                                Some(Any::DoubleValue(d)) => d.to_string(),
+                                Some(Any::BoolValue(b)) => b.to_string(),
+                                other => format!("{other:?}"),
+                            };
+                            (kv.key.clone(), v)
+                        })
+                        .collect();
+                    seen.push(Seen {
+                        trace: hex(&span.trace_id),
+                        id: hex(&span.span_id),
+                        parent: hex(&span.parent_span_id),
+                        name: span.name.clone(),
+                        kind: span.kind,
+                        attrs,
+                    });
+                }
+                (
+                    [("content-type", "application/x-protobuf")],
+                    Vec::<u8>::new(),
+                )
+            }
+        }),
+    );
+    let addr = serve(app).await;
+    (format!("http://{addr}"), seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_trace_holds_a_pipeline_from_the_request_to_the_post() {
+    use copydesk::{domain::Platform, keys::Keys, publish::integrations, store};
+    let db = test_db().await;
+    let site = store().await;
+    let llm = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(Agents)
+        .mount(&llm)
+        .await;
+    let fake = copydesk::demo::platforms::FakePlatforms::start()
+        .await
+        .unwrap();
+    let keys = Keys::generate();
+    let p = project(&db, "linen").await;
+    let (creds, meta) = fake.integration(Platform::Wordpress);
+    integrations::connect(
+        &db.pool,
+        &Keys::parse(&keys).unwrap(),
+        p,
+        Platform::Wordpress,
+        &creds,
+        &meta,
+        "test",
+    )
+    .await
+    .unwrap();
+    let mut tx = db.pool.begin().await.unwrap();
+    let (_, token) = store::tokens::create(
+        &mut tx,
+        copydesk::domain::DEFAULT_TENANT,
+        "shop-service",
+        copydesk::domain::TokenRole::Operator,
+        None,
+        "test",
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    let (collector, spans) = otlp_receiver().await;
+    let llm_url = llm.uri();
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ("COPYDESK_LLM_BASE_URL", llm_url.as_str()),
+        ("COPYDESK_FERNET_KEYS", keys.as_str()),
+        ("COPYDESK__FETCH__ALLOW_LOOPBACK", "true"),
+        ("COPYDESK__PIPELINE__APPROVE_BRAND_VOICE", "false"),
+        ("COPYDESK__PIPELINE__APPROVE_DRAFTS", "false"),
+    ];
+    let (_server, _stdout, base) = serve_process(&db.url, &env, std::process::Stdio::null());
+    let mut worker = spawn_worker(&db, &[], &env);
+
+    // The shop's service starts the pipeline inside its own trace.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let started = reqwest::Client::new()
+        .post(format!("{base}/api/v1/pipelines"))
+        .bearer_auth(token.expose())
+        .header("traceparent", TRACEPARENT)
+        .header("tracestate", "shop=checkout")
+        .json(
+            &json!({"project_id": p, "store_url": site.uri(), "channels": ["blog"],
+                      "topic": "Why linen lasts"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 201, "{}", started.text().await.unwrap());
+    wait_for(Duration::from_secs(60), "the post", || async {
+        count(
+            &db.pool,
+            "SELECT count(*) FROM jobs WHERE kind = 'publishing' AND status = 'done'",
+        )
+        .await
+            == 1
+    })
+    .await;
+    // A stopped worker sends what it still holds.
+    signal(&worker, nix::sys::signal::Signal::SIGTERM);
+    assert!(wait_exit(&mut worker, Duration::from_secs(30)).success());
+    let names = || {
+        let names: Vec<String> = spans
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| s.name.clone())
+            .collect();
+        names
+    };
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !names().iter().any(|n| n == "post wordpress") {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no post span in 10 s: {:?}", names()));
+
+    let trace_id = &TRACEPARENT[3..35];
+    let all = spans.lock().unwrap().clone();
+    let ours: Vec<&Seen> = all.iter().filter(|s| s.trace == trace_id).collect();
+    let by_id: std::collections::HashMap<&str, &Seen> =
+        ours.iter().map(|s| (s.id.as_str(), *s)).collect();
+    let one = |name: &str| -> &Seen {
+        let found: Vec<&&Seen> = ours.iter().filter(|s| s.name == name).collect();
+        assert_eq!(found.len(), 1, "one {name:?} span: {ours:#?}");
+        found[0]
+    };
+    // Each span's ancestors within the trace, nearest first.
+    let ancestors = |s: &Seen| -> Vec<String> {
+        let mut names = Vec::new();
+        let mut at = s.parent.as_str();
+        while let Some(p) = by_id.get(at) {
+            names.push(p.name.clone());
+            at = p.parent.as_str();
+        }
+        names
+    };
+
+    // The request: a server span, the child of the service's own span.
+    let request = one("POST /api/v1/pipelines");
+    assert_eq!(
+        (request.kind, request.parent.as_str()),
+        (2, &TRACEPARENT[36..52])
+    );
+    assert_eq!(request.attr("http.response.status_code"), "201");
+
+    // Every job is in the trace, and its run is a consumer span under the request.
+    let jobs: Vec<(Uuid, String, String)> =
+        sqlx::query_as("SELECT id, kind, traceparent FROM jobs ORDER BY created_at")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    let kinds: Vec<&str> = jobs.iter().map(|j| j.1.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "brand_voice_analysis",
+            "draft_generation",
+            "evaluation",
+            "publishing"
+        ]
+    );
+    for (id, kind, traceparent) in &jobs {
+        assert_eq!(&traceparent[3..35], trace_id, "{kind}");
+        let run = one(&format!("process {kind}"));
+        assert_eq!(run.kind, 5, "{run:?}");
+        assert_eq!(run.attr("messaging.message.id"), id.to_string());
+        assert_eq!(run.attr("messaging.destination.name"), kind);
+        assert_eq!(run.attr("copydesk.job.outcome"), "done");
+        assert_eq!(run.attr("copydesk.project_id"), p.to_string());
+        assert_eq!(run.attr("attempt"), "1");
+        assert_eq!(
+            ancestors(run).last().map(String::as_str),
+            Some(request.name.as_str()),
+            "{kind}: {:?}",
+            ancestors(run)
+        );
+    }
+    // A follow-up's run is the child of the run that enqueued it (in its handler, or in
+    // the writes of its finish: the publication).
+    assert_eq!(
+        ancestors(one("process publishing"))[..3],
+        [
+            "process evaluation",
+            "process draft_generation",
+            "process brand_voice_analysis"
+        ]
+    );
+
+    // One span per model call, as the GenAI conventions describe a chat, each under the
+    // run that made it; as many as the runs rows say were made.
+    let calls: Vec<&&Seen> = ours
+        .iter()
+        .filter(|s| s.name.starts_with("chat "))
+        .collect();
+    let made = count(
+        &db.pool,
+        "SELECT count(*) FROM runs WHERE agent <> 'publisher'",
+    )
+    .await;
+    assert_eq!(calls.len() as i64, made, "{calls:#?}");
+    assert!(made >= 3, "{made}");
+    for call in &calls {
+        assert_eq!(call.kind, 3);
+        assert_eq!(call.attr("gen_ai.operation.name"), "chat");
+        assert_eq!(
+            call.name,
+            format!("chat {}", call.attr("gen_ai.request.model"))
+        );
+        assert_eq!(call.attr("gen_ai.usage.input_tokens"), "100");
+        assert_eq!(call.attr("gen_ai.usage.output_tokens"), "20");
+        assert_eq!(call.attr("gen_ai.usage.cache_read.input_tokens"), "60");
+        assert_eq!(call.attr("gen_ai.usage.reasoning.output_tokens"), "8");
+        assert_eq!(call.attr("copydesk.cost_usd"), "0.001");
+        assert_eq!(call.attr("server.address"), "127.0.0.1");
+        assert!(ancestors(call)[0].starts_with("process "), "{call:?}");
+    }
+    assert!(
+        calls.iter().any(|c| c.attr("gen_ai.output.type") == "json"
+            && !c.attr("copydesk.structured_mode").is_empty()),
+        "a structured call says its mode: {calls:#?}"
+    );
+
+    // The post, and the platform call that made it, under the publishing run.
+    let post = one("post wordpress");
+    assert_eq!(ancestors(post)[0], "process publishing");
+    let url: String =
+        sqlx::query_scalar("SELECT data->>'url' FROM artifacts WHERE kind = 'publication'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(post.attr("copydesk.post.url"), url);
+    let call = one("POST /wp/v2/posts");
+    assert_eq!(call.kind, 3);
+    assert_eq!(call.parent, post.id);
+    assert_eq!(call.attr("http.response.status_code"), "201");
+    assert_eq!(call.attr("copydesk.platform"), "wordpress");
+    // Nothing of the token went into a span.
+    let everything = format!("{all:?}");
+    assert!(!everything.contains(token.expose()));
+    for (_, secret) in creds.as_object().unwrap() {
+        if let Some(secret) = secret.as_str().filter(|s| s.len() > 6) {
+            assert!(!everything.contains(secret), "a credential in a span");
+        }
+    }
+    if std::env::var_os("COPYDESK_PRINT_TRACE").is_some() {
+        for s in &ours {
+            println!(
+                "{:<32} {} parent {} kind {} {:?}",
+                s.name, s.id, s.parent, s.kind, s.attrs
+            );
+        }
+    }
 }

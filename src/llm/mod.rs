@@ -17,6 +17,8 @@
 //! it back with no request, no reservation, no limit taken and no `runs` row. Errors are
 //! this layer's own ([`Error`]); handlers map them to job errors.
 
+use tracing::Instrument;
+
 mod accounting;
 pub mod dialect;
 mod memory;
@@ -588,6 +590,15 @@ impl Llm {
             started: Instant::now(),
             reservation,
         };
+        let host = url::Url::parse(base_url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned));
+        let span = crate::telemetry::model_span(
+            dialect.as_str(),
+            host.as_deref(),
+            model,
+            mode.map(|m| m.as_str()),
+        );
         let sent = openai::send(
             &self.http,
             &self.cfg,
@@ -596,7 +607,30 @@ impl Llm {
             request,
             mode.is_some(),
         )
+        .instrument(span.clone())
         .await;
+        match &sent {
+            Ok(c) => {
+                let (cost, _) = self.cost(&c.usage, [c.model.as_deref().unwrap_or(model), model]);
+                crate::telemetry::model_answered(
+                    &span,
+                    c.model.as_deref(),
+                    &c.finish_reason,
+                    &c.usage,
+                    cost,
+                );
+            }
+            Err(f) => crate::telemetry::span_failed(
+                &span,
+                match f {
+                    Failure::ModeRefused(_) => "mode_refused",
+                    Failure::Unavailable { .. } => "unavailable",
+                    Failure::Throttled { .. } => "throttled",
+                    Failure::Refused(_) => "refused",
+                    Failure::Malformed { .. } => "malformed",
+                },
+            ),
+        }
         // What the server says the call used, when it says (a throttled or
         // failed request leaves the estimate standing).
         let used = match &sent {

@@ -52,6 +52,19 @@ pub enum CallError {
 
 impl CallError {
     /// The request may have been applied; no wait was asked for.
+    /// The kind of failure, as a trace's `error.type` says it.
+    pub fn kind_label(&self) -> &'static str {
+        match self {
+            Self::NotSent(_) => "not_sent",
+            Self::Unknown { .. } => "unknown",
+            Self::Throttled { .. } => "throttled",
+            Self::TokenRefused(_) => "token_refused",
+            Self::Auth(_) => "auth",
+            Self::Rejected(_) => "rejected",
+            Self::Duplicate(_) => "duplicate",
+        }
+    }
+
     pub fn unknown(message: impl Into<String>) -> Self {
         Self::Unknown {
             message: message.into(),

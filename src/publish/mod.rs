@@ -212,8 +212,18 @@ impl Ctx {
     /// Sends one request, classifies the answer and writes a `runs` row for it.
     /// `op` names the call in runs rows and errors (e.g. `POST /wp/v2/posts`).
     pub async fn send(&self, op: &str, req: reqwest::RequestBuilder) -> Result<Reply, CallError> {
+        use tracing::Instrument;
         let started = Instant::now();
-        let result = match req.send().await {
+        let (client, req) = req.build_split();
+        let req = match req {
+            Ok(req) => req,
+            Err(e) => {
+                let e = errors::transport(&e).redacted(&self.creds);
+                return Err(e.context(op));
+            }
+        };
+        let span = crate::telemetry::platform_call_span(self.platform().as_str(), op, req.url());
+        let result = match client.execute(req).instrument(span.clone()).await {
             Err(e) => Err(errors::transport(&e)),
             Ok(res) => {
                 let status = res.status().as_u16();
@@ -243,6 +253,16 @@ impl Ctx {
             }
         };
         let result = result.map_err(|e| e.redacted(&self.creds));
+        match &result {
+            Ok(r) => crate::telemetry::describe(
+                &span,
+                vec![opentelemetry::KeyValue::new(
+                    "http.response.status_code",
+                    i64::from(r.status),
+                )],
+            ),
+            Err(e) => crate::telemetry::span_failed(&span, e.kind_label()),
+        }
         let ms = started.elapsed().as_millis().min(i32::MAX as u128) as i32;
         self.record(op, ms, result.as_ref().err()).await;
         match &result {

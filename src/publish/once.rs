@@ -78,10 +78,41 @@ impl Once<'_> {
     /// Posts unless an earlier attempt of this job already did: the post as sent, or
     /// the job's error (wait for a limit, retry later, or fail saying what to do).
     pub async fn post(&self) -> Result<Delivered, JobError> {
-        if let Some(done) = self.earlier_attempts().await? {
-            return Ok(done);
+        use tracing::Instrument;
+        let span = crate::telemetry::post_span(
+            self.pctx.integration.platform.as_str(),
+            self.artifact,
+            self.pctx.integration.id,
+        );
+        let delivered = async {
+            if let Some(done) = self.earlier_attempts().await? {
+                return Ok(done);
+            }
+            self.post_once().await
         }
-        self.post_once().await
+        .instrument(span.clone())
+        .await;
+        match &delivered {
+            Ok(d) => crate::telemetry::describe(
+                &span,
+                vec![
+                    opentelemetry::KeyValue::new(
+                        "copydesk.post.external_id",
+                        d.published.external_id.clone(),
+                    ),
+                    opentelemetry::KeyValue::new("copydesk.post.url", d.published.url.clone()),
+                ],
+            ),
+            Err(e) => crate::telemetry::span_failed(
+                &span,
+                match (e.wait, e.retry) {
+                    (Some(_), _) => "waiting",
+                    (None, Some(_)) => "retry",
+                    (None, None) => "failed",
+                },
+            ),
+        }
+        delivered
     }
 
     /// What earlier attempts of this job left: a recorded post finishes the job with it; a

@@ -270,6 +270,8 @@ mod tests {
             run_at: t(secs),
             created_at: t(secs),
             locked_by: "w".into(),
+            traceparent: None,
+            tracestate: None,
         }
     }
 

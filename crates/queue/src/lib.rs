@@ -43,6 +43,7 @@ pub mod schema;
 mod sql;
 pub mod steps;
 pub mod text;
+pub mod trace;
 pub mod worker;
 
 use std::collections::BTreeMap;
@@ -137,6 +138,10 @@ pub struct NewJob {
     pub run_at: Option<DateTime<Utc>>,
     pub max_attempts: Option<i32>,
     pub idempotency_key: Option<String>,
+    /// The trace the job belongs to. Set when the job is built inside a job's handler
+    /// (that run's trace); otherwise the parent's, or the caller's (see [`trace`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<trace::TraceContext>,
     /// Values for columns the application added to `jobs`, by column name, as JSON the
     /// column's type reads (`jsonb_populate_record`); a column not named is NULL, as it
     /// would be for an `INSERT` that leaves it out.
@@ -150,6 +155,7 @@ impl NewJob {
         Self {
             kind: kind.into(),
             input,
+            trace: trace::in_job(),
             ..Self::default()
         }
     }
@@ -195,6 +201,11 @@ impl NewJob {
         self.idempotency_key = Some(key.into());
         self
     }
+    /// The trace this job belongs to, in place of the one it would find (see [`trace`]).
+    pub fn trace(mut self, trace: impl Into<Option<trace::TraceContext>>) -> Self {
+        self.trace = trace.into();
+        self
+    }
 }
 
 /// What an enqueue did: a new row, or the existing row with the same idempotency key.
@@ -231,6 +242,9 @@ pub struct Job {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
+    /// The W3C trace context the job belongs to (see [`trace`]).
+    pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
 }
 
 /// A job as its worker holds it after the claim: what the handler needs, plus the lease
@@ -250,6 +264,15 @@ pub struct ClaimedJob {
     pub run_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
     pub locked_by: String,
+    pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
+}
+
+impl ClaimedJob {
+    /// The trace this job belongs to, if it carries a valid one.
+    pub fn trace(&self) -> Option<trace::TraceContext> {
+        trace::TraceContext::parse(self.traceparent.as_deref()?, self.tracestate.as_deref())
+    }
 }
 
 /// Enqueues one job inside the caller's transaction (or on a plain connection).

@@ -50,6 +50,9 @@ pub struct Finished {
     pub attempts: i32,
     pub outcome: Outcome,
     pub elapsed: Duration,
+    /// The trace of this run (its span's, or the job's own when no span is exported):
+    /// the jobs its effects enqueue belong to it.
+    pub trace: Option<crate::trace::TraceContext>,
 }
 
 /// How a finish ended for one job.
@@ -82,8 +85,10 @@ impl<C: Clone + Send + Sync + 'static> Runner<C> {
     /// Runs one attempt: checks the input, calls the handler inside the job's span,
     /// turns a panic into a failed attempt. Never panics and never errors.
     pub async fn execute(&self, job: ClaimedJob) -> Finished {
-        let span =
-            tracing::info_span!("job", job_id = %job.id, kind = %job.kind, attempt = job.attempts);
+        let span = job_span(&job);
+        let trace = job.trace();
+        crate::trace::adopt(&span, trace.as_ref());
+        let run_trace = crate::trace::TraceContext::of_span(&span).or_else(|| trace.clone());
         let started = Instant::now();
         let (id, kind, attempts) = (job.id, job.kind.clone(), job.attempts);
         // How long it waited between becoming ready (its `run_at`, or its insert when
@@ -95,7 +100,15 @@ impl<C: Clone + Send + Sync + 'static> Runner<C> {
             .record(waited.as_secs_f64());
         let outcome = async {
             tracing::debug!("started");
-            let outcome = self.call(job).await;
+            let outcome = crate::trace::running(trace, self.call(job)).await;
+            if crate::trace::exporting() {
+                use tracing_opentelemetry::OpenTelemetrySpanExt;
+                let span = tracing::Span::current();
+                span.set_attribute("copydesk.job.outcome", outcome.label());
+                if let Outcome::Retry { error, .. } | Outcome::Fail { error } = &outcome {
+                    span.set_status(opentelemetry::trace::Status::error(error.clone()));
+                }
+            }
             match &outcome {
                 Outcome::Retry { error, .. } => {
                     tracing::warn!(%error, "attempt failed, will retry if attempts remain")
@@ -116,6 +129,7 @@ impl<C: Clone + Send + Sync + 'static> Runner<C> {
             attempts,
             outcome,
             elapsed: started.elapsed(),
+            trace: run_trace,
         }
     }
 
@@ -152,6 +166,37 @@ impl<C: Clone + Send + Sync + 'static> Runner<C> {
             }
         }
     }
+}
+
+/// The span of one run of `job`: its id, kind and attempt on every log line. When this
+/// process exports traces, the span is also the run's OpenTelemetry span, named and
+/// described as the messaging conventions say of a consumer's "process" span (its
+/// attributes go to the trace only, not to every log line).
+fn job_span(job: &ClaimedJob) -> tracing::Span {
+    use tracing::field::Empty;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let span = tracing::info_span!(
+        "job",
+        job_id = %job.id,
+        kind = %job.kind,
+        attempt = job.attempts,
+        otel.name = Empty,
+        otel.kind = Empty,
+    );
+    if crate::trace::exporting() {
+        span.record("otel.name", format!("process {}", job.kind));
+        span.record("otel.kind", "consumer");
+        span.set_attribute("messaging.system", "copydesk");
+        span.set_attribute("messaging.operation.type", "process");
+        span.set_attribute("messaging.destination.name", job.kind.clone());
+        span.set_attribute("messaging.message.id", job.id.to_string());
+        span.set_attribute("copydesk.job.attempt", i64::from(job.attempts));
+        span.set_attribute("copydesk.tenant_id", job.tenant_id.to_string());
+        if let Some(project) = job.project_id {
+            span.set_attribute("copydesk.project_id", project.to_string());
+        }
+    }
+    span
 }
 
 /// The delay before the next attempt after `attempt` failed: exponential from
@@ -297,7 +342,12 @@ async fn finish_once(
             sp.rollback().await?;
             continue;
         };
-        match effects(&mut sp).await {
+        // The jobs the effects enqueue belong to the run's trace (and no span of the
+        // finisher's own is taken for it).
+        let written_effects = crate::trace::running(f.trace.clone(), effects(&mut sp))
+            .instrument(tracing::Span::none())
+            .await;
+        match written_effects {
             Ok(()) => {
                 sp.commit().await?;
                 written.push((id, Written::Status(status)));

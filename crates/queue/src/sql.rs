@@ -35,8 +35,18 @@ pub async fn job_insert_many(conn: &mut PgConnection, jobs: &[NewJob]) -> Result
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
+    let (mut traceparents, mut tracestates) = (Vec::with_capacity(n), Vec::with_capacity(n));
     let mut columns = std::collections::BTreeSet::new();
     for j in jobs {
+        // A job with a parent and no trace takes its parent's in the database; one with
+        // neither takes the caller's (see `trace`).
+        let trace = j
+            .trace
+            .clone()
+            .or_else(|| j.parent_id.is_none().then(crate::trace::current).flatten());
+        let (parent, state) = trace.map_or((None, None), |t| (Some(t.traceparent), t.tracestate));
+        traceparents.push(parent);
+        tracestates.push(state);
         // Time-ordered ids keep the primary key's inserts at the right edge of the index.
         ids.push(Uuid::now_v7());
         kinds.push(j.kind.as_str());
@@ -81,14 +91,17 @@ pub async fn job_insert_many(conn: &mut PgConnection, jobs: &[NewJob]) -> Result
     };
     let inserted: Vec<Uuid> = crate::db::query_scalar(sqlx::AssertSqlSafe(format!(
         "INSERT INTO jobs (id, kind, input, project_id, parent_id,
-                           priority, run_at, max_attempts, idempotency_key{into})
+                           priority, run_at, max_attempts, idempotency_key,
+                           traceparent, tracestate{into})
          SELECT t.id, t.kind, t.input, t.project_id, t.parent_id,
                 coalesce(t.priority, 0), coalesce(t.run_at, now()), coalesce(t.max_attempts, 5),
-                t.idempotency_key{select}
+                t.idempotency_key, t.traceparent, t.tracestate{select}
          FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::uuid[], $5::uuid[],
-                     $6::int[], $7::timestamptz[], $8::int[], $9::text[], $10::uuid[], $11::jsonb[])
+                     $6::int[], $7::timestamptz[], $8::int[], $9::text[], $10::uuid[], $11::jsonb[],
+                     $12::text[], $13::text[])
               AS t(id, kind, input, project_id, parent_id,
-                   priority, run_at, max_attempts, idempotency_key, tenant_id, extra){lateral}
+                   priority, run_at, max_attempts, idempotency_key, tenant_id, extra,
+                   traceparent, tracestate){lateral}
          ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
          RETURNING id"
     )))
@@ -103,6 +116,8 @@ pub async fn job_insert_many(conn: &mut PgConnection, jobs: &[NewJob]) -> Result
     .bind(&keys)
     .bind(&tenants)
     .bind(&extras)
+    .bind(&traceparents)
+    .bind(&tracestates)
     .fetch_all(&mut *conn)
     .await?;
 
@@ -173,7 +188,8 @@ pub async fn job_claim_counting(
     // statement does when it is sent unprepared. See PERFORMANCE.md.
     let rows = crate::db::query(
         "SELECT id, kind, tenant_id, project_id, input, parent_id, priority,
-                attempts, max_attempts, run_at, created_at, locked_by, groups
+                attempts, max_attempts, run_at, created_at, locked_by,
+                traceparent, tracestate, groups
          FROM copydesk_claim($1, $2::int, $3, $4)",
     )
     .persistent(false)
@@ -209,7 +225,8 @@ macro_rules! claim_of {
             $select,
             "))
              RETURNING j.id, j.kind, j.tenant_id, j.project_id, j.input, j.parent_id,
-                       j.priority, j.attempts, j.max_attempts, j.run_at, j.created_at, j.locked_by"
+                       j.priority, j.attempts, j.max_attempts, j.run_at, j.created_at, j.locked_by,
+                       j.traceparent, j.tracestate"
         )
     };
 }
@@ -259,7 +276,7 @@ pub async fn job_claim_from(
     let (priorities, at): (Vec<i32>, Vec<DateTime<Utc>>) = floors.iter().copied().unzip();
     let jobs = crate::db::query_as::<ClaimedJob>(
         "SELECT id, kind, tenant_id, project_id, input, parent_id, priority,
-                attempts, max_attempts, run_at, created_at, locked_by
+                attempts, max_attempts, run_at, created_at, locked_by, traceparent, tracestate
          FROM copydesk_claim_from($1, $2::int, $3, $4, $5, $6)",
     )
     .persistent(false)
@@ -646,7 +663,7 @@ pub async fn job_notify(db: impl PgExecutor<'_>, kinds: &[&str]) -> Result<()> {
 const JOB_COLUMNS: &str =
     "id, kind, status, tenant_id, project_id, input, output, parent_id, priority, run_at,
     attempts, max_attempts, locked_by, locked_until, last_error, waiting_for, idempotency_key,
-    created_at, started_at, finished_at, updated_at";
+    created_at, started_at, finished_at, updated_at, traceparent, tracestate";
 
 /// A column of [`NewJob::columns`] is a plain lower-case identifier the engine does not
 /// set itself (its name is written into the statement).

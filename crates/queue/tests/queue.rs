@@ -25,6 +25,7 @@ fn finished(id: Uuid, outcome: Outcome) -> Finished {
         attempts: 1,
         outcome,
         elapsed: Duration::ZERO,
+        trace: None,
     }
 }
 
@@ -510,6 +511,7 @@ async fn cancel_stops_a_queued_job_and_discards_a_running_jobs_result() {
         attempts: 1,
         outcome: Outcome::done(),
         elapsed: Duration::ZERO,
+        trace: None,
     };
     let written = runner::finish(&db.pool, "w1", &[done], &fast_settings().retry)
         .await

@@ -189,22 +189,61 @@ pub fn router(state: ApiState) -> Router {
 }
 
 /// One span per request (method, path, and the token's name once it is known; never
-/// the token), and a line with its status and duration.
+/// the token), and a line with its status and duration. The request's `traceparent`
+/// (and `tracestate`) header is the trace of the jobs it enqueues, and, when traces are
+/// exported, the parent of its span (an HTTP server span: `{method} {route}`).
 pub(crate) async fn trace(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    use tracing::Instrument;
+    use copydesk_queue::trace::{self, TraceContext};
+    use tracing::{Instrument, field::Empty};
+    let caller = {
+        let header = |name: &str| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+        };
+        header("traceparent").and_then(|tp| TraceContext::parse(tp, header("tracestate")))
+    };
     let span = tracing::info_span!(
         "request",
         method = %req.method(),
         path = %req.uri().path(),
-        token = tracing::field::Empty,
+        token = Empty,
+        otel.name = Empty,
+        otel.kind = Empty,
     );
+    if trace::exporting() {
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let route = match req.extensions().get::<axum::extract::MatchedPath>() {
+            Some(m) => m.as_str().to_string(),
+            None => req.uri().path().to_string(),
+        };
+        span.record("otel.name", format!("{} {route}", req.method()));
+        span.record("otel.kind", "server");
+        span.set_attribute("http.request.method", req.method().to_string());
+        span.set_attribute("http.route", route);
+        trace::adopt(&span, caller.as_ref());
+    }
     let started = std::time::Instant::now();
-    async move {
+    let served = async move {
         let res = next.run(req).await;
         let ms = started.elapsed().as_millis() as u64;
+        if trace::exporting() {
+            use tracing_opentelemetry::OpenTelemetrySpanExt;
+            let span = tracing::Span::current();
+            span.set_attribute(
+                "http.response.status_code",
+                i64::from(res.status().as_u16()),
+            );
+            if res.status().is_server_error() {
+                span.set_status(opentelemetry::trace::Status::error(
+                    res.status().to_string(),
+                ));
+            }
+        }
         if res.status().is_server_error() {
             tracing::warn!(status = res.status().as_u16(), ms, "answered");
         } else {
@@ -212,6 +251,6 @@ pub(crate) async fn trace(
         }
         res
     }
-    .instrument(span)
-    .await
+    .instrument(span);
+    trace::scope(caller, served).await
 }

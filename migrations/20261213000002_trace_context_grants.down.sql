@@ -1,0 +1,1 @@
+REVOKE INSERT (traceparent, tracestate) ON TABLE jobs FROM copydesk_tenant;
