@@ -138,3 +138,28 @@ def test_a_pipeline_started_and_approved_from_python_goes_on_to_its_drafts(
             copydesk.decide_approval(conn, uuid.uuid4(), "approved", by="py-service")
     with pytest.raises(ValueError, match="not both"):
         copydesk.start_pipeline(conn, store_url=store, channels=["x"])
+
+
+def test_a_job_carries_the_trace_of_the_span_that_enqueued_it(
+    conn: psycopg.Connection, database_url: str, worker
+) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    tracer = TracerProvider().get_tracer("shop-service")
+    keys = {name: f"{name}-{uuid.uuid4()}" for name in ("traced", "given", "untraced")}
+    with conn.transaction():
+        with tracer.start_as_current_span("checkout") as span:
+            ctx = span.get_span_context()
+            enqueue(conn, Noop(), idempotency_key=keys["traced"])
+            given = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+            enqueue(conn, Noop(), idempotency_key=keys["given"], traceparent=given, tracestate="shop=1")
+        enqueue(conn, Noop(), idempotency_key=keys["untraced"])
+    trace = lambda key: one(
+        database_url, "SELECT traceparent, tracestate FROM jobs WHERE idempotency_key = %s", key
+    )
+    assert trace(keys["traced"]) == (f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}", None)
+    assert trace(keys["given"]) == (given, "shop=1")
+    assert trace(keys["untraced"]) == (None, None)
+    # The worker runs them as any other; the trace stays as it was written.
+    done(database_url, keys["traced"])
+    assert trace(keys["traced"])[0].startswith(f"00-{ctx.trace_id:032x}-")

@@ -3,6 +3,7 @@
 
 import { JobArgs } from "./kinds";
 import { Enqueued, JobOptions, PipelineStart, jobOptions } from "./queue";
+import { activeTrace } from "./trace";
 import { validate } from "./validate";
 
 /** An error answer of the API (`application/problem+json`). */
@@ -48,9 +49,12 @@ export class Client {
     for (const [key, value] of Object.entries(query)) {
       if (value !== undefined && value !== null) url.searchParams.set(key, String(value));
     }
+    // Without a traceparent given to the client, the active OpenTelemetry span's.
+    const headers: Record<string, string> = { ...(this.headers.traceparent ? {} : activeTrace()), ...this.headers };
+    if (body !== undefined) headers["Content-Type"] = "application/json";
     const response = await this.fetch(url, {
       method,
-      headers: body === undefined ? this.headers : { ...this.headers, "Content-Type": "application/json" },
+      headers,
       body: body === undefined ? undefined : JSON.stringify(body),
     });
     const text = await response.text();

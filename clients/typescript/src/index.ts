@@ -7,3 +7,4 @@ export * from "./queue";
 export * from "./api";
 export { InvalidInput, validate } from "./validate";
 export * from "./webhooks";
+export { TraceContext, activeTrace } from "./trace";

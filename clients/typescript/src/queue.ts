@@ -8,6 +8,7 @@
 // belongs to is the database's to decide, from the session's role.
 
 import { BrandVoiceAnalysis, JobArgs } from "./kinds";
+import { TraceContext, activeTrace } from "./trace";
 import { validate } from "./validate";
 
 /** What runs a statement: node-postgres's `Client`/`PoolClient`, or `fromDrizzle(tx)`. */
@@ -61,6 +62,13 @@ export interface JobOptions {
   maxAttempts?: number;
   /** A second enqueue with the same key gives the first job (`created: false`). */
   idempotencyKey?: string;
+  /**
+   * The W3C trace the job belongs to; unset, the active OpenTelemetry span's (when
+   * `@opentelemetry/api` is installed). Not sent by the HTTP client's `enqueue`, which
+   * sends the `traceparent` header instead.
+   */
+  traceparent?: string;
+  tracestate?: string;
 }
 
 /** A job enqueued: its id, and false when the idempotency key named an existing job. */
@@ -90,10 +98,14 @@ export function jobOptions(options: JobOptions): Record<string, string | number>
  */
 export async function enqueue(db: Queryable, args: JobArgs, options: JobOptions = {}): Promise<Enqueued> {
   validate(args.kind, args.input);
+  const trace: TraceContext = options.traceparent
+    ? { traceparent: options.traceparent, tracestate: options.tracestate }
+    : activeTrace();
   const columns: Record<string, unknown> = {
     kind: args.kind,
     input: JSON.stringify(args.input),
     ...jobOptions(options),
+    ...Object.fromEntries(Object.entries(trace).filter((entry) => entry[1] !== undefined)),
   };
   const casts: Record<string, string> = { input: "jsonb", project_id: "uuid", run_at: "timestamptz" };
   const names = Object.keys(columns);

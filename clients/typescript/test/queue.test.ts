@@ -4,6 +4,9 @@
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { after, before, test } from "node:test";
+import { context, propagation, trace } from "@opentelemetry/api";
+import { AsyncLocalStorageContextManager } from "@opentelemetry/context-async-hooks";
+import { W3CTraceContextPropagator } from "@opentelemetry/core";
 import { drizzle } from "drizzle-orm/node-postgres";
 import { Pool } from "pg";
 
@@ -159,4 +162,30 @@ test("a pipeline started and approved from TypeScript goes on to its drafts", as
     await db.end();
     shop.close();
   }
+});
+
+test("a job carries the trace of the span that enqueued it", async () => {
+  context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
+  propagation.setGlobalPropagator(new W3CTraceContextPropagator());
+  const db = await connect();
+  const keys = { traced: `ts-traced-${randomUUID()}`, given: `ts-given-${randomUUID()}`, none: `ts-none-${randomUUID()}` };
+  const span = { traceId: "4bf92f3577b34da6a3ce929d0e0e4736", spanId: "00f067aa0ba902b7", traceFlags: 1 };
+  const given = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+  try {
+    await context.with(trace.setSpanContext(context.active(), span), async () => {
+      await enqueue(db, { kind: "noop", input: {} }, { idempotencyKey: keys.traced });
+      await enqueue(db, { kind: "noop", input: {} }, { idempotencyKey: keys.given, traceparent: given, tracestate: "shop=1" });
+    });
+    await enqueue(db, { kind: "noop", input: {} }, { idempotencyKey: keys.none });
+  } finally {
+    await db.end();
+  }
+  const traceOf = (key: string) => one("SELECT traceparent, tracestate FROM jobs WHERE idempotency_key = $1", [key]);
+  assert.deepEqual(await traceOf(keys.traced), {
+    traceparent: `00-${span.traceId}-${span.spanId}-01`,
+    tracestate: null,
+  });
+  assert.deepEqual(await traceOf(keys.given), { traceparent: given, tracestate: "shop=1" });
+  assert.deepEqual(await traceOf(keys.none), { traceparent: null, tracestate: null });
+  await done(keys.traced);
 });

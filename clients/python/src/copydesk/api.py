@@ -13,6 +13,7 @@ from typing import Any, Iterator, Literal, Sequence
 
 import httpx
 
+from . import _trace
 from ._records import JobArgs
 from .queue import options, validate
 
@@ -68,9 +69,11 @@ class Client:
         self._http.close()
 
     def request(self, method: str, path: str, *, json: Any = None, params: dict | None = None) -> Any:
-        """One call; the answer's JSON, or `Problem` for an error answer."""
+        """One call; the answer's JSON, or `Problem` for an error answer. Without a
+        `traceparent` given to the client, the active OpenTelemetry span's is sent."""
         query = {k: str(v) for k, v in (params or {}).items() if v is not None}
-        response = self._http.request(method, path, json=json, params=query)
+        headers = {} if "traceparent" in self._http.headers else _trace.active()
+        response = self._http.request(method, path, json=json, params=query, headers=headers)
         if response.is_success:
             return response.json() if response.content else None
         raise _problem(response)

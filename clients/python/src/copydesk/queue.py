@@ -21,6 +21,7 @@ from typing import Any, Literal, Sequence
 
 import jsonschema
 
+from . import _trace
 from ._records import JobArgs
 from .kinds import SCHEMAS, BrandVoiceAnalysis, Pipeline
 
@@ -102,19 +103,25 @@ def enqueue(
     run_at: datetime.datetime | None = None,
     max_attempts: int | None = None,
     idempotency_key: str | None = None,
+    traceparent: str | None = None,
+    tracestate: str | None = None,
 ) -> Enqueued:
     """Enqueues one job in the caller's transaction (`conn`: psycopg 3 or SQLAlchemy).
 
     The input is checked against its kind's schema first (`InvalidInput`, nothing
     written). An idempotency key already used gives that job's id, `created=False`.
-    Unset options take the table's defaults (priority 0, now, 5 attempts).
+    Unset options take the table's defaults (priority 0, now, 5 attempts). The job
+    carries `traceparent`/`tracestate` when given, else the active OpenTelemetry span's
+    (when the `opentelemetry-api` package is installed), else none.
     """
     data = args.to_json()
     validate(args.KIND, data)
+    trace = {"traceparent": traceparent, "tracestate": tracestate} if traceparent else _trace.active()
     columns = {
         "kind": args.KIND,
         "input": json.dumps(data),
         **options(project_id, priority, run_at, max_attempts, idempotency_key),
+        **{k: v for k, v in trace.items() if v},
     }
     casts = {"input": "jsonb", "project_id": "uuid", "run_at": "timestamptz"}
     values = ", ".join(
@@ -170,6 +177,8 @@ def start_pipeline(
     instructions: str | None = None,
     schedule: datetime.datetime | None = None,
     idempotency_key: str | None = None,
+    traceparent: str | None = None,
+    tracestate: str | None = None,
 ) -> Started:
     """Starts the pipeline as `copydesk pipeline start` does, in the caller's
     transaction: creates the project when `project_name` is given (else uses
@@ -192,7 +201,14 @@ def start_pipeline(
             {"name": project_name, "url": store_url},
         )
         project_id = _uuid(row[0])
-    job = enqueue(conn, args, project_id=project_id, idempotency_key=idempotency_key)
+    job = enqueue(
+        conn,
+        args,
+        project_id=project_id,
+        idempotency_key=idempotency_key,
+        traceparent=traceparent,
+        tracestate=tracestate,
+    )
     return Started(project_id=_uuid(project_id), job=job)
 
 
