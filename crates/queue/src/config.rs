@@ -20,8 +20,16 @@ pub struct WorkerSettings {
     pub poll_interval_ms: u64,
     pub shutdown_grace_secs: u64,
     pub migrate_on_start: bool,
+    /// How long a job whose input only a newer release's schema takes is given back
+    /// for a worker that reads it before it fails (see `runner`).
+    #[serde(default = "default_unreadable_after_secs")]
+    pub unreadable_after_secs: u64,
     #[serde(default)]
     pub kinds: BTreeMap<String, usize>,
+}
+
+fn default_unreadable_after_secs() -> u64 {
+    3600
 }
 
 impl WorkerSettings {
@@ -44,6 +52,9 @@ impl WorkerSettings {
     }
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
+    }
+    pub fn unreadable_after(&self) -> Duration {
+        Duration::from_secs(self.unreadable_after_secs)
     }
 }
 

@@ -20,6 +20,12 @@ pub trait JobArgs: Serialize + DeserializeOwned + Send + Sync + 'static {
     const KIND: &'static str;
     /// The kind's input contract, JSON Schema text (`jobs/<kind>/schema.json`).
     const SCHEMA: &'static str;
+    /// The version of the input contract: raised when the schema takes an input the
+    /// previous version refused (a new field). Each version must still read every input
+    /// an earlier one wrote. During a deploy a worker of an older version gives a job
+    /// whose input only a newer schema takes back to the queue, for a newer worker
+    /// ([`crate::runner`]).
+    const VERSION: u32 = 1;
 }
 
 /// What a handler gets: the claimed job, the pool, the catalogue (to enqueue follow-up
@@ -46,9 +52,22 @@ pub type HandlerFn<C> =
 
 type Schema = Option<Arc<jsonschema::Validator>>;
 
+/// One kind's input contract as this process knows it.
+#[derive(Clone)]
+pub struct Contract {
+    /// The compiled schema (none: any input).
+    schema: Schema,
+    /// The schema as written, registered in `job_kind_versions`.
+    pub text: Option<Arc<Value>>,
+    /// The contract's version ([`JobArgs::VERSION`]).
+    pub version: u32,
+    /// The kind this name stands for, when it is an old name kept for queued jobs.
+    pub alias_of: Option<String>,
+}
+
 /// The input contracts of the kinds a process knows. Cheap to clone.
 #[derive(Clone, Default)]
-pub struct Catalog(Arc<BTreeMap<String, Schema>>);
+pub struct Catalog(Arc<BTreeMap<String, Contract>>);
 
 impl std::fmt::Debug for Catalog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -70,39 +89,54 @@ impl Catalog {
     /// Checks `input` against the kind's schema; the error names each field that is
     /// wrong, or the known kinds when `kind` is not one of them.
     pub fn validate(&self, kind: &str, input: &Value) -> Result<(), Error> {
-        let schema = self
+        let contract = self
             .0
             .get(kind)
             .ok_or_else(|| Error::UnknownKind(kind.to_owned(), self.names().join(", ")))?;
-        let Some(schema) = schema else {
+        let Some(schema) = &contract.schema else {
             return Ok(());
         };
-        let problems: Vec<String> = schema
-            .iter_errors(input)
-            .map(|e| {
-                let path = e.instance_path().to_string();
-                let at = if path.is_empty() {
-                    "the top level".to_owned()
-                } else {
-                    path
-                };
-                format!("at {at}: {e}")
-            })
-            .collect();
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::InvalidInput {
-                kind: kind.to_owned(),
-                detail: problems.join("; "),
-            })
-        }
+        check(kind, schema, input)
+    }
+
+    /// The contract of `kind`.
+    pub fn contract(&self, kind: &str) -> Option<&Contract> {
+        self.0.get(kind)
+    }
+
+    /// Every kind with its contract, sorted by name.
+    pub fn contracts(&self) -> impl Iterator<Item = (&str, &Contract)> {
+        self.0.iter().map(|(k, c)| (k.as_str(), c))
+    }
+}
+
+/// Checks `input` against one schema of `kind`: every field that is wrong, named.
+pub fn check(kind: &str, schema: &jsonschema::Validator, input: &Value) -> Result<(), Error> {
+    let problems: Vec<String> = schema
+        .iter_errors(input)
+        .map(|e| {
+            let path = e.instance_path().to_string();
+            let at = if path.is_empty() {
+                "the top level".to_owned()
+            } else {
+                path
+            };
+            format!("at {at}: {e}")
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::InvalidInput {
+            kind: kind.to_owned(),
+            detail: problems.join("; "),
+        })
     }
 }
 
 /// The kinds a worker can run, with their handlers.
 pub struct Registry<C> {
-    schemas: BTreeMap<String, Schema>,
+    schemas: BTreeMap<String, Contract>,
     handlers: BTreeMap<String, HandlerFn<C>>,
 }
 
@@ -124,13 +158,16 @@ impl<C> Default for Registry<C> {
     }
 }
 
-fn compile(kind: &str, text: &str) -> Arc<jsonschema::Validator> {
+fn compile(kind: &str, text: &str) -> (Arc<jsonschema::Validator>, Arc<Value>) {
     // A kind's schema is part of the program: a broken one is a bug found at start-up.
     let value: Value = serde_json::from_str(text)
         .unwrap_or_else(|e| panic!("the schema of kind {kind} is not JSON: {e}"));
-    Arc::new(
-        jsonschema::validator_for(&value)
-            .unwrap_or_else(|e| panic!("the schema of kind {kind} is not a JSON Schema: {e}")),
+    (
+        Arc::new(
+            jsonschema::validator_for(&value)
+                .unwrap_or_else(|e| panic!("the schema of kind {kind} is not a JSON Schema: {e}")),
+        ),
+        Arc::new(value),
     )
 }
 
@@ -147,8 +184,16 @@ impl<C: Send + Sync + 'static> Registry<C> {
         F: Fn(JobContext<C>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Outcome, JobError>> + Send + 'static,
     {
-        self.schemas
-            .insert(kind.to_owned(), schema.map(|s| compile(kind, s)));
+        let compiled = schema.map(|s| compile(kind, s));
+        self.schemas.insert(
+            kind.to_owned(),
+            Contract {
+                schema: compiled.as_ref().map(|c| c.0.clone()),
+                text: compiled.map(|c| c.1),
+                version: 1,
+                alias_of: None,
+            },
+        );
         self.handlers
             .insert(kind.to_owned(), Arc::new(move |ctx| Box::pin(handler(ctx))));
         self
@@ -174,6 +219,34 @@ impl<C: Send + Sync + 'static> Registry<C> {
                 handler(ctx, args).await
             }
         })
+        .version(A::KIND, A::VERSION)
+    }
+
+    /// Sets the version of `kind`'s input contract (1 unless set; see
+    /// [`JobArgs::VERSION`]).
+    pub fn version(mut self, kind: &str, version: u32) -> Self {
+        if let Some(c) = self.schemas.get_mut(kind) {
+            c.version = version;
+        }
+        self
+    }
+
+    /// Keeps `old`, a kind's former name, running as `kind`: queued jobs of the old name
+    /// (and what producers of the release before still enqueue under it) are claimed
+    /// and run by `kind`'s handler against its contract. `kind` must be registered.
+    pub fn alias(mut self, old: &str, kind: &str) -> Self {
+        let (Some(contract), Some(handler)) = (self.schemas.get(kind), self.handlers.get(kind))
+        else {
+            panic!("kind {old:?} cannot stand for {kind:?}: no kind {kind:?} is registered");
+        };
+        let contract = Contract {
+            alias_of: Some(kind.to_owned()),
+            ..contract.clone()
+        };
+        let handler = handler.clone();
+        self.schemas.insert(old.to_owned(), contract);
+        self.handlers.insert(old.to_owned(), handler);
+        self
     }
 
     /// The handler of `kind`.

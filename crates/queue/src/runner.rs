@@ -140,9 +140,7 @@ impl<C: Clone + Send + Sync + 'static> Runner<C> {
             };
         };
         if let Err(e) = self.catalog.validate(&job.kind, &job.input) {
-            return Outcome::Fail {
-                error: e.to_string(),
-            };
+            return self.unreadable(&job, e).await;
         }
         let ctx = JobContext {
             job,
@@ -198,6 +196,94 @@ fn job_span(job: &ClaimedJob) -> tracing::Span {
     }
     span
 }
+
+impl<C: Clone + Send + Sync + 'static> Runner<C> {
+    /// A job whose input this worker's schema refuses. When a newer version of the
+    /// kind's contract that the database knows (`job_kind_versions`, registered by a
+    /// newer release's workers) takes the input, the job was written for a newer worker:
+    /// it is given back without spending an attempt, for a worker that reads it, until
+    /// `[worker] unreadable_after_secs` from its insert, then fails naming both
+    /// versions. An input no known version takes is bad input and fails at once.
+    async fn unreadable(&self, job: &ClaimedJob, refused: crate::Error) -> Outcome {
+        let Some(contract) = self.catalog.contract(&job.kind) else {
+            return Outcome::Fail {
+                error: refused.to_string(),
+            };
+        };
+        let kind = contract.alias_of.as_deref().unwrap_or(&job.kind);
+        let mine = contract.version;
+        let newer: Vec<(i32, Option<serde_json::Value>)> = match crate::db::query_as(
+            "SELECT version, schema FROM job_kind_versions
+             WHERE kind = $1 AND version > $2 ORDER BY version DESC",
+        )
+        .bind(kind)
+        .bind(mine as i32)
+        .fetch_all(&self.pool)
+        .await
+        {
+            Ok(rows) => rows,
+            Err(e) => {
+                return Outcome::Retry {
+                    error: format!("could not read the newer contracts of {kind}: {e}"),
+                    after: None,
+                };
+            }
+        };
+        let takes = |schema: &Option<serde_json::Value>| match schema {
+            None => true,
+            Some(s) => jsonschema::validator_for(s).is_ok_and(|v| v.is_valid(&job.input)),
+        };
+        let Some((theirs, _)) = newer.iter().find(|(_, schema)| takes(schema)) else {
+            let error = match newer.first() {
+                Some((newest, _)) => format!(
+                    "{refused}; v{newest}, the newest {kind} contract this database knows, \
+                     refuses it too"
+                ),
+                None => refused.to_string(),
+            };
+            return Outcome::Fail { error };
+        };
+        let waited = (chrono::Utc::now() - job.created_at)
+            .to_std()
+            .unwrap_or_default();
+        let limit = self.config.worker.unreadable_after();
+        if waited < limit {
+            tracing::info!(
+                reads = mine,
+                input = theirs,
+                "input written for a newer worker: given back, attempt not counted"
+            );
+            // Soon at first (a deploy's new workers are starting), then less often.
+            let after = (waited / 4).clamp(GIVE_BACK_FIRST, GIVE_BACK_MOST);
+            return Outcome::Wait {
+                note: format!("{GIVEN_BACK}{kind} input v{theirs} (this one reads v{mine})"),
+                after: after.min(limit - waited),
+            };
+        }
+        Outcome::Fail {
+            error: format!(
+                "input of {kind} v{theirs} cannot be read by this worker, which reads v{mine}, and \
+                 no worker that reads v{theirs} took it within {}s of its enqueue \
+                 ([worker] unreadable_after_secs); v{mine} refuses it: {refused}",
+                limit.as_secs()
+            ),
+        }
+    }
+}
+
+/// How the note of a job given back for a newer worker begins.
+const GIVEN_BACK: &str = "a worker that reads ";
+
+/// Whether a wait's note is a give-back for a newer worker (the worker that gave it
+/// back does not wake for it: a newer one should take it).
+pub fn is_given_back(note: &str) -> bool {
+    note.starts_with(GIVEN_BACK)
+}
+
+/// How soon a job written for a newer worker is offered again: a quarter of the time
+/// it has waited since its enqueue, within these bounds.
+const GIVE_BACK_FIRST: Duration = Duration::from_secs(1);
+const GIVE_BACK_MOST: Duration = Duration::from_secs(30);
 
 /// The delay before the next attempt after `attempt` failed: exponential from
 /// `base_delay_ms`, capped at `max_delay_secs`, with jitter (backon).

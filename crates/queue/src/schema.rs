@@ -74,18 +74,51 @@ pub async fn table_exists<'c, E: sqlx::PgExecutor<'c>>(pool: E, table: &str) -> 
 /// Makes every kind of `catalog` one a `jobs` row may name (`job_kinds`); returns how
 /// many were new. Workers call it as they start; an application calls it after
 /// migrating, so plain-SQL writers can enqueue at once.
-pub async fn register_kinds<'c, E: sqlx::PgExecutor<'c>>(
+pub async fn register_kinds<'c, E: sqlx::PgExecutor<'c> + Copy>(
     pool: E,
     catalog: &Catalog,
 ) -> Result<u64> {
     let names: Vec<&str> = catalog.names();
-    Ok(crate::db::query(
-        "INSERT INTO job_kinds (name) SELECT unnest($1::text[]) ON CONFLICT (name) DO NOTHING",
+    let (mut versioned, mut versions, mut schemas, mut aliases) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (kind, contract) in catalog.contracts() {
+        aliases.push(contract.alias_of.as_deref());
+        // An alias's contract is its kind's, registered under that kind.
+        if contract.alias_of.is_none() {
+            versioned.push(kind);
+            versions.push(contract.version as i32);
+            schemas.push(contract.text.as_deref().cloned());
+        }
+    }
+    // The kinds first (an alias and its kind in one statement: the reference is
+    // checked at its end), then each version's schema (the last registrant's, should
+    // two releases disagree).
+    let new: i64 = crate::db::query_scalar(
+        "WITH kinds AS (
+             INSERT INTO job_kinds AS k (name, alias_of)
+             SELECT * FROM unnest($1::text[], $2::text[])
+             ON CONFLICT (name) DO UPDATE SET alias_of = EXCLUDED.alias_of
+                 WHERE EXCLUDED.alias_of IS NOT NULL
+                   AND k.alias_of IS DISTINCT FROM EXCLUDED.alias_of
+             RETURNING xmax = 0 AS inserted)
+         SELECT count(*) FILTER (WHERE inserted) FROM kinds",
     )
     .bind(&names)
+    .bind(&aliases)
+    .fetch_one(pool)
+    .await?;
+    crate::db::query(
+        "INSERT INTO job_kind_versions (kind, version, schema)
+         SELECT * FROM unnest($1::text[], $2::int[], $3::jsonb[])
+         ON CONFLICT (kind, version) DO UPDATE SET schema = EXCLUDED.schema, registered_at = now()
+             WHERE job_kind_versions.schema IS DISTINCT FROM EXCLUDED.schema",
+    )
+    .bind(&versioned)
+    .bind(&versions)
+    .bind(&schemas)
     .execute(pool)
-    .await?
-    .rows_affected())
+    .await?;
+    Ok(new as u64)
 }
 
 /// The kinds a `jobs` row may name, sorted.

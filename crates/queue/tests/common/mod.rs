@@ -104,6 +104,7 @@ pub fn fast_settings() -> QueueConfig {
             poll_interval_ms: 200,
             shutdown_grace_secs: 5,
             migrate_on_start: false,
+            unreadable_after_secs: 3600,
             kinds: BTreeMap::new(),
         },
         retry: RetrySettings {
