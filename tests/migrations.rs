@@ -198,6 +198,11 @@ async fn a_dump_of_the_last_legacy_version_upgrades_with_nothing_lost_and_runs_o
 
     let mut after = row_counts(&db.pool).await;
     assert!(after.remove("job_kinds").unwrap() >= catalog().names().len() as i64);
+    // Each kind's contract, registered with the kinds by the migrate.
+    assert_eq!(
+        after.remove("job_kind_versions"),
+        Some(catalog().names().len() as i64)
+    );
     // Tables made since the dump (copydesk_workers) start empty.
     let new: Vec<String> = after
         .keys()
