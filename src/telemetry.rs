@@ -44,7 +44,7 @@ fn otlp_target(cfg: &LogSettings) -> Option<Option<String>> {
 
 fn tracer_provider(endpoint: Option<String>) -> anyhow::Result<SdkTracerProvider> {
     // The exporter's HTTP client takes the process's TLS provider (for https collectors).
-    crate::fetch::install_tls_provider();
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let mut exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_protocol(opentelemetry_otlp::Protocol::HttpBinary);
@@ -194,14 +194,22 @@ pub fn model_span(
     traced(format!("chat {model}"), "client", attributes)
 }
 
+/// What a model's answer used, as its span says it.
+pub struct ModelUsage {
+    pub input_tokens: i32,
+    pub output_tokens: i32,
+    pub cache_read_tokens: i32,
+    pub reasoning_tokens: i32,
+    pub cost_usd: f64,
+}
+
 /// What a model call's answer said: the model that answered, why it stopped, tokens
 /// in, out, read from the cache and spent reasoning, and what it cost.
 pub fn model_answered(
     span: &tracing::Span,
     model: Option<&str>,
     finish_reason: &str,
-    usage: &crate::llm::openai::Usage,
-    cost_usd: f64,
+    usage: &ModelUsage,
 ) {
     let mut attributes = vec![
         KeyValue::new(
@@ -210,20 +218,17 @@ pub fn model_answered(
                 vec![opentelemetry::StringValue::from(finish_reason.to_owned())].into(),
             ),
         ),
-        KeyValue::new("gen_ai.usage.input_tokens", i64::from(usage.prompt_tokens)),
-        KeyValue::new(
-            "gen_ai.usage.output_tokens",
-            i64::from(usage.completion_tokens),
-        ),
+        KeyValue::new("gen_ai.usage.input_tokens", i64::from(usage.input_tokens)),
+        KeyValue::new("gen_ai.usage.output_tokens", i64::from(usage.output_tokens)),
         KeyValue::new(
             "gen_ai.usage.cache_read.input_tokens",
-            i64::from(usage.cached_tokens),
+            i64::from(usage.cache_read_tokens),
         ),
         KeyValue::new(
             "gen_ai.usage.reasoning.output_tokens",
             i64::from(usage.reasoning_tokens),
         ),
-        KeyValue::new("copydesk.cost_usd", cost_usd),
+        KeyValue::new("copydesk.cost_usd", usage.cost_usd),
     ];
     if let Some(model) = model {
         attributes.push(KeyValue::new("gen_ai.response.model", model.to_owned()));

@@ -616,8 +616,13 @@ impl Llm {
                     &span,
                     c.model.as_deref(),
                     &c.finish_reason,
-                    &c.usage,
-                    cost,
+                    &crate::telemetry::ModelUsage {
+                        input_tokens: c.usage.prompt_tokens,
+                        output_tokens: c.usage.completion_tokens,
+                        cache_read_tokens: c.usage.cached_tokens,
+                        reasoning_tokens: c.usage.reasoning_tokens,
+                        cost_usd: cost,
+                    },
                 );
             }
             Err(f) => crate::telemetry::span_failed(
