@@ -5,8 +5,9 @@
 //! 50,000 no-op jobs inserted by plain SQL before it starts. The rate comes from the
 //! rows' own times (the last `finished_at` less the first `started_at`), so the
 //! process's start-up is not counted. At the defaults, with claims that never grow
-//! (`max_batch_size` 32), and with `batch_size` 512 and `prefetch` 1024, alternated
-//! `--runs` times (3 by default). Prints a table and
+//! (`max_batch_size` 32), with `batch_size` 512 and `prefetch` 1024, and at the
+//! defaults exporting traces to an OTLP collector the bench runs (counting the spans it
+//! receives), alternated `--runs` times (3 by default). Prints a table and
 //! one JSON document. Not a test: figures depend on the machine.
 
 use std::{
@@ -46,18 +47,58 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     copydesk::db::migrate(&pool, &copydesk::app::catalog()).await?;
 
-    let configs: [(&str, &[(&str, &str)]); 3] = [
-        ("defaults", &[]),
+    // A collector for the traced run: takes OTLP/HTTP exports and counts their spans.
+    let spans = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = spans.clone();
+    let sink = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let counted = counted.clone();
+            async move {
+                use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+                use prost::Message;
+                if let Ok(req) = ExportTraceServiceRequest::decode(body) {
+                    let n: usize = req
+                        .resource_spans
+                        .iter()
+                        .flat_map(|r| &r.scope_spans)
+                        .map(|s| s.spans.len())
+                        .sum();
+                    counted.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+                (
+                    [("content-type", "application/x-protobuf")],
+                    Vec::<u8>::new(),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let collector = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, sink).await });
+
+    let owned = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let configs: Vec<(&str, Vec<(String, String)>)> = vec![
+        ("defaults", Vec::new()),
         (
             "max_batch_size 32 (no growing)",
-            &[("COPYDESK__WORKER__MAX_BATCH_SIZE", "32")],
+            owned(&[("COPYDESK__WORKER__MAX_BATCH_SIZE", "32")]),
         ),
         (
             "batch_size 512, prefetch 1024",
-            &[
+            owned(&[
                 ("COPYDESK__WORKER__BATCH_SIZE", "512"),
                 ("COPYDESK__WORKER__PREFETCH", "1024"),
-            ],
+            ]),
+        ),
+        (
+            "defaults, traces exported",
+            owned(&[("OTEL_EXPORTER_OTLP_ENDPOINT", collector.as_str())]),
         ),
     ];
     let mut results: Vec<(String, Vec<f64>)> = configs
@@ -95,6 +136,7 @@ async fn main() -> anyhow::Result<()> {
             for (k, v) in env.iter() {
                 cmd.env(k, v);
             }
+            let spans_before = spans.load(std::sync::atomic::Ordering::Relaxed);
             let mut child = cmd.spawn()?;
             let started = Instant::now();
             loop {
@@ -127,6 +169,14 @@ async fn main() -> anyhow::Result<()> {
             .await?;
             let rate = jobs as f64 / secs;
             progress(&format!("run {run}, {name}: {rate:.0} jobs/s"));
+            let exported = spans.load(std::sync::atomic::Ordering::Relaxed) - spans_before;
+            if exported > 0 {
+                // The SDK's batch processor drops what its queue (OTEL_BSP_MAX_QUEUE_SIZE,
+                // 2,048) cannot hold: say how many of the jobs' spans arrived.
+                progress(&format!(
+                    "run {run}, {name}: {exported} spans received for {jobs} jobs"
+                ));
+            }
             results[i].1.push(rate);
         }
     }
