@@ -71,14 +71,20 @@ fn tracer_provider(endpoint: Option<String>) -> anyhow::Result<SdkTracerProvider
 
 /// Installs the global subscriber once; later calls do nothing.
 ///
-/// One filter for both: the log filter (`RUST_LOG`, else `[log] filter`) decides what
-/// is logged and what is traced, so the traces hold the spans the logs show (at the
-/// default, every job, request, model and platform call), and log events inside a span
-/// are its span events. (Filters per layer were tried: spans went missing from both.)
+/// One filter for both: the log filter (`RUST_LOG`, else `[log] filter`) with
+/// copydesk's own spans always on (their target, `copydesk_span`, holds no events), so
+/// a job's lines carry its id and kind and its run is traced whatever level the logs
+/// are at; log events inside a span are its span events in the trace. (Filters per
+/// layer were tried: events and spans went missing from both.)
 pub fn init(cfg: &LogSettings) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&cfg.filter))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let spans = format!("{}=info", copydesk_queue::trace::SPANS);
+    let with_spans = |directives: &str| EnvFilter::try_new(format!("{directives},{spans}"));
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .and_then(|v| with_spans(&v).ok())
+        .or_else(|| with_spans(&cfg.filter).ok())
+        .unwrap_or_else(|| EnvFilter::new(format!("info,{spans}")));
     let logs = if cfg.format == "json" {
         fmt::layer()
             .json()
@@ -138,7 +144,12 @@ fn traced(name: String, kind: &'static str, attributes: Vec<KeyValue>) -> tracin
     if !copydesk_queue::trace::exporting() {
         return tracing::Span::none();
     }
-    let span = tracing::info_span!("traced", otel.name = name, otel.kind = kind);
+    let span = tracing::info_span!(
+        target: copydesk_queue::trace::SPANS,
+        "traced",
+        otel.name = name,
+        otel.kind = kind
+    );
     for kv in attributes {
         span.set_attribute(kv.key, kv.value);
     }

@@ -749,6 +749,8 @@ async fn one_trace_holds_a_pipeline_from_the_request_to_the_post() {
     let env = [
         ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.as_str()),
         ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        // Traces do not hang on the log level: quiet logs, whole traces.
+        ("RUST_LOG", "warn"),
         ("COPYDESK_LLM_BASE_URL", llm_url.as_str()),
         ("COPYDESK_FERNET_KEYS", keys.as_str()),
         ("COPYDESK__FETCH__ALLOW_LOOPBACK", "true"),

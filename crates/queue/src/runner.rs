@@ -174,6 +174,7 @@ fn job_span(job: &ClaimedJob) -> tracing::Span {
     use tracing::field::Empty;
     use tracing_opentelemetry::OpenTelemetrySpanExt;
     let span = tracing::info_span!(
+        target: crate::trace::SPANS,
         "job",
         job_id = %job.id,
         kind = %job.kind,

@@ -29,6 +29,14 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use serde::{Deserialize, Serialize};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+/// The target of copydesk's spans (a job's run, an API request, a model or platform
+/// call): their own, so the log filter's level for copydesk's events does not decide
+/// whether they exist. The application's filter always enables it at INFO.
+pub const SPANS: &str = "copydesk_span";
+
+/// The longest `tracestate` kept (`jobs_tracestate_with_parent` refuses longer).
+pub const MAX_TRACESTATE: usize = 512;
+
 /// A W3C trace context, as the `traceparent` and `tracestate` headers carry it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TraceContext {
@@ -73,7 +81,11 @@ impl TraceContext {
         TraceContextPropagator::new().inject_context(cx, &mut fields);
         Some(Self {
             traceparent: fields.remove("traceparent")?,
-            tracestate: fields.remove("tracestate").filter(|s| !s.is_empty()),
+            // A tracestate longer than the recommendation's 512 characters is dropped,
+            // as the recommendation allows, rather than refused with the job.
+            tracestate: fields
+                .remove("tracestate")
+                .filter(|s| !s.is_empty() && s.len() <= MAX_TRACESTATE),
         })
     }
 
@@ -146,6 +158,16 @@ mod tests {
         assert_eq!(t.traceparent, tp);
         assert_eq!(t.tracestate.as_deref(), Some("congo=t61rcWkgMzE"));
         assert_eq!(t.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+    }
+
+    #[test]
+    fn a_tracestate_past_512_characters_is_dropped_and_the_traceparent_kept() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let long: Vec<String> = (0..30)
+            .map(|i| format!("vendor{i:02}={}", "x".repeat(20)))
+            .collect();
+        let t = TraceContext::parse(tp, Some(&long.join(","))).unwrap();
+        assert_eq!((t.traceparent.as_str(), t.tracestate), (tp, None));
     }
 
     #[test]

@@ -208,6 +208,7 @@ pub(crate) async fn trace(
         header("traceparent").and_then(|tp| TraceContext::parse(tp, header("tracestate")))
     };
     let span = tracing::info_span!(
+        target: copydesk_queue::trace::SPANS,
         "request",
         method = %req.method(),
         path = %req.uri().path(),
