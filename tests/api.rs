@@ -1599,3 +1599,80 @@ async fn every_answer_of_the_served_api_is_one_its_document_describes() {
     let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(!log.contains(admin), "a token reached the server's log");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callers_traceparent_goes_with_the_job_through_the_api_and_the_cli_and_a_retry_keeps_it()
+{
+    let api = Api::new().await;
+    let t = api.tenant("default").await;
+    let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let enqueue = |headers: Vec<(&'static str, &'static str)>| {
+        let mut req = Request::builder()
+            .method(Method::POST)
+            .uri("/api/v1/jobs")
+            .header(
+                header::AUTHORIZATION,
+                format!("Bearer {}", t.token(TokenRole::Operator)),
+            )
+            .header(header::CONTENT_TYPE, "application/json");
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        req.body(Body::from(json!({"kind": "noop", "input": {}}).to_string()))
+            .unwrap()
+    };
+    let trace_of = |id: String| {
+        let pool = api.db.pool.clone();
+        async move {
+            sqlx::query_as::<_, (Option<String>, Option<String>)>(
+                "SELECT traceparent, tracestate FROM jobs WHERE id = $1::uuid",
+            )
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    // No exporter in this process: the header is carried on as it came.
+    let traced = api
+        .send(enqueue(vec![
+            ("traceparent", traceparent),
+            ("tracestate", "shop=checkout"),
+        ]))
+        .await;
+    assert_eq!(traced.status, StatusCode::CREATED, "{:?}", traced.body);
+    let id = traced.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        trace_of(id.clone()).await,
+        (Some(traceparent.into()), Some("shop=checkout".into()))
+    );
+    // A header that is not W3C is ignored, as the recommendation says: the job is made.
+    let bad = api
+        .send(enqueue(vec![("traceparent", "00-not-a-trace-01")]))
+        .await;
+    assert_eq!(bad.status, StatusCode::CREATED, "{:?}", bad.body);
+    assert_eq!(
+        trace_of(bad.body["id"].as_str().unwrap().to_owned()).await,
+        (None, None)
+    );
+    // A failed job retried keeps its trace.
+    sqlx::query("UPDATE jobs SET status = 'failed', finished_at = now() WHERE id = $1::uuid")
+        .bind(&id)
+        .execute(&api.db.pool)
+        .await
+        .unwrap();
+    let (ok, _, err) = copydesk(&api.db, &["jobs", "retry", &id]);
+    assert!(ok, "{err}");
+    assert_eq!(trace_of(id).await.0.as_deref(), Some(traceparent));
+    // The CLI takes TRACEPARENT and TRACESTATE from its environment.
+    let (ok, out, err) = copydesk_at(
+        &api.db.url,
+        &[("TRACEPARENT", traceparent), ("TRACESTATE", "ci=1")],
+        &["enqueue", "noop"],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        trace_of(out.trim().to_owned()).await,
+        (Some(traceparent.into()), Some("ci=1".into()))
+    );
+}
