@@ -371,3 +371,71 @@ async fn two_workers_schedule_one_cache_refresh_per_source_per_tick() {
     }
     assert_eq!(per_source[0].1, per_source[1].1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catalogue_that_refuses_for_want_of_a_token_is_one_warning_not_a_failed_job_a_day() {
+    let db = test_db().await;
+    let k = Keys::generate();
+    // Answers 401 to a request without the token, the catalogue to one with it.
+    let server = catalogue(vec![json!([{"id": 1, "name": "Linen shirt"}])]).await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(401).set_body_json(json!({"error": "unauthorized"})))
+        .mount(&server)
+        .await;
+    let r = cache_runner(&db, catalog_settings(&server), &k);
+    let notes = || async {
+        sqlx::query_as::<_, (String, String, String, i32, Option<String>)>(
+            "SELECT severity, title, body, count, read_by FROM notifications ORDER BY created_at",
+        )
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
+    };
+    // Two days' refreshes with no token: both done, one warning counted twice, and
+    // nothing failed (no job_failed either).
+    for _ in 0..2 {
+        let job = enqueue(&db, "cache_refresh", json!({"source": "catalog"})).await;
+        run_all(&r, &["cache_refresh"]).await;
+        assert_eq!(status_of(&db.pool, job).await, "done");
+        assert!(
+            output(&db, job).await["refused"]
+                .as_str()
+                .is_some_and(|s| s.contains("answered 401")),
+            "{}",
+            output(&db, job).await
+        );
+    }
+    let told = notes().await;
+    assert_eq!(told.len(), 1, "{told:?}");
+    let (severity, title, body, n, read_by) = &told[0];
+    assert_eq!(
+        (severity.as_str(), *n, read_by.as_deref()),
+        ("warning", 2, None)
+    );
+    assert_eq!(
+        title,
+        "The catalogue refuses copydesk's requests (HTTP 401)"
+    );
+    assert!(
+        body.contains("no catalog_token is set")
+            && body.contains("copydesk settings set catalog_token"),
+        "{body}"
+    );
+    // The token set, the next refresh reads the catalogue and ends the warning.
+    store::settings::put(
+        &db.pool,
+        Some(&Keys::parse(&k).unwrap()),
+        None,
+        "catalog_token",
+        "cat-token-42",
+    )
+    .await
+    .unwrap();
+    let job = enqueue(&db, "cache_refresh", json!({"source": "catalog"})).await;
+    run_all(&r, &["cache_refresh"]).await;
+    assert_eq!(output(&db, job).await["counts"]["inserted"], 1);
+    assert_eq!(
+        notes().await[0].4.as_deref(),
+        Some("copydesk (the catalogue answered again)")
+    );
+}

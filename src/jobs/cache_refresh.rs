@@ -60,6 +60,9 @@ impl JobArgs for CacheRefreshArgs {
 pub enum CacheRefreshOutput {
     Catalog {
         counts: CatalogCounts,
+        /// Why nothing was refreshed: the catalogue refused the request (401/403).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        refused: Option<String>,
     },
     BrandVoice {
         refreshed: Vec<String>,
@@ -93,7 +96,7 @@ pub async fn run(ctx: Ctx, args: CacheRefreshArgs) -> Result<Outcome, JobError> 
     let output = match args.source {
         CacheSource::Catalog => {
             let token = catalog_token(&ctx).await?;
-            let counts = refresh_catalog(
+            let refreshed = refresh_catalog(
                 &ctx.pool,
                 &ctx.steps(),
                 ctx.job.tenant_id,
@@ -101,9 +104,35 @@ pub async fn run(ctx: Ctx, args: CacheRefreshArgs) -> Result<Outcome, JobError> 
                 &ctx.app.settings.catalog,
                 token.as_deref(),
             )
-            .await?;
-            tracing::info!(?counts, "catalogue refreshed");
-            CacheRefreshOutput::Catalog { counts }
+            .await;
+            match refreshed {
+                Ok(counts) => {
+                    tracing::info!(?counts, "catalogue refreshed");
+                    store::notifications::resolve(
+                        &ctx.pool,
+                        ctx.job.tenant_id,
+                        CATALOG_REFUSED,
+                        CATALOG_REFUSED_CAUSE,
+                        "copydesk (the catalogue answered again)",
+                    )
+                    .await
+                    .retryable()?;
+                    CacheRefreshOutput::Catalog {
+                        counts,
+                        refused: None,
+                    }
+                }
+                // Said once, as a warning that stays until a refresh is taken again;
+                // not a failed job each day.
+                Err(CatalogError::Refused { status, message }) => {
+                    refused(&ctx, status, &message, token.is_some()).await?;
+                    CacheRefreshOutput::Catalog {
+                        counts: CatalogCounts::default(),
+                        refused: Some(message),
+                    }
+                }
+                Err(CatalogError::Job(e)) => return Err(e),
+            }
         }
         CacheSource::BrandVoice => {
             let within = args.within_hours.unwrap_or(24);
@@ -151,6 +180,36 @@ pub async fn run(ctx: Ctx, args: CacheRefreshArgs) -> Result<Outcome, JobError> 
             Ok(())
         })
     })))
+}
+
+/// Raises (or counts again) the warning that the catalogue refuses copydesk.
+async fn refused(ctx: &Ctx, status: u16, message: &str, had_token: bool) -> Result<(), JobError> {
+    tracing::warn!(status, message, "the catalogue refused the refresh");
+    let fix = if had_token {
+        "it refused the catalog_token copydesk sent: set the right one with \
+         `copydesk settings set catalog_token --secret` (or COPYDESK_CATALOG_TOKEN)"
+    } else {
+        "no catalog_token is set: set it with `copydesk settings set catalog_token --secret` \
+         (or COPYDESK_CATALOG_TOKEN on the workers), or empty [catalog] url to turn the \
+         refresh off"
+    };
+    store::notifications::raise(
+        &ctx.pool,
+        &store::notifications::New {
+            tenant: ctx.job.tenant_id,
+            project: None,
+            job: Some(ctx.job.id),
+            severity: crate::domain::Severity::Warning,
+            kind: CATALOG_REFUSED,
+            cause: CATALOG_REFUSED_CAUSE,
+            title: &format!("The catalogue refuses copydesk's requests (HTTP {status})"),
+            body: &format!("{message}; {fix}. Drafts write from the items on hand."),
+            data: json!({"status": status, "token_set": had_token}),
+        },
+    )
+    .await
+    .retryable()?;
+    Ok(())
 }
 
 /// The catalogue token: COPYDESK_CATALOG_TOKEN, else the encrypted app setting
@@ -219,6 +278,58 @@ fn item(raw: &Value) -> Result<CatalogItem, Skipped> {
     })
 }
 
+/// Why a catalogue refresh did not finish.
+#[derive(Debug)]
+pub enum CatalogError {
+    /// The catalogue answered 401 or 403: its token (or the lack of one) is a setting
+    /// to fix, not a failure of the job that found it.
+    Refused {
+        status: u16,
+        message: String,
+    },
+    Job(JobError),
+}
+
+impl From<JobError> for CatalogError {
+    fn from(e: JobError) -> Self {
+        Self::Job(e)
+    }
+}
+
+impl From<store::Error> for CatalogError {
+    fn from(e: store::Error) -> Self {
+        Self::Job(e.into())
+    }
+}
+
+impl From<copydesk_queue::Error> for CatalogError {
+    fn from(e: copydesk_queue::Error) -> Self {
+        Self::Job(e.into())
+    }
+}
+
+impl From<CatalogError> for JobError {
+    fn from(e: CatalogError) -> Self {
+        match e {
+            CatalogError::Refused { message, .. } => JobError::permanent(message),
+            CatalogError::Job(e) => e,
+        }
+    }
+}
+
+impl std::fmt::Display for CatalogError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Refused { message, .. } => f.write_str(message),
+            Self::Job(e) => f.write_str(&e.message),
+        }
+    }
+}
+
+/// The notification of a catalogue that refuses copydesk's requests, and its cause.
+pub const CATALOG_REFUSED: &str = "catalog_refused";
+const CATALOG_REFUSED_CAUSE: &str = "catalog_token";
+
 /// Fetches every page of the catalogue and upserts it in one transaction.
 /// Each page is a step of the job: a retry after a failed page starts at that page.
 pub async fn refresh_catalog(
@@ -228,11 +339,11 @@ pub async fn refresh_catalog(
     fetcher: &Fetcher,
     cfg: &CatalogSettings,
     token: Option<&str>,
-) -> Result<CatalogCounts, JobError> {
+) -> Result<CatalogCounts, CatalogError> {
     if cfg.url.trim().is_empty() {
-        return Err(JobError::permanent(
-            "no catalogue is configured: [catalog] url is empty",
-        ));
+        return Err(
+            JobError::permanent("no catalogue is configured: [catalog] url is empty").into(),
+        );
     }
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(t) = token {
@@ -253,13 +364,22 @@ pub async fn refresh_catalog(
             .append_pair(&cfg.per_page_param, &cfg.per_page.to_string());
         let body: Value = steps
             .run(&format!("catalogue page {page}"), &url.as_str(), || async {
-                fetcher.get_json(url.as_str(), &headers).await.map_err(|e| {
-                    if e.is_transient() {
-                        JobError::transient(format!("catalogue page {page}: {e}"))
-                    } else {
-                        JobError::permanent(format!("catalogue page {page}: {e}"))
-                    }
-                })
+                fetcher
+                    .get_json(url.as_str(), &headers)
+                    .await
+                    .map_err(|e| match e {
+                        crate::fetch::FetchError::Status {
+                            status: status @ (401 | 403),
+                            ..
+                        } => CatalogError::Refused {
+                            status,
+                            message: format!("catalogue page {page}: {e}"),
+                        },
+                        e if e.is_transient() => {
+                            JobError::transient(format!("catalogue page {page}: {e}")).into()
+                        }
+                        e => JobError::permanent(format!("catalogue page {page}: {e}")).into(),
+                    })
             })
             .await?
             .output;
@@ -272,7 +392,8 @@ pub async fn refresh_catalog(
             return Err(JobError::permanent(format!(
                 "catalogue page {page} has no {:?} array",
                 cfg.items_field
-            )));
+            ))
+            .into());
         };
         counts.pages = page;
         for raw in list {
