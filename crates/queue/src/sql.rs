@@ -37,13 +37,17 @@ pub async fn job_insert_many(conn: &mut PgConnection, jobs: &[NewJob]) -> Result
     );
     let (mut traceparents, mut tracestates) = (Vec::with_capacity(n), Vec::with_capacity(n));
     let mut columns = std::collections::BTreeSet::new();
+    // The caller's trace, looked up once for the whole batch.
+    let ambient = std::sync::OnceLock::new();
     for j in jobs {
         // A job with a parent and no trace takes its parent's in the database; one with
         // neither takes the caller's (see `trace`).
-        let trace = j
-            .trace
-            .clone()
-            .or_else(|| j.parent_id.is_none().then(crate::trace::current).flatten());
+        let trace = j.trace.clone().or_else(|| {
+            j.parent_id
+                .is_none()
+                .then(|| ambient.get_or_init(crate::trace::current).clone())
+                .flatten()
+        });
         let (parent, state) = trace.map_or((None, None), |t| (Some(t.traceparent), t.tracestate));
         traceparents.push(parent);
         tracestates.push(state);
