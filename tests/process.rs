@@ -526,4 +526,29 @@ async fn learned_modes_and_worker_processes_are_listed_as_tables_and_json() {
     assert_eq!(seen, vec![("host:1:aaaa", true), ("host:2:bbbb", false)]);
     let (ok, table, _) = copydesk(&db, &["queue", "workers"]);
     assert!(ok && table.contains("noop,cleanup"), "{table}");
+
+    // The kinds, each with the contract versions the database knows and the live
+    // processes claiming it (host:1 claims noop and cleanup; host:2 is dead).
+    let (ok, out, err) = copydesk(&db, &["queue", "kinds", "--json"]);
+    assert!(ok, "{err}");
+    let kinds: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let noop = kinds
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kind"] == "noop")
+        .unwrap();
+    assert_eq!(
+        (&noop["versions"], &noop["workers"], &noop["alias_of"]),
+        (
+            &serde_json::json!([1]),
+            &serde_json::json!(1),
+            &serde_json::Value::Null
+        )
+    );
+    let (ok, table, _) = copydesk(&db, &["queue", "kinds"]);
+    assert!(
+        ok && table.contains("VERSIONS") && table.contains("brand_voice_analysis"),
+        "{table}"
+    );
 }

@@ -208,7 +208,7 @@ fn list_table(jobs: &[Job]) -> String {
     )
 }
 
-/// `copydesk queue stats`.
+/// `copydesk queue workers`.
 pub async fn workers(
     json: JsonFlag,
     env: &Env,
@@ -228,6 +228,32 @@ pub async fn workers(
                 w.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
                 w.seen_at.format("%Y-%m-%d %H:%M:%S").to_string(),
                 if w.alive { "yes" } else { "no" }.to_owned(),
+            ]
+        },
+    )
+}
+
+/// `copydesk queue kinds`.
+pub async fn kinds(json: JsonFlag, env: &Env, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
+    let rows = ops::kinds(&env.db.pool).await?;
+    json.print(
+        out,
+        rows,
+        "no kind is registered: run `copydesk migrate`",
+        &["KIND", "VERSIONS", "ALIAS OF", "REGISTERED", "WORKERS"],
+        |k| {
+            vec![
+                k.kind,
+                k.versions
+                    .iter()
+                    .map(|v| format!("v{v}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                k.alias_of.unwrap_or_default(),
+                k.registered_at
+                    .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                    .unwrap_or_default(),
+                k.workers.to_string(),
             ]
         },
     )

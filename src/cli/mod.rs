@@ -159,6 +159,9 @@ pub enum QueueCommand {
     /// Worker processes: their kinds, release, when each was last seen alive (a process
     /// that died is listed, not alive, for a day).
     Workers(JsonFlag),
+    /// The kinds jobs may name: the versions of each input contract the workers
+    /// registered (a rolling deploy shows two), former names, live processes claiming it.
+    Kinds(JsonFlag),
 }
 
 #[derive(Debug, Subcommand)]
@@ -248,6 +251,7 @@ async fn dispatch(
         Command::Jobs(cmd) => jobs::run(cmd, env, by, out).await?,
         Command::Queue(QueueCommand::Stats(f)) => jobs::stats(f, env, out).await?,
         Command::Queue(QueueCommand::Workers(f)) => jobs::workers(f, env, out).await?,
+        Command::Queue(QueueCommand::Kinds(f)) => jobs::kinds(f, env, out).await?,
         Command::Cleanup(args) => cleanup::run(args, env, out).await?,
         Command::Approvals(cmd) => approvals::run(cmd, env, by, out).await?,
         Command::Pipeline(cmd) => approvals::pipeline(cmd, env, out).await?,

@@ -241,6 +241,12 @@ pub async fn workers(db: impl sqlx::PgExecutor<'_>) -> Result<Vec<sql::WorkerRow
     sql::workers(db).await
 }
 
+/// Every kind a job may name: its contract versions, what it stands for if it is a
+/// former name, and the live processes claiming it.
+pub async fn kinds(db: impl sqlx::PgExecutor<'_>) -> Result<Vec<sql::KindRow>> {
+    sql::kinds(db).await
+}
+
 /// How many live worker processes claim each kind (kinds none claims are absent).
 pub async fn live_workers(db: impl sqlx::PgExecutor<'_>) -> Result<Vec<(String, i64)>> {
     sql::live_workers(db).await

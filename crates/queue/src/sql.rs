@@ -639,6 +639,39 @@ pub async fn workers(db: impl PgExecutor<'_>) -> Result<Vec<WorkerRow>> {
     .await?)
 }
 
+/// One kind a `jobs` row may name, with the versions of its input contract the
+/// workers registered and the live processes claiming it.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct KindRow {
+    pub kind: String,
+    /// The kind this former name stands for.
+    pub alias_of: Option<String>,
+    /// The contract versions registered, oldest first (an alias has its kind's).
+    pub versions: Vec<i32>,
+    /// When the newest of them was (last) registered.
+    pub registered_at: Option<DateTime<Utc>>,
+    /// Live worker processes claiming it.
+    pub workers: i64,
+}
+
+/// Every kind, by name.
+pub async fn kinds(db: impl PgExecutor<'_>) -> Result<Vec<KindRow>> {
+    Ok(crate::db::query_as(
+        "SELECT k.name AS kind, k.alias_of,
+                coalesce(array_agg(v.version ORDER BY v.version)
+                         FILTER (WHERE v.version IS NOT NULL), '{}') AS versions,
+                max(v.registered_at) AS registered_at,
+                (SELECT count(*) FROM copydesk_workers w
+                  WHERE k.name = ANY (w.kinds) AND w.alive_until > now()) AS workers
+         FROM job_kinds k
+         LEFT JOIN job_kind_versions v ON v.kind = coalesce(k.alias_of, k.name)
+         GROUP BY k.name, k.alias_of
+         ORDER BY k.name",
+    )
+    .fetch_all(db)
+    .await?)
+}
+
 /// How many live worker processes claim each kind.
 pub async fn live_workers(db: impl PgExecutor<'_>) -> Result<Vec<(String, i64)>> {
     Ok(crate::db::query_as(

@@ -192,6 +192,13 @@ async fn two_releases_share_one_database_and_nothing_fails() {
         versions,
         [("greet".to_string(), 1), ("greet".to_string(), 2)]
     );
+    // As `copydesk queue kinds` lists them.
+    let kinds = queue::ops::kinds(&db.pool).await.unwrap();
+    let greet = kinds.iter().find(|k| k.kind == "greet").unwrap();
+    assert_eq!(
+        (greet.versions.as_slice(), greet.workers),
+        ([1, 2].as_slice(), 0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -310,4 +317,10 @@ async fn a_renamed_kind_runs_the_jobs_queued_under_its_old_name() {
             .await
             .unwrap();
     assert_eq!(alias.as_deref(), Some("salute"));
+    let kinds = queue::ops::kinds(&db.pool).await.unwrap();
+    let old_name = kinds.iter().find(|k| k.kind == "greet").unwrap();
+    assert_eq!(
+        (old_name.alias_of.as_deref(), old_name.versions.as_slice()),
+        (Some("salute"), [1].as_slice())
+    );
 }
