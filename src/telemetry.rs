@@ -11,7 +11,7 @@
 use std::sync::OnceLock;
 
 use opentelemetry::{KeyValue, trace::TracerProvider as _};
-use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::{Resource, trace::SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{EnvFilter, Layer, fmt, prelude::*};
@@ -51,8 +51,8 @@ fn tracer_provider(endpoint: Option<String>) -> anyhow::Result<SdkTracerProvider
     if let Some(endpoint) = endpoint {
         exporter = exporter.with_endpoint(endpoint);
     }
+    // OTEL_EXPORTER_OTLP_HEADERS, _TIMEOUT and _COMPRESSION are read by the SDK.
     let exporter = exporter
-        .with_headers(Default::default())
         .build()
         .map_err(|e| anyhow::anyhow!("cannot build the OTLP span exporter: {e}"))?;
     // OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES still apply over these.
