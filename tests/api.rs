@@ -1675,4 +1675,11 @@ async fn a_callers_traceparent_goes_with_the_job_through_the_api_and_the_cli_and
         trace_of(out.trim().to_owned()).await,
         (Some(traceparent.into()), Some("ci=1".into()))
     );
+    // `jobs show` says which trace to look the job up in.
+    let (ok, show, err) = copydesk(&api.db, &["jobs", "show", out.trim()]);
+    assert!(ok, "{err}");
+    assert!(
+        show.contains(&format!("traceparent: {traceparent}")),
+        "{show}"
+    );
 }

@@ -112,6 +112,7 @@ pub async fn run(
                     ("lease until", opt(j.locked_until.map(|t| t.to_rfc3339()))),
                     ("idempotency key", opt(j.idempotency_key.clone())),
                     ("parent", opt(j.parent_id.map(|p| p.to_string()))),
+                    ("traceparent", opt(j.traceparent.clone())),
                     ("input", j.input.to_string()),
                     ("output", opt(j.output.as_ref().map(|o| o.to_string()))),
                     ("last error", opt(j.last_error.clone())),
