@@ -90,8 +90,7 @@ impl Held {
 
     /// Records an attempt that ended and is on its way to the finisher.
     fn ended(&self, f: &Finished) {
-        if matches!(&f.outcome, crate::Outcome::Wait { note, .. } if !crate::runner::is_given_back(note))
-        {
+        if matches!(f.outcome, crate::Outcome::Wait { .. }) {
             self.waited.store(true, Ordering::Release);
         }
         let us = f.elapsed.as_secs_f64() * 1e6;
@@ -140,9 +139,7 @@ impl Held {
     /// wait after the commit is never early.
     fn waiting_until(&self, batch: &[Finished]) {
         let mut waits = batch.iter().filter_map(|f| match &f.outcome {
-            // A job given back for a newer release's worker: not this worker's to
-            // take again the moment it is due.
-            crate::Outcome::Wait { note, .. } if crate::runner::is_given_back(note) => None,
+            // (A job given back is not this worker's to take again the moment it is due.)
             crate::Outcome::Wait { after, .. } => Some(*after),
             crate::Outcome::Retry {
                 after: Some(after), ..

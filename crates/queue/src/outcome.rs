@@ -40,6 +40,10 @@ pub enum Outcome {
     /// goes back to `queued` to run `after` from now, this attempt not counted and no
     /// error recorded; `note` ("waiting for limit …") is shown on the row instead.
     Wait { note: String, after: Duration },
+    /// Not run: this worker cannot read the job (its input is a newer release's). It
+    /// goes back to `queued` as a wait does, for another worker; the worker that gave
+    /// it back does not wake for it when it is due.
+    GiveBack { note: String, after: Duration },
 }
 
 impl Outcome {
@@ -86,7 +90,8 @@ impl Outcome {
             Self::NeedsApproval { .. } => "needs_approval",
             Self::Retry { .. } => "retry",
             Self::Fail { .. } => "failed",
-            Self::Wait { .. } => "wait",
+            // The same row as a wait: queued again, the attempt not counted.
+            Self::Wait { .. } | Self::GiveBack { .. } => "wait",
         }
     }
 }
@@ -107,6 +112,11 @@ impl fmt::Debug for Outcome {
             Self::Fail { error } => f.debug_struct("fail").field("error", error).finish(),
             Self::Wait { note, after } => f
                 .debug_struct("wait")
+                .field("note", note)
+                .field("after", after)
+                .finish(),
+            Self::GiveBack { note, after } => f
+                .debug_struct("give_back")
                 .field("note", note)
                 .field("after", after)
                 .finish(),

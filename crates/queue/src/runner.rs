@@ -117,6 +117,9 @@ impl<C: Clone + Send + Sync + 'static> Runner<C> {
                 Outcome::Wait { note, after } => {
                     tracing::info!(%note, after_ms = after.as_millis() as u64, "waiting, attempt not counted")
                 }
+                Outcome::GiveBack { note, after } => {
+                    tracing::info!(%note, after_ms = after.as_millis() as u64, "given back for another worker, attempt not counted")
+                }
                 other => tracing::debug!(outcome = other.label(), "finished"),
             }
             outcome
@@ -249,15 +252,12 @@ impl<C: Clone + Send + Sync + 'static> Runner<C> {
             .unwrap_or_default();
         let limit = self.config.worker.unreadable_after();
         if waited < limit {
-            tracing::info!(
-                reads = mine,
-                input = theirs,
-                "input written for a newer worker: given back, attempt not counted"
-            );
             // Soon at first (a deploy's new workers are starting), then less often.
             let after = (waited / 4).clamp(GIVE_BACK_FIRST, GIVE_BACK_MOST);
-            return Outcome::Wait {
-                note: format!("{GIVEN_BACK}{kind} input v{theirs} (this one reads v{mine})"),
+            return Outcome::GiveBack {
+                note: format!(
+                    "a worker that reads {kind} input v{theirs} (this one reads v{mine})"
+                ),
                 after: after.min(limit - waited),
             };
         }
@@ -270,15 +270,6 @@ impl<C: Clone + Send + Sync + 'static> Runner<C> {
             ),
         }
     }
-}
-
-/// How the note of a job given back for a newer worker begins.
-const GIVEN_BACK: &str = "a worker that reads ";
-
-/// Whether a wait's note is a give-back for a newer worker (the worker that gave it
-/// back does not wake for it: a newer one should take it).
-pub fn is_given_back(note: &str) -> bool {
-    note.starts_with(GIVEN_BACK)
 }
 
 /// How soon a job written for a newer worker is offered again: a quarter of the time
@@ -315,7 +306,9 @@ fn finish_row(f: &Finished, retry: &RetrySettings) -> sql::FinishRow {
         }
         Outcome::Fail { error } => (Some(error.clone()), None, Duration::ZERO),
         // The note travels in the error field; the statement writes it to `waiting_for`.
-        Outcome::Wait { note, after } => (Some(note.clone()), None, *after),
+        Outcome::Wait { note, after } | Outcome::GiveBack { note, after } => {
+            (Some(note.clone()), None, *after)
+        }
     };
     sql::FinishRow {
         id: f.id,
