@@ -111,7 +111,7 @@ impl Catalog {
 }
 
 /// Checks `input` against one schema of `kind`: every field that is wrong, named.
-pub fn check(kind: &str, schema: &jsonschema::Validator, input: &Value) -> Result<(), Error> {
+fn check(kind: &str, schema: &jsonschema::Validator, input: &Value) -> Result<(), Error> {
     let problems: Vec<String> = schema
         .iter_errors(input)
         .map(|e| {

@@ -20,11 +20,7 @@ use std::{
     sync::atomic::{AtomicBool, Ordering},
 };
 
-use opentelemetry::{
-    Context,
-    propagation::TextMapPropagator,
-    trace::{TraceContextExt, TraceId},
-};
+use opentelemetry::{Context, propagation::TextMapPropagator, trace::TraceContextExt};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use serde::{Deserialize, Serialize};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -89,19 +85,15 @@ impl TraceContext {
         })
     }
 
-    /// The trace of a `tracing` span, when an OpenTelemetry layer gave it one.
+    /// The trace of a `tracing` span, when an OpenTelemetry layer gave it one (none
+    /// does unless this process exports: then nothing is looked up).
     pub fn of_span(span: &tracing::Span) -> Option<Self> {
-        Self::of(&span.context())
+        exporting().then(|| Self::of(&span.context())).flatten()
     }
 
     /// This trace as a remote parent for a span of this process.
     pub fn context(&self) -> Context {
         Self::extract(&self.traceparent, self.tracestate.as_deref())
-    }
-
-    /// The trace id, as 32 hex digits.
-    pub fn trace_id(&self) -> TraceId {
-        self.context().span().span_context().trace_id()
     }
 
     fn extract(traceparent: &str, tracestate: Option<&str>) -> Context {
@@ -157,7 +149,10 @@ mod tests {
         let t = TraceContext::parse(tp, Some("congo=t61rcWkgMzE")).unwrap();
         assert_eq!(t.traceparent, tp);
         assert_eq!(t.tracestate.as_deref(), Some("congo=t61rcWkgMzE"));
-        assert_eq!(t.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            t.context().span().span_context().trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
     }
 
     #[test]
