@@ -27,26 +27,21 @@ pub struct Stall {
 /// One look: raises (or counts again) `queue_stalled` for each kind whose oldest ready
 /// job has waited past `stall_after`, and resolves it for each kind that does not.
 pub async fn check(pool: &Db, stall_after: Duration) -> Result<Vec<Stall>, store::Error> {
-    let stats = copydesk_queue::ops::stats(pool).await?;
+    // Every worker process looks: the ready jobs alone, not the whole queue's counts.
+    let oldest = copydesk_queue::ops::oldest_ready(pool).await?;
     let live: std::collections::BTreeMap<String, i64> = copydesk_queue::ops::live_workers(pool)
         .await?
         .into_iter()
         .collect();
-    let mut stalls = Vec::new();
-    for row in &stats.rows {
-        if row.status != copydesk_queue::JobStatus::Queued {
-            continue;
-        }
-        if let Some(waited) = row.oldest_ready_secs
-            && waited > stall_after.as_secs_f64()
-        {
-            stalls.push(Stall {
-                kind: row.kind.clone(),
-                waited_secs: waited,
-                workers: live.get(&row.kind).copied().unwrap_or(0),
-            });
-        }
-    }
+    let stalls: Vec<Stall> = oldest
+        .into_iter()
+        .filter(|(_, waited)| *waited > stall_after.as_secs_f64())
+        .map(|(kind, waited_secs)| Stall {
+            workers: live.get(&kind).copied().unwrap_or(0),
+            kind,
+            waited_secs,
+        })
+        .collect();
     let conditions: Vec<Condition> = stalls
         .iter()
         .map(|s| {

@@ -236,6 +236,12 @@ pub async fn stats(db: impl sqlx::PgExecutor<'_>) -> Result<QueueStats> {
     })
 }
 
+/// Per kind with ready jobs, the wait of its oldest ready job in seconds (what a stall
+/// check needs, without the counts of [`stats`]).
+pub async fn oldest_ready(db: impl sqlx::PgExecutor<'_>) -> Result<Vec<(String, f64)>> {
+    sql::oldest_ready(db).await
+}
+
 /// Every worker process with a row in `copydesk_workers`, live ones first.
 pub async fn workers(db: impl sqlx::PgExecutor<'_>) -> Result<Vec<sql::WorkerRow>> {
     sql::workers(db).await

@@ -897,6 +897,19 @@ pub struct StatsRow {
 /// the last hour (done rows are history, kept until retention deletes them; counting
 /// them all would read the whole table). Each part reads its own partial index, so the
 /// answer costs the live jobs, not the table's size.
+/// Per kind with ready jobs, how long its oldest ready job has waited since it became
+/// ready (its `run_at`, or its insert when that came later), in seconds. Reads the
+/// ready jobs alone (not the history `queue_stats` counts).
+pub async fn oldest_ready(db: impl PgExecutor<'_>) -> Result<Vec<(String, f64)>> {
+    Ok(crate::db::query_as(
+        "SELECT kind, extract(epoch FROM now() - min(greatest(run_at, created_at)))::float8
+         FROM jobs WHERE status = 'queued' AND run_at <= now()
+         GROUP BY kind ORDER BY kind",
+    )
+    .fetch_all(db)
+    .await?)
+}
+
 pub async fn queue_stats(db: impl PgExecutor<'_>) -> Result<Vec<StatsRow>> {
     const PART: &str = "SELECT kind, status, count(*)::bigint AS jobs,
                 extract(epoch FROM now() - min(greatest(run_at, created_at))
